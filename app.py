@@ -1,0 +1,335 @@
+"""selfspec web app: autoregressive vs self-speculative decoding, side by side, streaming.
+
+Run: `python app.py` (host and port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT). Also the entry
+point of a Hugging Face Space. This file only wires widgets to library calls: the race is
+`selfspec.ui_race`, the panels `selfspec.ui_render`, the charts `selfspec.ui_charts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import torch
+
+from selfspec.decoding import DraftSettings
+from selfspec.models import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
+from selfspec.profile import ProfileError, SkipProfile, read_profile
+from selfspec.sampling import Sampling
+from selfspec.ui_charts import figures
+from selfspec.ui_race import RACE_RULE, Race, start_race
+from selfspec.ui_render import panels, summary_line
+
+try:  # issue 3: profiles from the Hub, the local cache or the bundled set
+    from selfspec.hub import load_profile
+except ImportError:  # until it lands: the draft skips nothing
+    load_profile = None
+
+try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
+    import spaces
+
+    gpu = spaces.GPU(duration=120)
+except ImportError:
+    def gpu(fn):
+        return fn
+
+log = logging.getLogger("selfspec.app")
+
+DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
+# More models for the dropdown: SELFSPEC_MODELS="Qwen/Qwen2.5-0.5B-Instruct,..." (any Hub id can be typed).
+EXTRA_MODELS = [m.strip() for m in os.environ.get("SELFSPEC_MODELS", "").split(",") if m.strip()]
+ON_GPU = torch.cuda.is_available() or bool(os.environ.get("SPACES_ZERO_GPU"))
+DEVICE = os.environ.get("SELFSPEC_DEVICE") or ("cuda" if ON_GPU else None)
+DTYPE = os.environ.get("SELFSPEC_DTYPE") or ("bfloat16" if ON_GPU else "float32")
+
+MAX_NEW_TOKENS = 1024
+MAX_DRAFT = 16
+TEXT_EVERY = 0.1  # seconds between streamed text updates
+CHARTS_EVERY = 0.75  # seconds between chart updates: re-plotting is the expensive part
+
+EXAMPLES = [
+    ["Summarise in two sentences: The Great Barrier Reef is the world's largest coral reef system, made of "
+     "over 2,900 reefs stretching 2,300 km off Queensland, Australia. It can be seen from space, supports a "
+     "huge diversity of life, and has suffered mass bleaching as ocean temperatures rise."],
+    ["Write a Python function that returns the n-th Fibonacci number iteratively."],
+    ["What is the capital of Australia, and why was it chosen over Sydney and Melbourne?"],
+    ["Translate into French: The weather is lovely today, so we are going to walk by the river."],
+    ["A train travels 120 km in 1.5 hours. What is its average speed in km/h? Explain step by step."],
+]
+EXAMPLE_LABELS = ["Summarise", "Code", "Q&A", "Translate", "Maths"]
+
+# One decoding job per device at a time; this lock also covers a cancelled run's last step.
+DEVICE_LOCK = threading.Lock()
+_MODELS: dict[str, LanguageModel] = {}
+_PROFILES: dict[str, tuple[SkipProfile, str]] = {}
+_LOAD_LOCK = threading.Lock()
+
+USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
+
+
+# --- models and profiles ----------------------------------------------------------------------
+
+
+def check_hub(name: str) -> None:
+    """Fail fast, in one sentence, when a Hub model is neither cached nor reachable.
+
+    Without this a download retries for about a minute while the job blocks the queue.
+    """
+    import huggingface_hub
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.path.exists(os.path.expanduser(name)) or name.endswith(".gguf"):
+        return
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+            return
+        huggingface_hub.model_info(name, timeout=10)
+    except HFValidationError:
+        raise ModelLoadError(f"{name!r} is not a Hub model id (like 'HuggingFaceTB/SmolLM2-360M-Instruct')") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"there is no model {name!r} on the Hugging Face Hub (or it is private)") from None
+    except Exception as exc:
+        raise ModelLoadError(f"cannot reach the Hugging Face Hub to load {name!r} ({type(exc).__name__}); "
+                             "the embedded default model still works") from None
+
+
+def get_model(choice: str | None) -> LanguageModel:
+    """The model for a dropdown value, loaded once and kept for the life of the app."""
+    name = None if not choice or choice.strip() in (DEFAULT_LABEL, DEFAULT_MODEL_ID) else choice.strip()
+    key = name or DEFAULT_MODEL_ID
+    with _LOAD_LOCK:
+        if key not in _MODELS:
+            if name is not None:
+                check_hub(name)
+            lm = load_model(name, dtype=DTYPE, device=DEVICE)
+            with DEVICE_LOCK:  # warm-up: the first forward pays one-off costs; keep them off the clock
+                for _ in start_race(lm, lm.encode("Hi"), SkipProfile.none(_layers(lm)), 2, Sampling(),
+                                    DraftSettings()):
+                    pass
+            _MODELS[key] = lm
+        return _MODELS[key]
+
+
+def _layers(lm: LanguageModel) -> int:
+    return lm.model.config.num_hidden_layers
+
+
+def describe(profile: SkipProfile) -> str:
+    return (f"skips {len(profile.attn)} attention and {len(profile.mlp)} MLP sublayers "
+            f"of {profile.num_layers} layers")
+
+
+def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
+    """The model's skip profile (Hub, cache or bundled) and a sentence saying where it came from."""
+    if lm.name not in _PROFILES:
+        resolved = None
+        if load_profile is not None:
+            try:
+                resolved = load_profile(lm.name, _layers(lm))
+            except Exception as exc:  # a profile lookup must never break the app
+                log.warning("profile lookup failed for %s: %s", lm.name, exc)
+        if resolved is not None and resolved.profile is not None:
+            profile = resolved.profile
+            note = f"{resolved.notice} The draft {describe(profile)}."
+        else:
+            profile = SkipProfile.none(_layers(lm), model=lm.name)
+            note = ((resolved.notice + " ") if resolved is not None else "No skip profile is available for "
+                    "this model, ") + "so the draft skips nothing (it cannot be faster); upload one to try."
+        _PROFILES[lm.name] = (profile, note)
+    return _PROFILES[lm.name]
+
+
+def pick_profile(lm: LanguageModel, upload: str | None) -> tuple[SkipProfile, str]:
+    if not upload:
+        return default_profile(lm)
+    profile = read_profile(upload)
+    profile.check_fits(_layers(lm))
+    return profile, f"Skip profile: your upload; the draft {describe(profile)}."
+
+
+# --- the form ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Form:
+    max_new_tokens: int
+    sampling: Sampling
+    settings: DraftSettings
+
+
+def parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive) -> Form:
+    """Form values (from the page or an API client) -> settings; absurd values raise ValueError."""
+    def integer(value, name: str, low: int, high: int) -> int:
+        if value is None or isinstance(value, bool) or not float(value).is_integer() or not low <= value <= high:
+            raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        return int(value)
+
+    max_new_tokens = integer(max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS)
+    max_draft = integer(max_draft, "max draft length", 1, MAX_DRAFT)
+    if mode not in ("greedy", "sampling"):
+        raise ValueError(f"decoding must be 'greedy' or 'sampling', got {mode!r}")
+    if mode == "greedy":
+        sampling = Sampling()
+    else:
+        if temperature is None or not 0 < temperature <= 5:
+            raise ValueError(f"temperature must be in (0, 5] when sampling, got {temperature!r}")
+        if top_p is None or not 0 < top_p <= 1:
+            raise ValueError(f"top-p must be in (0, 1], got {top_p!r}")
+        seed = None if seed is None or (isinstance(seed, float) and math.isnan(seed)) else integer(
+            seed, "seed", 0, 2**63 - 1)
+        sampling = Sampling(temperature=float(temperature), top_p=float(top_p), seed=seed)
+    settings = DraftSettings(max_draft=max_draft, exit="adaptive" if adaptive else "off")
+    return Form(max_new_tokens, sampling, settings)
+
+
+# --- the comparison ---------------------------------------------------------------------------
+
+
+def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool) -> dict:
+    """What API clients read: both texts, token ids and summaries (timed by each method's own clock)."""
+    out = {"model": lm.name, "profile": profile.to_dict(), "running": running}
+    for key, lane in (("autoregressive", race.autoregressive), ("self_speculative", race.speculative)):
+        out[key] = {"text": lm.decode(lane.token_ids), "token_ids": lane.token_ids, **lane.summary().to_dict()}
+    out["speedup"] = race.speedup
+    out["identical"] = race.identical if form.sampling.greedy and not running else None
+    return out
+
+
+def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool) -> tuple:
+    ar_html, spec_html = panels(lm.decode, race, running)
+    plots = figures(race, form.settings.max_draft) if charts else (gr.skip(),) * 4
+    summary = summary_line(race, form.sampling.greedy, running) + "\n\n" + note
+    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running))
+
+
+@gpu
+def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive):
+    """Race autoregressive and self-speculative decoding on one prompt; streams both as they go."""
+    try:
+        form = parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the prompt is empty: type something or pick an example")
+        lm = get_model(model)
+        profile, note = pick_profile(lm, profile_file)
+        race_steps = start_race(lm, lm.encode(prompt), profile, form.max_new_tokens, form.sampling,
+                                form.settings, DEVICE_LOCK)
+    except USER_ERRORS as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    last_text = last_charts = -math.inf
+    race = None
+    try:
+        for race in race_steps:
+            now = time.monotonic()
+            if now - last_text < TEXT_EVERY:
+                continue
+            charts = now - last_charts >= CHARTS_EVERY
+            last_text, last_charts = now, (now if charts else last_charts)
+            yield view(lm, profile, note, race, form, running=True, charts=charts)
+    except Exception as exc:  # never a stack trace in the page; the log keeps it
+        log.exception("decoding failed")
+        raise gr.Error(f"decoding failed: {exc}", print_exception=False) from None
+    finally:
+        race_steps.close()  # also on Stop: closes both decoders
+    yield view(lm, profile, note, race, form, running=False, charts=True)
+
+
+# --- sharing: the prompt and settings travel in the page's query string ------------------------
+
+SHARED = ["prompt", "model", "max_new_tokens", "mode", "temperature", "top_p", "seed", "max_draft", "adaptive"]
+
+SHARE_JS = """(%s) => {
+  const values = {%s};
+  const url = window.location.origin + window.location.pathname + "?" + new URLSearchParams(values).toString();
+  if (navigator.clipboard) navigator.clipboard.writeText(url).catch(() => {});
+  return url;
+}""" % (", ".join(SHARED), ", ".join(SHARED))
+
+
+def restore(request: gr.Request):
+    """Page load: fill the form from the query string (a shared link); ignore what does not parse."""
+    params = dict(request.query_params) if request is not None else {}
+    convert = {"prompt": str, "model": str, "max_new_tokens": int, "mode": str, "temperature": float,
+               "top_p": float, "seed": int, "max_draft": int, "adaptive": lambda v: v.lower() == "true"}
+    values = []
+    for name in SHARED:
+        try:
+            values.append(convert[name](params[name]) if name in params else gr.skip())
+        except ValueError:
+            values.append(gr.skip())
+    return values
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="selfspec: self-speculative decoding") as demo:
+        gr.Markdown(
+            "## Self-speculative decoding, live\n"
+            "One model, two roles ([Draft & Verify](https://arxiv.org/abs/2309.08168)): a draft that skips "
+            "some of the model's sublayers proposes tokens, the full model checks them all in one pass. "
+            "The output is exactly the full model's; the question is only which side gets there first."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=320):
+                prompt = gr.Textbox(label="Prompt", lines=4, max_lines=12, placeholder="Ask something…",
+                                    elem_id="prompt")
+                gr.Examples(EXAMPLES, inputs=[prompt], example_labels=EXAMPLE_LABELS, label="Examples")
+                with gr.Row():
+                    run = gr.Button("Run both", variant="primary", elem_id="run")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    share = gr.Button("Share link", variant="secondary", elem_id="share")
+                share_link = gr.Textbox(label="Link to this prompt and settings", buttons=["copy"],
+                                        interactive=False, elem_id="share-link")
+            with gr.Column(scale=2, min_width=300):
+                model = gr.Dropdown([DEFAULT_LABEL, *EXTRA_MODELS], value=DEFAULT_LABEL, label="Model",
+                                    allow_custom_value=True, info="or type a Hub model id")
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=96, step=1, label="Max new tokens")
+                with gr.Accordion("Decoding and drafting", open=False):
+                    mode = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
+                    temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling)")
+                    top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling)")
+                    seed = gr.Number(value=0, precision=0, label="Seed (sampling; empty = random)")
+                    max_draft = gr.Slider(1, MAX_DRAFT, value=4, step=1, label="Max draft length K")
+                    adaptive = gr.Checkbox(value=True, label="Adaptive draft exit (stop drafting when unsure)")
+                with gr.Accordion("Skip profile", open=False):
+                    gr.Markdown("Picked automatically for the model (Hub, cache or bundled). "
+                                "Or upload one: `{\"num_layers\": L, \"attn\": [...], \"mlp\": [...]}`.")
+                    profile_file = gr.File(label="Custom skip profile (JSON)", file_types=[".json"],
+                                           type="filepath")
+        summary = gr.Markdown("Press **Run both** to race the two methods.", elem_id="summary")
+        with gr.Row(equal_height=True):
+            ar_panel = gr.HTML(elem_id="ar-panel", min_height=120)
+            spec_panel = gr.HTML(elem_id="spec-panel", min_height=120)
+        gr.Markdown(f"*How the race is run:* {RACE_RULE}")
+        with gr.Row():
+            race_plot = gr.Plot(show_label=False, elem_id="race-plot", min_width=320)
+            speed_plot = gr.Plot(show_label=False, elem_id="speed-plot", min_width=320)
+        with gr.Row():
+            acceptance_plot = gr.Plot(show_label=False, elem_id="acceptance-plot", min_width=320)
+            lengths_plot = gr.Plot(show_label=False, elem_id="lengths-plot", min_width=320)
+        with gr.Accordion("Result as JSON (what the API returns)", open=False):
+            result = gr.JSON(label="result")
+
+        inputs = [prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
+        outputs = [ar_panel, spec_panel, race_plot, speed_plot, acceptance_plot, lengths_plot, summary, result]
+        running = run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=1,
+                            concurrency_id="device", show_progress="full", show_progress_on=[summary])
+        stop.click(None, None, None, cancels=[running])
+        shared = [prompt, model, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
+        share.click(None, shared, [share_link], js=SHARE_JS)
+        demo.load(restore, None, shared, api_visibility="private")
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo
+
+
+get_model(DEFAULT_LABEL)  # the one-time start-up load, before the first visitor
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch()

@@ -1,0 +1,76 @@
+"""Plotly figures of a race, built from the step records (used by the app, updated live)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import accumulate
+
+import plotly.graph_objects as go
+
+from .ui_race import Lane, Race
+from .ui_render import LANE_COLOURS, MARKS
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=14)), height=280, margin=dict(l=50, r=10, t=40, b=40),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        xaxis_title=x, yaxis_title=y, template="plotly_white",
+    )
+    return fig
+
+
+def _own_times(lane: Lane) -> list[float]:
+    return list(accumulate(lane.step_seconds))
+
+
+def race_figure(race: Race) -> go.Figure:
+    """Cumulative tokens against each method's own decoding time: the steeper line is faster."""
+    fig = go.Figure()
+    for lane in race.lanes:
+        counts = list(accumulate(len(r.token_ids) for r in lane.records))
+        fig.add_scatter(x=[0.0] + _own_times(lane), y=[0] + counts, mode="lines", name=lane.name,
+                        line=dict(color=LANE_COLOURS[lane.name], shape="hv", width=3))
+    return _layout(fig, "Tokens generated over time", "seconds of decoding", "tokens")
+
+
+def speed_figure(race: Race) -> go.Figure:
+    """Tokens per second of every decoding step (the prefill, which reads the prompt, is left out)."""
+    fig = go.Figure()
+    for lane in race.lanes:
+        points = [(t, len(r.token_ids) / s) for r, s, t in zip(lane.records, lane.step_seconds, _own_times(lane))
+                  if r.kind != "prefill" and s > 0]
+        fig.add_scatter(x=[t for t, _ in points], y=[v for _, v in points], mode="lines+markers",
+                        name=lane.name, line=dict(color=LANE_COLOURS[lane.name], width=1.5),
+                        marker=dict(size=5))
+    return _layout(fig, "Tokens per second, step by step", "seconds of decoding", "tokens / s")
+
+
+def acceptance_figure(lane: Lane) -> go.Figure:
+    """Share of drafted tokens accepted at each verification, and the running mean."""
+    steps = [r for r in lane.records if r.kind == "speculate" and r.drafted]
+    rates = [r.accepted / r.drafted for r in steps]
+    running = [a / d for a, d in zip(accumulate(r.accepted for r in steps), accumulate(r.drafted for r in steps))]
+    x = list(range(1, len(steps) + 1))
+    fig = go.Figure()
+    fig.add_bar(x=x, y=rates, name="this step", marker_color=MARKS["draft"][0],
+                customdata=[[r.accepted, r.drafted] for r in steps],
+                hovertemplate="step %{x}: %{customdata[0]} of %{customdata[1]} accepted<extra></extra>")
+    fig.add_scatter(x=x, y=running, mode="lines", name="running mean", line=dict(color=LANE_COLOURS[lane.name]))
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return _layout(fig, "Draft acceptance per verification", "verification", "accepted")
+
+
+def accepted_lengths_figure(lane: Lane, max_draft: int) -> go.Figure:
+    """How many drafted tokens each verification kept (0 .. max draft)."""
+    counts = Counter(r.accepted for r in lane.records if r.kind == "speculate" and r.drafted)
+    x = list(range(0, max(max_draft, max(counts, default=0)) + 1))
+    fig = go.Figure()
+    fig.add_bar(x=x, y=[counts.get(i, 0) for i in x], marker_color=LANE_COLOURS[lane.name], name="verifications")
+    fig.update_xaxes(dtick=1)
+    return _layout(fig, "Accepted draft length", "draft tokens accepted", "verifications")
+
+
+def figures(race: Race, max_draft: int) -> tuple[go.Figure, ...]:
+    spec = race.speculative
+    return race_figure(race), speed_figure(race), acceptance_figure(spec), accepted_lengths_figure(spec, max_draft)

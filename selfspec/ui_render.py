@@ -1,0 +1,128 @@
+"""HTML for the app's two text panels and its summary line, computed from a race's records.
+
+In a "speculate" record the first `accepted` tokens came from the draft (verified by the full
+model) and the last one from the full model: a correction when a draft was rejected, a bonus when
+every draft was accepted. Prefill and plain decode tokens come from the full model.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Callable, Sequence
+
+from .records import StepRecord
+from .ui_race import Lane, Race
+
+Decode = Callable[[Sequence[int]], str]
+
+# Translucent colours read on light and dark themes alike.
+MARKS = {
+    "draft": ("rgba(34, 160, 80, 0.28)", "drafted with skipped layers, accepted by the full model"),
+    "correction": ("rgba(230, 120, 0, 0.38)", "full model: correction of a rejected draft"),
+    "bonus": ("rgba(60, 110, 230, 0.32)", "full model: bonus token after all drafts were accepted"),
+}
+LANE_COLOURS = {"autoregressive": "#6b7280", "self-speculative": "#e8710a"}
+TITLES = {"autoregressive": "Autoregressive (full model, one token per step)",
+          "self-speculative": "Self-speculative (draft & verify)"}
+
+
+def token_sources(record: StepRecord) -> list[str]:
+    """Where each committed token of a record came from: 'full', 'draft', 'correction' or 'bonus'."""
+    if record.kind != "speculate":
+        return ["full"] * len(record.token_ids)
+    last = "bonus" if record.accepted == record.drafted else "correction"
+    # The decoder may cut a step short (token budget, end of sequence): keep the leading sources.
+    return (["draft"] * record.accepted + [last])[: len(record.token_ids)]
+
+
+def segments(decode: Decode, records: Sequence[StepRecord]) -> list[tuple[str, str]]:
+    """(text, source) runs of consecutive tokens with the same source.
+
+    Text is decoded from prefixes, not token by token, so that spacing and characters split across
+    byte-level tokens come out exactly as in the decoded whole.
+    """
+    ids: list[int] = []
+    bounds: list[tuple[int, str]] = []  # (end index into ids, source) for each run
+    for record in records:
+        for token, source in zip(record.token_ids, token_sources(record)):
+            ids.append(token)
+            if bounds and bounds[-1][1] == source:
+                bounds[-1] = (len(ids), source)
+            else:
+                bounds.append((len(ids), source))
+    out, done = [], ""
+    for end, source in bounds:
+        text = decode(ids[:end]).rstrip("\ufffd")  # an unfinished multi-byte character waits
+        if text.startswith(done) and len(text) > len(done):
+            out.append((text[len(done):], source))
+            done = text
+    return out
+
+
+def marked_text(decode: Decode, records: Sequence[StepRecord], marked: bool) -> str:
+    parts = []
+    for text, source in segments(decode, records):
+        text = html.escape(text)
+        if marked and source in MARKS:
+            title = html.escape(MARKS[source][1])
+            text = f'<span title="{title}" style="background:{MARKS[source][0]};border-radius:3px">{text}</span>'
+        parts.append(text)
+    return "".join(parts)
+
+
+def legend() -> str:
+    items = [f'<span style="background:{colour};border-radius:3px;padding:0 6px">{html.escape(label)}</span>'
+             for colour, label in MARKS.values()]
+    return f'<div style="font-size:0.8em;margin-top:8px;display:flex;flex-wrap:wrap;gap:6px">{"".join(items)}</div>'
+
+
+def panel(decode: Decode, lane: Lane, leader: bool, running: bool) -> str:
+    """One side of the race: title, live speed, the text (marked for the self-speculative lane)."""
+    speculative = lane.name == "self-speculative"
+    colour = LANE_COLOURS[lane.name]
+    tokens = len(lane.token_ids)
+    status = "" if lane.done or not running else " · running"
+    badge = (f' <span style="background:{colour};color:white;border-radius:8px;padding:1px 8px">faster</span>'
+             if leader else "")
+    text = marked_text(decode, lane.records, marked=speculative) or '<span style="opacity:0.5">…</span>'
+    return (
+        f'<div style="border:2px solid {colour};border-radius:10px;padding:10px 12px;height:100%">'
+        f'<div style="display:flex;flex-wrap:wrap;justify-content:space-between;gap:4px;font-weight:600">'
+        f'<span style="color:{colour}">{TITLES[lane.name]}</span>'
+        f'<span>{tokens} tokens · {lane.tokens_per_second:.1f} tok/s{badge}{status}</span></div>'
+        f'<div style="white-space:pre-wrap;margin-top:8px;min-height:6em;line-height:1.5">{text}</div>'
+        f'{legend() if speculative else ""}</div>'
+    )
+
+
+def panels(decode: Decode, race: Race, running: bool) -> tuple[str, str]:
+    """Both panels; the faster lane (by its own tokens per second) wears a badge once both have run."""
+    ar, spec = race.autoregressive, race.speculative
+    both = len(ar.records) > 1 and len(spec.records) > 1
+    speedup = race.speedup
+    leader = None if not both or speedup is None else (spec if speedup > 1 else ar)
+    return panel(decode, ar, leader is ar, running), panel(decode, spec, leader is spec, running)
+
+
+def summary_line(race: Race, greedy: bool, running: bool) -> str:
+    """Markdown: which side is faster, by how much, and why (acceptance, tokens per verification)."""
+    ar, spec = race.autoregressive, race.speculative
+    s = spec.summary()
+    speedup = race.speedup
+    head = "Running…" if running else "Done."
+    if speedup is not None and len(spec.records) > 1:
+        verdict = "faster" if speedup >= 1 else "slower"
+        head += f" **Self-speculative is {speedup:.2f}× the autoregressive speed ({verdict}).**"
+    parts = [f"autoregressive {ar.tokens_per_second:.1f} tok/s",
+             f"self-speculative {spec.tokens_per_second:.1f} tok/s"]
+    if s.acceptance_rate is not None:
+        parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} drafted tokens")
+        parts.append(f"{s.mean_accepted_tokens:.2f} tokens per verification")
+        if s.seconds > 0:
+            parts.append(f"drafting {s.draft_seconds / s.seconds:.0%} of its time")
+    if not running:
+        if greedy:
+            parts.append("outputs identical ✓" if race.identical else "outputs DIFFER ✗")
+        else:
+            parts.append("sampling: the texts differ by chance; both follow the full model's distribution")
+    return head + " " + " · ".join(parts)

@@ -1,0 +1,234 @@
+"""The web app: its library helpers, and the app itself launched here and driven by gradio_client.
+
+The real embedded model is loaded once (by importing app.py); every request is a few tokens long.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from selfspec.generate import generate
+from selfspec.records import StepRecord
+from selfspec.ui_charts import figures
+from selfspec.ui_race import run_race
+from selfspec.ui_render import segments, summary_line, token_sources
+
+SHORT = 10  # new tokens per request: enough for several speculative steps
+
+
+def record(step, kind, tokens, drafted=0, accepted=0, seconds=0.01):
+    return StepRecord(step, kind, tuple(tokens), drafted, accepted, 0.0, seconds, seconds * (step + 1))
+
+
+# --- library helpers (no model) ---------------------------------------------------------------
+
+
+def test_token_sources_mark_drafts_corrections_and_bonus_tokens():
+    assert token_sources(record(0, "prefill", [5])) == ["full"]
+    assert token_sources(record(1, "speculate", [1, 2, 3], drafted=4, accepted=2)) == ["draft", "draft", "correction"]
+    assert token_sources(record(2, "speculate", [1, 2, 3], drafted=2, accepted=2)) == ["draft", "draft", "bonus"]
+    # A step cut short by the token budget or an end-of-sequence token keeps the leading sources.
+    assert token_sources(record(3, "speculate", [1, 2], drafted=4, accepted=4)) == ["draft", "draft"]
+
+
+def test_segments_reassemble_the_decoded_text_exactly():
+    words = {1: "Hello", 2: ",", 3: " wor", 4: "ld", 5: "!"}
+
+    def decode(ids):
+        return "".join(words[i] for i in ids)
+
+    records = [record(0, "prefill", [1]), record(1, "speculate", [2, 3, 4], drafted=3, accepted=2),
+               record(2, "speculate", [5], drafted=1, accepted=0)]
+    runs = segments(decode, records)
+    assert "".join(text for text, _ in runs) == "Hello, world!"
+    assert runs == [("Hello", "full"), (", wor", "draft"), ("ld!", "correction")]
+
+
+def fake_decoder(step_seconds: float, tokens_per_step: int, steps: int, log: list, name: str):
+    for i in range(steps):
+        log.append(name)
+        time.sleep(step_seconds)
+        yield record(i, "decode", [i] * tokens_per_step, seconds=step_seconds)
+
+
+def test_race_steps_the_method_with_less_time_used_and_times_each_step_alone():
+    log = []
+    slow = fake_decoder(0.02, 1, 3, log, "slow")
+    fast = fake_decoder(0.005, 1, 6, log, "fast")
+    states = list(run_race(slow, fast))
+    race = states[-1]
+    assert race.finished and len(race.autoregressive.records) == 3 and len(race.speculative.records) == 6
+    # Never two slow steps in a row while the fast one still has steps and less time used.
+    assert log[:4] == ["slow", "fast", "fast", "fast"]
+    assert race.autoregressive.seconds >= 0.06 and race.speculative.seconds >= 0.03
+    assert race.speedup > 1
+
+
+def test_closing_the_race_closes_both_decoders():
+    log = []
+    a, b = fake_decoder(0.0, 1, 100, log, "a"), fake_decoder(0.0, 1, 100, log, "b")
+    race = run_race(a, b)
+    next(race), next(race)
+    race.close()
+    with pytest.raises(StopIteration):
+        next(a)
+    with pytest.raises(StopIteration):
+        next(b)
+
+
+def test_figures_and_summary_describe_the_race():
+    log = []
+    race = list(run_race(fake_decoder(0.0, 1, 4, log, "a"),
+                         iter([record(0, "prefill", [1]), record(1, "speculate", [2, 3, 4], 3, 2),
+                               record(2, "speculate", [5, 6, 7, 8], 3, 3)])))[-1]
+    race_fig, speed_fig, acceptance_fig, lengths_fig = figures(race, max_draft=3)
+    assert [len(t.x) for t in race_fig.data] == [5, 4]  # origin + one point per step
+    assert list(acceptance_fig.data[0].y) == pytest.approx([2 / 3, 1.0])
+    assert list(acceptance_fig.data[1].y) == pytest.approx([2 / 3, 5 / 6])
+    assert list(lengths_fig.data[0].y) == [0, 0, 1, 1]
+    assert len(speed_fig.data) == 2
+    line = summary_line(race, greedy=True, running=False)
+    assert "acceptance 83% of 6 drafted tokens" in line and "3.50 tokens per verification" in line
+    assert "DIFFER" in line
+
+
+# --- the app, launched here -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    import app
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(app_module):
+    from gradio_client import Client
+
+    _, url, _ = app_module.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield Client(url, verbose=False)
+    app_module.demo.close()
+
+
+def args(prompt, max_new_tokens=SHORT, **overrides):
+    values = dict(prompt=prompt, model="SmolLM2-135M-Instruct (embedded default)", profile_file=None,
+                  max_new_tokens=max_new_tokens, mode="greedy", temperature=0.7, top_p=0.9, seed=0,
+                  max_draft=4, adaptive=True)
+    values.update(overrides)
+    return values
+
+
+def solo(app_module, prompt, max_new_tokens=SHORT):
+    lm = app_module.get_model(None)
+    return generate(lm, prompt, None, max_new_tokens).token_ids
+
+
+def test_compare_streams_both_panels_and_ends_with_identical_greedy_outputs(client, app_module):
+    prompt = "Name three colours of the rainbow."
+    job = client.submit(**args(prompt, 16), api_name="/compare")
+    job.result(timeout=300)
+    updates = job.outputs()
+    assert len(updates) >= 3, "expected several streamed updates"
+    ar_lengths = [len(u[7]["autoregressive"]["token_ids"]) for u in updates]
+    spec_lengths = [len(u[7]["self_speculative"]["token_ids"]) for u in updates]
+    assert ar_lengths == sorted(ar_lengths) and spec_lengths == sorted(spec_lengths)
+    assert len(set(ar_lengths)) > 1 and len(set(spec_lengths)) > 1, "both panels must grow while streaming"
+    assert updates[0][7]["running"] and 0 < ar_lengths[0] < 16
+    final = updates[-1]
+    ar_html, spec_html, race_plot, speed_plot, acceptance_plot, lengths_plot, summary, result = final
+    assert not result["running"] and result["identical"] is True
+    assert result["autoregressive"]["token_ids"] == result["self_speculative"]["token_ids"] == solo(app_module, prompt, 16)
+    assert result["autoregressive"]["tokens_per_second"] > 0 and result["speedup"] > 0
+    for plot, title in ((race_plot, "Tokens generated over time"), (speed_plot, "Tokens per second"),
+                        (acceptance_plot, "acceptance"), (lengths_plot, "Accepted draft length")):
+        assert title in json.dumps(plot), f"chart {title!r} missing"
+    assert "outputs identical" in summary and "tok/s" in summary
+    assert "Self-speculative" in spec_html and "Autoregressive" in ar_html
+    assert result["autoregressive"]["text"].strip()[:5] in ar_html
+
+
+def test_four_clients_at_once_each_get_their_own_output(client, app_module):
+    prompts = ["Say hello in Spanish.", "What is 2 + 2?", "Name a fruit.", "Write the word 'blue' twice."]
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [client.submit(**args(p), api_name="/compare") for p in prompts]
+        results = list(pool.map(lambda job: job.result(timeout=600), jobs))
+    for prompt, final in zip(prompts, results):
+        result = final[7]
+        expected = solo(app_module, prompt)
+        assert result["autoregressive"]["token_ids"] == expected, prompt
+        assert result["self_speculative"]["token_ids"] == expected, prompt
+
+
+def test_sampling_runs_are_reproducible_with_a_seed(client):
+    a = client.predict(**args("Tell me a fact.", mode="sampling", temperature=0.9, top_p=0.95, seed=7),
+                       api_name="/compare")[7]
+    b = client.predict(**args("Tell me a fact.", mode="sampling", temperature=0.9, top_p=0.95, seed=7),
+                       api_name="/compare")[7]
+    assert a["self_speculative"]["token_ids"] == b["self_speculative"]["token_ids"]
+    assert a["identical"] is None  # only claimed for greedy decoding
+
+
+def test_cancelled_run_stops_and_the_next_run_works(client, app_module):
+    job = client.submit(**args("Write a long story about a dragon.", 400), api_name="/compare")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.outputs(), "the run never streamed"
+    job.cancel()
+    time.sleep(1.0)
+    seen = len(job.outputs()[-1][7]["autoregressive"]["token_ids"])
+    assert seen < 400
+    prompt = "What is the opposite of hot?"
+    result = client.predict(**args(prompt), api_name="/compare")[7]
+    assert result["identical"] and result["autoregressive"]["token_ids"] == solo(app_module, prompt)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(prompt="   "), "prompt is empty"),
+    (dict(prompt="word " * 9000), "context holds"),
+    (dict(max_new_tokens=10**9), "greater than maximum value 1024"),  # the slider's own check
+    (dict(max_draft=0), "less than minimum value 1"),
+    (dict(mode="sampling", temperature=0), "less than minimum value 0.05"),
+    (dict(mode="beam search"), "beam search"),
+    (dict(model="no-such-org/no-such-model"), "Hub"),
+    (dict(model="not a model id"), "not a Hub model id"),
+])
+def test_bad_input_gives_a_clear_message(client, overrides, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as error:
+        client.predict(**{**args("Hi"), **overrides}, api_name="/compare")
+    assert message in str(error.value)
+    assert "Traceback" not in str(error.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"num_layers": 12, "attn": [1], "mlp": []}', "this model has 30"),
+    ('{"num_layers": 30, "attn": [31], "mlp": []}', "out of range"),
+])
+def test_bad_profile_upload_gives_a_clear_message(client, tmp_path, content, message):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    path = tmp_path / "profile.json"
+    path.write_text(content)
+    with pytest.raises(AppError) as error:
+        client.predict(**args("Hi", profile_file=handle_file(str(path))), api_name="/compare")
+    assert message in str(error.value)
+
+
+def test_uploaded_profile_is_used(client, tmp_path, app_module):
+    from gradio_client import handle_file
+
+    path = tmp_path / "profile.json"
+    path.write_text('{"num_layers": 30, "attn": [10, 20], "mlp": [15]}')
+    prompt = "Name a planet."
+    result = client.predict(**args(prompt, profile_file=handle_file(str(path))), api_name="/compare")[7]
+    assert result["profile"]["attn"] == [10, 20] and result["profile"]["mlp"] == [15]
+    assert result["self_speculative"]["token_ids"] == solo(app_module, prompt)  # still lossless
