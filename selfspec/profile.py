@@ -1,19 +1,218 @@
-"""Skip profiles: which attention and MLP sublayers the draft bypasses.
+"""Skip profiles: which attention and MLP sublayers the draft bypasses (schema v1, see docs/PROFILES.md).
 
 A profile is plain JSON data (never pickle, never code):
-    {"model": "<id or name>", "num_layers": L, "attn": [i, ...], "mlp": [j, ...]}
+    {"schema_version": 1, "model": "<id or name>", "num_layers": L, "attn": [i, ...], "mlp": [j, ...],
+     "decoding": {...}, "fingerprint": {...}, "search": {...}, "metadata": {...}}
+Only `num_layers`, `attn` and `mlp` are required. A file without `schema_version` is read as the
+pre-v1 format, whose extra top-level keys are kept as metadata.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+SCHEMA_VERSION = 1
 
 
 class ProfileError(ValueError):
     """A skip profile is malformed or does not fit the model it is used with."""
+
+
+# --- small validators: each returns the value or raises one clear sentence -----------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(where: str, value: Any, minimum: int = 0) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ProfileError(f"{where} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(where: str, value: Any, low: float = 0.0, high: float = math.inf) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or not low <= value <= high:
+        bounds = f"in [{low}, {high}]" if high != math.inf else f">= {low}"
+        raise ProfileError(f"{where} must be a number {bounds}, got {value!r}")
+    return float(value)
+
+
+def _text(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ProfileError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _optional(check, where: str, value: Any, *args):
+    return None if value is None else check(where, value, *args)
+
+
+def _object(where: str, data: Any, cls) -> dict[str, Any]:
+    """`data` as a dict holding only the fields of dataclass `cls` (unknown keys are refused)."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ProfileError(f"{where} has unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def _plain_json(where: str, value: Any) -> Any:
+    """Metadata must be JSON data: objects, lists, strings, numbers, booleans, null."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _text(f"{where} key", key)
+            _plain_json(f"{where}.{key}", item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(f"{where}[{i}]", item)
+    elif not (value is None or isinstance(value, (str, bool, int)) or
+              (isinstance(value, float) and math.isfinite(value))):
+        raise ProfileError(f"{where} must be plain JSON data, got {type(value).__name__}")
+    return value
+
+
+# --- the optional parts of a v1 profile -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Decoding settings recommended with the profile (what the search measured it with)."""
+
+    max_draft: int = 4  # K
+    exit: str = "adaptive"  # "adaptive", "fixed" or "off"
+    threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
+    target_acceptance: float = 0.9  # the adaptive rule's alpha
+
+    def __post_init__(self) -> None:
+        _int("decoding.max_draft", self.max_draft, 1)
+        if self.exit not in ("adaptive", "fixed", "off"):
+            raise ProfileError(f"decoding.exit must be 'adaptive', 'fixed' or 'off', got {self.exit!r}")
+        _number("decoding.threshold", self.threshold, 0.0, 1.0)
+        _number("decoding.target_acceptance", self.target_acceptance, 0.0, 1.0)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Decoding":
+        return cls(**_object("decoding", data, cls))
+
+    def settings(self):
+        """As the engine's `DraftSettings`."""
+        from .decoding import DraftSettings  # decoding imports this module
+
+        return DraftSettings(max_draft=self.max_draft, exit=self.exit, threshold=self.threshold,
+                             target_acceptance=self.target_acceptance)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies the model a profile was searched on. `revision` is the Hub commit where known."""
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    architecture: str | None = None
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        _text("fingerprint.model_type", self.model_type)
+        _int("fingerprint.num_layers", self.num_layers, 1)
+        _int("fingerprint.hidden_size", self.hidden_size, 1)
+        _int("fingerprint.vocab_size", self.vocab_size, 1)
+        _optional(_text, "fingerprint.architecture", self.architecture)
+        _optional(_text, "fingerprint.revision", self.revision)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Fingerprint":
+        data = _object("fingerprint", data, cls)
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is not None]
+        if missing:
+            raise ProfileError(f"fingerprint is missing field(s): {', '.join(missing)}")
+        return cls(**data)
+
+    def differences(self, other: "Fingerprint") -> list[str]:
+        """Structural differences ('field: ours vs theirs'). A different revision of the same shape is
+        the same model as far as a skip set goes, so revisions are recorded but not compared."""
+        return [f"{name}: {getattr(self, name)} vs {getattr(other, name)}"
+                for name in ("model_type", "num_layers", "hidden_size", "vocab_size")
+                if getattr(self, name) != getattr(other, name)]
+
+
+def fingerprint(model) -> Fingerprint:
+    """The fingerprint of a loaded transformers model (its config, plus the Hub commit if known)."""
+    config = model.config
+    architectures = getattr(config, "architectures", None) or [type(model).__name__]
+    return Fingerprint(
+        model_type=str(config.model_type),
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        vocab_size=int(config.vocab_size),
+        architecture=str(architectures[0]),
+        revision=getattr(config, "_commit_hash", None),
+    )
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+@dataclass(frozen=True)
+class SearchInfo:
+    """How the profile was found and what it measured, all in one run on one machine."""
+
+    method: str  # "bayes", "greedy", or e.g. "published" for a skip set copied from a paper's release
+    trials: int | None = None  # objective evaluations (end-to-end timings)
+    seconds: float | None = None  # wall time the search spent
+    calibration: str | None = None  # "builtin" or the file the prompts came from
+    objective: float | None = None  # seconds per generated token of draft-and-verify (greedy)
+    acceptance: float | None = None  # drafts accepted / drafted
+    mean_accepted_tokens: float | None = None  # tokens committed per verification
+    draft_cost_ratio: float | None = None  # seconds per draft token / seconds per autoregressive token
+    speedup: float | None = None  # autoregressive seconds per token / objective, same run
+    device: str | None = None
+    dtype: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # library -> version
+    date: str | None = None  # ISO 8601
+    complete: bool = True  # False: interrupted, best found so far
+
+    def __post_init__(self) -> None:
+        if not self.method or not isinstance(self.method, str):
+            raise ProfileError(f"search.method must be a non-empty string, got {self.method!r}")
+        _optional(_int, "search.trials", self.trials)
+        _optional(_number, "search.seconds", self.seconds)
+        _optional(_text, "search.calibration", self.calibration)
+        _optional(_number, "search.objective", self.objective)
+        _optional(_number, "search.acceptance", self.acceptance, 0.0, 1.0)
+        _optional(_number, "search.mean_accepted_tokens", self.mean_accepted_tokens)
+        _optional(_number, "search.draft_cost_ratio", self.draft_cost_ratio)
+        if self.speedup is not None and _number("search.speedup", self.speedup) <= 0:
+            raise ProfileError(f"search.speedup must be positive, got {self.speedup!r}")
+        _optional(_text, "search.device", self.device)
+        _optional(_text, "search.dtype", self.dtype)
+        if not isinstance(self.versions, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.versions.items()):
+            raise ProfileError(f"search.versions must map library names to version strings, got {self.versions!r}")
+        if self.date is not None and not _DATE.match(_text("search.date", self.date)):
+            raise ProfileError(f"search.date must be an ISO 8601 date, got {self.date!r}")
+        if not isinstance(self.complete, bool):
+            raise ProfileError(f"search.complete must be true or false, got {self.complete!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SearchInfo":
+        data = _object("search", data, cls)
+        if "method" not in data:
+            raise ProfileError("search is missing field(s): method")
+        return cls(**data)
+
+
+# --- the profile ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -23,6 +222,9 @@ class SkipProfile:
     mlp: tuple[int, ...] = ()
     model: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    decoding: Decoding | None = field(default=None, compare=False)
+    fingerprint: Fingerprint | None = field(default=None, compare=False)
+    search: SearchInfo | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_layers, int) or isinstance(self.num_layers, bool) or self.num_layers < 1:
@@ -41,6 +243,16 @@ class SkipProfile:
                 dupes = sorted({i for i in indices if indices.count(i) > 1})
                 raise ProfileError(f"{kind} lists layer indices more than once: {dupes}")
             object.__setattr__(self, kind, tuple(sorted(indices)))
+        _text("model", self.model)
+        if not isinstance(self.metadata, dict):
+            raise ProfileError(f"metadata must be a JSON object, got {type(self.metadata).__name__}")
+        _plain_json("metadata", self.metadata)
+        for name, cls in (("decoding", Decoding), ("fingerprint", Fingerprint), ("search", SearchInfo)):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), cls):
+                raise ProfileError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        if self.fingerprint is not None and self.fingerprint.num_layers != self.num_layers:
+            raise ProfileError(f"fingerprint.num_layers ({self.fingerprint.num_layers}) "
+                               f"differs from num_layers ({self.num_layers})")
 
     @classmethod
     def none(cls, num_layers: int, model: str = "") -> "SkipProfile":
@@ -58,9 +270,30 @@ class SkipProfile:
                 f"but this model has {num_layers}"
             )
 
+    def check_model(self, model, force: bool = False) -> None:
+        """Refuse a profile searched on another model (by fingerprint) unless `force`.
+
+        The layer count must match even when forced: indices beyond the model cannot be skipped.
+        """
+        self.check_fits(int(model.config.num_hidden_layers))
+        if self.fingerprint is None or force:
+            return
+        differences = self.fingerprint.differences(fingerprint(model))
+        if differences:
+            raise ProfileError(
+                f"profile was searched on another model ({self.model or 'unnamed'}; "
+                f"{'; '.join(differences)}, profile vs model); use --force-profile to use it anyway"
+            )
+
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "num_layers": self.num_layers, "attn": list(self.attn),
-                "mlp": list(self.mlp), **self.metadata}
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "model": self.model,
+                                "num_layers": self.num_layers, "attn": list(self.attn), "mlp": list(self.mlp)}
+        for name in ("decoding", "fingerprint", "search"):
+            if getattr(self, name) is not None:
+                data[name] = {k: v for k, v in asdict(getattr(self, name)).items() if v is not None}
+        if self.metadata:
+            data["metadata"] = dict(self.metadata)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "SkipProfile":
@@ -69,11 +302,24 @@ class SkipProfile:
         missing = [k for k in ("num_layers", "attn", "mlp") if k not in data]
         if missing:
             raise ProfileError(f"profile is missing field(s): {', '.join(missing)}")
-        model = data.get("model", "")
-        if not isinstance(model, str):
-            raise ProfileError(f"model must be a string, got {model!r}")
-        extra = {k: v for k, v in data.items() if k not in ("model", "num_layers", "attn", "mlp")}
-        return cls(num_layers=data["num_layers"], attn=data["attn"], mlp=data["mlp"], model=model, metadata=extra)
+        if "schema_version" not in data:  # pre-v1: extra top-level keys were free metadata
+            extra = {k: v for k, v in data.items() if k not in ("model", "num_layers", "attn", "mlp")}
+            return cls(num_layers=data["num_layers"], attn=data["attn"], mlp=data["mlp"],
+                       model=data.get("model", ""), metadata=extra)
+        version = data["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise ProfileError(f"profile schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})")
+        known = {"schema_version", "model", "num_layers", "attn", "mlp", "decoding", "fingerprint", "search", "metadata"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ProfileError(f"profile has unknown field(s) {', '.join(unknown)}; put free-form data under 'metadata'")
+        parts = {name: (None if data.get(name) is None else cls_.from_dict(data[name]))
+                 for name, cls_ in (("decoding", Decoding), ("fingerprint", Fingerprint), ("search", SearchInfo))}
+        try:
+            return cls(num_layers=data["num_layers"], attn=data["attn"], mlp=data["mlp"],
+                       model=data.get("model", ""), metadata=data.get("metadata", {}), **parts)
+        except TypeError as exc:  # e.g. a non-hashable value where a number belongs
+            raise ProfileError(f"profile has a field of the wrong type: {exc}") from None
 
 
 def parse_profile(text: str) -> SkipProfile:
@@ -90,11 +336,26 @@ def read_profile(path: str | Path) -> SkipProfile:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
-    return parse_profile(text)
+    except UnicodeDecodeError:
+        raise ProfileError(f"profile {path} is not UTF-8 text (profiles are JSON)") from None
+    try:
+        return parse_profile(text)
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
+
+
+def dumps(profile: SkipProfile) -> str:
+    """Indented JSON with each layer list on one line (easy to read and to diff)."""
+    text = json.dumps(profile.to_dict(), indent=2)
+    return re.sub(r"\[\s+(-?\d+(?:,\s+-?\d+)*)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
 
 
 def write_profile(profile: SkipProfile, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(profile.to_dict(), indent=2) + "\n", encoding="utf-8")
+    """Write atomically, so that an interrupted writer never leaves half a file."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(dumps(profile) + "\n", encoding="utf-8")
+    partial.replace(path)
 
 
 def parse_layer_list(text: str | None) -> list[int]:
