@@ -281,9 +281,9 @@ def build_demo() -> gr.Blocks:
                                     elem_id="prompt")
                 gr.Examples(EXAMPLES, inputs=[prompt], example_labels=EXAMPLE_LABELS, label="Examples")
                 with gr.Row():
-                    run = gr.Button("Run both", variant="primary", elem_id="run")
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                    share = gr.Button("Share link", variant="secondary", elem_id="share")
+                    run = gr.Button("Run both", variant="primary", elem_id="run", min_width=90)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=70)
+                    share = gr.Button("Share link", variant="secondary", elem_id="share", min_width=90)
                 share_link = gr.Textbox(label="Link to this prompt and settings", buttons=["copy"],
                                         interactive=False, elem_id="share-link")
             with gr.Column(scale=2, min_width=300):
@@ -304,8 +304,8 @@ def build_demo() -> gr.Blocks:
                                            type="filepath")
         summary = gr.Markdown("Press **Run both** to race the two methods.", elem_id="summary")
         with gr.Row(equal_height=True):
-            ar_panel = gr.HTML(elem_id="ar-panel", min_height=120)
-            spec_panel = gr.HTML(elem_id="spec-panel", min_height=120)
+            ar_panel = gr.HTML(elem_id="ar-panel", min_height=120, min_width=300)
+            spec_panel = gr.HTML(elem_id="spec-panel", min_height=120, min_width=300)
         gr.Markdown(f"*How the race is run:* {RACE_RULE}")
         with gr.Row():
             race_plot = gr.Plot(show_label=False, elem_id="race-plot", min_width=320)

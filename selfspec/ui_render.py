@@ -22,8 +22,8 @@ MARKS = {
     "bonus": ("rgba(60, 110, 230, 0.32)", "full model: bonus token after all drafts were accepted"),
 }
 LANE_COLOURS = {"autoregressive": "#6b7280", "self-speculative": "#e8710a"}
-TITLES = {"autoregressive": "Autoregressive (full model, one token per step)",
-          "self-speculative": "Self-speculative (draft & verify)"}
+TITLES = {"autoregressive": ("Autoregressive", "the full model, one token per step"),
+          "self-speculative": ("Self-speculative", "skip-layer draft, one full-model check per step")}
 
 
 def token_sources(record: StepRecord) -> list[str]:
@@ -81,6 +81,8 @@ def panel(decode: Decode, lane: Lane, leader: bool, running: bool) -> str:
     speculative = lane.name == "self-speculative"
     colour = LANE_COLOURS[lane.name]
     tokens = len(lane.token_ids)
+    title, subtitle = TITLES[lane.name]
+    count = f"{tokens} token" if tokens == 1 else f"{tokens} tokens"
     status = "" if lane.done or not running else " · running"
     badge = (f' <span style="background:{colour};color:white;border-radius:8px;padding:1px 8px">faster</span>'
              if leader else "")
@@ -88,8 +90,9 @@ def panel(decode: Decode, lane: Lane, leader: bool, running: bool) -> str:
     return (
         f'<div style="border:2px solid {colour};border-radius:10px;padding:10px 12px;height:100%">'
         f'<div style="display:flex;flex-wrap:wrap;justify-content:space-between;gap:4px;font-weight:600">'
-        f'<span style="color:{colour}">{TITLES[lane.name]}</span>'
-        f'<span>{tokens} tokens · {lane.tokens_per_second:.1f} tok/s{badge}{status}</span></div>'
+        f'<span style="color:{colour}">{title}</span>'
+        f'<span>{count} · {lane.tokens_per_second:.1f} tok/s{badge}{status}</span></div>'
+        f'<div style="font-size:0.8em;opacity:0.7">{subtitle}</div>'
         f'<div style="white-space:pre-wrap;margin-top:8px;min-height:6em;line-height:1.5">{text}</div>'
         f'{legend() if speculative else ""}</div>'
     )

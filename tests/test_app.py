@@ -107,12 +107,17 @@ def app_module():
 
 
 @pytest.fixture(scope="module")
-def client(app_module):
+def app_url(app_module):
+    _, url, _ = app_module.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url
+    app_module.demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
     from gradio_client import Client
 
-    _, url, _ = app_module.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield Client(url, verbose=False)
-    app_module.demo.close()
+    return Client(app_url, verbose=False)
 
 
 def args(prompt, max_new_tokens=SHORT, **overrides):
