@@ -51,9 +51,8 @@ class DraftSettings:
 
 def eos_token_ids(model: nn.Module) -> frozenset[int]:
     """The ids that end generation, as `generate()` reads them from the generation config."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(model.config, "eos_token_id", None)
+    config = getattr(model, "generation_config", None) or model.config
+    eos = getattr(config, "eos_token_id", None)
     if eos is None:
         return frozenset()
     return frozenset([eos] if isinstance(eos, int) else eos)
