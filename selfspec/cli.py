@@ -76,9 +76,12 @@ def default_profile(lm: LanguageModel) -> SkipProfile:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    # Settings are checked before the (slow) model load, so mistakes are reported at once.
+    sampling, settings = sampling_from(args), draft_settings_from(args)
+    if not args.prompt.strip():
+        raise ValueError("the prompt is empty")
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     profile = profile_from(args, lm)
-    sampling, settings = sampling_from(args), draft_settings_from(args)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
     # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
     baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None
@@ -144,6 +147,9 @@ USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one-line output for a terminal or a JSON consumer
     try:
         return args.run(args)
     except USER_ERRORS as exc:  # a clear one-line message, not a traceback
@@ -152,3 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+from . import bench as _bench  # noqa: E402  (registers `bench`)
+
+EXTRA_COMMANDS.append(_bench.register)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -113,14 +115,31 @@ def load_model(
             lm = _load(str(path), {}, kwargs, name)
         elif name.startswith((".", "/", "~")) or name.count("/") > 1:
             raise ModelLoadError(f"no model directory at {path}")
-        else:
+        elif hub_reachable():
             lm = _load(name, {}, kwargs, name)
+        else:  # don't sit through the client's retries: the local cache is all there is
+            lm = _load(name, {"local_files_only": True}, kwargs, name, hint=" (the Hub cannot be reached and the model is not in the local cache)")
     if device is not None and device_map is None:
         lm.model.to(device)
     return lm
 
 
-def _load(source: str, extra: dict, kwargs: dict, label: str) -> LanguageModel:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint accepts a connection (False when HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load(source: str, extra: dict, kwargs: dict, label: str, hint: str | None = None) -> LanguageModel:
     from huggingface_hub.errors import HFValidationError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,8 +147,9 @@ def _load(source: str, extra: dict, kwargs: dict, label: str) -> LanguageModel:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, **extra, **kwargs)
     except (OSError, HFValidationError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else " (is the Hub reachable and the id right?)"
+        if hint is None:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = " (HF_HUB_OFFLINE=1 is set)" if offline else " (is the Hub reachable and the id right?)"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model {label!r}{hint}: {first_line}") from None
     model.eval()

@@ -1,0 +1,106 @@
+"""`python -m selfspec generate`: JSON report, local model directories, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from selfspec.cli import main
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, smollm2) -> Path:
+    """A small random Llama saved with save_pretrained, with SmolLM2's tokenizer: a real local model dir."""
+    tokenizer = smollm2.tokenizer
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selfspec", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_json_compare_on_a_local_directory(model_dir):
+    result = run_cli("generate", "--model", str(model_dir), "--prompt", "Tell me a story.",
+                     "--attn", "1,2", "--mlp", "3", "--max-new-tokens", "20", "--compare", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == str(model_dir)
+    assert report["profile"]["attn"] == [1, 2] and report["profile"]["mlp"] == [3]
+    ar, spec = report["autoregressive"], report["self_speculative"]
+    for side in (ar, spec):
+        assert set(side) >= {"token_ids", "text", "seconds", "tokens_per_second"}
+        assert 0 < len(side["token_ids"]) <= 20
+    assert set(spec) >= {"acceptance_rate", "mean_accepted_tokens", "steps"}
+    assert report["identical"] is True and ar["token_ids"] == spec["token_ids"]
+    assert sum(len(step["token_ids"]) for step in spec["steps"]) == len(spec["token_ids"])
+
+
+def test_sampling_and_fixed_threshold_options(model_dir, capsys):
+    args = ["generate", "--model", str(model_dir), "--prompt", "Hi", "--max-new-tokens", "12", "--json",
+            "--temperature", "0.8", "--top-p", "0.9", "--top-k", "20", "--seed", "7", "--max-draft", "3",
+            "--no-adaptive", "--threshold", "0.4", "--attn", "0", "--raw"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first["self_speculative"]["token_ids"] == second["self_speculative"]["token_ids"]  # seeded
+    assert all(step["drafted"] <= 3 for step in first["self_speculative"]["steps"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prompt", ""], "prompt is empty"),
+    (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["--prompt", "hi", "--attn", "9"], "out of range"),
+    (["--prompt", "hi", "--attn", "1,x"], "comma-separated"),
+    (["--prompt", "hi", "--temperature", "-1"], "temperature"),
+])
+def test_bad_arguments_give_one_line_errors(model_dir, capsys, args, message):
+    assert main(["generate", "--model", str(model_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_bad_profile_file(model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["generate", "--model", str(model_dir), "--prompt", "hi", "--profile", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": "x", "num_layers": 30, "attn": [1], "mlp": []}))
+    assert main(["generate", "--model", str(model_dir), "--prompt", "hi", "--profile", str(other)]) == 2
+    assert "30 layers" in capsys.readouterr().err
+
+
+def test_unknown_model_path(capsys):
+    assert main(["generate", "--model", "/no/such/model", "--prompt", "hi"]) == 2
+    assert "no model directory" in capsys.readouterr().err
+    assert main(["generate", "--model", "./missing.gguf", "--prompt", "hi"]) == 2
+    assert "no GGUF file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["offline", "unreachable"])
+def test_hub_model_that_cannot_be_reached(env, tmp_path):
+    result = run_cli("generate", "--model", "someone/not-cached-model", "--prompt", "hi",
+                     env={**env, "HF_HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "cannot load model 'someone/not-cached-model'" in result.stderr
+    assert "Traceback" not in result.stderr
