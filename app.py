@@ -220,7 +220,8 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
                                 form.settings, DEVICE_LOCK)
     except USER_ERRORS as exc:
         raise gr.Error(str(exc), print_exception=False) from None
-    last_text = last_charts = -math.inf
+    # The first tokens go out at once; the first charts only after CHARTS_EVERY (they cost more).
+    last_text, last_charts = -math.inf, time.monotonic()
     race = None
     try:
         for race in race_steps:

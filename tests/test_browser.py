@@ -149,6 +149,7 @@ def test_stop_cancels_both_runs_and_the_next_run_works(browser, app_url, app_mod
     time.sleep(2.0)
     assert (tokens_in(browser, "ar-panel"), tokens_in(browser, "spec-panel")) == stopped, "still streaming after Stop"
     assert stopped[0] < 400 and "Done." not in text_of(browser, "summary")
+    assert not any(app_module.DEVICE_LOCK.locked() or time.sleep(0.02) for _ in range(50)), "still decoding"
     open_app(browser, app_url, max_new_tokens=8)
     prompt = "Name a colour."
     type_prompt(browser, prompt)
