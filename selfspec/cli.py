@@ -9,6 +9,7 @@ from typing import Callable
 
 from .decoding import DraftSettings
 from .generate import GenerationResult, generate
+from .hub import HUB_PREFIX, fetch_profile, load_profile
 from .models import LanguageModel, ModelLoadError, load_model
 from .profile import ProfileError, SkipProfile, parse_layer_list, read_profile
 from .sampling import Sampling
@@ -61,7 +62,8 @@ def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:
     if args.profile and (args.attn or args.mlp):
         raise ProfileError("give either --profile or --attn/--mlp, not both")
     if args.profile:
-        profile = read_profile(args.profile)
+        profile = fetch_profile(args.profile) if args.profile.startswith(HUB_PREFIX) else read_profile(args.profile)
+        profile.check_model(lm.model, force=args.force_profile)
     elif args.attn is not None or args.mlp is not None:
         profile = SkipProfile(layers, parse_layer_list(args.attn), parse_layer_list(args.mlp), model=lm.name)
     else:
@@ -71,8 +73,10 @@ def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:
 
 
 def default_profile(lm: LanguageModel) -> SkipProfile:
-    # Until a searched profile is available for the model, skip nothing.
-    return SkipProfile.none(lm.model.config.num_hidden_layers, model=lm.name)
+    """The model's searched profile (Hub, cache or bundled; the notice says which), else skip nothing."""
+    resolved = load_profile(lm.name, lm.model.config.num_hidden_layers, model=lm.model)
+    print(resolved.notice, file=sys.stderr)
+    return resolved.profile or SkipProfile.none(lm.model.config.num_hidden_layers, model=lm.name)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -162,3 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 from . import bench as _bench  # noqa: E402  (registers `bench`)
 
 EXTRA_COMMANDS.append(_bench.register)
+
+from . import hub as _hub, search as _search  # noqa: E402  (register `search` and `push-profile`)
+
+EXTRA_COMMANDS += [_search.register, _hub.register]

@@ -358,6 +358,13 @@ def write_profile(profile: SkipProfile, path: str | Path) -> None:
     partial.replace(path)
 
 
+def profile_filename(model_name: str) -> str:
+    """'HuggingFaceTB/SmolLM2-135M-Instruct' -> 'HuggingFaceTB--SmolLM2-135M-Instruct.json' (also the Hub layout)."""
+    if Path(model_name).exists():  # a local directory or file: its own name
+        return Path(model_name).stem + ".json"
+    return model_name.strip("/").replace("/", "--") + ".json"
+
+
 def parse_layer_list(text: str | None) -> list[int]:
     """'3,5,7' -> [3, 5, 7]; '' or None -> []."""
     if not text:
