@@ -144,8 +144,8 @@ def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
             note = f"{resolved.notice} The draft {describe(profile)}."
         else:
             profile = SkipProfile.none(_layers(lm), model=lm.name)
-            note = ((resolved.notice + " ") if resolved is not None else "No skip profile is available for "
-                    "this model, ") + "so the draft skips nothing (it cannot be faster); upload one to try."
+            why = resolved.notice if resolved is not None else f"No skip profile is available for {lm.name}."
+            note = f"{why} Meanwhile the draft skips nothing, so it cannot be faster; upload a profile to try one."
         _PROFILES[lm.name] = (profile, note)
     return _PROFILES[lm.name]
 
@@ -311,8 +311,10 @@ def build_demo() -> gr.Blocks:
                                            type="filepath")
         summary = gr.Markdown("Press **Run both** to race the two methods.", elem_id="summary")
         with gr.Row(equal_height=True):
-            ar_panel = gr.HTML(elem_id="ar-panel", min_height=120, min_width=300)
-            spec_panel = gr.HTML(elem_id="spec-panel", min_height=120, min_width=300)
+            with gr.Column(min_width=300):  # the two panels stack on a phone
+                ar_panel = gr.HTML(elem_id="ar-panel", min_height=120)
+            with gr.Column(min_width=300):
+                spec_panel = gr.HTML(elem_id="spec-panel", min_height=120)
         gr.Markdown(f"*How the race is run:* {RACE_RULE}")
         with gr.Row():
             race_plot = gr.Plot(show_label=False, elem_id="race-plot", min_width=320)

@@ -16,6 +16,7 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         title=dict(text=title, font=dict(size=14)), height=300, margin=dict(l=50, r=10, t=40, b=70),
         legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="center", x=0.5),
         xaxis_title=x, yaxis_title=y, template="plotly_white",
+        modebar=dict(orientation="v"),  # beside the plot, not over its title on narrow screens
     )
     return fig
 
