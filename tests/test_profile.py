@@ -39,24 +39,17 @@ FULL = {
 }
 
 
-def with_field(path: str, value):
-    """FULL with one (dotted) field replaced."""
+def edited(path: str, value=None, delete: bool = False) -> dict:
+    """FULL with one (dotted) field replaced or deleted."""
     data = copy.deepcopy(FULL)
     *parents, last = path.split(".")
     target = data
     for key in parents:
         target = target[key]
-    target[last] = value
-    return data
-
-
-def without_field(path: str):
-    data = copy.deepcopy(FULL)
-    *parents, last = path.split(".")
-    target = data
-    for key in parents:
-        target = target[key]
-    del target[last]
+    if delete:
+        del target[last]
+    else:
+        target[last] = value
     return data
 
 
@@ -125,7 +118,7 @@ def test_pre_v1_files_keep_their_extra_keys_as_metadata():
     ("surprise", 1, "unknown field.*surprise.*metadata"),
 ])
 def test_every_field_is_validated(path, value, message):
-    data = with_field(path, value)
+    data = edited(path, value)
     if message is None:
         SkipProfile.from_dict(data)
         return
@@ -141,7 +134,7 @@ def test_every_field_is_validated(path, value, message):
 ])
 def test_missing_required_fields(path, message):
     with pytest.raises(ProfileError, match=message):
-        SkipProfile.from_dict(without_field(path))
+        SkipProfile.from_dict(edited(path, delete=True))
 
 
 @pytest.mark.parametrize("text,message", [
@@ -157,7 +150,7 @@ def test_malformed_json(text, message):
 
 def test_read_profile_names_the_file(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(with_field("attn", [9])))
+    bad.write_text(json.dumps(edited("attn", [9])))
     with pytest.raises(ProfileError, match="bad.json: attn layer index 9 is out of range"):
         read_profile(bad)
     binary = tmp_path / "pickle.json"
