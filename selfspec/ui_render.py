@@ -121,11 +121,26 @@ def summary_line(race: Race, greedy: bool, running: bool) -> str:
     if s.acceptance_rate is not None:
         parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} drafted tokens")
         parts.append(f"{s.mean_accepted_tokens:.2f} tokens per verification")
-        if s.seconds > 0:
-            parts.append(f"drafting {s.draft_seconds / s.seconds:.0%} of its time")
     if not running:
         if greedy:
             parts.append("outputs identical ✓" if race.identical else "outputs DIFFER ✗")
         else:
             parts.append("sampling: the texts differ by chance; both follow the full model's distribution")
-    return head + " " + " · ".join(parts)
+    why = step_costs(race)
+    return head + " " + " · ".join(parts) + (f"  \n*Why:* {why}" if why else "")
+
+
+def step_costs(race: Race) -> str | None:
+    """The cost model behind the speedup: what one speculative step buys and what it costs."""
+    ar_steps = [s for r, s in zip(race.autoregressive.records, race.autoregressive.step_seconds) if r.kind == "decode"]
+    spec = [r for r in race.speculative.records if r.kind == "speculate"]
+    if not ar_steps or not spec:
+        return None
+    full_ms = 1000 * sum(ar_steps) / len(ar_steps)
+    drafted = sum(r.drafted for r in spec)
+    draft_ms = 1000 * sum(r.draft_seconds for r in spec) / drafted if drafted else 0.0
+    verify_ms = 1000 * sum(r.verify_seconds for r in spec) / len(spec)
+    committed = sum(len(r.token_ids) for r in spec) / len(spec)
+    return (f"a full-model token takes {full_ms:.0f} ms. A speculative step drafts {drafted / len(spec):.1f} "
+            f"tokens at {draft_ms:.0f} ms each, verifies them in one {verify_ms:.0f} ms pass and commits "
+            f"{committed:.2f} tokens: {(drafted / len(spec) * draft_ms + verify_ms) / committed:.0f} ms per token.")
