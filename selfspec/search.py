@@ -120,7 +120,7 @@ def agreement(model: nn.Module, sequences: Sequence[Sequence[int]], targets: Seq
 
 
 def greedy_order(model: nn.Module, sequences, targets, max_sublayers: int, floor: float = 0.3,
-                 candidates: int = 4, on_step: Callable[[list[int], float], None] | None = None,
+                 candidates: int = 3, on_step: Callable[[list[int], float], None] | None = None,
                  stop: Callable[[], bool] = lambda: False) -> list[tuple[list[int], float]]:
     """Greedy sublayer elimination: [(skipped sublayers so far, agreement), ...], one entry per step.
 
@@ -129,7 +129,7 @@ def greedy_order(model: nn.Module, sequences, targets, max_sublayers: int, floor
     """
     layers = model.config.num_hidden_layers
     score = lambda chosen: agreement(model, sequences, targets, sublayers_profile(layers, chosen))  # noqa: E731
-    ranking = {s: score([s]) for s in range(2 * layers)}
+    ranking = {s: score([s]) for s in range(2 * layers)}  # every sublayer alone: needed, not interruptible
     chosen: list[int] = []
     trace = []
     while len(chosen) < max_sublayers and ranking and not stop():
@@ -314,6 +314,7 @@ def _profile_from_params(layers: int, params: dict[str, int]) -> SkipProfile:
 
 
 RANKING_PROMPTS = 3
+RANKING_CONTEXT = 16  # prompt tokens kept before each continuation
 AGREEMENT_LEVELS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 DRAFT_LENGTHS = (2, 3, 4, 6)
 
@@ -334,9 +335,7 @@ def greedy(run: SearchRun, state_file: Path) -> None:
     try:
         if "order" not in state:
             bar.set_description("ranking sublayers")
-            # A few prompts suffice to rank (a forward over a whole sequence costs several decode steps).
-            prompts = run.prompts[:: max(1, len(run.prompts) // RANKING_PROMPTS)][:RANKING_PROMPTS]
-            sequences = [p + c for p, c in zip(prompts, continuations(run.model, prompts, run.max_new_tokens))]
+            sequences = ranking_text(run.model, run.prompts, run.max_new_tokens)
             targets = full_choices(run.model, sequences)
             # Leave at least half the budget for timing.
             halfway = time.monotonic() + (run.deadline - time.monotonic()) / 2
@@ -362,6 +361,8 @@ def greedy(run: SearchRun, state_file: Path) -> None:
             if run.out_of_budget():
                 return
             time_one(chosen, run.settings.max_draft)
+        if run.best is None:
+            return
         # Then the draft length for the fastest prefix.
         best = sublayer_ids(run.best[0])
         for k in DRAFT_LENGTHS:
@@ -369,6 +370,17 @@ def greedy(run: SearchRun, state_file: Path) -> None:
                 time_one(best, k)
     finally:
         bar.close()
+
+
+def ranking_text(model: nn.Module, prompts, max_new_tokens: int) -> list[list[int]]:
+    """What the ranking scores: a few prompts' tails with the full model's continuations, as one sequence.
+
+    A forward over many tokens is compute-bound and costs many decode steps, so the text is kept short:
+    the end of each prompt (context) and the continuation, where decoding actually happens.
+    """
+    prompts = list(prompts)[:: max(1, len(prompts) // RANKING_PROMPTS)][:RANKING_PROMPTS]
+    texts = [p[-RANKING_CONTEXT:] + c for p, c in zip(prompts, continuations(model, prompts, max_new_tokens))]
+    return [[t for text in texts for t in text]]
 
 
 def _prefixes(order: list[tuple[list[int], float]]) -> list[list[int]]:
