@@ -29,7 +29,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--max-draft", type=int, default=DraftSettings.max_draft, help="K, most tokens drafted per step")
+    parser.add_argument("--max-draft", type=int, default=None,
+                        help=f"K, most tokens drafted per step (default: the profile's, else {DraftSettings.max_draft})")
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
                         help="adapt the draft-exit threshold to the acceptance rate (paper's rule)")
     parser.add_argument("--threshold", type=float, default=None,
@@ -47,7 +48,10 @@ def sampling_from(args: argparse.Namespace) -> Sampling:
     return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
 
-def draft_settings_from(args: argparse.Namespace) -> DraftSettings:
+def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = None) -> DraftSettings:
+    if args.max_draft is None:  # the draft length the profile was searched and measured with
+        recommended = profile.decoding if profile is not None and profile.decoding else DraftSettings
+        args = argparse.Namespace(**{**vars(args), "max_draft": recommended.max_draft})
     if args.adaptive:
         threshold = DraftSettings.threshold if args.threshold is None else args.threshold
         return DraftSettings(max_draft=args.max_draft, exit="adaptive", threshold=threshold)
@@ -86,6 +90,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("the prompt is empty")
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     profile = profile_from(args, lm)
+    settings = draft_settings_from(args, profile)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
     # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
     baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None

@@ -153,3 +153,15 @@ def test_parse_hub_ref(ref, expected):
 def test_bad_hub_refs(ref):
     with pytest.raises(ProfileError, match="hub:<owner>/<repo>/<path>"):
         parse_hub_ref(ref)
+
+
+def test_generate_uses_the_profiles_recommended_draft_length():
+    from selfspec.cli import build_parser, draft_settings_from
+    from selfspec.profile import Decoding
+
+    profile = SkipProfile(4, attn=[1], decoding=Decoding(max_draft=2))
+    args = build_parser().parse_args(["generate", "--prompt", "hi"])
+    assert draft_settings_from(args, profile).max_draft == 2
+    assert draft_settings_from(args, SkipProfile(4)).max_draft == 4  # no recommendation: the default
+    args = build_parser().parse_args(["generate", "--prompt", "hi", "--max-draft", "5"])
+    assert draft_settings_from(args, profile).max_draft == 5  # the command line wins
