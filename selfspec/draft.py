@@ -114,4 +114,31 @@ class FullHead:
         return self.lm_head(hidden)
 
 
-DraftHead = FullHead
+class VocabularyHead:
+    """The output head scoring only a subset of the vocabulary (a cheaper draft head).
+
+    The full model verifies over the whole vocabulary, so output stays lossless: greedy drafts outside
+    the subset are simply never proposed, and in sampling mode the draft distribution lives on the
+    subset, which the min(1, p/q) rule allows. The subset's rows are copied once into one contiguous
+    matrix (|subset| x hidden, a few MB), because gathering them per step would cost what it saves.
+    """
+
+    def __init__(self, model: nn.Module, token_ids):
+        lm_head = model.get_output_embeddings()
+        weight = lm_head.weight
+        ids = sorted(set(int(t) for t in token_ids))
+        if not ids:
+            raise ValueError("the draft vocabulary is empty")
+        if ids[0] < 0 or ids[-1] >= weight.shape[0]:
+            raise ValueError(f"draft vocabulary ids must be in 0..{weight.shape[0] - 1}")
+        self.vocabulary = torch.tensor(ids, dtype=torch.long, device=weight.device)
+        with torch.no_grad():
+            self.weight = weight[self.vocabulary].contiguous()
+            bias = getattr(lm_head, "bias", None)
+            self.bias = None if bias is None else bias[self.vocabulary].contiguous()
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(hidden, self.weight, self.bias)
+
+
+DraftHead = FullHead | VocabularyHead

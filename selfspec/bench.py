@@ -1,0 +1,399 @@
+"""`python -m selfspec bench`: our decoders against transformers' own, on one model, in one run.
+
+Methods run in turn (never at once) on the same prompts, after a warm-up of each; every prompt is
+timed `reps` times and the median kept. All methods are greedy, so each one's output is compared
+token for token with our autoregressive loop's. Per method and category the table gives tokens/s,
+the speedup against our autoregressive loop *from the same run*, and for self-speculation the
+acceptance numbers and the cost model (see costmodel.py): c and v measured by timing single forwards
+on the category's first prompt, a estimated from the run, the bound E/(K*c+v) and efficiency =
+speedup / bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .bench_prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
+from .costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
+from .decoding import DraftSettings, autoregressive, self_speculative
+from .draft import DraftModel, VocabularyHead
+from .models import LanguageModel, load_model
+from .profile import SkipProfile
+from .records import StepRecord
+from .vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
+
+AR = "autoregressive"
+
+
+@dataclass
+class Run:
+    """One method on one prompt: the median time over repetitions and what it produced."""
+
+    tokens: list[int]
+    seconds: float
+    records: list[StepRecord] | None = None  # our self-speculative decoder only
+
+
+@dataclass
+class Method:
+    name: str
+    decode: Callable[[list[int], int], tuple[list[int], list[StepRecord] | None]]
+    draft: DraftModel | None = None
+    settings: DraftSettings | None = None
+
+
+@dataclass
+class Row:
+    method: str
+    category: str
+    prompts: int
+    new_tokens: int
+    seconds: float
+    tokens_per_second: float
+    speedup: float | None
+    identical: bool
+    acceptance: float | None = None  # accepted / drafted
+    mean_accepted_tokens: float | None = None  # tokens committed per verification
+    a: float | None = None
+    c: float | None = None
+    v: float | None = None  # for the run's max draft length K
+    bound: float | None = None
+    efficiency: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --- methods ------------------------------------------------------------------------------------
+
+
+def encode_chat(lm: LanguageModel, prompt: BenchPrompt) -> list[int]:
+    if getattr(lm.tokenizer, "chat_template", None):
+        ids = lm.tokenizer.apply_chat_template(list(prompt.messages), add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    return list(lm.tokenizer(prompt.text)["input_ids"])
+
+
+def ours_autoregressive(lm: LanguageModel) -> Method:
+    def decode(ids, n):
+        records = list(autoregressive(lm.model, ids, n))
+        return [t for r in records for t in r.token_ids], None
+    return Method(AR, decode)
+
+
+def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
+    def decode(ids, n):
+        records = list(self_speculative(lm.model, ids, draft, n, settings=settings))
+        return [t for r in records for t in r.token_ids], records
+    return Method(name, decode, draft, settings)
+
+
+def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
+    """transformers' `generate()` (greedy) on the same model object, with peer options if any."""
+    model = lm.model
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = model.generation_config.eos_token_id
+        pad = pad[0] if isinstance(pad, list) else pad
+
+    @torch.inference_mode()
+    def decode(ids, n):
+        inputs = torch.tensor([ids], device=lm.device)
+        out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=n,
+                             do_sample=False, pad_token_id=pad, **options)
+        return out[0, len(ids):].tolist(), None
+    return Method(name, decode)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new_tokens: int, reps: int,
+                warmup_tokens: int = 8, progress: bool = True) -> dict[str, list[Run]]:
+    """Every method on every prompt, `reps` times; the median time per method and prompt is kept.
+
+    Methods run one after another, never at once. They are interleaved (each repetition runs every
+    prompt with every method in turn) so that load that drifts on a shared machine falls on all
+    methods alike instead of on whichever happened to run during it. Each is warmed up first.
+    """
+    from tqdm.auto import tqdm
+
+    for method in methods:
+        method.decode(prompts[0], warmup_tokens)
+    seconds = {m.name: [[] for _ in prompts] for m in methods}
+    outputs: dict[str, list] = {m.name: [None] * len(prompts) for m in methods}
+    with tqdm(total=len(methods) * len(prompts) * reps, desc="bench", unit="run", disable=not progress) as bar:
+        for _ in range(reps):
+            for i, ids in enumerate(prompts):
+                for method in methods:
+                    t0 = time.perf_counter()
+                    outputs[method.name][i] = method.decode(ids, max_new_tokens)
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    seconds[method.name][i].append(time.perf_counter() - t0)
+                    bar.update()
+    return {name: [Run(tokens, statistics.median(s), records) for (tokens, records), s in zip(outputs[name], times)]
+            for name, times in seconds.items()}
+
+
+def summarize_runs(methods: Sequence[Method], categories: Sequence[str], runs: dict[str, list[Run]],
+                   costs: dict[tuple[str, str], Costs]) -> list[Row]:
+    """One row per method and category (and "all"), speedups against this run's autoregressive."""
+    groups = {c: [i for i, cat in enumerate(categories) if cat == c] for c in dict.fromkeys(categories)}
+    groups["all"] = list(range(len(categories)))
+    rows = []
+    for category, index in groups.items():
+        base = _throughput(runs[AR], index)
+        for method in methods:
+            mine = [runs[method.name][i] for i in index]
+            tps = _throughput(runs[method.name], index)
+            row = Row(
+                method=method.name, category=category, prompts=len(index),
+                new_tokens=sum(len(r.tokens) for r in mine), seconds=sum(r.seconds for r in mine),
+                tokens_per_second=tps, speedup=tps / base if base else None,
+                identical=all(r.tokens == runs[AR][i].tokens for r, i in zip(mine, index)),
+            )
+            if method.draft is not None:
+                _add_speculation(row, method, [r.records for r in mine],
+                                 costs.get((method.name, category)))
+            rows.append(row)
+    return rows
+
+
+def _throughput(runs: list[Run], index: list[int]) -> float:
+    seconds = sum(runs[i].seconds for i in index)
+    return sum(len(runs[i].tokens) for i in index) / seconds if seconds else 0.0
+
+
+def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], costs: Costs | None) -> None:
+    steps = [r for rs in records for r in rs if r.kind == "speculate"]
+    drafted, accepted = sum(r.drafted for r in steps), sum(r.accepted for r in steps)
+    row.acceptance = accepted / drafted if drafted else None
+    row.mean_accepted_tokens = sum(len(r.token_ids) for r in steps) / len(steps) if steps else None
+    row.a = acceptance_per_token(steps)
+    # What the loop itself paid, in the same units, for comparison with the isolated forwards.
+    row.extra = {"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
+                 "verify_seconds_per_step": sum(r.verify_seconds for r in steps) / len(steps) if steps else None,
+                 "mean_drafted": drafted / len(steps) if steps else None}
+    if costs is None or row.a is None:
+        return
+    k = method.settings.max_draft
+    row.c, row.v = costs.c, costs.v[k]
+    row.bound = bound_for_lengths(row.a, costs.c, costs.v, [r.drafted for r in steps])
+    row.efficiency = row.speedup / row.bound if row.bound and row.speedup else None
+
+
+def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categories: Sequence[str],
+                           prompts: Sequence[list[int]], reps: int) -> dict[tuple[str, str], Costs]:
+    """c and v per speculative method, on each category's first prompt (context length matters)."""
+    first = {c: prompts[categories.index(c)] for c in dict.fromkeys(categories)}
+    first["all"] = sorted(prompts, key=len)[len(prompts) // 2]  # the median-length prompt
+    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps)
+            for m in methods if m.draft is not None for c, ids in first.items()}
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify",
+           "a", "c", "v", "bound", "efficiency")
+
+
+def _fmt(x, digits=2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
+        cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
+                 _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
+                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
+                 _fmt(r.bound), _fmt(r.efficiency)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
+    """Plotly charts: speedup per category and method; measured vs bound for self-speculation."""
+    import plotly.graph_objects as go
+
+    categories = list(dict.fromkeys(r.category for r in rows))
+    speed = go.Figure([go.Bar(name=m, x=categories,
+                              y=[next((r.speedup for r in rows if r.method == m and r.category == c), None)
+                                 for c in categories])
+                       for m in dict.fromkeys(r.method for r in rows)])
+    speed.add_hline(y=1.0, line_dash="dot")
+    speed.update_layout(barmode="group", title=f"Speedup vs our autoregressive loop — {title}",
+                        yaxis_title="speedup (x)")
+    spec = [r for r in rows if r.bound is not None]
+    bound = go.Figure()
+    for m in dict.fromkeys(r.method for r in spec):
+        mine = [r for r in spec if r.method == m]
+        bound.add_bar(name=f"{m} measured", x=[r.category for r in mine], y=[r.speedup for r in mine])
+        bound.add_scatter(name=f"{m} bound E/(Kc+v)", x=[r.category for r in mine], y=[r.bound for r in mine],
+                          mode="markers", marker_symbol="line-ew-open", marker_size=28)
+    bound.update_layout(barmode="group", title=f"Self-speculation: measured speedup vs cost-model bound — {title}",
+                        yaxis_title="speedup (x)")
+    written = []
+    for name, fig in (("speedup", speed), ("bound", bound)):
+        path = out / f"{name}.html"
+        fig.write_html(path, include_plotlyjs="cdn")
+        written.append(path)
+        try:  # PNG only when an image engine (kaleido) is installed
+            fig.write_image(out / f"{name}.png")
+            written.append(out / f"{name}.png")
+        except Exception:
+            pass
+    return written
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vocabs: Sequence[list[int] | None],
+                  exit_settings: dict, names: Sequence[str], prompt_lookup: int, early_exit: int) -> list[Method]:
+    methods = [ours_autoregressive(lm)]
+    if "generate" in names:
+        methods.append(transformers_generate(lm, "transformers generate"))
+    if "self-speculative" in names:
+        for vocab in vocabs:
+            head = None if vocab is None else VocabularyHead(lm.model, vocab)
+            draft = DraftModel(lm.model, profile, head)
+            for k in ks:
+                label = f"self-spec K={k}" + ("" if vocab is None else f" V={len(vocab)}")
+                methods.append(ours_self_speculative(lm, label, draft, DraftSettings(max_draft=k, **exit_settings)))
+    if "prompt-lookup" in names:
+        methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
+                                             prompt_lookup_num_tokens=prompt_lookup))
+    if "early-exit" in names:
+        methods.append(transformers_generate(lm, f"early exit E={early_exit}", assistant_early_exit=early_exit))
+    return methods
+
+
+def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[Method], max_new_tokens: int,
+          reps: int, progress: bool = True) -> tuple[list[Row], dict]:
+    ids = [encode_chat(lm, p) for p in prompts]
+    categories = [p.category for p in prompts]
+    runs = run_methods(methods, ids, max_new_tokens, reps, progress=progress)
+    costs = measure_category_costs(lm, methods, categories, ids, reps=max(reps, 5))
+    rows = summarize_runs(methods, categories, runs, costs)
+    detail = {"costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
+              "outputs": {m: [{"category": cat, "prompt_tokens": len(i), "tokens": r.tokens, "seconds": r.seconds}
+                              for cat, i, r in zip(categories, ids, rs)] for m, rs in runs.items()}}
+    return rows, detail
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
+
+
+def register(commands) -> None:
+    from .cli import add_model_arguments, add_profile_arguments
+
+    p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
+    add_model_arguments(p)
+    add_profile_arguments(p)
+    p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
+    p.add_argument("--categories", default=",".join(CATEGORIES), help="built-in categories to run")
+    p.add_argument("--per-category", type=int, default=2, help="built-in prompts per category (max 3)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per prompt (the median is kept)")
+    p.add_argument("--methods", default=",".join(METHOD_NAMES),
+                   help=f"which of {', '.join(METHOD_NAMES)} to run besides our autoregressive loop")
+    p.add_argument("--max-draft", type=_int_list, default=[4], help="K for self-speculation; a list runs each")
+    p.add_argument("--draft-vocab", default="0",
+                   help="draft head vocabulary sizes (0 = full head), comma-separated, or a vocabulary JSON file")
+    p.add_argument("--exit", choices=("adaptive", "fixed", "off"), default="adaptive", help="draft-exit rule")
+    p.add_argument("--threshold", type=float, default=DraftSettings.threshold)
+    p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
+    p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", default=None, help="folder for bench.json and the charts")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=cmd_bench)
+
+
+def draft_vocabularies(lm: LanguageModel, spec: str, out: Path | None) -> list[list[int] | None]:
+    if Path(spec).suffix == ".json":
+        return [read_vocabulary(spec)]
+    sizes = _int_list(spec)
+    vocabs = []
+    for size in sizes:
+        if size == 0 or size >= vocabulary_size(lm):
+            vocabs.append(None)
+            continue
+        ids = choose_vocabulary(lm, size)
+        if out is not None:
+            write_vocabulary(out / f"vocab-{size}.json", ids, lm.name, "selfspec.vocabulary.choose_vocabulary")
+        vocabs.append(ids)
+    return vocabs
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .cli import profile_from
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.reps < 1 or args.max_new_tokens < 1:
+        raise ValueError("--reps and --max-new-tokens must be positive")
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(names) - set(METHOD_NAMES)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHOD_NAMES)}")
+    prompts = (read_jsonl(args.prompts) if args.prompts else
+               builtin_suite(args.per_category, tuple(c.strip() for c in args.categories.split(","))))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    profile = profile_from(args, lm)
+    early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
+    exit_settings = {"exit": args.exit, "threshold": args.threshold if args.exit != "off" else 0.0}
+    methods = build_methods(lm, profile, args.max_draft, draft_vocabularies(lm, args.draft_vocab, out),
+                            exit_settings, names, args.prompt_lookup, early_exit)
+    rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
+    title = f"{lm.name}, {args.dtype}, {machine()['cpu']}"
+    print(f"## {title}\n")
+    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={args.exit}; "
+          f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
+    print(markdown_table(rows))
+    if out is not None:
+        report = {"model": lm.name, "dtype": args.dtype, "machine": machine(), "profile": profile.to_dict(),
+                  "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": args.exit,
+                               "threshold": args.threshold, "max_draft": args.max_draft},
+                  "rows": [asdict(r) for r in rows], **detail}
+        (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        charts = write_charts(rows, out, title)
+        print(f"\nwrote {out / 'bench.json'}, " + ", ".join(str(p) for p in charts))
+    return 0

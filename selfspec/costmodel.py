@@ -1,0 +1,133 @@
+"""The cost model of draft-and-verify, and how to measure its three numbers on a real model.
+
+Time is counted in units of one full-model forward of one token (what autoregressive decoding pays
+per token). One self-speculative step drafts K tokens at c units each, verifies K+1 positions in one
+full forward of v units, and commits E tokens on average, where each draft token survives with
+probability a (independently, until the first rejection):
+
+    E = 1 + a + ... + a^K = (1 - a^(K+1)) / (1 - a)
+    speedup bound = E / (K*c + v)
+
+It is a bound for our loop because it ignores everything outside the forward passes (sampling,
+bookkeeping, cache rollback): efficiency = measured speedup / bound says how much of that is lost.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .cache import new_cache, truncate
+from .decoding import forward_full
+from .draft import DraftModel
+from .records import StepRecord
+
+
+def expected_tokens(a: float, k: int) -> float:
+    """Tokens committed per step with K drafts accepted with probability a each (correction included)."""
+    if not 0 <= a <= 1:
+        raise ValueError(f"acceptance must be in [0, 1], got {a}")
+    if a == 1:
+        return k + 1.0
+    return (1 - a ** (k + 1)) / (1 - a)
+
+
+def speedup_bound(a: float, c: float, v: float, k: int) -> float:
+    """E / (K*c + v): the speedup over autoregressive decoding if only forward passes cost time."""
+    return expected_tokens(a, k) / (k * c + v)
+
+
+def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int]) -> float | None:
+    """The bound for the draft lengths a run actually used (the adaptive exit varies K per step)."""
+    lengths = list(lengths)
+    if not lengths:
+        return None
+    tokens = sum(expected_tokens(a, n) for n in lengths)
+    cost = sum(n * c + v[n] for n in lengths)
+    return tokens / cost
+
+
+def acceptance_per_token(records: Iterable[StepRecord]) -> float | None:
+    """Per-token acceptance a, estimated from verification steps.
+
+    Under the model, a step's accepted count is geometric, cut off at the drafted count; the maximum
+    likelihood estimate is accepted / (accepted + rejections), a rejection being a step that kept
+    fewer drafts than it proposed.
+    """
+    steps = [r for r in records if r.kind == "speculate" and r.drafted > 0]
+    if not steps:
+        return None
+    accepted = sum(r.accepted for r in steps)
+    rejections = sum(1 for r in steps if r.accepted < r.drafted)
+    return accepted / (accepted + rejections) if accepted + rejections else None
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured relative costs at one context length (unit: one full forward of one token)."""
+
+    full_seconds: float  # one full-model forward of one token
+    draft_seconds: float  # one draft forward of one token
+    c: float  # draft_seconds / full_seconds
+    v: dict[int, float]  # K -> full forward over K+1 tokens / full_seconds
+    context: int
+
+    def bound(self, a: float, k: int) -> float:
+        return speedup_bound(a, self.c, self.v[k], k)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _interleaved_medians(fns: dict, reps: int, synchronize) -> dict:
+    """Median seconds of each function, timed in turn within every repetition.
+
+    Interleaving keeps ratios fair on a shared machine whose load drifts between repetitions.
+    """
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            synchronize()
+            t0 = time.perf_counter()
+            fn()
+            synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@torch.inference_mode()
+def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int], max_k: int,
+                  reps: int = 7) -> Costs:
+    """Time single forwards after a real prompt: full 1 token, draft 1 token, full K+1 tokens (K=1..max_k).
+
+    Every timed forward appends to the prompt's cache and is rolled back, so each sees the same context.
+    """
+    device = model.get_input_embeddings().weight.device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    prompt = torch.tensor([list(prompt_ids)], device=device)
+    n = prompt.shape[1]
+    cache = new_cache()
+    forward_full(model, prompt, 0, cache, last_only=True)
+    rows = prompt[:, -1:].repeat(1, max_k + 1)  # token values do not change the cost
+
+    def full(q: int):
+        def run():
+            forward_full(model, rows[:, :q], n, cache)
+            truncate(cache, n)
+        return run
+
+    def draft_one():
+        draft(rows[:, :1], torch.tensor([[n]], device=device), cache)
+        truncate(cache, n)
+
+    fns = {"full": full(1), "draft": draft_one, **{k: full(k + 1) for k in range(1, max_k + 1)}}
+    for fn in fns.values():  # warm-up
+        fn()
+    t = _interleaved_medians(fns, reps, sync)
+    v = {k: t[k] / t["full"] for k in range(1, max_k + 1)}
+    return Costs(full_seconds=t["full"], draft_seconds=t["draft"], c=t["draft"] / t["full"], v=v, context=n)

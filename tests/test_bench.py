@@ -1,0 +1,266 @@
+"""The benchmark command end to end on a tiny model, the cost model, and the restricted-vocabulary draft head."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from selfspec import DraftModel, DraftSettings, Sampling, SkipProfile, self_speculative
+from selfspec.bench import AR, Row, bench, build_methods, markdown_table
+from selfspec.bench_prompts import CALIBRATION, SUITE, builtin_suite, read_jsonl
+from selfspec.costmodel import (
+    acceptance_per_token,
+    bound_for_lengths,
+    expected_tokens,
+    measure_costs,
+    speedup_bound,
+)
+from selfspec.draft import VocabularyHead
+from selfspec.models import LanguageModel
+from selfspec.records import StepRecord
+from selfspec.vocabulary import choose_vocabulary, read_vocabulary, write_vocabulary
+from test_engine import _chi_square_p_value, _exact_second_third, _sampled_second_third, generated, reference
+from tiny_models import tiny_model
+
+
+class CharTokenizer:
+    """A stand-in tokenizer for the tiny models: one id per character, no chat template."""
+
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [2 + ord(ch) % 90 for ch in text[:48]]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(32 + i % 90) for i in ids)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    return LanguageModel(tiny_model("llama", seed=1, num_hidden_layers=6), CharTokenizer(), "tiny-llama")
+
+
+# --- cost model --------------------------------------------------------------------------------
+
+
+def test_expected_tokens_is_the_geometric_sum():
+    assert expected_tokens(0.0, 4) == 1.0
+    assert expected_tokens(1.0, 4) == 5.0
+    for a in (0.3, 0.7, 0.95):
+        for k in (1, 4, 12):
+            assert math.isclose(expected_tokens(a, k), sum(a ** i for i in range(k + 1)))
+    with pytest.raises(ValueError):
+        expected_tokens(1.5, 4)
+
+
+def test_speedup_bound_and_its_per_step_form_agree():
+    a, c, k = 0.8, 0.3, 4
+    v = {n: 1.0 + 0.1 * n for n in range(1, 9)}
+    assert math.isclose(speedup_bound(a, c, v[k], k), expected_tokens(a, k) / (k * c + v[k]))
+    assert math.isclose(bound_for_lengths(a, c, v, [k] * 7), speedup_bound(a, c, v[k], k))
+    mixed = bound_for_lengths(a, c, v, [2, 6])
+    assert mixed == pytest.approx((expected_tokens(a, 2) + expected_tokens(a, 6)) / (2 * c + v[2] + 6 * c + v[6]))
+    assert bound_for_lengths(a, c, v, []) is None
+    # A free draft with perfect acceptance and free verification gains K+1; a useless draft loses.
+    assert speedup_bound(1.0, 0.0, 1.0, 4) == 5.0
+    assert speedup_bound(0.0, 0.5, 1.2, 4) < 1.0
+
+
+def _step(drafted: int, accepted: int) -> StepRecord:
+    return StepRecord(1, "speculate", tuple(range(accepted + 1)), drafted, accepted, 0.0, 0.0, 0.0, 0.6)
+
+
+def test_acceptance_per_token_is_the_geometric_estimate():
+    # Two rejections, 6 accepted in all: a = 6 / (6 + 2).
+    steps = [_step(4, 4), _step(4, 1), _step(3, 1), StepRecord(0, "prefill", (5,), 0, 0, 0.0, 0.0, 0.0)]
+    assert acceptance_per_token(steps) == pytest.approx(6 / 8)
+    assert acceptance_per_token([_step(4, 4)]) == 1.0
+    assert acceptance_per_token([_step(4, 0)]) == 0.0
+    assert acceptance_per_token([]) is None
+    # On simulated geometric steps the estimate recovers the true rate.
+    rng, a = random.Random(0), 0.7
+    sim = []
+    for _ in range(4000):
+        n = 0
+        while n < 5 and rng.random() < a:
+            n += 1
+        sim.append(_step(5, n))
+    assert acceptance_per_token(sim) == pytest.approx(a, abs=0.02)
+
+
+def test_measure_costs_leaves_the_context_as_it_was(tiny_lm):
+    model = tiny_lm.model
+    draft = DraftModel(model, SkipProfile(6, attn=[1, 2, 3], mlp=[2, 3, 4]))
+    costs = measure_costs(model, draft, list(range(2, 30)), max_k=3, reps=3)
+    assert costs.context == 28 and sorted(costs.v) == [1, 2, 3]
+    assert costs.full_seconds > 0 and costs.draft_seconds > 0 and costs.c > 0
+    assert all(v > 0 for v in costs.v.values())
+    assert costs.bound(0.5, 3) == pytest.approx(speedup_bound(0.5, costs.c, costs.v[3], 3))
+
+
+# --- restricted-vocabulary draft head ----------------------------------------------------------
+
+
+def test_vocabulary_head_scores_only_its_subset():
+    model = tiny_model("qwen2", seed=2)
+    subset = [1, 5, 9, 40, 77]
+    head = VocabularyHead(model, [9, 1, 77, 40, 5, 5])
+    assert head.vocabulary.tolist() == subset
+    hidden = torch.randn(1, 3, model.config.hidden_size)
+    full = model.get_output_embeddings()(hidden)
+    assert torch.allclose(head(hidden), full[..., subset])
+    for bad in ([], [-1], [model.config.vocab_size]):
+        with pytest.raises(ValueError):
+            VocabularyHead(model, bad)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
+def test_vocabulary_head_is_lossless_greedy(arch):
+    model = tiny_model(arch, seed=4)
+    rng = random.Random(arch)
+    # Half the vocabulary, so that the full model often wants a token the draft cannot propose.
+    head = VocabularyHead(model, rng.sample(range(96), 48))
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 2], mlp=[2]), head)
+    for prompt in ([3], [rng.randrange(2, 96) for _ in range(11)]):
+        for settings in (DraftSettings(max_draft=3, exit="off"), DraftSettings(max_draft=5, exit="adaptive")):
+            records = list(self_speculative(model, prompt, draft, 24, settings=settings))
+            assert generated(records) == reference(model, prompt, 24)
+
+
+def test_vocabulary_head_drafts_only_its_tokens():
+    model = tiny_model("llama", seed=5)
+    allowed = list(range(10, 60))
+    draft = DraftModel(model, SkipProfile(4, attn=[1], mlp=[1]), VocabularyHead(model, allowed))
+    from selfspec.decoding import draft_tokens
+    from selfspec.cache import new_cache
+    from selfspec.decoding import forward_full
+
+    cache = new_cache()
+    forward_full(model, torch.tensor([[2, 3, 4]]), 0, cache)
+    drafted, _ = draft_tokens(draft, torch.tensor(7), 3, cache, 6, 0.0, Sampling(), None)
+    assert len(drafted) == 6 and all(int(t) in allowed for t in drafted)
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model():
+    model = tiny_model("llama", vocab_size=5, seed=3)
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def test_vocabulary_head_sampling_keeps_the_full_model_distribution(small_vocab_model):
+    # The draft can propose only tokens 0, 2 and 3; the full model samples all five.
+    model, prompt, sampling, draws = small_vocab_model, [0, 2, 4], Sampling(temperature=1.0), 800
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3]), VocabularyHead(model, [0, 2, 3]))
+    expected = _exact_second_third(model, prompt, sampling) * draws
+    observed = _sampled_second_third(model, prompt, draft, sampling, draws)
+    assert _chi_square_p_value(observed, expected) > 1e-3
+    # Tokens 1 and 4 are never drafted, yet appear as often as the full model samples them.
+    pair_has_1_or_4 = torch.tensor([a in (1, 4) or b in (1, 4) for a in range(5) for b in range(5)])
+    assert observed[pair_has_1_or_4].sum() > 0.5 * expected[pair_has_1_or_4].sum()
+
+
+def test_choose_vocabulary_is_deterministic_and_stored_as_plain_json(tiny_lm, tmp_path):
+    first = choose_vocabulary(tiny_lm, 40)
+    assert first == choose_vocabulary(tiny_lm, 40)
+    assert len(first) == 40 and first == sorted(set(first))
+    assert 1 in first  # end-of-sequence is always draftable
+    seen = {t for text in CALIBRATION[:2] for t in tiny_lm.encode(text)}
+    assert seen & set(first)
+    path = tmp_path / "vocab.json"
+    write_vocabulary(path, first, tiny_lm.name, "test")
+    assert read_vocabulary(path) == first
+    assert json.loads(path.read_text())["size"] == 40
+    with pytest.raises(ValueError):
+        choose_vocabulary(tiny_lm, 0)
+    path.write_text('{"token_ids": "nope"}')
+    with pytest.raises(ValueError):
+        read_vocabulary(path)
+
+
+# --- the suite and the benchmark ---------------------------------------------------------------
+
+
+def test_builtin_suite_covers_the_spec_bench_categories():
+    suite = builtin_suite(2)
+    assert {p.category for p in suite} == {"multi-turn", "translation", "summarization", "qa", "math", "rag"}
+    assert all(sum(p.category == c for p in suite) == 2 for c in {p.category for p in suite})
+    assert all(p.messages[-1]["role"] == "user" for p in SUITE)
+    assert not set(CALIBRATION) & {m["content"] for p in SUITE for m in p.messages}
+    with pytest.raises(ValueError, match="unknown categories"):
+        builtin_suite(1, ("poetry",))
+
+
+def test_read_jsonl_accepts_prompts_and_chats_and_refuses_junk(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"category": "x", "prompt": "hello"}\n\n'
+                    '{"messages": [{"role": "user", "content": "hi"}]}\n')
+    prompts = read_jsonl(path)
+    assert [p.category for p in prompts] == ["x", "custom"]
+    assert prompts[0].messages == ({"role": "user", "content": "hello"},)
+    for junk in ("not json", '{"prompt": ""}', '{"messages": [{"role": "assistant", "content": "x"}]}', "[1]"):
+        path.write_text(junk + "\n")
+        with pytest.raises(ValueError, match="p.jsonl:1"):
+            read_jsonl(path)
+
+
+def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
+    from selfspec.bench import write_charts
+
+    tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
+    profile = SkipProfile(6, attn=[2, 3], mlp=[3])
+    methods = build_methods(tiny_lm, profile, ks=[2, 3], vocabs=[None, list(range(1, 60))],
+                            exit_settings={"exit": "off", "threshold": 0.0},
+                            names=["generate", "self-speculative", "prompt-lookup", "early-exit"],
+                            prompt_lookup=3, early_exit=3)
+    names = [m.name for m in methods]
+    assert names[0] == AR and len(names) == 1 + 1 + 4 + 2
+    prompts = builtin_suite(1, ("summarization", "qa", "math"))
+    rows, detail = bench(tiny_lm, prompts, methods, max_new_tokens=12, reps=2, progress=False)
+    assert {(r.method, r.category) for r in rows} == {(n, c) for n in names for c in ("summarization", "qa", "math", "all")}
+    for row in rows:
+        assert row.new_tokens == 12 * row.prompts and row.tokens_per_second > 0
+        assert row.identical, row  # greedy: every method reproduces our autoregressive tokens
+        base = next(r for r in rows if r.method == AR and r.category == row.category)
+        assert row.speedup == pytest.approx(row.tokens_per_second / base.tokens_per_second)
+        if row.method.startswith("self-spec"):
+            assert 0 <= row.acceptance <= 1 and 1 <= row.mean_accepted_tokens <= 4
+            assert row.c > 0 and row.v > 0 and row.bound > 0
+            assert row.efficiency == pytest.approx(row.speedup / row.bound)
+        else:
+            assert row.bound is None
+    # The cost model was measured for each speculative method and category, with v up to that method's K.
+    assert {key for key in detail["costs"]} == {f"{n} | {c}" for n in names if n.startswith("self-spec")
+                                               for c in ("summarization", "qa", "math", "all")}
+    table = markdown_table(rows)
+    assert table.count("\n") == len(rows) + 1 and "| self-spec K=3 V=59 | qa |" in table
+    charts = write_charts(rows, tmp_path, "tiny")
+    assert {p.name for p in charts} >= {"speedup.html", "bound.html"}
+    assert "plotly" in (tmp_path / "speedup.html").read_text()
+
+
+def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsys, tiny_lm):
+    import selfspec.bench as bench_module
+    from selfspec.cli import main
+
+    monkeypatch.setattr(bench_module, "load_model", lambda *a, **k: tiny_lm)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"category": "a", "prompt": "one two three"}\n{"category": "b", "prompt": "four five"}\n')
+    out = tmp_path / "out"
+    code = main(["bench", "--prompts", str(prompts), "--max-new-tokens", "6", "--reps", "1", "--attn", "1,2",
+                 "--methods", "generate,self-speculative", "--max-draft", "2", "--draft-vocab", "0,50",
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| method | category | tok/s | speedup |" in text and "self-spec K=2 V=50" in text
+    report = json.loads((out / "bench.json").read_text())
+    assert report["profile"]["attn"] == [1, 2] and report["machine"]["cpu"]
+    assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
+    assert len(read_vocabulary(out / "vocab-50.json")) == 50
+    assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()
+    assert main(["bench", "--methods", "warp-drive"]) == 2
+    assert "unknown methods" in capsys.readouterr().err
