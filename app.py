@@ -22,7 +22,7 @@ from selfspec.models import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, loa
 from selfspec.profile import ProfileError, SkipProfile, read_profile
 from selfspec.sampling import Sampling
 from selfspec.ui_charts import figures
-from selfspec.ui_race import RACE_RULE, Race, start_race
+from selfspec.ui_race import RACE_RULE, Lane, Race, start_race
 from selfspec.ui_render import panels, summary_line
 
 try:  # issue 3: profiles from the Hub, the local cache or the bundled set
@@ -311,10 +311,11 @@ def build_demo() -> gr.Blocks:
                                            type="filepath")
         summary = gr.Markdown("Press **Run both** to race the two methods.", elem_id="summary")
         with gr.Row(equal_height=True):
+            empty = panels(lambda ids: "", Race(Lane("autoregressive"), Lane("self-speculative")), running=False)
             with gr.Column(min_width=300):  # the two panels stack on a phone
-                ar_panel = gr.HTML(elem_id="ar-panel", min_height=120)
+                ar_panel = gr.HTML(empty[0], elem_id="ar-panel", min_height=120)
             with gr.Column(min_width=300):
-                spec_panel = gr.HTML(elem_id="spec-panel", min_height=120)
+                spec_panel = gr.HTML(empty[1], elem_id="spec-panel", min_height=120)
         gr.Markdown(f"*How the race is run:* {RACE_RULE}")
         with gr.Row():
             race_plot = gr.Plot(show_label=False, elem_id="race-plot", min_width=320)
@@ -328,7 +329,7 @@ def build_demo() -> gr.Blocks:
         inputs = [prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
         outputs = [ar_panel, spec_panel, race_plot, speed_plot, acceptance_plot, lengths_plot, summary, result]
         running = run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=1,
-                            concurrency_id="device", show_progress="full", show_progress_on=[summary])
+                            concurrency_id="device", show_progress="full", show_progress_on=[ar_panel, spec_panel])
         stop.click(None, None, None, cancels=[running])
         shared = [prompt, model, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
         share.click(None, shared, [share_link], js=SHARE_JS)

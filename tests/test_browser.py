@@ -165,3 +165,18 @@ def test_empty_prompt_shows_a_message_in_the_page(browser, app_url):
     click(browser, "run")
     wait_for(lambda: "prompt is empty" in browser.find_element("tag name", "body").text, 30, "the error message")
     assert "Traceback" not in browser.find_element("tag name", "body").text
+
+
+def test_a_waiting_run_shows_its_queue_position(browser, app_url, app_module):
+    from gradio_client import Client
+
+    from test_app import args
+
+    busy = Client(app_url, verbose=False).submit(**args("Count from one to twenty.", 24), api_name="/compare")
+    wait_for(lambda: busy.outputs(), 120, "the first run to start", poll=0.05)
+    open_app(browser, app_url, max_new_tokens=4)
+    type_prompt(browser, "Hi")
+    click(browser, "run")
+    wait_for(lambda: "queue: 1/1" in text_of(browser, "spec-panel"), 30, "the queue position")
+    busy.result(timeout=300)
+    wait_for(lambda: "Done." in text_of(browser, "summary"), 120, "the queued run to finish")
