@@ -18,17 +18,13 @@ import gradio as gr
 import torch
 
 from selfspec.decoding import DraftSettings
+from selfspec.hub import load_profile
 from selfspec.models import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
 from selfspec.profile import ProfileError, SkipProfile, read_profile
 from selfspec.sampling import Sampling
 from selfspec.ui_charts import figures
 from selfspec.ui_race import RACE_RULE, Lane, Race, start_race
 from selfspec.ui_render import panels, summary_line
-
-try:  # issue 3: profiles from the Hub, the local cache or the bundled set
-    from selfspec.hub import load_profile
-except ImportError:  # until it lands: the draft skips nothing
-    load_profile = None
 
 try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
     import spaces
@@ -134,11 +130,10 @@ def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
     """The model's skip profile (Hub, cache or bundled) and a sentence saying where it came from."""
     if lm.name not in _PROFILES:
         resolved = None
-        if load_profile is not None:
-            try:
-                resolved = load_profile(lm.name, _layers(lm))
-            except Exception as exc:  # a profile lookup must never break the app
-                log.warning("profile lookup failed for %s: %s", lm.name, exc)
+        try:
+            resolved = load_profile(lm.name, _layers(lm), model=lm.model)
+        except Exception as exc:  # a profile lookup must never break the app
+            log.warning("profile lookup failed for %s: %s", lm.name, exc)
         if resolved is not None and resolved.profile is not None:
             profile = resolved.profile
             note = f"{resolved.notice} The draft {describe(profile)}."

@@ -254,3 +254,24 @@ def test_uploaded_profile_is_used(client, tmp_path, app_module):
     result = client.predict(**args(prompt, profile_file=handle_file(str(path))), api_name="/compare")[7]
     assert result["profile"]["attn"] == [10, 20] and result["profile"]["mlp"] == [15]
     assert result["self_speculative"]["token_ids"] == solo(app_module, prompt)  # still lossless
+
+
+def test_default_profile_comes_from_the_hub_module_or_falls_back_to_none(app_module, monkeypatch):
+    from selfspec.hub import ResolvedProfile
+    from selfspec.profile import SkipProfile
+
+    lm = app_module.get_model(None)
+    bundled = SkipProfile(30, attn=(3, 4), mlp=(5,), model=lm.name)
+    monkeypatch.setattr(app_module, "_PROFILES", {})
+    monkeypatch.setattr(app_module, "load_profile",
+                        lambda name, layers, model=None: ResolvedProfile(bundled, "bundled", "Using the bundled one."))
+    profile, note = app_module.default_profile(lm)
+    assert profile == bundled and note.startswith("Using the bundled one.") and "skips 2 attention and 1 MLP" in note
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(app_module, "_PROFILES", {})
+    monkeypatch.setattr(app_module, "load_profile", unreachable)
+    profile, note = app_module.default_profile(lm)
+    assert profile.skipped_sublayers == 0 and "skips nothing" in note
