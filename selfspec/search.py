@@ -132,6 +132,7 @@ def greedy_order(model: nn.Module, sequences, targets, max_sublayers: int, floor
     ranking = {s: score([s]) for s in range(2 * layers)}  # every sublayer alone: needed, not interruptible
     chosen: list[int] = []
     trace = []
+    singles = dict(ranking)
     while len(chosen) < max_sublayers and ranking and not stop():
         shortlist = sorted(ranking, key=ranking.get, reverse=True)[:candidates]
         if chosen:
@@ -140,11 +141,20 @@ def greedy_order(model: nn.Module, sequences, targets, max_sublayers: int, floor
         best = max(shortlist, key=ranking.get)
         value = ranking.pop(best)  # the agreement of chosen + [best]
         if value < floor:
-            break
+            return trace
         chosen.append(best)
         trace.append((list(chosen), value))
         if on_step:
             on_step(chosen, value)
+    # Out of time: finish the order from the single-sublayer ranking, estimating agreement as if the
+    # sublayers' damage were independent (a product), so the timing stage still has prefixes to try.
+    value = trace[-1][1] if trace else 1.0
+    for s in sorted(ranking, key=singles.get, reverse=True):
+        value *= singles[s]
+        if len(chosen) >= max_sublayers or value < floor:
+            break
+        chosen.append(s)
+        trace.append((list(chosen), value))
     return trace
 
 
@@ -314,7 +324,8 @@ def _profile_from_params(layers: int, params: dict[str, int]) -> SkipProfile:
 
 
 RANKING_PROMPTS = 3
-RANKING_CONTEXT = 16  # prompt tokens kept before each continuation
+RANKING_CONTEXT = 8  # prompt tokens kept before each continuation
+RANKING_CONTINUATION = 24  # full-model tokens after each
 AGREEMENT_LEVELS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 DRAFT_LENGTHS = (2, 3, 4, 6)
 
@@ -337,11 +348,11 @@ def greedy(run: SearchRun, state_file: Path) -> None:
             bar.set_description("ranking sublayers")
             sequences = ranking_text(run.model, run.prompts, run.max_new_tokens)
             targets = full_choices(run.model, sequences)
-            # Leave at least half the budget for timing.
-            halfway = time.monotonic() + (run.deadline - time.monotonic()) / 2
+            # Leave at least 40% of the budget for timing.
+            ranking_ends = time.monotonic() + 0.6 * (run.deadline - time.monotonic())
             state["order"] = greedy_order(run.model, sequences, targets, max_sublayers=run.layers,
                                           on_step=lambda chosen, value: bar.update(1),
-                                          stop=lambda: time.monotonic() > halfway)
+                                          stop=lambda: time.monotonic() > ranking_ends)
             save_state()
         bar.set_description("timing prefixes")
         timed = state.setdefault("timed", {})
@@ -379,7 +390,8 @@ def ranking_text(model: nn.Module, prompts, max_new_tokens: int) -> list[list[in
     the end of each prompt (context) and the continuation, where decoding actually happens.
     """
     prompts = list(prompts)[:: max(1, len(prompts) // RANKING_PROMPTS)][:RANKING_PROMPTS]
-    texts = [p[-RANKING_CONTEXT:] + c for p, c in zip(prompts, continuations(model, prompts, max_new_tokens))]
+    texts = [p[-RANKING_CONTEXT:] + c
+             for p, c in zip(prompts, continuations(model, prompts, min(max_new_tokens, RANKING_CONTINUATION)))]
     return [[t for text in texts for t in text]]
 
 

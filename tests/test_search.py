@@ -147,3 +147,12 @@ def test_search_command_reports_bad_input_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: cannot read calibration file")
     assert main(["search", "--budget-minutes", "0"]) == 2
     assert "budget-minutes must be positive" in capsys.readouterr().err
+
+
+def test_greedy_order_is_completed_from_the_single_ranking_when_time_runs_out(model, prompts):
+    sequences = [p + c for p, c in zip(prompts, continuations(model, prompts, 12))]
+    targets = full_choices(model, sequences)
+    order = greedy_order(model, sequences, targets, max_sublayers=5, floor=0.0, stop=lambda: True)
+    assert [len(chosen) for chosen, _ in order] == [1, 2, 3, 4, 5]
+    values = [value for _, value in order]
+    assert values == sorted(values, reverse=True) and 0 < values[-1] <= values[0] <= 1
