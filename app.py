@@ -72,37 +72,12 @@ USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 # --- models and profiles ----------------------------------------------------------------------
 
 
-def check_hub(name: str) -> None:
-    """Fail fast, in one sentence, when a Hub model is neither cached nor reachable.
-
-    Without this a download retries for about a minute while the job blocks the queue.
-    """
-    import huggingface_hub
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.path.exists(os.path.expanduser(name)) or name.endswith(".gguf"):
-        return
-    try:
-        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
-            return
-        huggingface_hub.model_info(name, timeout=10)
-    except HFValidationError:
-        raise ModelLoadError(f"{name!r} is not a Hub model id (like 'HuggingFaceTB/SmolLM2-360M-Instruct')") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"there is no model {name!r} on the Hugging Face Hub (or it is private)") from None
-    except Exception as exc:
-        raise ModelLoadError(f"cannot reach the Hugging Face Hub to load {name!r} ({type(exc).__name__}); "
-                             "the embedded default model still works") from None
-
-
 def get_model(choice: str | None) -> LanguageModel:
     """The model for a dropdown value, loaded once and kept for the life of the app."""
     name = None if not choice or choice.strip() in (DEFAULT_LABEL, DEFAULT_MODEL_ID) else choice.strip()
     key = name or DEFAULT_MODEL_ID
     with _LOAD_LOCK:
         if key not in _MODELS:
-            if name is not None:
-                check_hub(name)
             lm = load_model(name, dtype=DTYPE, device=DEVICE)
             if not ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
                 warm_up(lm)
@@ -266,6 +241,11 @@ def restore(request: gr.Request):
     return values
 
 
+def sampling_controls(mode: str):
+    """Temperature, top-p and seed only matter when sampling."""
+    return [gr.update(interactive=mode == "sampling")] * 3
+
+
 # --- the page ---------------------------------------------------------------------------------
 
 
@@ -294,9 +274,10 @@ def build_demo() -> gr.Blocks:
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=96, step=1, label="Max new tokens")
                 with gr.Accordion("Decoding and drafting", open=False):
                     mode = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
-                    temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling)")
-                    top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling)")
-                    seed = gr.Number(value=0, precision=0, label="Seed (sampling; empty = random)")
+                    temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling)",
+                                            interactive=False)
+                    top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling)", interactive=False)
+                    seed = gr.Number(value=0, precision=0, label="Seed (sampling; empty = random)", interactive=False)
                     max_draft = gr.Slider(1, MAX_DRAFT, value=4, step=1, label="Max draft length K")
                     adaptive = gr.Checkbox(value=True, label="Adaptive draft exit (stop drafting when unsure)")
                 with gr.Accordion("Skip profile", open=False):
@@ -329,6 +310,7 @@ def build_demo() -> gr.Blocks:
         shared = [prompt, model, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
         share.click(None, shared, [share_link], js=SHARE_JS)
         demo.load(restore, None, shared, api_visibility="private")
+        mode.change(sampling_controls, mode, [temperature, top_p, seed], api_visibility="private")
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo
 
