@@ -141,9 +141,13 @@ class Form:
 def parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive) -> Form:
     """Form values (from the page or an API client) -> settings; absurd values raise ValueError."""
     def integer(value, name: str, low: int, high: int) -> int:
-        if value is None or isinstance(value, bool) or not float(value).is_integer() or not low <= value <= high:
+        try:
+            number = math.nan if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not number.is_integer() or not low <= number <= high:
             raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
-        return int(value)
+        return int(number)
 
     max_new_tokens = integer(max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS)
     max_draft = integer(max_draft, "max draft length", 1, MAX_DRAFT)
@@ -196,6 +200,9 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
                                 form.settings, DEVICE_LOCK)
     except USER_ERRORS as exc:
         raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:  # never a stack trace in the page; the log keeps it
+        log.exception("could not start the race")
+        raise gr.Error(f"could not start: {type(exc).__name__}: {exc}", print_exception=False) from None
     # The first tokens go out at once; the first charts only after CHARTS_EVERY (they cost more).
     last_text, last_charts = -math.inf, time.monotonic()
     race = None

@@ -6,6 +6,7 @@ The real embedded model is loaded once (by importing app.py); every request is a
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -275,3 +276,16 @@ def test_default_profile_comes_from_the_hub_module_or_falls_back_to_none(app_mod
     monkeypatch.setattr(app_module, "load_profile", unreachable)
     profile, note = app_module.default_profile(lm)
     assert profile.skipped_sublayers == 0 and "skips nothing" in note
+
+
+def test_form_values_from_api_clients_are_checked(app_module):
+    form = app_module.parse_form(12.0, "sampling", 0.8, 0.95, 3, 6, False)
+    assert form.max_new_tokens == 12 and form.sampling.temperature == 0.8 and form.sampling.seed == 3
+    assert form.settings.max_draft == 6 and form.settings.exit == "off"
+    assert app_module.parse_form(5, "greedy", 0.8, 0.95, None, 4, True).sampling.greedy
+    for bad, message in [(("many", "greedy", 0.7, 0.9, 0, 4, True), "max new tokens must be a whole number"),
+                         ((8, "greedy", 0.7, 0.9, 0, [4], True), "max draft length must be a whole number"),
+                         ((8, "sampling", 0.7, 0.9, 1.5, 4, True), "seed must be a whole number"),
+                         ((8, "sampling", 0.7, 0.0, 0, 4, True), "top-p must be in (0, 1]")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            app_module.parse_form(*bad)
