@@ -48,6 +48,7 @@ MAX_NEW_TOKENS = 1024
 MAX_DRAFT = 16
 TEXT_EVERY = 0.1  # seconds between streamed text updates
 CHARTS_EVERY = 0.75  # seconds between chart updates: re-plotting is the expensive part
+RENDER_SHARE = 5  # at least 5x an update's rendering time passes before the next one
 
 EXAMPLES = [
     ["Summarise in two sentences: The Great Barrier Reef is the world's largest coral reef system, made of "
@@ -204,16 +205,20 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
         log.exception("could not start the race")
         raise gr.Error(f"could not start: {type(exc).__name__}: {exc}", print_exception=False) from None
     # The first tokens go out at once; the first charts only after CHARTS_EVERY (they cost more).
-    last_text, last_charts = -math.inf, time.monotonic()
+    next_text, next_charts = -math.inf, time.monotonic() + CHARTS_EVERY
     race = None
     try:
         for race in race_steps:
             now = time.monotonic()
-            if now - last_text < TEXT_EVERY:
+            if now < next_text:
                 continue
-            charts = now - last_charts >= CHARTS_EVERY
-            last_text, last_charts = now, (now if charts else last_charts)
-            yield view(lm, profile, note, race, form, running=True, charts=charts)
+            charts = now >= next_charts
+            update = view(lm, profile, note, race, form, running=True, charts=charts)
+            # Long texts take longer to render: space updates so rendering keeps to a small share of the time.
+            pause = RENDER_SHARE * (time.monotonic() - now)
+            next_text = now + max(TEXT_EVERY, pause)
+            next_charts = now + max(CHARTS_EVERY, pause) if charts else next_charts
+            yield update
     except Exception as exc:  # never a stack trace in the page; the log keeps it
         log.exception("decoding failed")
         raise gr.Error(f"decoding failed: {exc}", print_exception=False) from None
