@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import ContextManager, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
+
+import torch
 
 from .decoding import DraftSettings, autoregressive, self_speculative
 from .models import LanguageModel
@@ -86,11 +88,13 @@ def run_race(
     baseline: Iterator[StepRecord],
     candidate: Iterator[StepRecord],
     device_lock: ContextManager | None = None,
+    synchronize: Callable[[], None] = lambda: None,
 ) -> Iterator[Race]:
     """Step two decoders alternately by their own elapsed time; yields the race after every step.
 
-    `device_lock` is held around each step so that nothing else decodes on the device meanwhile.
-    Closing this iterator closes both decoders.
+    `device_lock` is held around each step so that nothing else decodes on the device meanwhile;
+    `synchronize` waits for queued device work before each clock reading. Closing this iterator
+    closes both decoders.
     """
     race = Race(Lane("autoregressive"), Lane("self-speculative"))
     steps = {id(race.autoregressive): baseline, id(race.speculative): candidate}
@@ -99,8 +103,10 @@ def run_race(
         while not race.finished:
             lane = min((lane for lane in race.lanes if not lane.done), key=lambda lane: lane.seconds)
             with lock:
+                synchronize()
                 start = time.perf_counter()
                 record = next(steps[id(lane)], None)
+                synchronize()
                 seconds = time.perf_counter() - start
             if record is None:
                 lane.done = True
@@ -127,4 +133,6 @@ def start_race(
     profile.check_fits(lm.model.config.num_hidden_layers)
     baseline = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling)
     candidate = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings)
-    return run_race(baseline, candidate, device_lock)
+    device = lm.device
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    return run_race(baseline, candidate, device_lock, synchronize)
