@@ -16,7 +16,7 @@ from selfspec.generate import generate
 from selfspec.records import StepRecord
 from selfspec.ui_charts import figures
 from selfspec.ui_race import Lane, Race, run_race
-from selfspec.ui_render import segments, step_costs, summary_line, token_sources
+from selfspec.ui_render import MARKS, panels, segments, step_costs, summary_line, token_sources
 
 SHORT = 10  # new tokens per request: enough for several speculative steps
 
@@ -47,6 +47,18 @@ def test_segments_reassemble_the_decoded_text_exactly():
     runs = segments(decode, records)
     assert "".join(text for text, _ in runs) == "Hello, world!"
     assert runs == [("Hello", "full"), (", wor", "draft"), ("ld!", "correction")]
+
+
+def test_panels_escape_model_text_and_mark_only_the_speculative_side():
+    words = {1: "<b>", 2: "x", 3: "y"}
+    race = Race(Lane("autoregressive"), Lane("self-speculative"))
+    race.autoregressive.add(record(0, "prefill", [1]), 0.1)
+    race.speculative.add(record(0, "speculate", [1, 2, 3], drafted=2, accepted=2), 0.1)
+    ar_html, spec_html = panels(lambda ids: "".join(words[i] for i in ids), race, running=True)
+    assert "&lt;b&gt;" in ar_html and "<b>" not in ar_html
+    assert 'title="' not in ar_html and 'title="' in spec_html  # marked tokens carry their source as a title
+    assert spec_html.count(MARKS["draft"][0]) == 2  # the run of drafts, and the legend
+    assert spec_html.count(MARKS["bonus"][0]) == 2
 
 
 def fake_decoder(step_seconds: float, tokens_per_step: int, steps: int, log: list, name: str):
