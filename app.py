@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 import torch
@@ -164,8 +164,16 @@ def parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adapti
         seed = None if seed is None or (isinstance(seed, float) and math.isnan(seed)) else integer(
             seed, "seed", 0, 2**63 - 1)
         sampling = Sampling(temperature=float(temperature), top_p=float(top_p), seed=seed)
-    settings = DraftSettings(max_draft=max_draft, exit="adaptive" if adaptive else "off")
-    return Form(max_new_tokens, sampling, settings)
+    return Form(max_new_tokens, sampling, DraftSettings(max_draft=max_draft, exit="adaptive" if adaptive else "off"))
+
+
+def with_profile_hints(settings: DraftSettings, profile: SkipProfile) -> DraftSettings:
+    """The exit rule the profile was searched with (fixed or adaptive, its threshold), unless exit is off."""
+    hints = profile.decoding
+    if hints is None or settings.exit == "off" or hints.exit == "off":
+        return settings
+    return DraftSettings(max_draft=settings.max_draft, exit=hints.exit, threshold=hints.threshold,
+                         target_acceptance=hints.target_acceptance)
 
 
 # --- the comparison ---------------------------------------------------------------------------
@@ -197,6 +205,7 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
             raise ValueError("the prompt is empty: type something or pick an example")
         lm = get_model(model)
         profile, note = pick_profile(lm, profile_file)
+        form = replace(form, settings=with_profile_hints(form.settings, profile))
         race_steps = start_race(lm, lm.encode(prompt), profile, form.max_new_tokens, form.sampling,
                                 form.settings, DEVICE_LOCK)
     except USER_ERRORS as exc:
@@ -244,6 +253,10 @@ def restore(request: gr.Request):
     params = dict(request.query_params) if request is not None else {}
     convert = {"prompt": str, "model": str, "max_new_tokens": int, "mode": str, "temperature": float,
                "top_p": float, "seed": int, "max_draft": int, "adaptive": lambda v: v.lower() == "true"}
+    hints = default_profile(get_model(None)).decoding if "model" not in params else None
+    if hints is not None:  # the draft length the default profile was measured with
+        params.setdefault("max_draft", str(hints.max_draft))
+        params.setdefault("adaptive", str(hints.exit != "off"))
     values = []
     for name in SHARED:
         try:
@@ -291,7 +304,8 @@ def build_demo() -> gr.Blocks:
                     top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p (sampling)", interactive=False)
                     seed = gr.Number(value=0, precision=0, label="Seed (sampling; empty = random)", interactive=False)
                     max_draft = gr.Slider(1, MAX_DRAFT, value=4, step=1, label="Max draft length K")
-                    adaptive = gr.Checkbox(value=True, label="Adaptive draft exit (stop drafting when unsure)")
+                    adaptive = gr.Checkbox(value=True, label="Draft exit: stop drafting when the draft is unsure "
+                                                             "(the profile's rule, else adaptive)")
                 with gr.Accordion("Skip profile", open=False):
                     gr.Markdown("Picked automatically for the model (Hub, cache or bundled). "
                                 "Or upload one: `{\"num_layers\": L, \"attn\": [...], \"mlp\": [...]}`.")
@@ -327,7 +341,7 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-get_model(DEFAULT_LABEL)  # the one-time start-up load, before the first visitor
+default_profile(get_model(DEFAULT_LABEL))  # the one-time start-up load, before the first visitor
 demo = build_demo()
 
 if __name__ == "__main__":

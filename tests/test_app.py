@@ -301,3 +301,16 @@ def test_form_values_from_api_clients_are_checked(app_module):
                          ((8, "sampling", 0.7, 0.0, 0, 4, True), "top-p must be in (0, 1]")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             app_module.parse_form(*bad)
+
+
+def test_profile_decoding_hints_set_the_exit_rule_unless_exit_is_off(app_module):
+    from selfspec.decoding import DraftSettings
+    from selfspec.profile import Decoding, SkipProfile
+
+    hinted = SkipProfile(30, attn=(3,), decoding=Decoding(max_draft=2, exit="fixed", threshold=0.3))
+    settings = app_module.with_profile_hints(DraftSettings(max_draft=5, exit="adaptive"), hinted)
+    assert (settings.max_draft, settings.exit, settings.threshold) == (5, "fixed", 0.3)  # K stays the user's
+    off = DraftSettings(max_draft=5, exit="off")
+    assert app_module.with_profile_hints(off, hinted) == off
+    plain = DraftSettings(max_draft=3)
+    assert app_module.with_profile_hints(plain, SkipProfile(30)) == plain
