@@ -57,8 +57,9 @@ def build_model(shape: dict, dtype: torch.dtype, device: str):
 def profiles_for(name: str, layers: int) -> dict[str, SkipProfile]:
     """The paper's profile when bundled, plus even spreads skipping ~25% and ~45% of sublayers."""
     found = {}
-    if name in PAPER_PROFILES and (PROFILES / PAPER_PROFILES[name]).is_file():
-        found["paper"] = read_profile(PROFILES / PAPER_PROFILES[name])
+    paper = PROFILES / PAPER_PROFILES.get(name, "-")
+    if paper.is_file() and read_profile(paper).num_layers == layers:  # not in --tiny mode
+        found["paper"] = read_profile(paper)
     for share in (0.25, 0.45):
         # Spread the skipped sublayers evenly over layers 1..L-2 (first and last stay whole),
         # alternating attention and MLP.
@@ -78,17 +79,18 @@ def project(costs, acceptances: list[float], max_k: int) -> dict:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(SHAPES), help="which shapes to time")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (a test of the script)")
-    parser.add_argument("--context", type=int, default=512, help="tokens already in the cache")
+    parser.add_argument("--context", type=int, default=None, help="tokens already in the cache (512; --tiny: 64)")
     parser.add_argument("--max-k", type=int, default=12)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--acceptance", default="0.6,0.75,0.85,0.93",
                         help="per-token acceptance rates to project with (comma-separated)")
     parser.add_argument("--out", default=None, help="folder for projection.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.context = args.context or (64 if args.tiny else 512)
 
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16

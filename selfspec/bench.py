@@ -290,19 +290,10 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
     return rows, detail
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
+def machine(lm: LanguageModel) -> dict:
+    from .search import device_name, library_versions
+
+    return {"device": device_name(lm.model), "versions": library_versions()}
 
 
 def _int_list(text: str) -> list[int]:
@@ -383,13 +374,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     methods = build_methods(lm, profile, args.max_draft, draft_vocabularies(lm, args.draft_vocab, out),
                             exit_settings, names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
-    title = f"{lm.name}, {args.dtype}, {machine()['cpu']}"
+    title = f"{lm.name}, {args.dtype}, {machine(lm)['device']}"
     print(f"## {title}\n")
     print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={args.exit}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
     if out is not None:
-        report = {"model": lm.name, "dtype": args.dtype, "machine": machine(), "profile": profile.to_dict(),
+        report = {"model": lm.name, "dtype": args.dtype, "machine": machine(lm), "profile": profile.to_dict(),
                   "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": args.exit,
                                "threshold": args.threshold, "max_draft": args.max_draft},
                   "rows": [asdict(r) for r in rows], **detail}

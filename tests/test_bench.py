@@ -258,9 +258,29 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     text = capsys.readouterr().out
     assert "| method | category | tok/s | speedup |" in text and "self-spec K=2 V=50" in text
     report = json.loads((out / "bench.json").read_text())
-    assert report["profile"]["attn"] == [1, 2] and report["machine"]["cpu"]
+    assert report["profile"]["attn"] == [1, 2] and report["machine"]["device"]
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
     assert len(read_vocabulary(out / "vocab-50.json")) == 50
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()
     assert main(["bench", "--methods", "warp-drive"]) == 2
     assert "unknown methods" in capsys.readouterr().err
+
+
+def test_gpu_projection_script_runs_on_tiny_shapes(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "gpu_projection.py"
+    spec = importlib.util.spec_from_file_location("gpu_projection", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--tiny", "--models", "Llama-2-13B", "--reps", "1", "--max-k", "3",
+                        "--acceptance", "0.5,0.9", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "projection.json").read_text())
+    profiles = result["models"]["Llama-2-13B"]
+    assert set(profiles) == {"even 25%", "even 45%"}
+    for entry in profiles.values():
+        assert sorted(entry["costs"]["v"]) == ["1", "2", "3"]
+        for a, p in entry["projection"].items():
+            assert p["bound"] == max(p["by_k"].values()) and 1 <= p["best_k"] <= 3
+    assert "| Llama-2-13B | even 45% |" in capsys.readouterr().out
