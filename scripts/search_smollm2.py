@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from selfspec.calibration import builtin_prompts  # noqa: E402
 from selfspec.models import load_model  # noqa: E402
-from selfspec.profile import SkipProfile, profile_filename, write_profile  # noqa: E402
+from selfspec.profile import SkipProfile, profile_filename, read_profile, write_profile  # noqa: E402
 from selfspec.search import SearchRun, compare, comparison_table, random_profile, run_search  # noqa: E402
 
 
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--work", default="search-runs", help="folder for the profiles and search state")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default="greedy,bayes", help="which searches to run, in order")
+    parser.add_argument("--also", nargs="*", default=[], help="profile files to time in the same table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -41,7 +43,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(exist_ok=True)
     found, spent = {}, {}
-    for method, minutes in (("greedy", args.greedy_minutes), ("bayes", args.bayes_minutes)):
+    minutes_for = {"greedy": args.greedy_minutes, "bayes": args.bayes_minutes}
+    for method in args.methods.split(","):
+        minutes = minutes_for[method]
         run = SearchRun(lm.model, lm.name, prompts, work / f"{method}.json",
                         max_new_tokens=args.max_new_tokens, budget_seconds=60 * minutes)
         t0 = time.monotonic()
@@ -51,15 +55,18 @@ def main() -> None:
         print(f"{method}: {spent[method]:.0f} s wall ({p.search.trials} timed trials), skips attn {list(p.attn)} "
               f"mlp {list(p.mlp)}, max_draft {p.decoding.max_draft}", flush=True)
 
-    greedy = found["greedy"]
+    greedy = found.get("greedy") or next(iter(found.values()))
     control = random_profile(greedy.num_layers, greedy.skipped_sublayers, random.Random(0))
     candidates = {"autoregressive": (None, greedy.decoding.settings())}
     for method, p in found.items():
         candidates[f"{method} ({p.skipped_sublayers} skipped, K={p.decoding.max_draft})"] = (p, p.decoding.settings())
+    for path in args.also:
+        p = read_profile(path)
+        candidates[f"{Path(path).name}: {p.search.method} ({p.skipped_sublayers} skipped)"] = (p, p.decoding.settings())
     candidates["skip nothing"] = (SkipProfile.none(greedy.num_layers), greedy.decoding.settings())
     candidates[f"random ({control.skipped_sublayers} skipped)"] = (control, greedy.decoding.settings())
     results = compare(lm.model, prompts, candidates, args.max_new_tokens, args.reps)
-    print(f"\nsearch wall time: greedy {spent['greedy']:.0f} s, bayes {spent['bayes']:.0f} s; "
+    print(f"\nsearch wall time: {', '.join(f'{m} {t:.0f} s' for m, t in spent.items())}; "
           f"random control attn {list(control.attn)} mlp {list(control.mlp)}")
     print(comparison_table(results))
 

@@ -119,37 +119,55 @@ def agreement(model: nn.Module, sequences: Sequence[Sequence[int]], targets: Seq
     return same / total
 
 
+def sublayer_costs(model: nn.Module) -> list[float]:
+    """Each sublayer's share of the decoder's weights (attention 0..L-1, MLP L..2L-1).
+
+    Decoding reads every weight once per token, so a sublayer's weight share is what skipping it saves.
+    """
+    from .architectures import decoder_layers
+
+    layers = list(decoder_layers(model))
+    sizes = [sum(p.numel() for p in layer.self_attn.parameters()) for layer in layers]
+    sizes += [sum(p.numel() for p in layer.mlp.parameters()) for layer in layers]
+    total = sum(sizes)
+    return [size / total for size in sizes]
+
+
 def greedy_order(model: nn.Module, sequences, targets, max_sublayers: int, floor: float = 0.3,
                  candidates: int = 3, on_step: Callable[[list[int], float], None] | None = None,
                  stop: Callable[[], bool] = lambda: False) -> list[tuple[list[int], float]]:
     """Greedy sublayer elimination: [(skipped sublayers so far, agreement), ...], one entry per step.
 
-    Every sublayer is scored alone first; after that only the `candidates` best-ranked remaining
-    ones are re-scored each step (the ranking barely changes), which keeps the cost near-linear.
+    Each step skips the sublayer that loses the least agreement per unit of cost saved (its weight
+    share), so cheap-to-lose but expensive-to-run MLPs are not passed over for attention sublayers
+    that save little. Every sublayer is scored alone first; after that only the `candidates`
+    best-ranked remaining ones are re-scored each step, which keeps the cost near-linear.
     """
     layers = model.config.num_hidden_layers
+    costs = sublayer_costs(model)
     score = lambda chosen: agreement(model, sequences, targets, sublayers_profile(layers, chosen))  # noqa: E731
     ranking = {s: score([s]) for s in range(2 * layers)}  # every sublayer alone: needed, not interruptible
+    singles = dict(ranking)
     chosen: list[int] = []
     trace = []
-    singles = dict(ranking)
+    value = 1.0
     while len(chosen) < max_sublayers and ranking and not stop():
-        shortlist = sorted(ranking, key=ranking.get, reverse=True)[:candidates]
+        price = lambda s: (value - ranking[s]) / costs[s]  # noqa: E731  agreement lost per cost saved
+        shortlist = sorted(ranking, key=price)[:candidates]
         if chosen:
             for s in shortlist:
                 ranking[s] = score(chosen + [s])
-        best = max(shortlist, key=ranking.get)
-        value = ranking.pop(best)  # the agreement of chosen + [best]
-        if value < floor:
+        best = min(shortlist, key=price)
+        if ranking[best] < floor:
             return trace
+        value = ranking.pop(best)  # the agreement of chosen + [best]
         chosen.append(best)
         trace.append((list(chosen), value))
         if on_step:
             on_step(chosen, value)
     # Out of time: finish the order from the single-sublayer ranking, estimating agreement as if the
     # sublayers' damage were independent (a product), so the timing stage still has prefixes to try.
-    value = trace[-1][1] if trace else 1.0
-    for s in sorted(ranking, key=singles.get, reverse=True):
+    for s in sorted(ranking, key=lambda s: (1 - singles[s]) / costs[s]):
         value *= singles[s]
         if len(chosen) >= max_sublayers or value < floor:
             break
@@ -368,7 +386,7 @@ def greedy(run: SearchRun, state_file: Path) -> None:
             bar.update(1)
             run.show_best(bar)
 
-        for chosen in _prefixes(state["order"]):
+        for chosen in [[], *_prefixes(state["order"])]:  # skipping nothing is a candidate too
             if run.out_of_budget():
                 return
             time_one(chosen, run.settings.max_draft)
