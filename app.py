@@ -253,7 +253,7 @@ def restore(request: gr.Request):
     params = dict(request.query_params) if request is not None else {}
     convert = {"prompt": str, "model": str, "max_new_tokens": int, "mode": str, "temperature": float,
                "top_p": float, "seed": int, "max_draft": int, "adaptive": lambda v: v.lower() == "true"}
-    hints = default_profile(get_model(None)).decoding if "model" not in params else None
+    hints = default_profile(get_model(None))[0].decoding if "model" not in params else None
     if hints is not None:  # the draft length the default profile was measured with
         params.setdefault("max_draft", str(hints.max_draft))
         params.setdefault("adaptive", str(hints.exit != "off"))
