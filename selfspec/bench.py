@@ -162,6 +162,7 @@ def summarize_runs(methods: Sequence[Method], categories: Sequence[str], runs: d
             if method.draft is not None:
                 _add_speculation(row, method, [r.records for r in mine],
                                  costs.get((method.name, category)))
+                _add_in_run_costs(row, 1 / base if base else None)
             rows.append(row)
     return rows
 
@@ -187,6 +188,19 @@ def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], 
     row.c, row.v = costs.c, costs.v[k]
     row.bound = bound_for_lengths(row.a, costs.c, costs.v, [r.drafted for r in steps])
     row.efficiency = row.speedup / row.bound if row.bound and row.speedup else None
+
+
+def _add_in_run_costs(row: Row, ar_seconds_per_token: float | None) -> None:
+    """c and v as the decoder itself paid them, in units of this run's autoregressive time per token.
+
+    Unlike the isolated timings these are interleaved with the baseline, so load that comes and goes
+    on a shared machine does not skew them.
+    """
+    e = row.extra
+    if not ar_seconds_per_token or e.get("draft_seconds_per_token") is None:
+        return
+    e["c_in_run"] = e["draft_seconds_per_token"] / ar_seconds_per_token
+    e["v_in_run"] = e["verify_seconds_per_step"] / ar_seconds_per_token
 
 
 def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categories: Sequence[str],

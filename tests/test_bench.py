@@ -231,6 +231,9 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
             assert 0 <= row.acceptance <= 1 and 1 <= row.mean_accepted_tokens <= 4
             assert row.c > 0 and row.v > 0 and row.bound > 0
             assert row.efficiency == pytest.approx(row.speedup / row.bound)
+            ar_token = base.seconds / base.new_tokens
+            assert row.extra["c_in_run"] == pytest.approx(row.extra["draft_seconds_per_token"] / ar_token)
+            assert row.extra["v_in_run"] > 0
         else:
             assert row.bound is None
     # The cost model was measured for each speculative method and category, with v up to that method's K.
