@@ -74,6 +74,13 @@ def measure(model: nn.Module, prompts: Sequence[Sequence[int]], profile: SkipPro
     )
 
 
+def warm_up(model: nn.Module, prompts) -> None:
+    """Run both decoders once, untimed: first calls pay one-time costs that would bias the first candidate."""
+    layers = model.config.num_hidden_layers
+    measure(model, prompts[:1], None, 4)
+    measure(model, prompts[:1], SkipProfile(layers, attn=[layers - 1]), 4)
+
+
 def random_profile(num_layers: int, size: int, rng: random.Random, model: str = "") -> SkipProfile:
     """`size` sublayers drawn uniformly from the 2L (the control a searched profile must beat)."""
     chosen = rng.sample(range(2 * num_layers), size)
@@ -268,6 +275,7 @@ def run_search(run: SearchRun, method: str, resume: bool = False) -> SkipProfile
     state = state_path(run.out, method)
     if state.exists() and not resume:
         state.unlink()  # a fresh search; --resume continues the old one
+    warm_up(run.model, run.prompts)
     try:
         (bayes if method == "bayes" else greedy)(run, state)
     except KeyboardInterrupt:
@@ -462,6 +470,7 @@ def compare(model: nn.Module, prompts, candidates: dict[str, tuple[SkipProfile |
             max_new_tokens: int, reps: int = 3) -> dict[str, Measurement]:
     """Median of `reps` timings of each candidate, taken round-robin so that noise hits all alike."""
     times: dict[str, list[Measurement]] = {name: [] for name in candidates}
+    warm_up(model, prompts)
     for _ in range(reps):
         for name, (profile, settings) in candidates.items():
             times[name].append(measure(model, prompts, profile, max_new_tokens, settings))
