@@ -1,14 +1,14 @@
-"""Command line: `python -m selfspec generate ...` (more subcommands register themselves below)."""
+"""Command line: `python -m selfspec generate | bench | search | push-profile ...`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Callable
 
 from .decoding import DraftSettings
 from .generate import GenerationResult, generate
+from . import bench, hub, search  # each adds its own subcommand (bench; search; push-profile)
 from .hub import HUB_PREFIX, fetch_profile, load_profile
 from .models import LanguageModel, ModelLoadError, load_model
 from .profile import ProfileError, SkipProfile, parse_layer_list, read_profile
@@ -49,15 +49,16 @@ def sampling_from(args: argparse.Namespace) -> Sampling:
 
 
 def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = None) -> DraftSettings:
-    if args.max_draft is None:  # the draft length the profile was searched and measured with
+    max_draft = args.max_draft
+    if max_draft is None:  # the draft length the profile was searched and measured with
         recommended = profile.decoding if profile is not None and profile.decoding else DraftSettings
-        args = argparse.Namespace(**{**vars(args), "max_draft": recommended.max_draft})
+        max_draft = recommended.max_draft
     if args.adaptive:
         threshold = DraftSettings.threshold if args.threshold is None else args.threshold
-        return DraftSettings(max_draft=args.max_draft, exit="adaptive", threshold=threshold)
+        return DraftSettings(max_draft=max_draft, exit="adaptive", threshold=threshold)
     if args.threshold:
-        return DraftSettings(max_draft=args.max_draft, exit="fixed", threshold=args.threshold)
-    return DraftSettings(max_draft=args.max_draft, exit="off")
+        return DraftSettings(max_draft=max_draft, exit="fixed", threshold=args.threshold)
+    return DraftSettings(max_draft=max_draft, exit="off")
 
 
 def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:
@@ -143,13 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--compare", action="store_true", help="run autoregressive first, then self-speculative")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(run=cmd_generate)
-    for register in EXTRA_COMMANDS:
+    for register in (bench.register, search.register, hub.register):
         register(commands)
     return parser
 
-
-# Modules that add subcommands (search, push-profile, bench) append their `register(subparsers)` here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 
@@ -167,11 +165,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-from . import bench as _bench  # noqa: E402  (registers `bench`)
-
-EXTRA_COMMANDS.append(_bench.register)
-
-from . import hub as _hub, search as _search  # noqa: E402  (register `search` and `push-profile`)
-
-EXTRA_COMMANDS += [_search.register, _hub.register]
