@@ -324,10 +324,11 @@ METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
 
 
 def register(commands) -> None:
-    from .cli import add_model_arguments, add_profile_arguments
+    from .cli import add_fetch_argument, add_model_arguments, add_profile_arguments
 
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
     add_model_arguments(p)
+    add_fetch_argument(p)
     add_profile_arguments(p)
     p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
     p.add_argument("--categories", default=",".join(CATEGORIES), help="built-in categories to run")
@@ -381,7 +382,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
     exit_settings = {"exit": args.exit, "threshold": args.threshold if args.exit != "off" else 0.0}

