@@ -1,11 +1,13 @@
 """Both search methods on the embedded SmolLM2-135M-Instruct, measured in one run (issue 3's report).
 
-    flock /tmp/selfspec-timing.lock python scripts/search_smollm2.py --greedy-minutes 6 --bayes-minutes 10
+    flock /tmp/selfspec-timing.lock python scripts/search_smollm2.py --greedy-minutes 8 --bayes-minutes 10 --reps 5
 
-Runs the greedy search, then the paper's Bayesian search, then times autoregressive decoding, both
-profiles found, skipping nothing and a random profile of the greedy one's size, round-robin, and
-prints one table. The searched profile that was faster in that table is written to profiles/ as the bundled default.
-"""
+Runs the greedy search, then the paper's Bayesian search, then times round-robin: autoregressive decoding,
+both profiles found, skipping nothing (with the greedy profile's settings, and with no early exit at
+--none-max-draft, which suits a draft that is always accepted) and a random profile of the greedy one's size.
+Prints the table of medians, then a paired comparison of each searched profile against every other candidate
+on the same (prompt, rep) timings. The searched profile that was faster in that table is written to profiles/
+as the bundled default."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from selfspec.calibration import builtin_prompts  # noqa: E402
 from selfspec.models import load_model  # noqa: E402
 from selfspec.profile import SkipProfile, profile_filename, read_profile, write_profile  # noqa: E402
-from selfspec.search import SearchRun, compare, comparison_table, random_profile, run_search  # noqa: E402
+from selfspec.decoding import DraftSettings  # noqa: E402
+from selfspec.search import (  # noqa: E402
+    SearchRun, compare, comparison_table, median, paired_table, random_profile, run_search)
 
 
 def main() -> None:
@@ -34,6 +38,8 @@ def main() -> None:
     parser.add_argument("--work", default="search-runs", help="folder for the profiles and search state")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="greedy,bayes", help="which searches to run, in order")
+    parser.add_argument("--none-max-draft", type=int, default=8,
+                        help="draft length for the skip-nothing control at its own best settings (no early exit)")
     parser.add_argument("--also", nargs="*", default=[], help="profile files to time in the same table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,25 +63,46 @@ def main() -> None:
 
     greedy = found.get("greedy") or next(iter(found.values()))
     control = random_profile(greedy.num_layers, greedy.skipped_sublayers, random.Random(0))
+    none = SkipProfile.none(greedy.num_layers)
     candidates = {"autoregressive": (None, greedy.decoding.settings())}
+    searched = []
     for method, p in found.items():
-        candidates[f"{method} ({p.skipped_sublayers} skipped, K={p.decoding.max_draft})"] = (p, p.decoding.settings())
+        searched.append(f"{method}, {spent[method]:.0f} s ({p.skipped_sublayers} skipped; {label(p.decoding.settings())})")
+        candidates[searched[-1]] = (p, p.decoding.settings())
     for path in args.also:
         p = read_profile(path)
-        candidates[f"{Path(path).name}: {p.search.method} ({p.skipped_sublayers} skipped)"] = (p, p.decoding.settings())
-    candidates["skip nothing"] = (SkipProfile.none(greedy.num_layers), greedy.decoding.settings())
-    candidates[f"random ({control.skipped_sublayers} skipped)"] = (control, greedy.decoding.settings())
+        candidates[f"{Path(path).name}: {p.search.method} ({p.skipped_sublayers} skipped; "
+                   f"{label(p.decoding.settings())})"] = (p, p.decoding.settings())
+    # Controls: skipping nothing with the searched profile's own settings, and with the settings that suit it
+    # best (every draft is accepted, so a long draft that never exits early amortises verification most);
+    # a random profile of the same size with the searched profile's settings.
+    for settings in (greedy.decoding.settings(), DraftSettings(max_draft=args.none_max_draft, exit="off")):
+        candidates[f"skip nothing ({label(settings)})"] = (none, settings)
+    candidates[f"random ({control.skipped_sublayers} skipped; {label(greedy.decoding.settings())})"] = (
+        control, greedy.decoding.settings())
+    t0 = time.monotonic()
     results = compare(lm.model, prompts, candidates, args.max_new_tokens, args.reps)
     print(f"\nsearch wall time: {', '.join(f'{m} {t:.0f} s' for m, t in spent.items())}; "
-          f"random control attn {list(control.attn)} mlp {list(control.mlp)}")
+          f"comparison {time.monotonic() - t0:.0f} s; {args.reps} reps x {len(prompts)} prompts x "
+          f"{args.max_new_tokens} new tokens per candidate")
+    for method, p in found.items():
+        print(f"{method}: attn {list(p.attn)} mlp {list(p.mlp)}; {p.search.trials} timed trials")
+    print(f"random control: attn {list(control.attn)} mlp {list(control.mlp)}\n")
     print(comparison_table(results))
+    print("\nPaired: each (prompt, rep) timed in the same round; speedup = geometric mean of control/candidate\n")
+    print(paired_table(results, searched, [name for name in candidates if name != "autoregressive"]))
 
-    names = {method: next(name for name in results if name.startswith(method)) for method in found}
-    best = found[min(found, key=lambda method: results[names[method]].seconds_per_token)]
+    names = dict(zip(found, searched))
+    best = found[min(found, key=lambda method: median(results[names[method]]).seconds_per_token)]
     target = Path(__file__).resolve().parent.parent / "profiles" / profile_filename(lm.name)
     write_profile(best, target)
     print(f"\nbundled: {target} ({best.search.method})")
 
+
+def label(settings: DraftSettings) -> str:
+    """The decoding settings a candidate was timed with, for the table."""
+    exits = {"adaptive": "adaptive exit", "fixed": f"exit below {settings.threshold}", "off": "no early exit"}
+    return f"K={settings.max_draft}, {exits[settings.exit]}"
 
 if __name__ == "__main__":
     main()

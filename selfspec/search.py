@@ -31,6 +31,7 @@ from .cache import new_cache
 from .decoding import DraftSettings, autoregressive, forward_full, self_speculative
 from .draft import DraftModel
 from .profile import Decoding, SearchInfo, SkipProfile, fingerprint, profile_filename, write_profile
+from .paired import paired
 from .records import summarize
 
 METHODS = ("bayes", "greedy")
@@ -48,19 +49,23 @@ class Measurement:
     acceptance: float | None = None
     mean_accepted_tokens: float | None = None
     draft_seconds_per_token: float | None = None  # per drafted token
+    prompt_seconds_per_token: tuple[float, ...] = ()  # each prompt's own, in order (for paired comparisons)
 
 
 def measure(model: nn.Module, prompts: Sequence[Sequence[int]], profile: SkipProfile | None,
             max_new_tokens: int, settings: DraftSettings = DraftSettings()) -> Measurement:
     """Time greedy decoding of every prompt; the prefill is the same for both decoders, so it is left out."""
     seconds = drafted = accepted = draft_seconds = tokens = verifications = committed = 0
+    per_prompt = []
     draft = None if profile is None else DraftModel(model, profile)
     for prompt in prompts:
         steps = (autoregressive(model, prompt, max_new_tokens) if draft is None
                  else self_speculative(model, prompt, draft, max_new_tokens, settings=settings))
         records = list(steps)
         summary = summarize(records[1:])
-        seconds += records[-1].elapsed_seconds - records[0].elapsed_seconds
+        prompt_seconds = records[-1].elapsed_seconds - records[0].elapsed_seconds
+        per_prompt.append(prompt_seconds / max(summary.new_tokens, 1))
+        seconds += prompt_seconds
         tokens += summary.new_tokens
         drafted, accepted = drafted + summary.drafted, accepted + summary.accepted
         draft_seconds += summary.draft_seconds
@@ -71,6 +76,7 @@ def measure(model: nn.Module, prompts: Sequence[Sequence[int]], profile: SkipPro
         acceptance=accepted / drafted if drafted else None,
         mean_accepted_tokens=committed / verifications if verifications else None,
         draft_seconds_per_token=draft_seconds / drafted if drafted else None,
+        prompt_seconds_per_token=tuple(per_prompt),
     )
 
 
@@ -290,11 +296,12 @@ def run_search(run: SearchRun, method: str, resume: bool = False) -> SkipProfile
     for _ in range(run.final_reps):
         baseline.append(run.measure(None))
         best.append(run.measure(profile, settings))
-    run.best = (profile, _median(best), settings)
-    return run.save(complete=True, baseline=_median(baseline))
+    run.best = (profile, median(best), settings)
+    return run.save(complete=True, baseline=median(baseline))
 
 
-def _median(ms: list[Measurement]) -> Measurement:
+def median(ms: list[Measurement]) -> Measurement:
+    """The median rep by time per token (the lower middle one for an even count)."""
     return sorted(ms, key=lambda m: m.seconds_per_token)[(len(ms) - 1) // 2]
 
 
@@ -357,7 +364,7 @@ DRAFT_LENGTHS = (2, 3, 4, 6)
 
 
 def greedy(run: SearchRun, state_file: Path) -> None:
-    """Ours: teacher-forced greedy elimination, then end-to-end timing of a few prefixes and draft lengths."""
+    """Ours: teacher-forced greedy elimination, then end-to-end timing of a few prefixes, draft lengths, exit off."""
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     run.seconds_before = state.get("seconds", 0.0)
     started = time.monotonic()
@@ -383,9 +390,9 @@ def greedy(run: SearchRun, state_file: Path) -> None:
         bar.set_description("timing prefixes")
         timed = state.setdefault("timed", {})
 
-        def time_one(chosen: list[int], max_draft: int) -> None:
-            key = f"{sorted(chosen)}@{max_draft}"
-            settings = replace(run.settings, max_draft=max_draft)
+        def time_one(chosen: list[int], max_draft: int, exit: str = run.settings.exit) -> None:
+            key = f"{sorted(chosen)}@{max_draft}" + ("" if exit == run.settings.exit else f"/{exit}")
+            settings = replace(run.settings, max_draft=max_draft, exit=exit)
             profile = sublayers_profile(run.layers, chosen)
             m = Measurement(**timed[key]) if key in timed else run.measure(profile, settings)
             timed[key] = m.__dict__
@@ -400,11 +407,14 @@ def greedy(run: SearchRun, state_file: Path) -> None:
             time_one(chosen, run.settings.max_draft)
         if run.best is None:
             return
-        # Then the draft length for the fastest prefix.
+        # Then the draft length for the fastest prefix, then whether its adaptive exit pays: with high
+        # acceptance, stopping a draft early only adds verifications.
         best = sublayer_ids(run.best[0])
         for k in DRAFT_LENGTHS:
             if k != run.settings.max_draft and not run.out_of_budget():
                 time_one(best, k)
+        if run.settings.exit != "off" and not run.out_of_budget():
+            time_one(best, run.best[2].max_draft, "off")
     finally:
         bar.close()
 
@@ -467,25 +477,43 @@ def library_versions() -> dict[str, str]:
 
 
 def compare(model: nn.Module, prompts, candidates: dict[str, tuple[SkipProfile | None, DraftSettings]],
-            max_new_tokens: int, reps: int = 3) -> dict[str, Measurement]:
-    """Median of `reps` timings of each candidate, taken round-robin so that noise hits all alike."""
+            max_new_tokens: int, reps: int = 3) -> dict[str, list[Measurement]]:
+    """Every candidate timed `reps` times, round-robin so that noise hits all alike: {name: one per rep}."""
     times: dict[str, list[Measurement]] = {name: [] for name in candidates}
     warm_up(model, prompts)
     for _ in range(reps):
         for name, (profile, settings) in candidates.items():
             times[name].append(measure(model, prompts, profile, max_new_tokens, settings))
-    return {name: _median(ms) for name, ms in times.items()}
+    return times
 
 
-def comparison_table(results: dict[str, Measurement], baseline: str = "autoregressive") -> str:
-    base = results[baseline].seconds_per_token
+def comparison_table(results: dict[str, list[Measurement]], baseline: str = "autoregressive") -> str:
+    """Median rep of each candidate; speedup and draft cost ratio against the baseline's median."""
+    medians = {name: median(ms) for name, ms in results.items()}
+    base = medians[baseline].seconds_per_token
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     lines = ["| candidate | ms/token | speedup | acceptance | tokens/verify | draft cost ratio |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, m in results.items():
+    for name, m in medians.items():
         ratio = m.draft_seconds_per_token / base if m.draft_seconds_per_token else None
         lines.append(f"| {name} | {1000 * m.seconds_per_token:.1f} | {base / m.seconds_per_token:.2f}x | "
                      f"{fmt(m.acceptance, '.2f')} | {fmt(m.mean_accepted_tokens, '.2f')} | {fmt(ratio, '.2f')} |")
+    return "\n".join(lines)
+
+
+def paired_timings(ms: list[Measurement]) -> list[float]:
+    """Seconds per token of every (rep, prompt) pair, in the same order for every candidate."""
+    return [t for m in ms for t in m.prompt_seconds_per_token]
+
+
+def paired_table(results: dict[str, list[Measurement]], subjects: Sequence[str], controls: Sequence[str]) -> str:
+    """Each subject against each control on the same (prompt, rep) pairs: is it faster beyond noise?"""
+    lines = ["| candidate | vs | faster in pairs | sign test p | speedup vs control [95% CI] |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for subject in subjects:
+        for control in (c for c in controls if c != subject):
+            stats = paired(paired_timings(results[subject]), paired_timings(results[control]))
+            lines.append(f"| {subject} | {control} | {stats.summary()} |")
     return "\n".join(lines)
 
 
@@ -537,9 +565,12 @@ def cmd_search(args) -> int:
     if args.compare:
         control = random_profile(profile.num_layers, profile.skipped_sublayers, random.Random(args.seed))
         settings = profile.decoding.settings()
-        print(comparison_table(compare(lm.model, run.prompts, {
-            "autoregressive": (None, settings), f"searched ({args.method})": (profile, settings),
+        searched = f"searched ({args.method})"
+        results = compare(lm.model, run.prompts, {
+            "autoregressive": (None, settings), searched: (profile, settings),
             "skip nothing": (SkipProfile.none(profile.num_layers), settings),
-            "random, same size": (control, settings)}, args.max_new_tokens)))
+            "random, same size": (control, settings)}, args.max_new_tokens)
+        print(comparison_table(results))
+        print(paired_table(results, [searched], ["skip nothing", "random, same size"]))
     return 0
 

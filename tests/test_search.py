@@ -1,18 +1,24 @@
 """Skip-set search on a tiny random model: valid profiles, resume, Ctrl-C, and the greedy ranking's quality."""
 
+import json
 import random
 
 import pytest
 
 from selfspec.calibration import CalibrationError, builtin_prompts, read_calibration
 from selfspec.cli import main
-from selfspec.profile import fingerprint, read_profile
+from selfspec.decoding import DraftSettings
+from selfspec.paired import paired, sign_test
+from selfspec.profile import SkipProfile, fingerprint, read_profile
 from selfspec.search import (
     SearchRun,
     agreement,
+    compare,
+    comparison_table,
     continuations,
     full_choices,
     greedy_order,
+    paired_table,
     random_profile,
     run_search,
     state_path,
@@ -156,3 +162,52 @@ def test_greedy_order_is_completed_from_the_single_ranking_when_time_runs_out(mo
     assert [len(chosen) for chosen, _ in order] == [1, 2, 3, 4, 5]
     values = [value for _, value in order]
     assert values == sorted(values, reverse=True) and 0 < values[-1] <= values[0] <= 1
+
+
+def test_greedy_also_times_its_best_profile_without_early_exit(model, prompts, tmp_path):
+    out = tmp_path / "p.json"
+    run_search(new_run(model, prompts, out), "greedy")  # no trial limit: the tiny model finishes in budget
+    timed = json.loads(state_path(out, "greedy").read_text())["timed"]
+    assert sum(key.endswith("/off") for key in timed) == 1
+    assert read_profile(out).decoding.exit in ("adaptive", "off")
+
+
+def test_sign_test_matches_the_binomial_tails():
+    assert sign_test(10, 0) == pytest.approx(2 / 2 ** 10)
+    assert sign_test(0, 10) == sign_test(10, 0)
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)
+
+
+def test_paired_comparison_separates_a_real_gain_from_noise():
+    rng = random.Random(0)
+    control = [rng.uniform(0.05, 0.2) for _ in range(30)]  # load changes from pair to pair
+    faster = [t / 1.1 * rng.uniform(0.98, 1.02) for t in control]
+    gain = paired(faster, control)
+    assert gain.wins == gain.pairs == 30 and gain.p_value < 1e-6
+    assert 1 < gain.low <= gain.speedup <= gain.high and gain.speedup == pytest.approx(1.1, rel=0.02)
+    # As often 3% faster as 3% slower: no gain, whatever the load.
+    same = paired([t * (1.03 if i % 2 else 1 / 1.03) for i, t in enumerate(control)], control)
+    assert same.wins == 15 and same.p_value == 1.0 and same.low < 1 < same.high
+    assert same.speedup == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same, non-zero count"):
+        paired([0.1, 0.2], [0.1])
+
+
+def test_compare_keeps_every_prompt_of_every_rep_for_paired_tables(model, prompts):
+    none = SkipProfile.none(LAYERS)
+    candidates = {"autoregressive": (None, DraftSettings()), "skip nothing": (none, DraftSettings()),
+                  "random": (random_profile(LAYERS, 3, random.Random(0)), DraftSettings(max_draft=2, exit="off"))}
+    results = compare(model, prompts, candidates, 8, reps=2)
+    assert list(results) == list(candidates) and all(len(ms) == 2 for ms in results.values())
+    for ms in results.values():
+        for m in ms:
+            assert len(m.prompt_seconds_per_token) == len(prompts)
+            # The whole run's time per token is a token-weighted mean of the prompts' own.
+            assert min(m.prompt_seconds_per_token) <= m.seconds_per_token * (1 + 1e-9)
+            assert m.seconds_per_token <= max(m.prompt_seconds_per_token) * (1 + 1e-9)
+    table = comparison_table(results).splitlines()
+    assert len(table) == 2 + len(candidates) and "| autoregressive |" in table[2] and "1.00x" in table[2]
+    rows = paired_table(results, ["random"], ["autoregressive", "random", "skip nothing"]).splitlines()[2:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| random", "autoregressive"], ["| random", "skip nothing"]]
+    assert all(f"/{2 * len(prompts)} |" in row for row in rows)
