@@ -16,7 +16,7 @@ from .sampling import Sampling
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="Hub id, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--model", default=None, help="Hub id, local directory, .gguf file or qwen2.5-coder-1.5b (default: embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
 
