@@ -271,6 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-reps", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for projection.json")
     args = parser.parse_args(argv)
+    if args.e2e_k > args.max_k:
+        parser.error(f"--e2e-k {args.e2e_k} needs v measured up to it: --max-k must be at least {args.e2e_k}")
     args.context = args.context or (64 if args.tiny else 512)
     if args.tiny:
         args.e2e_tokens = min(args.e2e_tokens, 16)

@@ -160,9 +160,10 @@ def summarize_runs(methods: Sequence[Method], categories: Sequence[str], runs: d
                 identical=all(r.tokens == runs[AR][i].tokens for r, i in zip(mine, index)),
             )
             if method.draft is not None:
-                _add_speculation(row, method, [r.records for r in mine],
-                                 costs.get((method.name, category)))
-                _add_in_run_costs(row, 1 / base if base else None)
+                records = [r.records for r in mine]
+                _add_speculation(row, method, records, costs.get((method.name, category)))
+                _add_in_run_costs(row, [r.drafted for rs in records for r in rs if r.kind == "speculate"],
+                                  1 / base if base else None)
             rows.append(row)
     return rows
 
@@ -190,17 +191,22 @@ def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], 
     row.efficiency = row.speedup / row.bound if row.bound and row.speedup else None
 
 
-def _add_in_run_costs(row: Row, ar_seconds_per_token: float | None) -> None:
+def _add_in_run_costs(row: Row, lengths: list[int], ar_seconds_per_token: float | None) -> None:
     """c and v as the decoder itself paid them, in units of this run's autoregressive time per token.
 
     Unlike the isolated timings these are interleaved with the baseline, so load that comes and goes
-    on a shared machine does not skew them.
+    on a shared machine does not skew them, and the bound built from them leaves out exactly what
+    the loop spends outside its forward passes: efficiency_in_run measures that overhead.
     """
     e = row.extra
     if not ar_seconds_per_token or e.get("draft_seconds_per_token") is None:
         return
     e["c_in_run"] = e["draft_seconds_per_token"] / ar_seconds_per_token
     e["v_in_run"] = e["verify_seconds_per_step"] / ar_seconds_per_token
+    if row.a is not None and lengths:
+        v = {n: e["v_in_run"] for n in set(lengths)}  # the mean verification, whatever the step's length
+        e["bound_in_run"] = bound_for_lengths(row.a, e["c_in_run"], v, lengths)
+        e["efficiency_in_run"] = row.speedup / e["bound_in_run"] if row.speedup else None
 
 
 def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categories: Sequence[str],
@@ -216,7 +222,7 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
 
 
 COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify",
-           "a", "c", "v", "bound", "efficiency")
+           "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
 
 def _fmt(x, digits=2) -> str:
@@ -229,7 +235,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
                  _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
                  _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
-                 _fmt(r.bound), _fmt(r.efficiency)]
+                 _fmt(r.bound), _fmt(r.efficiency), _fmt(r.extra.get("bound_in_run")),
+                 _fmt(r.extra.get("efficiency_in_run"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -272,7 +279,11 @@ def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
 
 
 def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vocabs: Sequence[list[int] | None],
-                  exit_settings: dict, names: Sequence[str], prompt_lookup: int, early_exit: int) -> list[Method]:
+                  exits: Sequence[dict], names: Sequence[str], prompt_lookup: int, early_exit: int) -> list[Method]:
+    """Our AR loop first, then the peers asked for; self-speculation once per K, draft vocabulary and exit rule.
+
+    `exits` holds DraftSettings keyword sets (exit, threshold); with several, each method's name says its exit.
+    """
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
@@ -281,8 +292,10 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vo
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
             draft = DraftModel(lm.model, profile, head)
             for k in ks:
-                label = f"self-spec K={k}" + ("" if vocab is None else f" V={len(vocab)}")
-                methods.append(ours_self_speculative(lm, label, draft, DraftSettings(max_draft=k, **exit_settings)))
+                for exit_settings in exits:
+                    label = (f"self-spec K={k}" + ("" if vocab is None else f" V={len(vocab)}")
+                             + (f" {exit_settings['exit']}" if len(exits) > 1 else ""))
+                    methods.append(ours_self_speculative(lm, label, draft, DraftSettings(max_draft=k, **exit_settings)))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
                                              prompt_lookup_num_tokens=prompt_lookup))
@@ -320,6 +333,14 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _exit_rules(text: str) -> list[str]:
+    rules = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = set(rules) - {"adaptive", "fixed", "off"}
+    if not rules or unknown:
+        raise argparse.ArgumentTypeError(f"exit rules are adaptive, fixed or off; got {text!r}")
+    return rules
+
+
 METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
 
 
@@ -340,7 +361,8 @@ def register(commands) -> None:
     p.add_argument("--max-draft", type=_int_list, default=[4], help="K for self-speculation; a list runs each")
     p.add_argument("--draft-vocab", default="0",
                    help="draft head vocabulary sizes (0 = full head), comma-separated, or a vocabulary JSON file")
-    p.add_argument("--exit", choices=("adaptive", "fixed", "off"), default="adaptive", help="draft-exit rule")
+    p.add_argument("--exit", type=_exit_rules, default=["adaptive"],
+                   help="draft-exit rule: adaptive, fixed or off; a comma-separated list runs each")
     p.add_argument("--threshold", type=float, default=DraftSettings.threshold)
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
@@ -385,13 +407,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
-    exit_settings = {"exit": args.exit, "threshold": args.threshold if args.exit != "off" else 0.0}
+    exits = [{"exit": rule, "threshold": args.threshold if rule != "off" else 0.0} for rule in args.exit]
     methods = build_methods(lm, profile, args.max_draft, draft_vocabularies(lm, args.draft_vocab, out),
-                            exit_settings, names, args.prompt_lookup, early_exit)
+                            exits, names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
     title = f"{lm.name}, {args.dtype}, {machine(lm)['device']}"
     print(f"## {title}\n")
-    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={args.exit}; "
+    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(args.exit)}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
     if out is not None:

@@ -214,7 +214,7 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
     tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
     profile = SkipProfile(6, attn=[2, 3], mlp=[3])
     methods = build_methods(tiny_lm, profile, ks=[2, 3], vocabs=[None, list(range(1, 60))],
-                            exit_settings={"exit": "off", "threshold": 0.0},
+                            exits=[{"exit": "off", "threshold": 0.0}],
                             names=["generate", "self-speculative", "prompt-lookup", "early-exit"],
                             prompt_lookup=3, early_exit=3)
     names = [m.name for m in methods]
@@ -234,6 +234,9 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
             ar_token = base.seconds / base.new_tokens
             assert row.extra["c_in_run"] == pytest.approx(row.extra["draft_seconds_per_token"] / ar_token)
             assert row.extra["v_in_run"] > 0
+            mean_k = row.extra["mean_drafted"]
+            assert 0 < row.extra["bound_in_run"] <= (mean_k + 1) / (mean_k * row.extra["c_in_run"] + row.extra["v_in_run"]) + 1e-9
+            assert row.extra["efficiency_in_run"] == pytest.approx(row.speedup / row.extra["bound_in_run"])
         else:
             assert row.bound is None
     # The cost model was measured for each speculative method and category, with v up to that method's K.
@@ -256,10 +259,12 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     out = tmp_path / "out"
     code = main(["bench", "--prompts", str(prompts), "--max-new-tokens", "6", "--reps", "1", "--attn", "1,2",
                  "--methods", "generate,self-speculative", "--max-draft", "2", "--draft-vocab", "0,50",
-                 "--out", str(out), "--no-progress"])
+                 "--exit", "adaptive,off", "--out", str(out), "--no-progress"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "| method | category | tok/s | speedup |" in text and "self-spec K=2 V=50" in text
+    assert "| method | category | tok/s | speedup |" in text
+    for name in ("self-spec K=2 adaptive", "self-spec K=2 off", "self-spec K=2 V=50 adaptive", "self-spec K=2 V=50 off"):
+        assert f"| {name} | all |" in text
     report = json.loads((out / "bench.json").read_text())
     assert report["profile"]["attn"] == [1, 2] and report["machine"]["device"]
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
@@ -269,21 +274,36 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert "unknown methods" in capsys.readouterr().err
 
 
-def test_gpu_projection_script_runs_on_tiny_shapes(tmp_path, capsys):
+def test_gpu_projection_script_runs_on_tiny_shapes(tmp_path, capsys, monkeypatch):
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "scripts" / "gpu_projection.py"
     spec = importlib.util.spec_from_file_location("gpu_projection", path)
     script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_projection", script)  # its dataclasses look their module up
     spec.loader.exec_module(script)
-    assert script.main(["--tiny", "--models", "Llama-2-13B", "--reps", "1", "--max-k", "3",
-                        "--acceptance", "0.5,0.9", "--out", str(tmp_path)]) == 0
+    assert script.main(["--tiny", "--models", "Llama-2-13B,Llama-2-70B", "--reps", "1", "--max-k", "3",
+                        "--acceptance", "0.5,0.9", "--e2e", "Llama-2-13B", "--e2e-k", "2", "--e2e-reps", "1",
+                        "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "projection.json").read_text())
-    profiles = result["models"]["Llama-2-13B"]
-    assert set(profiles) == {"even 25%", "even 45%"}
-    for entry in profiles.values():
-        assert sorted(entry["costs"]["v"]) == ["1", "2", "3"]
-        for a, p in entry["projection"].items():
-            assert p["bound"] == max(p["by_k"].values()) and 1 <= p["best_k"] <= 3
-    assert "| Llama-2-13B | even 45% |" in capsys.readouterr().out
+    assert result["errors"] == []
+    for name in ("Llama-2-13B", "Llama-2-70B"):
+        profiles = result["models"][name]
+        assert set(profiles) == {"even 25%", "even 45%"}
+        for entry in profiles.values():
+            assert sorted(entry["costs"]["v"]) == ["1", "2", "3"]
+            for a, p in entry["projection"].items():
+                assert p["bound"] == max(p["by_k"].values()) and 1 <= p["best_k"] <= 3
+    # The deeper model is extrapolated from sublayer costs that add up to one full forward.
+    units = result["models"]["Llama-2-70B"]["even 25%"]["extrapolated_from"]
+    assert units["rest"] + 8 * (units["attn"] + units["mlp"]) == pytest.approx(1.0)
+    for entry in result["models"]["Llama-2-70B"].values():  # c adds up the sublayers the 16-layer profile keeps
+        profile = entry["profile"]
+        assert profile["num_layers"] == 16
+        kept = units["rest"] + (16 - len(profile["attn"])) * units["attn"] + (16 - len(profile["mlp"])) * units["mlp"]
+        assert entry["costs"]["c"] == pytest.approx(kept / (units["rest"] + 16 * (units["attn"] + units["mlp"])))
+    out = capsys.readouterr().out
+    assert "| Llama-2-13B | even 45% |" in out and "| Llama-2-70B * | even 25% |" in out
+    assert "End to end: Llama-2-13B" in out and "| self-spec K=2 fixed | all |" in out
