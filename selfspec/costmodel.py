@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .cache import new_cache, truncate
-from .decoding import forward_full
+from .decoding import forward_full, forward_verify
 from .draft import DraftModel
 from .records import StepRecord
 
@@ -116,8 +116,9 @@ def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int]
     rows = prompt[:, -1:].repeat(1, max_k + 1)  # token values do not change the cost
 
     def full(q: int):
+        forward = forward_full if q == 1 else forward_verify  # as the decoders run them
         def run():
-            forward_full(model, rows[:, :q], n, cache)
+            forward(model, rows[:, :q], n, cache)
             truncate(cache, n)
         return run
 
