@@ -39,7 +39,7 @@ class Run:
 
     tokens: list[int]
     seconds: float
-    records: list[StepRecord] | None = None  # our self-speculative decoder only
+    records: list[StepRecord] | None = None  # our decoders only (the last repetition's)
 
 
 @dataclass
@@ -83,7 +83,7 @@ def encode_chat(lm: LanguageModel, prompt: BenchPrompt) -> list[int]:
 def ours_autoregressive(lm: LanguageModel) -> Method:
     def decode(ids, n):
         records = list(autoregressive(lm.model, ids, n))
-        return [t for r in records for t in r.token_ids], None
+        return [t for r in records for t in r.token_ids], records
     return Method(AR, decode)
 
 
@@ -162,8 +162,7 @@ def summarize_runs(methods: Sequence[Method], categories: Sequence[str], runs: d
             if method.draft is not None:
                 records = [r.records for r in mine]
                 _add_speculation(row, method, records, costs.get((method.name, category)))
-                _add_in_run_costs(row, [r.drafted for rs in records for r in rs if r.kind == "speculate"],
-                                  1 / base if base else None)
+                _add_in_run_costs(row, records, [runs[AR][i].records for i in index])
             rows.append(row)
     return rows
 
@@ -191,22 +190,33 @@ def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], 
     row.efficiency = row.speedup / row.bound if row.bound and row.speedup else None
 
 
-def _add_in_run_costs(row: Row, lengths: list[int], ar_seconds_per_token: float | None) -> None:
-    """c and v as the decoder itself paid them, in units of this run's autoregressive time per token.
+def decode_seconds_per_token(records: list[list[StepRecord]]) -> float | None:
+    """Wall time per token after the prefill, every step's overhead included (the prefill is left out)."""
+    seconds = sum(rs[-1].elapsed_seconds - rs[0].elapsed_seconds for rs in records if rs)
+    tokens = sum(len(r.token_ids) for rs in records for r in rs[1:])
+    return seconds / tokens if tokens else None
 
-    Unlike the isolated timings these are interleaved with the baseline, so load that comes and goes
-    on a shared machine does not skew them, and the bound built from them leaves out exactly what
-    the loop spends outside its forward passes: efficiency_in_run measures that overhead.
+
+def _add_in_run_costs(row: Row, records: list[list[StepRecord]], ar_records: list[list[StepRecord]]) -> None:
+    """c, v, the bound and the efficiency as the decoder itself paid them, prefill excluded on both sides.
+
+    Unit: this run's autoregressive decode time per token. Unlike the isolated timings these are
+    interleaved with the baseline, so load that comes and goes on a shared machine does not skew
+    them; and since the bound counts only the forward passes while the decode speedup counts the
+    whole loop, efficiency_in_run is exactly the share the loop keeps of what its forwards allow.
     """
     e = row.extra
-    if not ar_seconds_per_token or e.get("draft_seconds_per_token") is None:
+    ar_unit, mine = decode_seconds_per_token(ar_records), decode_seconds_per_token(records)
+    if not ar_unit or not mine or e.get("draft_seconds_per_token") is None:
         return
-    e["c_in_run"] = e["draft_seconds_per_token"] / ar_seconds_per_token
-    e["v_in_run"] = e["verify_seconds_per_step"] / ar_seconds_per_token
+    e["c_in_run"] = e["draft_seconds_per_token"] / ar_unit
+    e["v_in_run"] = e["verify_seconds_per_step"] / ar_unit
+    e["decode_speedup"] = ar_unit / mine
+    lengths = [r.drafted for rs in records for r in rs if r.kind == "speculate"]
     if row.a is not None and lengths:
         v = {n: e["v_in_run"] for n in set(lengths)}  # the mean verification, whatever the step's length
         e["bound_in_run"] = bound_for_lengths(row.a, e["c_in_run"], v, lengths)
-        e["efficiency_in_run"] = row.speedup / e["bound_in_run"] if row.speedup else None
+        e["efficiency_in_run"] = e["decode_speedup"] / e["bound_in_run"]
 
 
 def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categories: Sequence[str],
