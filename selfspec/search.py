@@ -521,10 +521,11 @@ def paired_table(results: dict[str, list[Measurement]], subjects: Sequence[str],
 
 
 def register(commands) -> None:
-    from .cli import add_model_arguments
+    from .cli import add_fetch_argument, add_model_arguments
 
     p = commands.add_parser("search", help="search a skip profile for a model (fast greedy, or the paper's bayes)")
     add_model_arguments(p)
+    add_fetch_argument(p)
     p.add_argument("--method", choices=METHODS, default="greedy",
                    help="greedy: ours, minutes; bayes: the paper's Bayesian optimisation, as long as the budget")
     p.add_argument("--budget-minutes", type=float, default=15.0, help="time for the search itself")
@@ -549,7 +550,7 @@ def cmd_search(args) -> int:
     if args.budget_minutes <= 0:
         raise ValueError("--budget-minutes must be positive")
     texts = read_calibration(args.calibration) if args.calibration else builtin_prompts()
-    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
     out = Path(args.out or profile_filename(lm.name))
     run = SearchRun(lm.model, lm.name, [lm.encode(t) for t in texts], out,
                     calibration=args.calibration or "builtin", max_new_tokens=args.max_new_tokens,
