@@ -25,6 +25,7 @@ from .bench_prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
 from .costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
 from .decoding import DraftSettings, autoregressive, self_speculative
 from .draft import DraftModel, VocabularyHead
+from .environment import device_name, library_versions
 from .models import LanguageModel, load_model
 from .profile import SkipProfile
 from .records import StepRecord
@@ -328,8 +329,6 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
 
 
 def machine(lm: LanguageModel) -> dict:
-    from .search import device_name, library_versions
-
     return {"device": device_name(lm.model), "versions": library_versions()}
 
 

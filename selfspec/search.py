@@ -16,7 +16,6 @@ in the same run, on the same machine.
 from __future__ import annotations
 
 import json
-import platform
 import random
 import time
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from torch import nn
 from .cache import new_cache
 from .decoding import DraftSettings, autoregressive, forward_full, self_speculative
 from .draft import DraftModel
+from .environment import device_name, library_versions
 from .profile import Decoding, SearchInfo, SkipProfile, fingerprint, profile_filename, write_profile
 from .paired import paired
 from .records import summarize
@@ -444,36 +444,6 @@ def _prefixes(order: list[tuple[list[int], float]]) -> list[list[int]]:
 def continuations(model: nn.Module, prompts, max_new_tokens: int) -> list[list[int]]:
     """The full model's greedy continuation of every prompt (the text teacher forcing scores)."""
     return [[t for r in autoregressive(model, p, max_new_tokens) for t in r.token_ids] for p in prompts]
-
-
-# --- what the metadata records about the machine --------------------------------------------------
-
-
-def device_name(model: nn.Module) -> str:
-    device = model.get_input_embeddings().weight.device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "optuna"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def compare(model: nn.Module, prompts, candidates: dict[str, tuple[SkipProfile | None, DraftSettings]],
