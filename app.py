@@ -17,14 +17,14 @@ from dataclasses import dataclass, replace
 import gradio as gr
 import torch
 
-from selfspec.decoding import DraftSettings
-from selfspec.hub import load_profile
-from selfspec.models import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
-from selfspec.profile import ProfileError, SkipProfile, read_profile
-from selfspec.sampling import Sampling
-from selfspec.ui_charts import figures
-from selfspec.ui_race import RACE_RULE, Lane, Race, start_race
-from selfspec.ui_render import panels, summary_line
+from selfspec.engine.decoding import DraftSettings
+from selfspec.profiles.hub import load_profile
+from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
+from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
+from selfspec.engine.sampling import Sampling
+from selfspec.ui.charts import figures
+from selfspec.ui.race import RACE_RULE, Lane, Race, start_race
+from selfspec.ui.render import panels, summary_line
 
 try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
     import spaces

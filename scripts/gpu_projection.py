@@ -39,18 +39,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfspec.bench import (  # noqa: E402
+from selfspec.bench.runner import (
     markdown_table, ours_autoregressive, ours_self_speculative, run_methods, summarize_runs, transformers_generate,
 )
-from selfspec.costmodel import Costs, measure_costs, speedup_bound  # noqa: E402
-from selfspec.decoding import DraftSettings  # noqa: E402
-from selfspec.draft import DraftModel  # noqa: E402
-from selfspec.models import LanguageModel  # noqa: E402
-from selfspec.profile import SkipProfile, read_profile  # noqa: E402
+from selfspec.bench.costmodel import Costs, measure_costs, speedup_bound
+from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.draft import DraftModel
+from selfspec.models.loading import LanguageModel
+from selfspec.profiles.schema import SkipProfile, read_profile
 
-PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+PROFILES = Path(__file__).resolve().parent.parent / "selfspec" / "profiles" / "bundled"
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfspec.calibration import builtin_prompts  # noqa: E402
-from selfspec.models import load_model  # noqa: E402
-from selfspec.profile import SkipProfile, profile_filename, read_profile, write_profile  # noqa: E402
-from selfspec.decoding import DraftSettings  # noqa: E402
-from selfspec.search import (  # noqa: E402
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.models.loading import load_model
+from selfspec.profiles.schema import SkipProfile, profile_filename, read_profile, write_profile
+from selfspec.engine.decoding import DraftSettings
+from selfspec.profiles.search import (
     SearchRun, compare, comparison_table, median, paired_table, random_profile, run_search)
 
 
@@ -94,7 +93,7 @@ def main() -> None:
 
     names = dict(zip(found, searched))
     best = found[min(found, key=lambda method: median(results[names[method]]).seconds_per_token)]
-    target = Path(__file__).resolve().parent.parent / "profiles" / profile_filename(lm.name)
+    target = Path(__file__).resolve().parent.parent / "selfspec" / "profiles" / "bundled" / profile_filename(lm.name)
     write_profile(best, target)
     print(f"\nbundled: {target} ({best.search.method})")
 

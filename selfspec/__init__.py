@@ -1,14 +1,14 @@
 """selfspec: lossless self-speculative decoding (Draft & Verify) for Hugging Face causal LMs."""
 
-from .adaptive import AdaptiveThreshold, FixedThreshold
-from .architectures import SUPPORTED_MODEL_TYPES, UnsupportedModelError
-from .decoding import DraftSettings, autoregressive, self_speculative
-from .draft import DraftModel
-from .generate import GenerationResult, generate
-from .models import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
-from .profile import ProfileError, SkipProfile, read_profile, write_profile
-from .records import StepRecord, Summary, summarize
-from .sampling import Sampling
+from selfspec.engine.adaptive import AdaptiveThreshold, FixedThreshold
+from selfspec.engine.architectures import SUPPORTED_MODEL_TYPES, UnsupportedModelError
+from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.draft import DraftModel
+from selfspec.generate import GenerationResult, generate
+from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
+from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile, write_profile
+from selfspec.engine.records import StepRecord, Summary, summarize
+from selfspec.engine.sampling import Sampling
 
 __all__ = [
     "AdaptiveThreshold", "FixedThreshold", "SUPPORTED_MODEL_TYPES", "UnsupportedModelError",

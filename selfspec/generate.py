@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .decoding import DraftSettings, autoregressive, self_speculative
-from .draft import DraftModel
-from .models import LanguageModel
-from .profile import SkipProfile
-from .records import StepRecord, Summary, summarize
-from .sampling import Sampling
+from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.draft import DraftModel
+from selfspec.models.loading import LanguageModel
+from selfspec.profiles.schema import SkipProfile
+from selfspec.engine.records import StepRecord, Summary, summarize
+from selfspec.engine.sampling import Sampling
 
 
 @dataclass(frozen=True)

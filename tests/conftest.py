@@ -1,11 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent))
 
 # Tests check behaviour, not speed: one thread is fastest for the tiny models and keeps the
 # suite from oversubscribing a 2-core machine.

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from selfspec.generate import generate
-from selfspec.records import StepRecord
-from selfspec.ui_charts import figures
-from selfspec.ui_race import Lane, Race, run_race
-from selfspec.ui_render import MARKS, panels, segments, step_costs, summary_line, token_sources
+from selfspec.engine.records import StepRecord
+from selfspec.ui.charts import figures
+from selfspec.ui.race import Lane, Race, run_race
+from selfspec.ui.render import MARKS, panels, segments, step_costs, summary_line, token_sources
 
 SHORT = 10  # new tokens per request: enough for several speculative steps
 
@@ -270,8 +270,8 @@ def test_uploaded_profile_is_used(client, tmp_path, app_module):
 
 
 def test_default_profile_comes_from_the_hub_module_or_falls_back_to_none(app_module, monkeypatch):
-    from selfspec.hub import ResolvedProfile
-    from selfspec.profile import SkipProfile
+    from selfspec.profiles.hub import ResolvedProfile
+    from selfspec.profiles.schema import SkipProfile
 
     lm = app_module.get_model(None)
     bundled = SkipProfile(30, attn=(3, 4), mlp=(5,), model=lm.name)
@@ -304,8 +304,8 @@ def test_form_values_from_api_clients_are_checked(app_module):
 
 
 def test_profile_decoding_hints_set_the_exit_rule_unless_exit_is_off(app_module):
-    from selfspec.decoding import DraftSettings
-    from selfspec.profile import Decoding, SkipProfile
+    from selfspec.engine.decoding import DraftSettings
+    from selfspec.profiles.schema import Decoding, SkipProfile
 
     hinted = SkipProfile(30, attn=(3,), decoding=Decoding(max_draft=2, exit="fixed", threshold=0.3))
     settings = app_module.with_profile_hints(DraftSettings(max_draft=5, exit="adaptive"), hinted)

@@ -10,19 +10,19 @@ import pytest
 import torch
 
 from selfspec import DraftModel, DraftSettings, Sampling, SkipProfile, self_speculative
-from selfspec.bench import AR, Row, bench, build_methods, markdown_table
-from selfspec.bench_prompts import CALIBRATION, SUITE, builtin_suite, read_jsonl
-from selfspec.costmodel import (
+from selfspec.bench.runner import AR, Row, bench, build_methods, markdown_table
+from selfspec.bench.prompts import CALIBRATION, SUITE, builtin_suite, read_jsonl
+from selfspec.bench.costmodel import (
     acceptance_per_token,
     bound_for_lengths,
     expected_tokens,
     measure_costs,
     speedup_bound,
 )
-from selfspec.draft import VocabularyHead
-from selfspec.models import LanguageModel
-from selfspec.records import StepRecord
-from selfspec.vocabulary import choose_vocabulary, read_vocabulary, write_vocabulary
+from selfspec.engine.draft import VocabularyHead
+from selfspec.models.loading import LanguageModel
+from selfspec.engine.records import StepRecord
+from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, write_vocabulary
 from test_engine import _chi_square_p_value, _exact_second_third, _sampled_second_third, generated, reference
 from tiny_models import tiny_model
 
@@ -135,9 +135,9 @@ def test_vocabulary_head_drafts_only_its_tokens():
     model = tiny_model("llama", seed=5)
     allowed = list(range(10, 60))
     draft = DraftModel(model, SkipProfile(4, attn=[1], mlp=[1]), VocabularyHead(model, allowed))
-    from selfspec.decoding import draft_tokens
-    from selfspec.cache import new_cache
-    from selfspec.decoding import forward_full
+    from selfspec.engine.decoding import draft_tokens
+    from selfspec.engine.cache import new_cache
+    from selfspec.engine.decoding import forward_full
 
     cache = new_cache()
     forward_full(model, torch.tensor([[2, 3, 4]]), 0, cache)
@@ -209,7 +209,7 @@ def test_read_jsonl_accepts_prompts_and_chats_and_refuses_junk(tmp_path):
 
 
 def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
-    from selfspec.bench import write_charts
+    from selfspec.bench.runner import write_charts
 
     tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
     profile = SkipProfile(6, attn=[2, 3], mlp=[3])
@@ -251,7 +251,7 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
 
 
 def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsys, tiny_lm):
-    import selfspec.bench as bench_module
+    import selfspec.bench.runner as bench_module
     from selfspec.cli import main
 
     monkeypatch.setattr(bench_module, "load_model", lambda *a, **k: tiny_lm)

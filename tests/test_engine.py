@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-import selfspec.decoding as decoding
+import selfspec.engine.decoding as decoding
 from selfspec import (
     DraftModel,
     DraftSettings,
@@ -20,7 +20,7 @@ from selfspec import (
     self_speculative,
     summarize,
 )
-from selfspec.sampling import probabilities, sample
+from selfspec.engine.sampling import probabilities, sample
 from tiny_models import CONFIGS, tiny_model
 
 ARCHITECTURES = list(CONFIGS)

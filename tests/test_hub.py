@@ -9,9 +9,9 @@ from huggingface_hub import constants
 
 from hub_server import HubServer
 from selfspec.cli import main, profile_from
-from selfspec.hub import fetch_profile, load_profile, parse_hub_ref, push_profile
-from selfspec.models import LanguageModel
-from selfspec.profile import ProfileError, SkipProfile, fingerprint, write_profile
+from selfspec.profiles.hub import fetch_profile, load_profile, parse_hub_ref, push_profile
+from selfspec.models.loading import LanguageModel
+from selfspec.profiles.schema import ProfileError, SkipProfile, fingerprint, write_profile
 from tiny_models import tiny_model
 
 MODEL = "tiny-org/tiny-llama"
@@ -157,7 +157,7 @@ def test_bad_hub_refs(ref):
 
 def test_generate_uses_the_profiles_recommended_draft_length():
     from selfspec.cli import build_parser, draft_settings_from
-    from selfspec.profile import Decoding
+    from selfspec.profiles.schema import Decoding
 
     profile = SkipProfile(4, attn=[1], decoding=Decoding(max_draft=2))
     args = build_parser().parse_args(["generate", "--prompt", "hi"])

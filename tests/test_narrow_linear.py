@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from selfspec.cache import new_cache
-from selfspec.decoding import forward_full, forward_verify
-from selfspec.narrow_linear import NarrowLinear
+from selfspec.engine.cache import new_cache
+from selfspec.engine.decoding import forward_full, forward_verify
+from selfspec.engine.narrow_linear import NarrowLinear
 
 from tiny_models import tiny_model
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from selfspec.profile import (
+from selfspec.profiles.schema import (
     Decoding,
     Fingerprint,
     ProfileError,

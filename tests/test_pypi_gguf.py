@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from selfspec import pypi_gguf
-from selfspec.models import ModelLoadError, load_model
-from selfspec.pypi_gguf import ChunkedGGUF, ChunkError
+from selfspec.models import pypi_gguf
+from selfspec.models.loading import ModelLoadError, load_model
+from selfspec.models.pypi_gguf import ChunkedGGUF, ChunkError
 
 SPEC = ChunkedGGUF(name="fake-model", package="fake-model-part{}", version="0.1.0", parts=3,
                    architecture="qwen2", layers=2)

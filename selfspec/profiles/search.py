@@ -26,13 +26,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .cache import new_cache
-from .decoding import DraftSettings, autoregressive, forward_full, self_speculative
-from .draft import DraftModel
-from .environment import device_name, library_versions
-from .profile import Decoding, SearchInfo, SkipProfile, fingerprint, profile_filename, write_profile
-from .paired import paired
-from .records import summarize
+from selfspec.engine.cache import new_cache
+from selfspec.engine.decoding import DraftSettings, autoregressive, forward_full, self_speculative
+from selfspec.engine.draft import DraftModel
+from selfspec.models.environment import device_name, library_versions
+from selfspec.profiles.schema import Decoding, SearchInfo, SkipProfile, fingerprint, profile_filename, write_profile
+from selfspec.profiles.paired import paired
+from selfspec.engine.records import summarize
 
 METHODS = ("bayes", "greedy")
 
@@ -137,7 +137,7 @@ def sublayer_costs(model: nn.Module) -> list[float]:
 
     Decoding reads every weight once per token, so a sublayer's weight share is what skipping it saves.
     """
-    from .architectures import decoder_layers
+    from selfspec.engine.architectures import decoder_layers
 
     layers = list(decoder_layers(model))
     sizes = [sum(p.numel() for p in layer.self_attn.parameters()) for layer in layers]
@@ -491,7 +491,7 @@ def paired_table(results: dict[str, list[Measurement]], subjects: Sequence[str],
 
 
 def register(commands) -> None:
-    from .cli import add_fetch_argument, add_model_arguments
+    from selfspec.cli import add_fetch_argument, add_model_arguments
 
     p = commands.add_parser("search", help="search a skip profile for a model (fast greedy, or the paper's bayes)")
     add_model_arguments(p)
@@ -514,8 +514,8 @@ def register(commands) -> None:
 
 
 def cmd_search(args) -> int:
-    from .calibration import builtin_prompts, read_calibration
-    from .models import load_model
+    from selfspec.profiles.calibration import builtin_prompts, read_calibration
+    from selfspec.models.loading import load_model
 
     if args.budget_minutes <= 0:
         raise ValueError("--budget-minutes must be positive")

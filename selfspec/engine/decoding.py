@@ -20,13 +20,13 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
-from .cache import new_cache, truncate
-from .draft import DraftModel
-from .narrow_linear import NarrowLinear
-from .profile import SkipProfile
-from .records import StepRecord
-from .sampling import Sampling, accept_greedy, accept_sampled, probabilities, sample
+from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
+from selfspec.engine.cache import new_cache, truncate
+from selfspec.engine.draft import DraftModel
+from selfspec.engine.narrow_linear import NarrowLinear
+from selfspec.profiles.schema import SkipProfile
+from selfspec.engine.records import StepRecord
+from selfspec.engine.sampling import Sampling, accept_greedy, accept_sampled, probabilities, sample
 
 
 @dataclass(frozen=True)

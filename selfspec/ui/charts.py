@@ -7,8 +7,8 @@ from itertools import accumulate
 
 import plotly.graph_objects as go
 
-from .ui_race import Lane, Race
-from .ui_render import LANE_COLOURS, MARKS
+from selfspec.ui.race import Lane, Race
+from selfspec.ui.render import LANE_COLOURS, MARKS
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:

@@ -22,10 +22,10 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .cache import new_cache, truncate
-from .decoding import forward_full, forward_verify
-from .draft import DraftModel
-from .records import StepRecord
+from selfspec.engine.cache import new_cache, truncate
+from selfspec.engine.decoding import forward_full, forward_verify
+from selfspec.engine.draft import DraftModel
+from selfspec.engine.records import StepRecord
 
 
 def expected_tokens(a: float, k: int) -> float:

@@ -1,0 +1,137 @@
+"""Kernels chosen per machine, by measurement.
+
+The project's machines differ (an AMD EPYC without AVX-512, an Intel Xeon with AMX, GPUs): a product
+that is fastest on one can be several times slower on the next. So wherever there are several ways to
+compute the same thing, the engine times the candidates on this machine, at the model's own shapes,
+and uses the fastest. A choice is cached on disk per machine, library versions and key, so it costs
+its (short) measurement once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    key: str  # what was chosen, e.g. "verify-linear:576x49152:rows2-5"
+    name: str  # the winning candidate
+    milliseconds: dict[str, float] = field(default_factory=dict)  # median per candidate
+    cached: bool = False  # read from the on-disk cache instead of measured now
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "name": self.name, "milliseconds": self.milliseconds, "cached": self.cached}
+
+
+def machine_fingerprint(device: torch.device) -> str:
+    """What a cached choice is only valid for: processor (or GPU), threads and library versions."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = _cpu_model() + f" x{torch.get_num_threads()}"
+    return f"{where} | torch {torch.__version__} | {platform.python_version()}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_cache_file() -> Path:
+    root = Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
+    return root / "kernels.json"
+
+
+def median_milliseconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        t0 = time.perf_counter()
+        run()
+        _synchronize(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def choose_fastest(
+    key: str,
+    candidates: dict[str, Callable[[], object]],
+    device: torch.device,
+    *,
+    repeats: int = 7,
+    rounds: int = 3,
+    cache_file: Path | None = None,
+) -> KernelChoice:
+    """Time every candidate (interleaved, `rounds` x `repeats`, median) and return the fastest.
+
+    A candidate that raises is skipped (a kernel this build or device lacks). The result is cached
+    under (machine fingerprint, key); set `cache_file` to a path to use another file, or disable the
+    cache with SELFSPEC_KERNEL_CACHE=0.
+    """
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    use_cache = os.environ.get("SELFSPEC_KERNEL_CACHE", "1") != "0"
+    cache_file = cache_file or default_cache_file()
+    full_key = f"{machine_fingerprint(device)} | {key}"
+    if use_cache:
+        cached = _read_cache(cache_file).get(full_key)
+        if cached and cached.get("name") in candidates:
+            return KernelChoice(key, cached["name"], cached.get("milliseconds", {}), cached=True)
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):  # interleaved, so a noisy moment does not favour one candidate
+        for name, run in candidates.items():
+            if name not in samples:
+                continue
+            try:
+                samples[name].append(median_milliseconds(run, device, repeats))
+            except (RuntimeError, NotImplementedError):
+                del samples[name]
+    if not samples:
+        raise RuntimeError(f"no candidate for {key} runs on this machine")
+    milliseconds = {name: round(statistics.median(ts), 4) for name, ts in samples.items()}
+    best = min(milliseconds, key=milliseconds.get)
+    choice = KernelChoice(key, best, milliseconds)
+    if use_cache:
+        _write_cache(cache_file, full_key, choice)
+    return choice
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # a missing or damaged cache only means measuring again
+
+
+def _write_cache(path: Path, full_key: str, choice: KernelChoice) -> None:
+    data = _read_cache(path)
+    data[full_key] = {"name": choice.name, "milliseconds": choice.milliseconds}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)  # atomic: concurrent processes never read half a file
+    except OSError:
+        pass  # a read-only home still works, it only measures every time

@@ -1,0 +1,47 @@
+import json
+import time
+
+import pytest
+import torch
+
+from selfspec.engine.kernels import choose_fastest
+
+CPU = torch.device("cpu")
+
+
+def sleeper(seconds):
+    return lambda: time.sleep(seconds)
+
+
+def test_picks_the_candidate_that_takes_less_time(tmp_path):
+    # 20 ms against nothing: a margin no scheduler noise on the median closes.
+    choice = choose_fastest("k", {"slow": sleeper(0.02), "fast": sleeper(0)}, CPU, repeats=3, rounds=1,
+                            cache_file=tmp_path / "k.json")
+    assert choice.name == "fast" and not choice.cached
+    assert choice.milliseconds["slow"] > 15 > choice.milliseconds["fast"]
+
+
+def test_a_candidate_that_fails_is_left_out(tmp_path):
+    def broken():
+        raise NotImplementedError("this build lacks the kernel")
+
+    choice = choose_fastest("k", {"broken": broken, "slow": sleeper(0.001)}, CPU, repeats=2, rounds=1,
+                            cache_file=tmp_path / "k.json")
+    assert choice.name == "slow" and set(choice.milliseconds) == {"slow"}
+    with pytest.raises(RuntimeError, match="no candidate"):
+        choose_fastest("k2", {"broken": broken}, CPU, cache_file=tmp_path / "k.json")
+
+
+def test_the_choice_is_cached_per_key_and_a_damaged_cache_is_measured_again(tmp_path):
+    cache = tmp_path / "k.json"
+    calls = []
+    candidates = {"a": lambda: calls.append("a"), "b": sleeper(0.005)}
+    first = choose_fastest("shape-1", candidates, CPU, repeats=2, rounds=1, cache_file=cache)
+    n = len(calls)
+    again = choose_fastest("shape-1", candidates, CPU, repeats=2, rounds=1, cache_file=cache)
+    assert again.cached and again.name == first.name == "a" and len(calls) == n  # nothing ran
+    other = choose_fastest("shape-2", candidates, CPU, repeats=2, rounds=1, cache_file=cache)
+    assert not other.cached and len(calls) > n
+    assert len(json.loads(cache.read_text())) == 2
+    cache.write_text("{not json")
+    assert not choose_fastest("shape-1", candidates, CPU, repeats=2, rounds=1, cache_file=cache).cached
