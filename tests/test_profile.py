@@ -20,7 +20,6 @@ from selfspec.profiles.schema import (
 )
 from tiny_models import tiny_model
 
-BUNDLED = Path(__file__).parent.parent / "profiles"
 
 FULL = {
     "schema_version": 1,
@@ -192,7 +191,9 @@ PAPER = {  # model -> (attention count, MLP count) in the paper's release
 
 
 def test_bundled_profiles_are_valid_and_named_after_their_model():
-    paths = sorted(BUNDLED.glob("*.json"))
+    from selfspec.profiles.hub import bundled_profiles
+
+    paths = bundled_profiles()  # what the package ships, found as package data
     assert len(paths) >= 4
     for path in paths:
         profile = read_profile(path)
