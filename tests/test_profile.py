@@ -190,7 +190,7 @@ PAPER = {  # model -> (attention count, MLP count) in the paper's release
 
 
 def test_bundled_profiles_are_valid_and_named_after_their_model():
-    paths = bundled_profiles()  # as an installed package finds them
+    paths = bundled_profiles()  # what the package ships, found as package data
     assert len(paths) >= 4
     for path in paths:
         profile = read_profile(path)
