@@ -264,9 +264,13 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def main() -> None:
-    """Load the default model and its profile at start-up (not at import), then serve."""
+def start_up() -> None:
+    """The one-time load of the default model and its profile, before the first visitor (not at import)."""
     default_profile(get_model(DEFAULT_LABEL))
+
+
+def main() -> None:
+    start_up()
     demo.launch()
 
 

@@ -24,8 +24,8 @@ from torch import nn
 
 from selfspec.engine.cache import new_cache, truncate
 from selfspec.engine.decoding import forward_full, forward_verify
+from selfspec.engine.devices import model_device, synchronize
 from selfspec.engine.draft import DraftModel
-from selfspec.engine.records import StepRecord
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -50,21 +50,6 @@ def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable
     tokens = sum(expected_tokens(a, n) for n in lengths)
     cost = sum(n * c + v[n] for n in lengths)
     return tokens / cost
-
-
-def acceptance_per_token(records: Iterable[StepRecord]) -> float | None:
-    """Per-token acceptance a, estimated from verification steps.
-
-    Under the model, a step's accepted count is geometric, cut off at the drafted count; the maximum
-    likelihood estimate is accepted / (accepted + rejections), a rejection being a step that kept
-    fewer drafts than it proposed.
-    """
-    steps = [r for r in records if r.kind == "speculate" and r.drafted > 0]
-    if not steps:
-        return None
-    accepted = sum(r.accepted for r in steps)
-    rejections = sum(1 for r in steps if r.accepted < r.drafted)
-    return accepted / (accepted + rejections) if accepted + rejections else None
 
 
 @dataclass(frozen=True)
@@ -107,8 +92,7 @@ def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int]
 
     Every timed forward appends to the prompt's cache and is rolled back, so each sees the same context.
     """
-    device = model.get_input_embeddings().weight.device
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    device = model_device(model)
     prompt = torch.tensor([list(prompt_ids)], device=device)
     n = prompt.shape[1]
     cache = new_cache()
@@ -129,6 +113,6 @@ def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int]
     fns = {"full": full(1), "draft": draft_one, **{k: full(k + 1) for k in range(1, max_k + 1)}}
     for fn in fns.values():  # warm-up
         fn()
-    t = _interleaved_medians(fns, reps, sync)
+    t = _interleaved_medians(fns, reps, lambda: synchronize(device))
     v = {k: t[k] / t["full"] for k in range(1, max_k + 1)}
     return Costs(full_seconds=t["full"], draft_seconds=t["draft"], c=t["draft"] / t["full"], v=v, context=n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from typing import Callable, Sequence
 
+from selfspec.engine.metrics import decode_metrics
 from selfspec.engine.records import StepRecord
 from selfspec.ui.race import Lane, Race
 
@@ -131,16 +132,14 @@ def summary_line(race: Race, greedy: bool, running: bool) -> str:
 
 
 def step_costs(race: Race) -> str | None:
-    """The cost model behind the speedup: what one speculative step buys and what it costs."""
-    ar_steps = [s for r, s in zip(race.autoregressive.records, race.autoregressive.step_seconds) if r.kind == "decode"]
-    spec = [r for r in race.speculative.records if r.kind == "speculate"]
-    if not ar_steps or not spec:
+    """The cost model behind the speedup: what one speculative step buys and what it costs (forwards only)."""
+    ar, spec = decode_metrics([race.autoregressive.records]), decode_metrics([race.speculative.records])
+    if not ar.decodes or not spec.verifications:
         return None
-    full_ms = 1000 * sum(ar_steps) / len(ar_steps)
-    drafted = sum(r.drafted for r in spec)
-    draft_ms = 1000 * sum(r.draft_seconds for r in spec) / drafted if drafted else 0.0
-    verify_ms = 1000 * sum(r.verify_seconds for r in spec) / len(spec)
-    committed = sum(len(r.token_ids) for r in spec) / len(spec)
-    return (f"a full-model token takes {full_ms:.0f} ms. A speculative step drafts {drafted / len(spec):.1f} "
+    full_ms = 1000 * ar.full_seconds_per_token
+    draft_ms = 1000 * (spec.draft_seconds_per_token or 0.0)
+    verify_ms = 1000 * spec.verify_seconds_per_step
+    per_token_ms = (spec.mean_drafted * draft_ms + verify_ms) / spec.mean_accepted_tokens
+    return (f"a full-model token takes {full_ms:.0f} ms. A speculative step drafts {spec.mean_drafted:.1f} "
             f"tokens at {draft_ms:.0f} ms each, verifies them in one {verify_ms:.0f} ms pass and commits "
-            f"{committed:.2f} tokens: {(drafted / len(spec) * draft_ms + verify_ms) / committed:.0f} ms per token.")
+            f"{spec.mean_accepted_tokens:.2f} tokens: {per_token_ms:.0f} ms per token.")
