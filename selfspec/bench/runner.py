@@ -83,14 +83,14 @@ def encode_chat(lm: LanguageModel, prompt: BenchPrompt) -> list[int]:
 
 def ours_autoregressive(lm: LanguageModel) -> Method:
     def decode(ids, n):
-        records = list(autoregressive(lm.model, ids, n))
+        records = list(autoregressive(lm.model, ids, n, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
     return Method(AR, decode)
 
 
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
     def decode(ids, n):
-        records = list(self_speculative(lm.model, ids, draft, n, settings=settings))
+        records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
     return Method(name, decode, draft, settings)
 
@@ -225,7 +225,7 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
     """c and v per speculative method, on each category's first prompt (context length matters)."""
     first = {c: prompts[categories.index(c)] for c in dict.fromkeys(categories)}
     first["all"] = sorted(prompts, key=len)[len(prompts) // 2]  # the median-length prompt
-    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps)
+    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps, engine=lm.engine)
             for m in methods if m.draft is not None for c, ids in first.items()}
 
 
