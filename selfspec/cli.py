@@ -7,6 +7,7 @@ import json
 import sys
 
 from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.runtime import Engine
 from selfspec.generate import GenerationResult, generate
 from selfspec.bench import runner as bench  # each adds its own subcommand (bench; search; push-profile)
 from selfspec.profiles import hub, search
@@ -20,6 +21,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="Hub id, local directory, .gguf file or qwen2.5-coder-1.5b (default: embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the decoding steps with torch.compile (default: SELFSPEC_COMPILE, "
+                             "else on for CUDA, off for CPU)")
+
+
+def use_engine_arguments(args: argparse.Namespace, lm: LanguageModel) -> None:
+    """Apply --compile/--no-compile to the model's engine (which is otherwise built with the defaults)."""
+    if getattr(args, "compile", None) is not None:
+        lm.engine = Engine(lm.model, compile=args.compile)
 
 
 def add_fetch_argument(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise ValueError("the prompt is empty")
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
+    use_engine_arguments(args, lm)
     profile = profile_from(args, lm)
     settings = draft_settings_from(args, profile)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
@@ -114,7 +128,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
                  spec: GenerationResult) -> dict:
-    report = {"model": lm.name, "profile": profile.to_dict(), "self_speculative": spec.to_dict(with_steps=True)}
+    report = {"model": lm.name, "profile": profile.to_dict(), "engine": lm.engine.describe(),
+              "self_speculative": spec.to_dict(with_steps=True)}
     if baseline is not None:
         report["autoregressive"] = baseline.to_dict()
         report["identical"] = baseline.token_ids == spec.token_ids
@@ -148,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
     add_model_arguments(gen)
+    add_engine_arguments(gen)
     add_fetch_argument(gen)
     add_profile_arguments(gen)
     add_generation_arguments(gen)

@@ -354,10 +354,11 @@ METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
 
 
 def register(commands) -> None:
-    from selfspec.cli import add_fetch_argument, add_model_arguments, add_profile_arguments
+    from selfspec.cli import add_engine_arguments, add_fetch_argument, add_model_arguments, add_profile_arguments
 
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
     add_model_arguments(p)
+    add_engine_arguments(p)
     add_fetch_argument(p)
     add_profile_arguments(p)
     p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
@@ -398,7 +399,7 @@ def draft_vocabularies(lm: LanguageModel, spec: str, out: Path | None) -> list[l
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from selfspec.cli import profile_from
+    from selfspec.cli import profile_from, use_engine_arguments
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -414,6 +415,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
+    use_engine_arguments(args, lm)
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
     exits = [{"exit": rule, "threshold": args.threshold if rule != "off" else 0.0} for rule in args.exit]

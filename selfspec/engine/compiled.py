@@ -70,19 +70,21 @@ def inductor_cache_dir() -> Path:
 class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
-    def __init__(self, model: nn.Module, mode: str | None):
+    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor"):
         self.model = model
         self.mode = mode
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
         self._announced = False
         # Separate functions, so each step has its own graphs and recompile budget.
-        self._full = torch.compile(self._full_logits, dynamic=False, mode=mode)
-        self._verify = torch.compile(self._verify_logits, dynamic=False, mode=mode)
-        self._draft = torch.compile(self._draft_logits, dynamic=False, mode=mode)
+        options = dict(dynamic=False, backend=backend, **({"mode": mode} if mode else {}))
+        self._full = torch.compile(self._full_logits, **options)
+        self._verify = torch.compile(self._verify_logits, **options)
+        self._draft = torch.compile(self._draft_logits, **options)
 
     @staticmethod
-    def for_model(model: nn.Module, enabled: bool, static_cache: bool) -> "CompiledSteps | None":
+    def for_model(model: nn.Module, enabled: bool, static_cache: bool,
+                  backend: str | object = "inductor") -> "CompiledSteps | None":
         if not enabled:
             return None
         device = model.get_input_embeddings().weight.device
@@ -91,7 +93,7 @@ class CompiledSteps:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
-        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None)
+        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend)
 
     # --- the steps, as the compiler sees them ---
 
@@ -137,7 +139,7 @@ class CompiledSteps:
         try:
             out = compiled(*args)
         except Exception as exc:  # a compiler that is missing or fails: eager from now on
-            self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            self.failed = _one_line(exc)
             print(f"selfspec: compiling failed, running eager ({self.failed})", file=sys.stderr)
             cache.rollback(int(positions[0, 0]))  # a step that ran part way wrote nothing we keep
             return eager(*args)
@@ -147,3 +149,11 @@ class CompiledSteps:
 
     def describe(self) -> dict:
         return {"mode": self.mode or "default", "failed": self.failed, "compile_seconds": dict(self.compile_seconds)}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause of a compiler error, in one short line."""
+    while (inner := exc.__cause__ or getattr(exc, "inner_exception", None)) is not None:
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]

@@ -18,6 +18,7 @@ from selfspec.engine.compiled import CompiledSteps, compile_setting, padded_widt
 from selfspec.engine.verify_products import VerifyProducts, choose_verify_products
 
 STATIC_ATTENTION = ("sdpa", "eager")  # implementations that take our position-built masks
+CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
 
 
 @torch.inference_mode()
@@ -31,12 +32,14 @@ def forward_full(model: nn.Module, tokens: torch.Tensor, start: int, cache, last
 
 class Engine:
     def __init__(self, model: nn.Module, *, static_cache: bool = True, compile: bool | None = False,
-                 choose_kernels: bool = True):
+                 choose_kernels: bool = True, compile_backend: str | object = "inductor"):
+        """`compile`: True/False, or None for SELFSPEC_COMPILE / the device's default (compiled.py)."""
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
         self.products = choose_verify_products(model) if choose_kernels else VerifyProducts.plain()
-        self.steps = CompiledSteps.for_model(model, compile_setting(compile, self.device), self.static_cache)
+        self.steps = CompiledSteps.for_model(model, compile_setting(compile, self.device), self.static_cache,
+                                             compile_backend)
 
     @property
     def device(self) -> torch.device:
@@ -46,8 +49,11 @@ class Engine:
         """A cache for one request: the prompt, `new_tokens` more, and forwards of up to `max_width` positions."""
         if not self.static_cache:
             return new_cache()
-        width = max(max_width, padded_width(max_width) or 0) if self.steps is not None else max_width
-        return new_cache(num_layers(self.model), prompt_length + new_tokens + width + 1)
+        if self.steps is None:
+            return new_cache(num_layers(self.model), prompt_length + new_tokens + max_width + 1)
+        # Compiled graphs are specialised to the cache's shape: round it up so requests share them.
+        capacity = prompt_length + new_tokens + max(max_width, padded_width(max_width) or 0) + 1
+        return new_cache(num_layers(self.model), -(-capacity // CAPACITY_STEP) * CAPACITY_STEP)
 
     @torch.inference_mode()
     def full(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:

@@ -50,7 +50,7 @@ class LanguageModel:
     def engine(self) -> Engine:
         """How this model's forward passes run here: built (and measured) on first use, then shared by
         every request. Assign another `Engine(lm.model, ...)` to change its settings."""
-        return Engine(self.model)
+        return Engine(self.model, compile=None)  # None: SELFSPEC_COMPILE, else on for CUDA only
 
     def encode(self, prompt: str, raw: bool = False) -> list[int]:
         """Token ids for a user prompt, through the chat template when the tokenizer has one."""
