@@ -23,6 +23,8 @@ import torch
 
 from selfspec.bench.prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
 from selfspec.bench.costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
+from selfspec.bench.floor import Floor, measure_floor
+from selfspec.engine.verify_products import VerifyProducts
 from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
 from selfspec.engine.draft import DraftModel, VocabularyHead
 from selfspec.models.environment import device_name, library_versions
@@ -49,6 +51,7 @@ class Method:
     decode: Callable[[list[int], int], tuple[list[int], list[StepRecord] | None]]
     draft: DraftModel | None = None
     settings: DraftSettings | None = None
+    compiled: bool = False  # warmed up on every prompt at full length, so no timed run compiles
 
 
 @dataclass
@@ -85,17 +88,17 @@ def ours_autoregressive(lm: LanguageModel) -> Method:
     def decode(ids, n):
         records = list(autoregressive(lm.model, ids, n, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(AR, decode)
+    return Method(AR, decode, compiled=lm.engine.steps is not None)
 
 
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
     def decode(ids, n):
         records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(name, decode, draft, settings)
+    return Method(name, decode, draft, settings, compiled=lm.engine.steps is not None)
 
 
-def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
+def transformers_generate(lm: LanguageModel, name: str, compiled: bool = False, **options) -> Method:
     """transformers' `generate()` (greedy) on the same model object, with peer options if any."""
     model = lm.model
     pad = model.generation_config.pad_token_id
@@ -109,7 +112,17 @@ def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
         out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=n,
                              do_sample=False, pad_token_id=pad, **options)
         return out[0, len(ids):].tolist(), None
-    return Method(name, decode)
+    return Method(name, decode, compiled=compiled)
+
+
+def transformers_generate_static_compiled(lm: LanguageModel) -> Method:
+    """`generate()` at its fastest: a static cache and a compiled forward (on CPU too)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(mode="reduce-overhead" if lm.device.type == "cuda" else "default")
+    config._compile_all_devices = True  # transformers' own switch to compile off CUDA as well
+    return transformers_generate(lm, "generate static compiled", compiled=True,
+                                 cache_implementation="static", compile_config=config)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -127,6 +140,9 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
 
     for method in methods:
         method.decode(prompts[0], warmup_tokens)
+        if method.compiled:  # every shape the timed runs will meet, longest first (static caches fit it)
+            for ids in sorted(prompts, key=len, reverse=True):
+                method.decode(ids, max_new_tokens)
     seconds = {m.name: [[] for _ in prompts] for m in methods}
     outputs: dict[str, list] = {m.name: [None] * len(prompts) for m in methods}
     with tqdm(total=len(methods) * len(prompts) * reps, desc="bench", unit="run", disable=not progress) as bar:
@@ -298,6 +314,8 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vo
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
+    if "generate-static" in names:
+        methods.append(transformers_generate_static_compiled(lm))
     if "self-speculative" in names:
         for vocab in vocabs:
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
@@ -322,10 +340,37 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
     runs = run_methods(methods, ids, max_new_tokens, reps, progress=progress)
     costs = measure_category_costs(lm, methods, categories, ids, reps=max(reps, 5))
     rows = summarize_runs(methods, categories, runs, costs)
-    detail = {"costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
+    floor = measure_floor(lm.model, reps=max(reps, 5))
+    detail = {"engine": lm.engine.describe(), "floor": floor.to_dict(),
+              "overhead": step_overhead(runs, costs, floor),
+              "costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
               "outputs": {m: [{"category": cat, "prompt_tokens": len(i), "tokens": r.tokens, "seconds": r.seconds}
                               for cat, i, r in zip(categories, ids, rs)] for m, rs in runs.items()}}
     return rows, detail
+
+
+def step_overhead(runs: dict[str, list[Run]], costs: dict[tuple[str, str], Costs], floor: Floor) -> dict:
+    """Our autoregressive ms/token against the floor of the same run, and c, v of each speculative method."""
+    ar = decode_seconds_per_token([r.records for r in runs[AR]])
+    out = {"ar_ms_per_token": ar * 1e3 if ar else None, "floor_ms": floor.seconds * 1e3,
+           "ar_over_floor": ar / floor.seconds if ar else None}
+    out["methods"] = {m: {"c": cost.c, "v": cost.v} for (m, c), cost in costs.items() if c == "all"}
+    return out
+
+
+def overhead_lines(detail: dict) -> list[str]:
+    """What bench prints under its table: the engine, the floor and the step costs."""
+    engine, floor, over = detail["engine"], detail["floor"], detail["overhead"]
+    compiled = engine["compiled"] if engine["compiled"] == "off" else "on"
+    products = VerifyProducts.summary_of(engine["verify_products"])
+    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; verification products: {products}"]
+    if over["ar_ms_per_token"] is not None:
+        lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
+                     f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run)")
+    for name, cv in over["methods"].items():
+        v = ", ".join(f"v({k + 1})={x:.2f}" for k, x in sorted((int(k), x) for k, x in cv["v"].items()))
+        lines.append(f"{name}: c={cv['c']:.3f}; {v}")
+    return lines
 
 
 def machine(lm: LanguageModel) -> dict:
@@ -350,7 +395,7 @@ def _exit_rules(text: str) -> list[str]:
     return rules
 
 
-METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
+METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-lookup", "early-exit")
 
 
 def register(commands) -> None:
@@ -366,8 +411,9 @@ def register(commands) -> None:
     p.add_argument("--per-category", type=int, default=2, help="built-in prompts per category (max 3)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per prompt (the median is kept)")
-    p.add_argument("--methods", default=",".join(METHOD_NAMES),
-                   help=f"which of {', '.join(METHOD_NAMES)} to run besides our autoregressive loop")
+    p.add_argument("--methods", default=",".join(m for m in METHOD_NAMES if m != "generate-static"),
+                   help=f"which of {', '.join(METHOD_NAMES)} to run besides our autoregressive loop "
+                        "(generate-static compiles for minutes on a CPU, so it is not in the default)")
     p.add_argument("--max-draft", type=_int_list, default=[4], help="K for self-speculation; a list runs each")
     p.add_argument("--draft-vocab", default="0",
                    help="draft head vocabulary sizes (0 = full head), comma-separated, or a vocabulary JSON file")
@@ -427,6 +473,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(args.exit)}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
+    print("\n" + "\n".join(overhead_lines(detail)))
     if out is not None:
         report = {"model": lm.name, "dtype": args.dtype, "machine": machine(lm), "profile": profile.to_dict(),
                   "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": args.exit,

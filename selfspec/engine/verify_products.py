@@ -51,12 +51,15 @@ class VerifyProducts:
 
     def summary(self) -> str:
         """One line for `bench` output, e.g. 'rows 2-3: weight-major for 49152x576; rows 4-5: linear'."""
-        parts = []
-        for low, high in ROW_BUCKETS:
-            shapes = sorted(self.weight_major.get((low, high), ()))
-            parts.append(f"rows {low}-{high}: " + ("weight-major for " + ", ".join(f"{o}x{i}" for o, i in shapes)
-                                                   if shapes else "linear"))
-        return "; ".join(parts)
+        return VerifyProducts.summary_of(self.to_dict())
+
+    @staticmethod
+    def summary_of(described: dict) -> str:
+        """`summary()` from `to_dict()`'s output (as reports carry it)."""
+        chosen = described["weight_major"]
+        return "; ".join(f"rows {lo}-{hi}: " + (f"weight-major for {', '.join(chosen[f'rows {lo}-{hi}'])}"
+                                                 if f"rows {lo}-{hi}" in chosen else "linear")
+                         for lo, hi in ROW_BUCKETS)
 
 
 def linear_weights(model: nn.Module) -> dict[tuple[int, int], torch.Tensor]:
