@@ -213,8 +213,8 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
 
     tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
     profile = SkipProfile(6, attn=[2, 3], mlp=[3])
-    methods = build_methods(tiny_lm, profile, ks=[2, 3], vocabs=[None, list(range(1, 60))],
-                            exits=[{"exit": "off", "threshold": 0.0}],
+    methods = build_methods(tiny_lm, profile, [DraftSettings(max_draft=k, exit="off") for k in (2, 3)],
+                            vocabs=[None, list(range(1, 60))],
                             names=["generate", "self-speculative", "prompt-lookup", "early-exit"],
                             prompt_lookup=3, early_exit=3)
     names = [m.name for m in methods]
@@ -300,7 +300,7 @@ def test_floor_counts_every_linear_weight_once_per_step(tiny_lm):
 def test_generate_static_compiled_is_a_method_but_not_a_default(tiny_lm):
     from selfspec.cli import build_parser
 
-    methods = build_methods(tiny_lm, SkipProfile(6), ks=[2], vocabs=[None], exits=[{"exit": "off", "threshold": 0.0}],
+    methods = build_methods(tiny_lm, SkipProfile(6), [DraftSettings(max_draft=2, exit="off")], [None],
                             names=["generate-static"], prompt_lookup=3, early_exit=3)
     assert [(m.name, m.compiled) for m in methods] == [(AR, False), ("generate static compiled", True)]
     default = build_parser().parse_args(["bench"]).methods.split(",")
