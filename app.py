@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, replace
 
 import gradio as gr
-import torch
 
 from selfspec.engine.decoding import DraftSettings
 from selfspec.profiles.hub import load_profile
 from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
+from selfspec.models.placement import zero_gpu
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
@@ -39,10 +39,7 @@ log = logging.getLogger("selfspec.app")
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
 # More models for the dropdown: SELFSPEC_MODELS="Qwen/Qwen2.5-0.5B-Instruct,..." (any Hub id can be typed).
 EXTRA_MODELS = [m.strip() for m in os.environ.get("SELFSPEC_MODELS", "").split(",") if m.strip()]
-ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))  # set on ZeroGPU Spaces
-ON_GPU = ZERO_GPU or torch.cuda.is_available()
-DEVICE = os.environ.get("SELFSPEC_DEVICE") or ("cuda" if ON_GPU else None)
-DTYPE = os.environ.get("SELFSPEC_DTYPE") or ("bfloat16" if ON_GPU else "float32")
+ZERO_GPU = zero_gpu()
 
 MAX_NEW_TOKENS = 1024
 MAX_DRAFT = 16
@@ -79,7 +76,7 @@ def get_model(choice: str | None) -> LanguageModel:
     key = name or DEFAULT_MODEL_ID
     with _LOAD_LOCK:
         if key not in _MODELS:
-            lm = load_model(name, dtype=DTYPE, device=DEVICE)
+            lm = load_model(name)  # device and dtype by capability (models/placement.py), SELFSPEC_DEVICE/DTYPE
             if not ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
                 warm_up(lm)
             _MODELS[key] = lm

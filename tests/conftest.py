@@ -9,7 +9,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """The real embedded default model (loaded once per test session)."""
+    """The real embedded default model in float32 (loaded once per test session)."""
     from selfspec import load_model
 
-    return load_model()
+    return load_model(dtype="float32", device="cpu")

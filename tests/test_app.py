@@ -127,9 +127,12 @@ def test_step_costs_explain_the_speedup():
 
 @pytest.fixture(scope="module")
 def app_module():
-    import app
+    # float32, the exact dtype, whatever this CPU measures: these tests check token identity.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SELFSPEC_DTYPE", "float32")
+        import app
 
-    return app
+        yield app
 
 
 @pytest.fixture(scope="module")
