@@ -23,7 +23,8 @@ from selfspec.models.placement import zero_gpu
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
-from selfspec.ui.race import RACE_RULE, Lane, Race, start_race
+from selfspec.engine.divergence import Divergence
+from selfspec.ui.race import RACE_RULE, Lane, Race, race_divergence, start_race
 from selfspec.ui.render import panels, summary_line
 
 try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
@@ -176,21 +177,24 @@ def with_profile_hints(settings: DraftSettings, profile: SkipProfile) -> DraftSe
 # --- the comparison ---------------------------------------------------------------------------
 
 
-def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool) -> dict:
+def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool,
+                divergence: Divergence | None = None) -> dict:
     """What API clients read: both texts, token ids and summaries (timed by each method's own clock)."""
     out = {"model": lm.name, "profile": profile.to_dict(), "running": running}
     for key, lane in (("autoregressive", race.autoregressive), ("self_speculative", race.speculative)):
         out[key] = {"text": lm.decode(lane.token_ids), "token_ids": lane.token_ids, **lane.summary().to_dict()}
     out["speedup"] = race.speedup
     out["identical"] = race.identical if form.sampling.greedy and not running else None
+    out["divergence"] = divergence.to_dict() if divergence is not None else None
     return out
 
 
-def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool) -> tuple:
+def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool,
+         divergence: Divergence | None = None) -> tuple:
     ar_html, spec_html = panels(lm.decode, race, running)
     plots = figures(race, form.settings.max_draft) if charts else (gr.skip(),) * 4
-    summary = summary_line(race, form.sampling.greedy, running) + "\n\n" + note
-    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running))
+    summary = summary_line(race, form.sampling.greedy, running, divergence) + "\n\n" + note
+    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running, divergence))
 
 
 @gpu
@@ -203,8 +207,9 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
         lm = get_model(model)
         profile, note = pick_profile(lm, profile_file)
         form = replace(form, settings=with_profile_hints(form.settings, profile))
-        race_steps = start_race(lm, lm.encode(prompt), profile, form.max_new_tokens, form.sampling,
-                                form.settings, DEVICE_LOCK)
+        prompt_ids = lm.encode(prompt)
+        race_steps = start_race(lm, prompt_ids, profile, form.max_new_tokens, form.sampling, form.settings,
+                                DEVICE_LOCK)
     except USER_ERRORS as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     except Exception as exc:  # never a stack trace in the page; the log keeps it
@@ -230,7 +235,9 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
         raise gr.Error(f"decoding failed: {exc}", print_exception=False) from None
     finally:
         race_steps.close()  # also on Stop: closes both decoders
-    yield view(lm, profile, note, race, form, running=False, charts=True)
+    # Differing greedy outputs are explained: where they part, and how close the full model's choice was.
+    divergence = race_divergence(lm, prompt_ids, race, DEVICE_LOCK) if form.sampling.greedy else None
+    yield view(lm, profile, note, race, form, running=False, charts=True, divergence=divergence)
 
 
 # --- sharing: the prompt and settings travel in the page's query string ------------------------

@@ -7,6 +7,7 @@ import json
 import sys
 
 from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.divergence import Divergence, explain_difference
 from selfspec.generate import GenerationResult, generate
 from selfspec.bench import runner as bench  # each adds its own subcommand (bench; search; push-profile)
 from selfspec.profiles import hub, search
@@ -107,25 +108,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
     baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None
     spec = generate(lm, prompt_ids, profile, args.max_new_tokens, sampling, settings)
+    # Differing greedy outputs: where they part and the full model's own top-2 gap there.
+    divergence = (explain_difference(lm.model, prompt_ids, baseline.token_ids, spec.token_ids)
+                  if baseline is not None and sampling.greedy else None)
     if args.json:
-        print(json.dumps(_json_report(lm, profile, baseline, spec)))
+        print(json.dumps(_json_report(lm, profile, baseline, spec, divergence)))
     else:
-        _print_report(baseline, spec)
+        _print_report(baseline, spec, divergence)
     return 0
 
 
 def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
-                 spec: GenerationResult) -> dict:
+                 spec: GenerationResult, divergence: Divergence | None = None) -> dict:
     report = {"model": lm.name, "profile": profile.to_dict(), "self_speculative": spec.to_dict(with_steps=True)}
     if baseline is not None:
         report["autoregressive"] = baseline.to_dict()
         report["identical"] = baseline.token_ids == spec.token_ids
+        report["divergence"] = divergence.to_dict() if divergence is not None else None
         report["speedup"] = (spec.summary.tokens_per_second / baseline.summary.tokens_per_second
                              if baseline.summary.tokens_per_second else None)
     return report
 
 
-def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> None:
+def _print_report(baseline: GenerationResult | None, spec: GenerationResult,
+                  divergence: Divergence | None = None) -> None:
     if baseline is not None:
         print("=== autoregressive ===")
         print(baseline.text)
@@ -143,6 +149,8 @@ def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> 
     if baseline is not None and baseline.summary.tokens_per_second:
         print(f"speedup {s.tokens_per_second / baseline.summary.tokens_per_second:.2f}x, "
               f"outputs identical: {baseline.token_ids == spec.token_ids}")
+    if divergence is not None:
+        print(divergence.describe())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,13 +124,18 @@ def load_model(
     return lm
 
 
+def hub_endpoint() -> str | None:
+    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import); None: the library's default."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hub endpoint accepts a connection (False when HF_HUB_OFFLINE=1)."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
-    url = urlparse(constants.ENDPOINT)
+    url = urlparse(hub_endpoint() or constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=timeout).close()

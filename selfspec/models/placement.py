@@ -95,7 +95,7 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
     once. A model too large for a second copy in memory stays in float32 unmeasured.
     """
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    if weights // 2 > _available_memory() // 4:
+    if weights // 2 > available_memory() // 4:
         return torch.float32, "float32 on the CPU (too large to time a bfloat16 copy)"
     ids = torch.ones(1, 1, dtype=torch.long)
     copies: list[nn.Module] = []
@@ -116,7 +116,7 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
     return torch.float32, "float32 on the CPU"
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
     try:
         for line in open("/proc/meminfo"):
             if line.startswith("MemAvailable:"):
