@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass, replace
 
 import gradio as gr
 
 from selfspec.engine.decoding import DraftSettings
 from selfspec.profiles.hub import load_profile
-from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
+from selfspec.models.loading import LanguageModel, ModelLoadError
 from selfspec.models.placement import zero_gpu
+from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, preset_models
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
@@ -37,13 +38,14 @@ except ImportError:
 
 log = logging.getLogger("selfspec.app")
 
-DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
-# More models for the dropdown: SELFSPEC_MODELS="Qwen/Qwen2.5-0.5B-Instruct,..." (any Hub id can be typed).
-EXTRA_MODELS = [m.strip() for m in os.environ.get("SELFSPEC_MODELS", "").split(",") if m.strip()]
 ZERO_GPU = zero_gpu()
+# The dropdown: the embedded default, then SELFSPEC_MODELS or the front matter's `models:` (ui/model_choice.py).
+PRESETS = preset_models(Path(__file__).with_name("README.md"))
+DEFAULT_CHOICE = default_choice(PRESETS)
 
 MAX_NEW_TOKENS = 1024
 MAX_DRAFT = 16
+MAX_PROFILE_BYTES = 64 * 1024  # a profile is ~1-3 KB of JSON; the server also refuses larger uploads
 TEXT_EVERY = 0.1  # seconds between streamed text updates
 CHARTS_EVERY = 0.75  # seconds between chart updates: re-plotting is the expensive part
 RENDER_SHARE = 5  # at least 5x an update's rendering time passes before the next one
@@ -61,9 +63,7 @@ EXAMPLE_LABELS = ["Summarise", "Code", "Q&A", "Translate", "Maths"]
 
 # One decoding job per device at a time; this lock also covers a cancelled run's last step.
 DEVICE_LOCK = threading.Lock()
-_MODELS: dict[str, LanguageModel] = {}
 _PROFILES: dict[str, tuple[SkipProfile, str]] = {}
-_LOAD_LOCK = threading.Lock()
 
 USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 
@@ -72,20 +72,14 @@ USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 
 
 def get_model(choice: str | None) -> LanguageModel:
-    """The model for a dropdown value, loaded once and kept for the life of the app."""
-    name = None if not choice or choice.strip() in (DEFAULT_LABEL, DEFAULT_MODEL_ID) else choice.strip()
-    key = name or DEFAULT_MODEL_ID
-    with _LOAD_LOCK:
-        if key not in _MODELS:
-            lm = load_model(name)  # device and dtype by capability (models/placement.py), SELFSPEC_DEVICE/DTYPE
-            if not ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
-                warm_up(lm)
-            _MODELS[key] = lm
-        return _MODELS[key]
+    """The model for a dropdown value (None: the default choice); a typed Hub id is checked before any download."""
+    return SHELF.get(choice or DEFAULT_CHOICE)
 
 
 def warm_up(lm: LanguageModel) -> None:
     """A two-token race: the first forwards pay one-off costs, which stay off the first real race."""
+    if ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
+        return
     with DEVICE_LOCK:
         for _ in start_race(lm, lm.encode("Hi"), SkipProfile.none(_layers(lm)), 2, Sampling(), DraftSettings()):
             pass
@@ -93,6 +87,9 @@ def warm_up(lm: LanguageModel) -> None:
 
 def _layers(lm: LanguageModel) -> int:
     return lm.model.config.num_hidden_layers
+
+
+SHELF = ModelShelf(PRESETS, DEFAULT_CHOICE, prepare=warm_up)  # device and dtype: models/placement.py
 
 
 def describe(profile: SkipProfile) -> str:
@@ -122,7 +119,7 @@ def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
 def pick_profile(lm: LanguageModel, upload: str | None) -> tuple[SkipProfile, str]:
     if not upload:
         return default_profile(lm)
-    profile = read_profile(upload)
+    profile = read_profile(upload, max_bytes=MAX_PROFILE_BYTES)
     profile.check_fits(_layers(lm))
     return profile, f"Skip profile: your upload; the draft {describe(profile)}."
 
@@ -298,7 +295,7 @@ def build_demo() -> gr.Blocks:
                 share_link = gr.Textbox(label="Link to this prompt and settings", buttons=["copy"],
                                         interactive=False, elem_id="share-link")
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown([DEFAULT_LABEL, *EXTRA_MODELS], value=DEFAULT_LABEL, label="Model",
+                model = gr.Dropdown([DEFAULT_LABEL, *PRESETS], value=DEFAULT_CHOICE, label="Model",
                                     allow_custom_value=True, info="or type a Hub model id")
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=96, step=1, label="Max new tokens")
                 with gr.Accordion("Decoding and drafting", open=False):
@@ -345,8 +342,8 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-default_profile(get_model(DEFAULT_LABEL))  # the one-time start-up load, before the first visitor
+default_profile(get_model(None))  # the one-time start-up load, before the first visitor
 demo = build_demo()
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(max_file_size=MAX_PROFILE_BYTES)

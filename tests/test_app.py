@@ -220,8 +220,9 @@ def test_cancelled_run_stops_and_the_next_run_works(client, app_module):
     (dict(max_draft=0), "less than minimum value 1"),
     (dict(mode="sampling", temperature=0), "less than minimum value 0.05"),
     (dict(mode="beam search"), "beam search"),
-    (dict(model="no-such-org/no-such-model"), "cannot load model 'no-such-org/no-such-model'"),  # Hub unreachable or no such repo
-    (dict(model="not a model id"), "cannot load model 'not a model id'"),
+    (dict(model="no-such-org/no-such-model"), "cannot check no-such-org/no-such-model on the Hub"),  # the guard
+    (dict(model="not a model id"), "'not a model id' is not a Hub model id"),
+    (dict(model="/etc"), "'/etc' is not a Hub model id"),  # a visitor cannot load local paths
 ])
 def test_bad_input_gives_a_clear_message(client, overrides, message):
     from gradio_client.exceptions import AppError
@@ -236,6 +237,7 @@ def test_bad_input_gives_a_clear_message(client, overrides, message):
     ("{not json", "not valid JSON"),
     ('{"num_layers": 12, "attn": [1], "mlp": []}', "this model has 30"),
     ('{"num_layers": 30, "attn": [31], "mlp": []}', "out of range"),
+    ('{"num_layers": 30, "attn": [], "mlp": [], "metadata": {"pad": "' + "x" * 70_000 + '"}}', "at most 64 KiB"),
 ])
 def test_bad_profile_upload_gives_a_clear_message(client, tmp_path, content, message):
     from gradio_client import handle_file

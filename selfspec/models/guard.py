@@ -48,13 +48,16 @@ def max_parameters() -> int:
         raise ModelRefused(f"SELFSPEC_MAX_PARAMS must be a number of parameters, got {value!r}") from None
 
 
-def check_typed_model(repo_id: str, placement: Placement) -> HubModel | None:
-    """Raise ModelRefused unless `repo_id` names a supported Hub model that fits; None when the guard is lifted."""
+def check_typed_model(repo_id: str, placement: Placement, preset: bool = False) -> HubModel | None:
+    """Raise ModelRefused unless `repo_id` names a supported Hub model that fits; None when the guard is lifted.
+
+    preset: the deployment's owner listed the model, so SELFSPEC_MAX_PARAMS does not apply; the rest does.
+    """
     if guard_lifted():
         return None
     facts = hub_model(repo_id)
-    limit = max_parameters()
-    if facts.parameters > limit:
+    limit = None if preset else max_parameters()
+    if limit is not None and facts.parameters > limit:
         raise ModelRefused(f"{repo_id} has {_billions(facts.parameters)} parameters, above this app's limit of "
                            f"{_billions(limit)} (SELFSPEC_MAX_PARAMS)")
     bytes_per = torch.empty((), dtype=placement.dtype).element_size() if isinstance(placement.dtype, torch.dtype) else 2
