@@ -20,21 +20,14 @@ from selfspec.engine.decoding import DraftSettings
 from selfspec.profiles.hub import load_profile
 from selfspec.models.loading import LanguageModel, ModelLoadError
 from selfspec.models.placement import zero_gpu
-from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, preset_models
+from selfspec.ui.zero_gpu import gpu_call
+from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, device_note, preset_models
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
 from selfspec.engine.divergence import Divergence
 from selfspec.ui.race import RACE_RULE, Lane, Race, race_divergence, start_race
 from selfspec.ui.render import panels, summary_line
-
-try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
-    import spaces
-
-    gpu = spaces.GPU(duration=120)
-except ImportError:
-    def gpu(fn):
-        return fn
 
 log = logging.getLogger("selfspec.app")
 
@@ -194,7 +187,7 @@ def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool,
     return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running, divergence))
 
 
-@gpu
+@gpu_call  # ZeroGPU lends a GPU per call (ui/zero_gpu.py); elsewhere a no-op
 def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive):
     """Race autoregressive and self-speculative decoding on one prompt; streams both as they go."""
     try:
@@ -203,6 +196,7 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
             raise ValueError("the prompt is empty: type something or pick an example")
         lm = get_model(model)
         profile, note = pick_profile(lm, profile_file)
+        note = f"{note} {device_note(lm)}"
         form = replace(form, settings=with_profile_hints(form.settings, profile))
         prompt_ids = lm.encode(prompt)
         race_steps = start_race(lm, prompt_ids, profile, form.max_new_tokens, form.sampling, form.settings,

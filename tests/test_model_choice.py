@@ -54,3 +54,25 @@ def test_the_shelf_keeps_the_default_and_the_latest_and_refuses_typed_ids_unchec
     with pytest.raises(ModelRefused, match="is not a Hub model id"):
         shelf.get(str(save_tiny(tmp_path / "unlisted")))  # a directory not in the preset: typed by a visitor
     assert shelf.loaded == [dirs[0], dirs[2]]
+
+
+def test_zero_gpu_duration_grows_with_the_token_budget_and_is_capped():
+    from selfspec.ui.zero_gpu import MAX_SECONDS, race_seconds
+
+    short, long = race_seconds("hi", "m", None, 16), race_seconds(prompt="hi", max_new_tokens=1024)
+    assert 0 < short < long <= MAX_SECONDS
+    assert race_seconds("hi", "m", None, 10**9) == MAX_SECONDS
+    assert race_seconds("hi", "m", None, "junk") == race_seconds("hi", "m", None, 96)  # bad input: the form refuses it
+
+
+def test_the_device_note_says_when_compiling_is_refused(tmp_path, monkeypatch):
+    from selfspec.models.loading import load_model
+    from selfspec.ui.model_choice import device_note
+
+    lm = load_model(str(save_tiny(tmp_path / "m")), dtype="float32")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    note = device_note(lm)
+    assert note.startswith("Runs in float32 on cpu, as asked.") and "ZeroGPU allows no torch.compile" in note
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    monkeypatch.setenv("SELFSPEC_COMPILE", "0")
+    assert "SELFSPEC_COMPILE=0" in device_note(lm)
