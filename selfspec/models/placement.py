@@ -106,7 +106,7 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
         copies[0](input_ids=ids)
 
     choice = choose_fastest(f"cpu-dtype:{key}", {"float32": lambda: model(input_ids=ids), "bfloat16": bf16_forward},
-                            torch.device("cpu"), repeats=5, rounds=3)
+                            torch.device("cpu"), repeats=3, rounds=2)
     copies.clear()
     ms = choice.milliseconds
     if "bfloat16" in ms and "float32" in ms and ms["bfloat16"] < CPU_16BIT_MARGIN * ms["float32"]:
