@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 
-from selfspec.engine.decoding import DraftSettings
 from selfspec.engine.divergence import Divergence, explain_difference
+from selfspec.engine.settings import DraftSettings
+from selfspec.errors import USER_ERRORS
 from selfspec.generate import GenerationResult, generate
 from selfspec.bench import runner as bench  # each adds its own subcommand (bench; search; push-profile)
 from selfspec.profiles import hub, search
 from selfspec.profiles.hub import HUB_PREFIX, fetch_profile, load_profile
-from selfspec.models.loading import LanguageModel, ModelLoadError, load_model
+from selfspec.models.loading import LanguageModel, load_model
 from selfspec.profiles.schema import ProfileError, SkipProfile, parse_layer_list, read_profile
 from selfspec.engine.sampling import Sampling
 
@@ -43,10 +44,13 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-draft", type=int, default=None,
                         help=f"K, most tokens drafted per step (default: the profile's, else {DraftSettings.max_draft})")
-    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
-                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule)")
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule); "
+                             "--no-adaptive: a fixed threshold, or none without --threshold "
+                             "(default: the profile's exit rule, else adaptive)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="draft-exit threshold on the draft's top-1 probability (fixed unless --adaptive; 0 = off)")
+                        help="draft-exit threshold on the draft's top-1 probability, or the adaptive rule's start "
+                             "(default: the profile's, else %s)" % DraftSettings.threshold)
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,16 +65,13 @@ def sampling_from(args: argparse.Namespace) -> Sampling:
 
 
 def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = None) -> DraftSettings:
-    max_draft = args.max_draft
-    if max_draft is None:  # the draft length the profile was searched and measured with
-        recommended = profile.decoding if profile is not None and profile.decoding else DraftSettings
-        max_draft = recommended.max_draft
-    if args.adaptive:
-        threshold = DraftSettings.threshold if args.threshold is None else args.threshold
-        return DraftSettings(max_draft=max_draft, exit="adaptive", threshold=threshold)
-    if args.threshold:
-        return DraftSettings(max_draft=max_draft, exit="fixed", threshold=args.threshold)
-    return DraftSettings(max_draft=max_draft, exit="off")
+    """The profile's recommended settings with what the command line set explicitly."""
+    exit = None
+    if args.adaptive is True:
+        exit = "adaptive"
+    elif args.adaptive is False:
+        exit = "fixed" if args.threshold else "off"
+    return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold)
 
 
 def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:
@@ -167,9 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (bench.register, search.register, hub.register):
         register(commands)
     return parser
-
-
-USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

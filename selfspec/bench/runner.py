@@ -23,7 +23,8 @@ import torch
 
 from selfspec.bench.prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
 from selfspec.bench.costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
-from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.decoding import autoregressive, self_speculative
+from selfspec.engine.settings import EXIT_RULES, DraftSettings
 from selfspec.engine.draft import DraftModel, VocabularyHead
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
@@ -289,12 +290,14 @@ def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
 # --- the command --------------------------------------------------------------------------------
 
 
-def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vocabs: Sequence[list[int] | None],
-                  exits: Sequence[dict], names: Sequence[str], prompt_lookup: int, early_exit: int) -> list[Method]:
-    """Our AR loop first, then the peers asked for; self-speculation once per K, draft vocabulary and exit rule.
+def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[DraftSettings],
+                  vocabs: Sequence[list[int] | None], names: Sequence[str], prompt_lookup: int,
+                  early_exit: int) -> list[Method]:
+    """Our AR loop first, then the peers asked for; self-speculation once per draft vocabulary and settings.
 
-    `exits` holds DraftSettings keyword sets (exit, threshold); with several, each method's name says its exit.
+    With settings of several exit rules, each method's name says its exit.
     """
+    several_exits = len({s.exit for s in settings}) > 1
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
@@ -302,11 +305,10 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vo
         for vocab in vocabs:
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
             draft = DraftModel(lm.model, profile, head)
-            for k in ks:
-                for exit_settings in exits:
-                    label = (f"self-spec K={k}" + ("" if vocab is None else f" V={len(vocab)}")
-                             + (f" {exit_settings['exit']}" if len(exits) > 1 else ""))
-                    methods.append(ours_self_speculative(lm, label, draft, DraftSettings(max_draft=k, **exit_settings)))
+            for s in settings:
+                label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
+                         + (f" {s.exit}" if several_exits else ""))
+                methods.append(ours_self_speculative(lm, label, draft, s))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
                                              prompt_lookup_num_tokens=prompt_lookup))
@@ -344,9 +346,9 @@ def _int_list(text: str) -> list[int]:
 
 def _exit_rules(text: str) -> list[str]:
     rules = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = set(rules) - {"adaptive", "fixed", "off"}
+    unknown = set(rules) - set(EXIT_RULES)
     if not rules or unknown:
-        raise argparse.ArgumentTypeError(f"exit rules are adaptive, fixed or off; got {text!r}")
+        raise argparse.ArgumentTypeError(f"exit rules are {', '.join(EXIT_RULES)}; got {text!r}")
     return rules
 
 
@@ -367,12 +369,15 @@ def register(commands) -> None:
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per prompt (the median is kept)")
     p.add_argument("--methods", default=",".join(METHOD_NAMES),
                    help=f"which of {', '.join(METHOD_NAMES)} to run besides our autoregressive loop")
-    p.add_argument("--max-draft", type=_int_list, default=[4], help="K for self-speculation; a list runs each")
+    p.add_argument("--max-draft", type=_int_list, default=None,
+                   help="K for self-speculation; a list runs each (default: the profile's)")
     p.add_argument("--draft-vocab", default="0",
                    help="draft head vocabulary sizes (0 = full head), comma-separated, or a vocabulary JSON file")
-    p.add_argument("--exit", type=_exit_rules, default=["adaptive"],
-                   help="draft-exit rule: adaptive, fixed or off; a comma-separated list runs each")
-    p.add_argument("--threshold", type=float, default=DraftSettings.threshold)
+    p.add_argument("--exit", type=_exit_rules, default=None,
+                   help=f"draft-exit rule: {', '.join(EXIT_RULES)}; a comma-separated list runs each "
+                        "(default: the profile's)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="draft-exit threshold, or the adaptive rule's start (default: the profile's)")
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -416,19 +421,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
-    exits = [{"exit": rule, "threshold": args.threshold if rule != "off" else 0.0} for rule in args.exit]
-    methods = build_methods(lm, profile, args.max_draft, draft_vocabularies(lm, args.draft_vocab, out),
-                            exits, names, args.prompt_lookup, early_exit)
+    settings = [DraftSettings.from_profile(profile, max_draft=k, exit=rule, threshold=args.threshold)
+                for k in args.max_draft or [None] for rule in args.exit or [None]]
+    methods = build_methods(lm, profile, settings, draft_vocabularies(lm, args.draft_vocab, out),
+                            names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
     title = f"{lm.name}, {args.dtype}, {machine(lm)['device']}"
     print(f"## {title}\n")
-    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(args.exit)}; "
+    exits = list(dict.fromkeys(s.exit for s in settings))
+    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(exits)}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
     if out is not None:
         report = {"model": lm.name, "dtype": args.dtype, "machine": machine(lm), "profile": profile.to_dict(),
-                  "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": args.exit,
-                               "threshold": args.threshold, "max_draft": args.max_draft},
+                  "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": exits,
+                               "threshold": settings[0].threshold,
+                               "max_draft": list(dict.fromkeys(s.max_draft for s in settings)),
+                               "draft": [asdict(s) for s in settings]},
                   "rows": [asdict(r) for r in rows], **detail}
         (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         charts = write_charts(rows, out, title)

@@ -14,40 +14,18 @@ A self-speculative step:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
 from selfspec.engine.cache import new_cache, truncate
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.narrow_linear import NarrowLinear
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
+from selfspec.engine.settings import DraftSettings
 from selfspec.engine.sampling import Sampling, accept_greedy, accept_sampled, probabilities, sample
-
-
-@dataclass(frozen=True)
-class DraftSettings:
-    max_draft: int = 4  # K: most tokens drafted per step
-    exit: str = "adaptive"  # "adaptive", "fixed" or "off"
-    threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
-    target_acceptance: float = 0.9  # adaptive rule's alpha
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_draft, int) or self.max_draft < 1:
-            raise ValueError(f"max_draft must be a positive integer, got {self.max_draft!r}")
-        if self.exit not in ("adaptive", "fixed", "off"):
-            raise ValueError(f"exit must be 'adaptive', 'fixed' or 'off', got {self.exit!r}")
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-
-    def new_exit(self) -> DraftExit:
-        if self.exit == "adaptive":
-            return AdaptiveThreshold(gamma=self.threshold, target=self.target_acceptance)
-        return FixedThreshold(self.threshold if self.exit == "fixed" else 0.0)
 
 
 def eos_token_ids(model: nn.Module) -> frozenset[int]:

@@ -16,8 +16,9 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.decoding import autoregressive, self_speculative
 from selfspec.engine.divergence import Divergence, explain_difference
+from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord, Summary, summarize
