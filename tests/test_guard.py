@@ -75,3 +75,14 @@ def test_the_guard_can_be_lifted_for_a_private_deployment(loopback_hub, monkeypa
     monkeypatch.setenv("SELFSPEC_ALLOW_ANY_MODEL", "1")
     assert check_typed_model("org/anything", CPU_BF16) is None
     assert loopback_hub.requests == []
+
+
+def test_on_zero_gpu_the_memory_is_the_slice_lent_per_call(loopback_hub, monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # no GPU is attached at start-up: nothing to query
+    monkeypatch.setenv("SELFSPEC_MAX_PARAMS", "1e11")
+    cuda = Placement("cuda", torch.bfloat16, "test")
+    publish(loopback_hub, "org/20b", parameters=20_000_000_000)  # 40 GB of bf16 weights
+    assert check_typed_model("org/20b", cuda).parameters == 20_000_000_000
+    publish(loopback_hub, "org/25b", parameters=25_000_000_000)
+    with pytest.raises(ModelRefused, match=r"on cuda, which has 48.0 GiB"):
+        check_typed_model("org/25b", cuda)

@@ -110,14 +110,11 @@ def _parameters_from_index(repo_id: str, info, config: dict) -> int | None:
 
 
 def device_memory(device: str) -> int:
-    if torch.device(device).type == "cuda":
-        try:
-            return torch.cuda.get_device_properties(torch.device(device)).total_memory
-        except (RuntimeError, AssertionError):
-            if zero_gpu():
-                return ZERO_GPU_MEMORY
-            raise
-    return available_memory()
+    if torch.device(device).type != "cuda":
+        return available_memory()
+    if zero_gpu():  # no GPU is attached outside @spaces.GPU calls
+        return ZERO_GPU_MEMORY
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory
 
 
 def _billions(n: int) -> str:

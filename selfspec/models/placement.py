@@ -52,25 +52,15 @@ def choose_placement(device: str | torch.device | None = None, dtype: str | torc
     if dtype is not None:
         return Placement(device, resolve_dtype(dtype), f"{_name(resolve_dtype(dtype))} on {device}, as asked")
     if torch.device(device).type == "cuda":
-        capability = cuda_capability(device)
-        if capability is None:  # ZeroGPU before a GPU is attached: its cards are all 8.0 or newer
-            return Placement(device, torch.bfloat16, "bfloat16 on ZeroGPU (its GPUs have native bf16)")
+        if zero_gpu():  # no GPU is attached outside @spaces.GPU calls; every ZeroGPU card is 8.0 or newer
+            return Placement(device, torch.bfloat16, "bfloat16 on ZeroGPU (its GPUs compute it natively)")
+        capability = tuple(torch.cuda.get_device_capability(torch.device(device)))
         shown = ".".join(map(str, capability))
         if capability >= NATIVE_BF16_CAPABILITY:
             return Placement(device, torch.bfloat16, f"bfloat16: CUDA capability {shown} computes it natively")
         return Placement(device, torch.float16, f"float16: CUDA capability {shown} has no native bfloat16")
     return Placement(device, torch.float32, "float32 on the CPU (exact), unless bfloat16 measures faster",
                      measure_cpu_16bit=True)
-
-
-def cuda_capability(device: str) -> tuple[int, int] | None:
-    """(major, minor) of a CUDA device, or None where it cannot be read yet (ZeroGPU at start-up)."""
-    try:
-        return tuple(torch.cuda.get_device_capability(torch.device(device)))
-    except (RuntimeError, AssertionError):
-        if zero_gpu():
-            return None
-        raise
 
 
 def _cuda_present() -> bool:
