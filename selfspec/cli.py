@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from selfspec.engine.divergence import Divergence, explain_difference
 from selfspec.engine.runtime import Engine
 from selfspec.engine.settings import DraftSettings
 from selfspec.errors import USER_ERRORS
@@ -20,8 +21,10 @@ from selfspec.engine.sampling import Sampling
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="Hub id, local directory, .gguf file or qwen2.5-coder-1.5b (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
+    parser.add_argument("--dtype", default=None,
+                        help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA capability >= 8.0, "
+                             "float16 below, float32 on the CPU unless bfloat16 measures faster there)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,26 +123,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
     baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None
     spec = generate(lm, prompt_ids, profile, args.max_new_tokens, sampling, settings)
+    # Differing greedy outputs: where they part and the full model's own top-2 gap there.
+    divergence = (explain_difference(lm.model, prompt_ids, baseline.token_ids, spec.token_ids)
+                  if baseline is not None and sampling.greedy else None)
     if args.json:
-        print(json.dumps(_json_report(lm, profile, baseline, spec)))
+        print(json.dumps(_json_report(lm, profile, baseline, spec, divergence)))
     else:
-        _print_report(baseline, spec)
+        _print_report(baseline, spec, divergence)
     return 0
 
 
 def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
-                 spec: GenerationResult) -> dict:
+                 spec: GenerationResult, divergence: Divergence | None = None) -> dict:
     report = {"model": lm.name, "profile": profile.to_dict(), "engine": lm.engine.describe(),
               "self_speculative": spec.to_dict(with_steps=True)}
     if baseline is not None:
         report["autoregressive"] = baseline.to_dict()
         report["identical"] = baseline.token_ids == spec.token_ids
+        report["divergence"] = divergence.to_dict() if divergence is not None else None
         report["speedup"] = (spec.summary.tokens_per_second / baseline.summary.tokens_per_second
                              if baseline.summary.tokens_per_second else None)
     return report
 
 
-def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> None:
+def _print_report(baseline: GenerationResult | None, spec: GenerationResult,
+                  divergence: Divergence | None = None) -> None:
     if baseline is not None:
         print("=== autoregressive ===")
         print(baseline.text)
@@ -157,6 +165,8 @@ def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> 
     if baseline is not None and baseline.summary.tokens_per_second:
         print(f"speedup {s.tokens_per_second / baseline.summary.tokens_per_second:.2f}x, "
               f"outputs identical: {baseline.token_ids == spec.token_ids}")
+    if divergence is not None:
+        print(divergence.describe())
 
 
 def build_parser() -> argparse.ArgumentParser:
