@@ -74,5 +74,4 @@ def test_the_device_note_says_when_compiling_is_refused(tmp_path, monkeypatch):
     note = device_note(lm)
     assert note.startswith("Runs in float32 on cpu, as asked.") and "ZeroGPU allows no torch.compile" in note
     monkeypatch.delenv("SPACES_ZERO_GPU")
-    monkeypatch.setenv("SELFSPEC_COMPILE", "0")
-    assert "SELFSPEC_COMPILE=0" in device_note(lm)
+    assert device_note(lm) == "Runs in float32 on cpu, as asked."  # this host (with a compiler) refuses nothing

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from selfspec.engine.host import zero_gpu
 from selfspec.engine.kernels import choose_fastest
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -67,11 +66,6 @@ def _cuda_present() -> bool:
     return zero_gpu() or torch.cuda.is_available()
 
 
-def zero_gpu() -> bool:
-    """A ZeroGPU Space: a GPU is lent per call of a @spaces.GPU function (the platform sets this variable)."""
-    return bool(os.environ.get("SPACES_ZERO_GPU"))
-
-
 def _name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -115,25 +109,3 @@ def available_memory() -> int:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
-
-def compile_allowed(device: str | torch.device = "cpu") -> tuple[bool, str]:
-    """Whether torch.compile may be used here, and a one-line notice saying why not.
-
-    Callers fall back to the eager forward when it is not: a refused compile must never stop a start.
-    """
-    if os.environ.get("SELFSPEC_COMPILE", "1") == "0":
-        return False, "torch.compile off (SELFSPEC_COMPILE=0): running eager"
-    if zero_gpu():
-        return False, "ZeroGPU allows no torch.compile (ahead-of-time compiled graphs only): running eager"
-    try:
-        import torch._dynamo
-
-        if not torch._dynamo.is_dynamo_supported():
-            return False, f"torch.compile does not support Python {sys.version.split()[0]}: running eager"
-    except Exception as exc:  # an odd build: say so, run eager
-        return False, f"torch.compile unavailable ({type(exc).__name__}): running eager"
-    # Inductor builds C++ kernels on the CPU; on CUDA, Triton builds its launcher with a C compiler.
-    variable, commands = ("CXX", ("c++", "g++", "clang++")) if torch.device(device).type == "cpu" else ("CC", ("cc", "gcc", "clang"))
-    if not os.environ.get(variable) and not any(shutil.which(command) for command in commands):
-        return False, f"torch.compile needs a compiler ({' or '.join(commands)}), none found: running eager"
-    return True, "torch.compile allowed"
