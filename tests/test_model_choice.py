@@ -76,3 +76,28 @@ def test_the_device_note_says_when_compiling_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("SPACES_ZERO_GPU")
     monkeypatch.setenv("SELFSPEC_COMPILE", "0")
     assert "SELFSPEC_COMPILE=0" in device_note(lm)
+
+
+def test_on_a_space_the_race_asks_zero_gpu_for_its_duration(monkeypatch):
+    import sys
+    import types
+
+    from selfspec.ui.zero_gpu import gpu_call, race_seconds
+
+    asked = {}
+
+    def GPU(duration):  # what the `spaces` package offers on a Space
+        def mark(fn):
+            asked["duration"], asked["fn"] = duration, fn
+            return fn
+        return mark
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+
+    def compare(prompt, model, profile_file, max_new_tokens):
+        return max_new_tokens
+
+    assert gpu_call(compare) is compare and asked == {"duration": race_seconds, "fn": compare}
+    monkeypatch.setitem(sys.modules, "spaces", None)  # `import spaces` raises ImportError: not on a Space
+    asked.clear()
+    assert gpu_call(compare) is compare and asked == {}
