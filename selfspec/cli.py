@@ -7,6 +7,7 @@ import json
 import sys
 
 from selfspec.engine.divergence import Divergence, explain_difference
+from selfspec.engine.runtime import Engine
 from selfspec.engine.settings import DraftSettings
 from selfspec.errors import USER_ERRORS
 from selfspec.generate import GenerationResult, generate
@@ -24,6 +25,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA capability >= 8.0, "
                              "float16 below, float32 on the CPU unless 16 bits measure faster there)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the decoding steps with torch.compile (default: SELFSPEC_COMPILE, "
+                             "else on for CUDA, off for CPU)")
+
+
+def use_engine_arguments(args: argparse.Namespace, lm: LanguageModel) -> None:
+    """Apply --compile/--no-compile to the model's engine (which is otherwise built with the defaults)."""
+    if getattr(args, "compile", None) is not None:
+        lm.engine = Engine(lm.model, compile=args.compile)
 
 
 def add_fetch_argument(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +116,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise ValueError("the prompt is empty")
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
+    use_engine_arguments(args, lm)
     profile = profile_from(args, lm)
     settings = draft_settings_from(args, profile)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
@@ -121,7 +135,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
                  spec: GenerationResult, divergence: Divergence | None = None) -> dict:
-    report = {"model": lm.name, "profile": profile.to_dict(), "self_speculative": spec.to_dict(with_steps=True)}
+    report = {"model": lm.name, "profile": profile.to_dict(), "engine": lm.engine.describe(),
+              "self_speculative": spec.to_dict(with_steps=True)}
     if baseline is not None:
         report["autoregressive"] = baseline.to_dict()
         report["identical"] = baseline.token_ids == spec.token_ids
@@ -159,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
     add_model_arguments(gen)
+    add_engine_arguments(gen)
     add_fetch_argument(gen)
     add_profile_arguments(gen)
     add_generation_arguments(gen)

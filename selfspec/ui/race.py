@@ -133,8 +133,8 @@ def start_race(
 ) -> Iterator[Race]:
     """Both decoders on the same request; a bad request raises ValueError here, before any step."""
     profile.check_fits(lm.model.config.num_hidden_layers)
-    baseline = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling)
-    candidate = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings)
+    baseline = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling, engine=lm.engine)
+    candidate = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings, engine=lm.engine)
     device = lm.device
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     return run_race(baseline, candidate, device_lock, synchronize)
