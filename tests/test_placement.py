@@ -1,4 +1,4 @@
-"""Device and dtype by capability (CUDA mocked within each test), the CPU's measured choice, compiling."""
+"""Device and dtype by capability (CUDA mocked within each test), and the CPU's measured choice."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 
 from selfspec.engine.kernels import machine_fingerprint
 from selfspec.models.loading import load_model
-from selfspec.models.placement import choose_placement, compile_allowed, measured_cpu_dtype
+from selfspec.models.placement import choose_placement, measured_cpu_dtype
 from tiny_models import save_tiny, tiny_model
 
 
@@ -108,22 +108,3 @@ def test_load_model_applies_the_placement(tmp_path, monkeypatch):
     lm = load_model(str(path))
     assert lm.model.dtype == torch.bfloat16 and "bfloat16 on the CPU" in lm.placement
     assert load_model(str(path), dtype="float32").model.dtype == torch.float32
-
-
-def test_compiling_is_refused_on_zero_gpu_and_by_the_switch(monkeypatch):
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    allowed, notice = compile_allowed("cuda")
-    assert not allowed and "ZeroGPU" in notice and "\n" not in notice
-    monkeypatch.delenv("SPACES_ZERO_GPU")
-    monkeypatch.setenv("SELFSPEC_COMPILE", "0")
-    allowed, notice = compile_allowed()
-    assert not allowed and "SELFSPEC_COMPILE=0" in notice
-
-
-def test_compiling_needs_a_compiler(monkeypatch):
-    monkeypatch.setenv("PATH", "")
-    monkeypatch.delenv("CXX", raising=False)
-    allowed, notice = compile_allowed("cpu")
-    assert not allowed and "compiler" in notice
-    monkeypatch.setenv("CXX", "/opt/some/c++")
-    assert compile_allowed("cpu")[0] == torch._dynamo.is_dynamo_supported()

@@ -1,4 +1,4 @@
-"""Where a model runs, in which precision, and whether this host lets it be compiled.
+"""Where a model runs and in which precision.
 
 One rule for the library, the CLI and the app (each may still name a device or dtype, and
 SELFSPEC_DEVICE / SELFSPEC_DTYPE override the default):
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -120,26 +118,3 @@ def available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def compile_allowed(device: str | torch.device = "cpu") -> tuple[bool, str]:
-    """Whether torch.compile may be used here, and a one-line notice saying why not.
-
-    Callers fall back to the eager forward when it is not: a refused compile must never stop a start.
-    """
-    if os.environ.get("SELFSPEC_COMPILE", "1") == "0":
-        return False, "torch.compile off (SELFSPEC_COMPILE=0): running eager"
-    if zero_gpu():
-        return False, "ZeroGPU allows no torch.compile (ahead-of-time compiled graphs only): running eager"
-    try:
-        import torch._dynamo
-
-        if not torch._dynamo.is_dynamo_supported():
-            return False, f"torch.compile does not support Python {sys.version.split()[0]}: running eager"
-    except Exception as exc:  # an odd build: say so, run eager
-        return False, f"torch.compile unavailable ({type(exc).__name__}): running eager"
-    # Inductor builds C++ kernels on the CPU; on CUDA, Triton builds its launcher with a C compiler.
-    variable, commands = ("CXX", ("c++", "g++", "clang++")) if torch.device(device).type == "cpu" else ("CC", ("cc", "gcc", "clang"))
-    if not os.environ.get(variable) and not any(shutil.which(command) for command in commands):
-        return False, f"torch.compile needs a compiler ({' or '.join(commands)}), none found: running eager"
-    return True, "torch.compile allowed"

@@ -17,7 +17,8 @@ from typing import Callable
 
 from selfspec.models.guard import check_typed_model
 from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, load_model
-from selfspec.models.placement import choose_placement, compile_allowed
+from selfspec.engine.compiled import compile_allowed, compile_setting
+from selfspec.models.placement import choose_placement
 
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
 KEEP_LOADED = 2  # the default choice and one other
@@ -102,7 +103,7 @@ class ModelShelf:
 
 
 def device_note(lm: LanguageModel) -> str:
-    """One line for the page: the precision and why, and whether this host lets the forward be compiled."""
-    allowed, notice = compile_allowed(lm.device)
+    """One line for the page: the precision and why, and eager when compiling is wanted but not allowed here."""
     placement = f"Runs in {lm.placement}." if lm.placement else ""
-    return placement + ("" if allowed else f" {notice[0].upper()}{notice[1:]}.")
+    refused = compile_allowed(lm.device) if compile_setting(None, lm.device) else None
+    return placement + (f" Eager, not compiled: {refused}." if refused else "")
