@@ -23,7 +23,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="Hub id, local directory, .gguf file or qwen2.5-coder-1.5b (default: embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default=None,
                         help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA capability >= 8.0, "
-                             "float16 below, float32 on the CPU unless bfloat16 measures faster there)")
+                             "float16 below, float32 on the CPU unless 16 bits measure faster there)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
 
 
