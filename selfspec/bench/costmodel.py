@@ -23,23 +23,10 @@ import torch
 from torch import nn
 
 from selfspec.engine.cache import new_cache, truncate
+from selfspec.engine.controller import expected_tokens, speedup_bound  # noqa: F401 (the formulas live with their user)
 from selfspec.engine.decoding import forward_full, forward_verify
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.records import StepRecord
-
-
-def expected_tokens(a: float, k: int) -> float:
-    """Tokens committed per step with K drafts accepted with probability a each (correction included)."""
-    if not 0 <= a <= 1:
-        raise ValueError(f"acceptance must be in [0, 1], got {a}")
-    if a == 1:
-        return k + 1.0
-    return (1 - a ** (k + 1)) / (1 - a)
-
-
-def speedup_bound(a: float, c: float, v: float, k: int) -> float:
-    """E / (K*c + v): the speedup over autoregressive decoding if only forward passes cost time."""
-    return expected_tokens(a, k) / (k * c + v)
 
 
 def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int]) -> float | None:

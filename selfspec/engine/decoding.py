@@ -22,6 +22,7 @@ from torch import nn
 
 from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
 from selfspec.engine.cache import new_cache, truncate
+from selfspec.engine.controller import DraftLength
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.narrow_linear import NarrowLinear
 from selfspec.profiles.schema import SkipProfile
@@ -35,6 +36,7 @@ class DraftSettings:
     exit: str = "adaptive"  # "adaptive", "fixed" or "off"
     threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
     target_acceptance: float = 0.9  # adaptive rule's alpha
+    controller: bool = False  # choose each step's draft length (0 = a plain step) from measured costs
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or self.max_draft < 1:
@@ -282,13 +284,18 @@ def _self_speculative(model: nn.Module, draft: DraftModel, run: _Run, sampling: 
     cache = new_cache()
     generator = sampling.generator(run.device)
     exit_rule = settings.new_exit()
+    lengths = DraftLength(settings.max_draft) if settings.controller else None
     record, pending = run.prefill(model, cache, sampling, generator)
     yield record
     while not run.finished:
         position = run.prompt.shape[1] + run.generated - 1  # where the pending token goes
-        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)
-        if max_tokens < 1:  # one token left: drafting cannot pay off
+        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)  # one token left: no draft
+        if lengths is not None:
+            max_tokens = lengths.choose(max_tokens)
+        if max_tokens < 1:  # a plain step with the full model
             record, pending = run.decode_one(model, cache, pending, sampling, generator, exit_rule.threshold)
+            if lengths is not None:
+                lengths.observe_plain(record.verify_seconds)
             yield record
             continue
         t0 = run.clock()
@@ -301,5 +308,7 @@ def _self_speculative(model: nn.Module, draft: DraftModel, run: _Run, sampling: 
         truncate(cache, position + 1 + accepted)
         t2 = run.clock()
         exit_rule.update(accepted, len(drafted))
+        if lengths is not None:
+            lengths.observe_draft(len(drafted), accepted, t1 - t0, t2 - t1)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         yield run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1, exit_rule.threshold)
