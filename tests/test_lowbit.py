@@ -107,3 +107,51 @@ def test_bad_draft_weights_are_refused():
         DraftModel(model, SkipProfile(4), weights="int3")
     with pytest.raises(ValueError, match="not a int8 kernel"):
         DraftModel(model, SkipProfile(4), weights="int8", kernels={"int8": "magic"})
+
+
+# --- auto: measure the candidates, keep the one predicted fastest ----------------------------------
+
+
+def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypatch, tmp_path):
+    from selfspec.profiles.draft_weights import build_draft, model_bytes
+
+    model = tiny_model("qwen3")
+    profile = SkipProfile(4, mlp=[2])
+    draft, choice = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], max_draft=3, key="tiny")
+    assert choice.budget_bytes == model_bytes(model) // 2 and not choice.cached
+    assert {c.weights for c in choice.candidates} == {"full", "int8", "int4"}
+    best = max((c for c in choice.candidates if c.bound is not None), key=lambda c: c.bound)
+    assert draft.weights == choice.weights == best.weights
+    for c in choice.candidates:
+        if c.bound is not None:  # the bound is the cost model's at the candidate's own numbers
+            e = sum(c.acceptance ** i for i in range(c.best_k + 1))
+            assert c.bound == pytest.approx(e / (c.best_k * c.c + c.v[c.best_k]), rel=1e-3)
+    expected = generated(autoregressive(model, [9, 10], 16))
+    assert generated(self_speculative(model, [9, 10], draft, 16, settings=DraftSettings(max_draft=3))) == expected
+
+    _, none = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], budget_bytes=0, key="tiny")
+    assert none.weights == "full"
+    assert {c.weights: c.note for c in none.candidates if c.note} == {"int8": "over the memory budget",
+                                                                      "int4": "over the memory budget"}
+
+    monkeypatch.setenv("SELFSPEC_KERNEL_CACHE", "1")
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    _, first = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
+    again, second = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
+    assert second.cached and second.weights == first.weights == again.weights
+
+
+@pytest.mark.parametrize("text,expected", [("300MB", 300_000_000), ("1.5GiB", int(1.5 * 2**30)), ("0", 0),
+                                           ("1234", 1234)])
+def test_memory_sizes_parse(text, expected):
+    from selfspec.profiles.draft_weights import parse_bytes
+
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "-3MB", ""])
+def test_bad_memory_sizes_are_refused(text):
+    from selfspec.profiles.draft_weights import parse_bytes
+
+    with pytest.raises(ValueError, match="memory size"):
+        parse_bytes(text)

@@ -90,7 +90,15 @@ def _interleaved_medians(fns: dict, reps: int, synchronize) -> dict:
 @torch.inference_mode()
 def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int], max_k: int,
                   reps: int = 7) -> Costs:
-    """Time single forwards after a real prompt: full 1 token, draft 1 token, full K+1 tokens (K=1..max_k).
+    """Time single forwards after a real prompt: full 1 token, draft 1 token, full K+1 tokens (K=1..max_k)."""
+    return measure_draft_costs(model, {"draft": draft}, prompt_ids, max_k, reps)["draft"]
+
+
+@torch.inference_mode()
+def measure_draft_costs(model: nn.Module, drafts: dict[str, DraftModel], prompt_ids: Sequence[int], max_k: int,
+                        reps: int = 7) -> dict[str, Costs]:
+    """`measure_costs` for several drafts at once: the full-model forwards are timed once, every
+    draft in the same interleaved rounds, so their c values compare fairly.
 
     Every timed forward appends to the prompt's cache and is rolled back, so each sees the same context.
     """
@@ -109,13 +117,17 @@ def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int]
             truncate(cache, n)
         return run
 
-    def draft_one():
-        draft(rows[:, :1], torch.tensor([[n]], device=device), cache)
-        truncate(cache, n)
+    def draft_one(draft: DraftModel):
+        def run():
+            draft(rows[:, :1], torch.tensor([[n]], device=device), cache)
+            truncate(cache, n)
+        return run
 
-    fns = {"full": full(1), "draft": draft_one, **{k: full(k + 1) for k in range(1, max_k + 1)}}
+    fns = {"full": full(1), **{("draft", name): draft_one(d) for name, d in drafts.items()},
+           **{k: full(k + 1) for k in range(1, max_k + 1)}}
     for fn in fns.values():  # warm-up
         fn()
     t = _interleaved_medians(fns, reps, sync)
     v = {k: t[k] / t["full"] for k in range(1, max_k + 1)}
-    return Costs(full_seconds=t["full"], draft_seconds=t["draft"], c=t["draft"] / t["full"], v=v, context=n)
+    return {name: Costs(full_seconds=t["full"], draft_seconds=t[("draft", name)], c=t[("draft", name)] / t["full"],
+                        v=v, context=n) for name in drafts}

@@ -12,6 +12,7 @@ speedup / bound.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -27,6 +28,8 @@ from selfspec.engine.decoding import DraftSettings, autoregressive, self_specula
 from selfspec.engine.draft import DraftModel, VocabularyHead
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.profiles.draft_weights import WEIGHT_CHOICES, build_draft
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
 from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
@@ -180,7 +183,8 @@ def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], 
     row.mean_accepted_tokens = sum(len(r.token_ids) for r in steps) / len(steps) if steps else None
     row.a = acceptance_per_token(steps)
     # What the loop itself paid, in the same units, for comparison with the isolated forwards.
-    row.extra = {"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
+    row.extra = {"plain_steps": sum(1 for rs in records for r in rs if r.kind == "decode"),
+                 "draft_extra_bytes": method.draft.extra_bytes,"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
                  "verify_seconds_per_step": sum(r.verify_seconds for r in steps) / len(steps) if steps else None,
                  "mean_drafted": drafted / len(steps) if steps else None}
     if costs is None or row.a is None:
@@ -232,7 +236,7 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
 # --- output -------------------------------------------------------------------------------------
 
 
-COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify",
+COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify", "plain steps",
            "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
 
@@ -245,7 +249,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
     for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
                  _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
-                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
+                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), str(r.extra.get("plain_steps", "–")), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
                  _fmt(r.bound), _fmt(r.efficiency), _fmt(r.extra.get("bound_in_run")),
                  _fmt(r.extra.get("efficiency_in_run"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -290,8 +294,10 @@ def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
 
 
 def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vocabs: Sequence[list[int] | None],
-                  exits: Sequence[dict], names: Sequence[str], prompt_lookup: int, early_exit: int) -> list[Method]:
-    """Our AR loop first, then the peers asked for; self-speculation once per K, draft vocabulary and exit rule.
+                  exits: Sequence[dict], names: Sequence[str], prompt_lookup: int, early_exit: int,
+                  weights: Sequence[str] = ("full",), controller: bool = False) -> list[Method]:
+    """Our AR loop first, then the peers asked for; self-speculation once per draft weights, draft
+    vocabulary, K and exit rule.
 
     `exits` holds DraftSettings keyword sets (exit, threshold); with several, each method's name says its exit.
     """
@@ -299,14 +305,19 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vo
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
     if "self-speculative" in names:
-        for vocab in vocabs:
+        calibration = lm.encode(builtin_prompts()[2]) if "auto" in weights else ()
+        for weight, vocab in itertools.product(weights, vocabs):
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
-            draft = DraftModel(lm.model, profile, head)
+            draft, choice = build_draft(lm.model, profile, weight, calibration_ids=calibration, max_draft=max(ks),
+                                        key=lm.name, head=head)
             for k in ks:
                 for exit_settings in exits:
                     label = (f"self-spec K={k}" + ("" if vocab is None else f" V={len(vocab)}")
+                             + (f" {weight}" if len(weights) > 1 or weight != "full" else "")
+                             + (f"={choice.weights}" if choice is not None else "")
                              + (f" {exit_settings['exit']}" if len(exits) > 1 else ""))
-                    methods.append(ours_self_speculative(lm, label, draft, DraftSettings(max_draft=k, **exit_settings)))
+                    settings = DraftSettings(max_draft=k, controller=controller, **exit_settings)
+                    methods.append(ours_self_speculative(lm, label, draft, settings))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
                                              prompt_lookup_num_tokens=prompt_lookup))
@@ -350,6 +361,13 @@ def _exit_rules(text: str) -> list[str]:
     return rules
 
 
+def _weights_list(text: str) -> list[str]:
+    weights = [x.strip() for x in text.split(",") if x.strip()]
+    if not weights or set(weights) - set(WEIGHT_CHOICES):
+        raise argparse.ArgumentTypeError(f"draft weights are {', '.join(WEIGHT_CHOICES)}; got {text!r}")
+    return weights
+
+
 METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
 
 
@@ -373,6 +391,10 @@ def register(commands) -> None:
     p.add_argument("--exit", type=_exit_rules, default=["adaptive"],
                    help="draft-exit rule: adaptive, fixed or off; a comma-separated list runs each")
     p.add_argument("--threshold", type=float, default=DraftSettings.threshold)
+    p.add_argument("--draft-weights", type=_weights_list, default=["full", "int8", "int4"],
+                   help="draft weights to run, comma-separated, of full, int8, int4 and auto")
+    p.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
+                   help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -418,17 +440,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
     exits = [{"exit": rule, "threshold": args.threshold if rule != "off" else 0.0} for rule in args.exit]
     methods = build_methods(lm, profile, args.max_draft, draft_vocabularies(lm, args.draft_vocab, out),
-                            exits, names, args.prompt_lookup, early_exit)
+                            exits, names, args.prompt_lookup, early_exit, args.draft_weights, args.controller)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
     title = f"{lm.name}, {args.dtype}, {machine(lm)['device']}"
     print(f"## {title}\n")
     print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(args.exit)}; "
+          f"controller={'on' if args.controller else 'off'}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
     if out is not None:
         report = {"model": lm.name, "dtype": args.dtype, "machine": machine(lm), "profile": profile.to_dict(),
                   "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": args.exit,
-                               "threshold": args.threshold, "max_draft": args.max_draft},
+                               "threshold": args.threshold, "max_draft": args.max_draft,
+                               "draft_weights": args.draft_weights, "controller": args.controller},
+                  "drafts": {m.name: {"draft_weights": m.draft.weights, "draft_extra_bytes": m.draft.extra_bytes,
+                                      "kernels": m.draft.lowbit.kernels if m.draft.lowbit else {}}
+                             for m in methods if m.draft is not None},
                   "rows": [asdict(r) for r in rows], **detail}
         (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         charts = write_charts(rows, out, title)

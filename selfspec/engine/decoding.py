@@ -279,12 +279,18 @@ def self_speculative(
     return _self_speculative(model, draft, run, sampling, settings)
 
 
+def _controls_lengths(settings: DraftSettings, sampling: Sampling) -> bool:
+    """The controller decides from clocks, so step boundaries vary from run to run: harmless for greedy
+    output, but a seeded sample would change with them; a seed keeps the fixed draft length."""
+    return settings.controller and (sampling.greedy or sampling.seed is None)
+
+
 def _self_speculative(model: nn.Module, draft: DraftModel, run: _Run, sampling: Sampling,
                       settings: DraftSettings) -> Iterator[StepRecord]:
     cache = new_cache()
     generator = sampling.generator(run.device)
     exit_rule = settings.new_exit()
-    lengths = DraftLength(settings.max_draft) if settings.controller else None
+    lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
     record, pending = run.prefill(model, cache, sampling, generator)
     yield record
     while not run.finished:
