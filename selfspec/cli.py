@@ -51,9 +51,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--draft-weights", choices=WEIGHT_CHOICES, default="auto",
+    parser.add_argument("--draft-weights", choices=WEIGHT_CHOICES, default=None,
                         help="the draft's weights: full (the paper's draft, no extra memory), int8 or int4 copies "
-                             "held beside the model, or auto: measure them here and take the fastest (default)")
+                             "held beside the model, or auto: measure them here and take the fastest "
+                             "(default: the profile's, else auto)")
     parser.add_argument("--max-draft-memory", type=parse_bytes, default=None,
                         help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
     parser.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
@@ -88,8 +89,9 @@ def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = 
 def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile,
                settings: DraftSettings) -> tuple[DraftModel, WeightsChoice | None]:
     """The draft the command line asks for; `auto` measures the candidates once per machine (cached)."""
-    calibration = lm.encode(builtin_prompts()[2]) if args.draft_weights == "auto" else ()
-    draft, choice = build_draft(lm.model, profile, args.draft_weights, calibration_ids=calibration,
+    weights = args.draft_weights or (profile.decoding and profile.decoding.draft_weights) or "auto"
+    calibration = lm.encode(builtin_prompts()[2]) if weights == "auto" else ()
+    draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration,
                                 max_draft=settings.max_draft, budget_bytes=args.max_draft_memory, key=lm.name)
     if choice is not None:
         where = "cached choice" if choice.cached else f"measured in {choice.seconds:.1f} s"

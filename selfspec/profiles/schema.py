@@ -91,11 +91,15 @@ class Decoding:
     exit: str = "adaptive"  # "adaptive", "fixed" or "off"
     threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
     target_acceptance: float = 0.9  # the adaptive rule's alpha
+    draft_weights: str | None = None  # "full", "int8", "int4" or "auto" (None: the user's choice, default auto)
 
     def __post_init__(self) -> None:
         _int("decoding.max_draft", self.max_draft, 1)
         if self.exit not in ("adaptive", "fixed", "off"):
             raise ProfileError(f"decoding.exit must be 'adaptive', 'fixed' or 'off', got {self.exit!r}")
+        if self.draft_weights not in (None, "full", "int8", "int4", "auto"):
+            raise ProfileError(f"decoding.draft_weights must be 'full', 'int8', 'int4' or 'auto', "
+                               f"got {self.draft_weights!r}")
         _number("decoding.threshold", self.threshold, 0.0, 1.0)
         _number("decoding.target_acceptance", self.target_acceptance, 0.0, 1.0)
 
