@@ -119,9 +119,11 @@ def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypat
     profile = SkipProfile(4, mlp=[2])
     draft, choice = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], max_draft=3, key="tiny")
     assert choice.budget_bytes == model_bytes(model) // 2 and not choice.cached
-    assert {c.weights for c in choice.candidates} == {"full", "int8", "int4"}
+    names = {"full", "int8", "int4"}
+    assert {c.weights for c in choice.candidates} == names | {f"{n} skip-nothing" for n in names}
     best = max((c for c in choice.candidates if c.bound is not None), key=lambda c: c.bound)
-    assert draft.weights == choice.weights == best.weights
+    assert choice.weights == best.weights and draft.weights == best.weights.split()[0]
+    assert draft.profile == (profile if " " not in best.weights else SkipProfile(4))
     for c in choice.candidates:
         if c.bound is not None:  # the bound is the cost model's at the candidate's own numbers
             e = sum(c.acceptance ** i for i in range(c.best_k + 1))
@@ -130,7 +132,7 @@ def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypat
     assert generated(self_speculative(model, [9, 10], draft, 16, settings=DraftSettings(max_draft=3))) == expected
 
     _, none = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], budget_bytes=0, key="tiny")
-    assert none.weights == "full"
+    assert none.weights.split()[0] == "full"
     assert {c.weights: c.note for c in none.candidates if c.note} == {"int8": "over the memory budget",
                                                                       "int4": "over the memory budget"}
 
@@ -138,7 +140,7 @@ def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypat
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     _, first = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
     again, second = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
-    assert second.cached and second.weights == first.weights == again.weights
+    assert second.cached and second.weights == first.weights and again.weights == first.weights.split()[0]
 
 
 @pytest.mark.parametrize("text,expected", [("300MB", 300_000_000), ("1.5GiB", int(1.5 * 2**30)), ("0", 0),

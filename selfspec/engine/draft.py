@@ -11,6 +11,7 @@ cache of a skipped layer is shorter than the others while drafting.
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -47,16 +48,24 @@ class DraftModel:
         self._layers = list(decoder_layers(body))
         self._config = model.config
         self._attn_impl = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
-        # Plan once (not per step): which sublayers run in each layer.
-        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
-        self._plan = [
-            (i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)
-        ]
+        self._plan = self._plan_for(profile)
         rotary = self._decoder.rotary_emb
         self._rotary_by_type = "layer_type" in inspect.signature(rotary.forward).parameters
         self._layer_types = [layer_type(self._config, i) for i in range(len(self._layers))]
         self._windows = [attention_window(self._config, i) for i in range(len(self._layers))]
         self._softcap = getattr(self._config, "final_logit_softcapping", None)
+
+    def _plan_for(self, profile: SkipProfile) -> list:
+        """Planned once (not per step): which sublayers run in each layer."""
+        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
+        return [(i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)]
+
+    def with_profile(self, profile: SkipProfile) -> "DraftModel":
+        """The same draft (its low-bit weights shared, not rebuilt) skipping another profile's sublayers."""
+        profile.check_fits(len(self._layers))
+        twin = copy.copy(self)
+        twin.profile, twin._plan = profile, self._plan_for(profile)
+        return twin
 
     @property
     def extra_bytes(self) -> int:

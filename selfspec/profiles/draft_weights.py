@@ -1,5 +1,6 @@
-"""`auto` draft weights: which draft (full, int8 or int4 weights, with the model's skip profile) is
-fastest on this machine for this model, predicted from a short measurement at load.
+"""`auto` draft weights: which draft (full, int8 or int4 weights, with the model's skip profile and,
+if it skips anything, without) is fastest on this machine for this model, predicted from a short
+measurement at load.
 
 For each candidate within the memory budget it measures, after one calibration prompt, the draft's
 cost per token c and the verification costs v_k in units of a full forward (bench/costmodel.py), and
@@ -28,6 +29,7 @@ from selfspec.profiles.search import agreement, full_choices
 
 WEIGHT_CHOICES = ("auto",) + DRAFT_WEIGHTS
 CALIBRATION_TOKENS = 32  # the full model's continuation the acceptance is measured on
+SKIP_NOTHING = " skip-nothing"  # a candidate's name suffix: the weights without the profile's skips
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -57,7 +59,7 @@ def parse_bytes(text: str) -> int:
 
 @dataclass(frozen=True)
 class Candidate:
-    weights: str
+    weights: str  # e.g. "int4", or "int4 skip-nothing" for the weights without the profile's skips
     extra_bytes: int
     c: float | None = None  # draft token / full forward
     v: dict[int, float] = field(default_factory=dict)  # k -> verification of k drafts / full forward
@@ -73,7 +75,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class WeightsChoice:
-    weights: str
+    weights: str  # the winning candidate's name
     budget_bytes: int
     candidates: tuple[Candidate, ...] = ()  # empty when read from the cache
     predicted: dict[str, float] = field(default_factory=dict)  # weights -> predicted speedup bound
@@ -98,11 +100,11 @@ def rank(model: nn.Module, drafts: dict[str, DraftModel], sequence: list[int], p
     costs = measure_draft_costs(model, drafts, sequence, max_draft, reps=3)
     targets = full_choices(model, [sequence])
     ranked = []
-    for weights, draft in drafts.items():
+    for name, draft in drafts.items():
         a = agreement(model, [sequence], targets, draft, skip=prompt_len - 1)
-        c, v = costs[weights].c, costs[weights].v
+        c, v = costs[name].c, costs[name].v
         k, bound = best_bound(a, c, v)
-        ranked.append(Candidate(weights, draft.extra_bytes, round(c, 4), {k_: round(x, 4) for k_, x in v.items()},
+        ranked.append(Candidate(name, draft.extra_bytes, round(c, 4), {k_: round(x, 4) for k_, x in v.items()},
                                 round(a, 4), k, round(bound, 4)))
     return ranked
 
@@ -114,11 +116,13 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
     device = model.get_input_embeddings().weight.device
     cache_key = (f"draft-weights:{key}:{str(model.dtype).split('.')[-1]}:attn{list(profile.attn)}"
                  f":mlp{list(profile.mlp)}:K{max_draft}:budget{budget_bytes}:head{'' if head is None else len(head.vocabulary)}")
+    nothing = SkipProfile.none(profile.num_layers, model=profile.model)
     cached = cached_choice(cache_key, device)
-    if cached is not None and cached.name in DRAFT_WEIGHTS:
-        draft = DraftModel(model, profile, head, weights=cached.name)
-        return draft, WeightsChoice(cached.name, budget_bytes, (), dict(cached.milliseconds), True,
-                                    time.perf_counter() - t0)
+    if cached is not None and cached.name.removesuffix(SKIP_NOTHING) in DRAFT_WEIGHTS:
+        weights = cached.name.removesuffix(SKIP_NOTHING)
+        chosen = nothing if cached.name.endswith(SKIP_NOTHING) else profile
+        return DraftModel(model, chosen, head, weights=weights), WeightsChoice(
+            cached.name, budget_bytes, (), dict(cached.milliseconds), True, time.perf_counter() - t0)
     generated = [t for r in autoregressive(model, list(calibration_ids), CALIBRATION_TOKENS) for t in r.token_ids]
     sequence = list(calibration_ids) + generated
     over, drafts = [], {}
@@ -126,14 +130,15 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
         draft = DraftModel(model, profile, head, weights=weights)
         if draft.extra_bytes > budget_bytes:
             over.append(Candidate(weights, draft.extra_bytes, note="over the memory budget"))
-        else:
-            drafts[weights] = draft
+            continue
+        drafts[weights] = draft
+        if profile.skipped_sublayers:  # the profile's skips may cost more acceptance than they save
+            drafts[weights + SKIP_NOTHING] = draft.with_profile(nothing)
     measured = rank(model, drafts, sequence, len(calibration_ids), max_draft)
-    candidates = measured + over
     best = max(measured, key=lambda c: (c.bound, -c.extra_bytes))
     predicted = {c.weights: c.bound for c in measured}
     remember_choice(KernelChoice(cache_key, best.weights, predicted), device)
-    return drafts[best.weights], WeightsChoice(best.weights, budget_bytes, tuple(candidates), predicted, False,
+    return drafts[best.weights], WeightsChoice(best.weights, budget_bytes, tuple(measured + over), predicted, False,
                                                time.perf_counter() - t0)
 
 
