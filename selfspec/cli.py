@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 
-from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.divergence import Divergence, explain_difference
+from selfspec.engine.runtime import Engine
+from selfspec.engine.settings import DraftSettings
+from selfspec.errors import USER_ERRORS
 from selfspec.engine.draft import DraftModel
 from selfspec.generate import GenerationResult, generate
 from selfspec.bench import runner as bench  # each adds its own subcommand (bench; search; push-profile)
 from selfspec.profiles import hub, search
 from selfspec.profiles.hub import HUB_PREFIX, fetch_profile, load_profile
-from selfspec.models.loading import LanguageModel, ModelLoadError, load_model
+from selfspec.models.loading import LanguageModel, load_model
 from selfspec.profiles.calibration import builtin_prompts
 from selfspec.profiles.draft_weights import WEIGHT_CHOICES, WeightsChoice, build_draft, parse_bytes
 from selfspec.profiles.schema import ProfileError, SkipProfile, parse_layer_list, read_profile
@@ -21,8 +24,22 @@ from selfspec.engine.sampling import Sampling
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="Hub id, local directory, .gguf file or qwen2.5-coder-1.5b (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
+    parser.add_argument("--dtype", default=None,
+                        help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA capability >= 8.0, "
+                             "float16 below, float32 on the CPU unless bfloat16 measures faster there)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the decoding steps with torch.compile (default: SELFSPEC_COMPILE, "
+                             "else on for CUDA, off for CPU)")
+
+
+def use_engine_arguments(args: argparse.Namespace, lm: LanguageModel) -> None:
+    """Apply --compile/--no-compile to the model's engine (which is otherwise built with the defaults)."""
+    if getattr(args, "compile", None) is not None:
+        lm.engine = Engine(lm.model, compile=args.compile)
 
 
 def add_fetch_argument(parser: argparse.ArgumentParser) -> None:
@@ -43,10 +60,13 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-draft", type=int, default=None,
                         help=f"K, most tokens drafted per step (default: the profile's, else {DraftSettings.max_draft})")
-    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
-                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule)")
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule); "
+                             "--no-adaptive: a fixed threshold, or none without --threshold "
+                             "(default: the profile's exit rule, else adaptive)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="draft-exit threshold on the draft's top-1 probability (fixed unless --adaptive; 0 = off)")
+                        help="draft-exit threshold on the draft's top-1 probability, or the adaptive rule's start "
+                             "(default: the profile's, else %s)" % DraftSettings.threshold)
     add_draft_weights_arguments(parser)
 
 
@@ -73,23 +93,21 @@ def sampling_from(args: argparse.Namespace) -> Sampling:
 
 
 def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = None) -> DraftSettings:
-    max_draft = args.max_draft
-    if max_draft is None:  # the draft length the profile was searched and measured with
-        recommended = profile.decoding if profile is not None and profile.decoding else DraftSettings
-        max_draft = recommended.max_draft
-    controller = getattr(args, "controller", False)
-    if args.adaptive:
-        threshold = DraftSettings.threshold if args.threshold is None else args.threshold
-        return DraftSettings(max_draft=max_draft, exit="adaptive", threshold=threshold, controller=controller)
-    if args.threshold:
-        return DraftSettings(max_draft=max_draft, exit="fixed", threshold=args.threshold, controller=controller)
-    return DraftSettings(max_draft=max_draft, exit="off", controller=controller)
+    """The profile's recommended settings with what the command line set explicitly."""
+    exit = None
+    if args.adaptive is True:
+        exit = "adaptive"
+    elif args.adaptive is False:
+        exit = "fixed" if args.threshold else "off"
+    return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold,
+                                      controller=getattr(args, "controller", None),
+                                      draft_weights=getattr(args, "draft_weights", None))
 
 
 def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile,
                settings: DraftSettings) -> tuple[DraftModel, WeightsChoice | None]:
     """The draft the command line asks for; `auto` measures the candidates once per machine (cached)."""
-    weights = args.draft_weights or (profile.decoding and profile.decoding.draft_weights) or "auto"
+    weights = settings.draft_weights or "auto"
     calibration = lm.encode(builtin_prompts()[2]) if weights == "auto" else ()
     draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration,
                                 max_draft=settings.max_draft, budget_bytes=args.max_draft_memory, key=lm.name)
@@ -129,6 +147,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise ValueError("the prompt is empty")
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
+    use_engine_arguments(args, lm)
     profile = profile_from(args, lm)
     settings = draft_settings_from(args, profile)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
@@ -136,10 +155,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
     baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None
     spec = generate(lm, prompt_ids, draft, args.max_new_tokens, sampling, settings)
+    # Differing greedy outputs: where they part and the full model's own top-2 gap there.
+    divergence = (explain_difference(lm.model, prompt_ids, baseline.token_ids, spec.token_ids)
+                  if baseline is not None and sampling.greedy else None)
     if args.json:
-        print(json.dumps(_json_report(lm, profile, baseline, spec, draft, choice)))
+        print(json.dumps(_json_report(lm, profile, baseline, spec, draft, choice, divergence)))
     else:
-        _print_report(baseline, spec)
+        _print_report(baseline, spec, divergence)
     return 0
 
 
@@ -153,18 +175,21 @@ def draft_report(draft: DraftModel, choice: WeightsChoice | None) -> dict:
 
 
 def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
-                 spec: GenerationResult, draft: DraftModel, choice: WeightsChoice | None) -> dict:
-    report = {"model": lm.name, "profile": profile.to_dict(),
+                 spec: GenerationResult, draft: DraftModel, choice: WeightsChoice | None,
+                 divergence: Divergence | None = None) -> dict:
+    report = {"model": lm.name, "profile": profile.to_dict(), "engine": lm.engine.describe(),
               "self_speculative": {**spec.to_dict(with_steps=True), **draft_report(draft, choice)}}
     if baseline is not None:
         report["autoregressive"] = baseline.to_dict()
         report["identical"] = baseline.token_ids == spec.token_ids
+        report["divergence"] = divergence.to_dict() if divergence is not None else None
         report["speedup"] = (spec.summary.tokens_per_second / baseline.summary.tokens_per_second
                              if baseline.summary.tokens_per_second else None)
     return report
 
 
-def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> None:
+def _print_report(baseline: GenerationResult | None, spec: GenerationResult,
+                  divergence: Divergence | None = None) -> None:
     if baseline is not None:
         print("=== autoregressive ===")
         print(baseline.text)
@@ -182,6 +207,8 @@ def _print_report(baseline: GenerationResult | None, spec: GenerationResult) -> 
     if baseline is not None and baseline.summary.tokens_per_second:
         print(f"speedup {s.tokens_per_second / baseline.summary.tokens_per_second:.2f}x, "
               f"outputs identical: {baseline.token_ids == spec.token_ids}")
+    if divergence is not None:
+        print(divergence.describe())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
     add_model_arguments(gen)
+    add_engine_arguments(gen)
     add_fetch_argument(gen)
     add_profile_arguments(gen)
     add_generation_arguments(gen)
@@ -198,9 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (bench.register, search.register, hub.register):
         register(commands)
     return parser
-
-
-USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_json_compare_on_a_local_directory(model_dir):
-    result = run_cli("generate", "--model", str(model_dir), "--prompt", "Tell me a story.",
+    result = run_cli("generate", "--model", str(model_dir), "--prompt", "Tell me a story.", "--dtype", "float32",
                      "--attn", "1,2", "--mlp", "3", "--max-new-tokens", "20", "--compare", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -50,6 +50,7 @@ def test_json_compare_on_a_local_directory(model_dir):
         assert 0 < len(side["token_ids"]) <= 20
     assert set(spec) >= {"acceptance_rate", "mean_accepted_tokens", "steps"}
     assert report["identical"] is True and ar["token_ids"] == spec["token_ids"]
+    assert report["divergence"] is None  # float32: token-identical, nothing to explain
     assert sum(len(step["token_ids"]) for step in spec["steps"]) == len(spec["token_ids"])
 
 

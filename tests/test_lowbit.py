@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
-from selfspec.engine.lowbit import kernel_builders, linear_layers
+from selfspec.engine.lowbit import kernel_builders, linear_slots
 from test_engine import _assert_same, _snapshot, generated
 from tiny_models import CONFIGS, tiny_model
 
@@ -77,8 +77,8 @@ def test_the_shadow_shares_every_tensor_and_leaves_the_model_untouched():
     assert shadow is not model.model
     assert shadow.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
     assert shadow.layers[0].input_layernorm.weight is model.model.layers[0].input_layernorm.weight
-    assert not linear_layers(shadow)  # every linear of the draft reads low-bit weights
-    assert all(isinstance(m, torch.nn.Linear) for _, _, m in linear_layers(model))
+    assert not linear_slots(shadow)  # every linear of the draft reads low-bit weights
+    assert all(isinstance(m, torch.nn.Linear) for _, _, m in linear_slots(model))
 
 
 @pytest.mark.parametrize("weights", ["int8", "int4"])

@@ -5,8 +5,8 @@ low-bit copies of its linear weights.
 so it registers no hooks and flips no switches: the model is exactly as it was after every call,
 whatever happens during one. With `weights="full"` (the paper's draft) it copies nothing; with
 "int8"/"int4" it walks a shadow module tree that shares every tensor with the model except the
-quantised linear weights it adds (lowbit.py). Positions are always passed explicitly, because the
-cache of a skipped layer is shorter than the others while drafting.
+quantised linear weights it adds (lowbit.py). Positions are always passed explicitly, and masks are
+built from them, because the cache of a skipped layer is shorter than the others while drafting.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from selfspec.engine.architectures import (
     mlp_sublayer,
     num_layers,
 )
-from selfspec.engine.cache import layer_length
+from selfspec.engine.cache import is_static, layer_length
 from selfspec.engine.lowbit import DRAFT_WEIGHTS, low_bit_shadow
 from selfspec.profiles.schema import SkipProfile
 
@@ -86,9 +86,10 @@ class DraftModel:
         else:
             shared = rotary(hidden, position_ids)
             position_embeddings = {t: shared for t in set(self._layer_types)}
+        masks = {}  # one per distinct (key length, window) within this forward
         for i, layer, run_attn, run_mlp in self._plan:
             if run_attn:
-                mask = self._mask(i, position_ids, cache, hidden.dtype)
+                mask = self._mask(i, position_ids, cache, hidden.dtype, masks)
                 hidden = attention_sublayer(
                     layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
                 )
@@ -102,16 +103,27 @@ class DraftModel:
 
     __call__ = forward
 
-    def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype):
-        """Attention mask for one layer, sized to *that layer's* cache; None when none is needed."""
+    def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype, masks: dict):
+        """Attention mask for one layer, over *that layer's* keys, from positions; None when none is needed.
+
+        A dynamic cache returns the layer's own keys (shorter for layers the draft skipped); a static
+        cache returns its whole buffer, whose entries past the query's position are stale or empty.
+        """
         query_len = position_ids.shape[-1]
-        kv_len = layer_length(cache, layer_index) + query_len
+        static = is_static(cache)
+        kv_len = cache.capacity if static else layer_length(cache, layer_index) + query_len
         window = self._windows[layer_index]
-        needs_window = window is not None and kv_len > window
-        if query_len == 1 and not needs_window:
+        needs_window = window is not None and (static or kv_len > window)
+        if query_len == 1 and not needs_window and not static:
             return None  # one query attends to the whole (causal) cache: no mask
         if self._attn_impl not in ("sdpa", "eager"):
             return None  # flash-style kernels apply causality and windows themselves
+        key = (kv_len, window if needs_window else None)
+        if key not in masks:
+            masks[key] = self._position_mask(position_ids, kv_len, key[1], dtype)
+        return masks[key]
+
+    def _position_mask(self, position_ids: torch.Tensor, kv_len: int, window: int | None, dtype: torch.dtype):
         key_pos = torch.arange(kv_len, device=position_ids.device)
         query_pos = position_ids[0, :, None]
         allowed = key_pos[None, :] <= query_pos

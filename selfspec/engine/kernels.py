@@ -82,9 +82,13 @@ def choose_fastest(
     repeats: int = 7,
     rounds: int = 3,
     cache_file: Path | None = None,
+    incumbent: str | None = None,
+    margin: float = 0.0,
 ) -> KernelChoice:
     """Time every candidate (interleaved, `rounds` x `repeats`, median) and return the fastest.
 
+    With an `incumbent` (the usual kernel), another candidate wins only if it is faster by more than
+    `margin` (a fraction): a near-tie is noise, not a reason to leave the usual path.
     A candidate that raises is skipped (a kernel this build or device lacks). The result is cached
     under (machine fingerprint, key); set `cache_file` to a path to use another file, or disable the
     cache with SELFSPEC_KERNEL_CACHE=0.
@@ -107,6 +111,8 @@ def choose_fastest(
         raise RuntimeError(f"no candidate for {key} runs on this machine")
     milliseconds = {name: round(statistics.median(ts), 4) for name, ts in samples.items()}
     best = min(milliseconds, key=milliseconds.get)
+    if incumbent in milliseconds and milliseconds[best] > milliseconds[incumbent] * (1 - margin):
+        best = incumbent
     choice = KernelChoice(key, best, milliseconds)
     remember_choice(choice, device, cache_file)
     return choice

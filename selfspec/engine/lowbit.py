@@ -198,7 +198,7 @@ def shadow_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo=shared)
 
 
-def linear_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+def linear_slots(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute, layer) for every nn.Linear, so it can be swapped in the parent."""
     found = []
     for parent in model.modules():
@@ -250,7 +250,7 @@ def low_bit_shadow(model: nn.Module, weights: str,
     head = shadow.get_output_embeddings()
     chosen: dict[tuple[str, int, int], str] = {}
     extra = 0
-    for parent, name, linear in linear_layers(shadow):
+    for parent, name, linear in linear_slots(shadow):
         kind = layer_weights(weights, linear, linear is head)
         shape = (kind, linear.out_features, linear.in_features)
         if shape not in chosen:

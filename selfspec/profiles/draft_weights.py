@@ -24,10 +24,11 @@ from selfspec.engine.decoding import autoregressive
 from selfspec.engine.draft import DraftHead, DraftModel
 from selfspec.engine.kernels import KernelChoice, cached_choice, remember_choice
 from selfspec.engine.lowbit import DRAFT_WEIGHTS
+from selfspec.engine.settings import DRAFT_WEIGHT_CHOICES
 from selfspec.profiles.schema import SkipProfile
 from selfspec.profiles.search import agreement, full_choices
 
-WEIGHT_CHOICES = ("auto",) + DRAFT_WEIGHTS
+WEIGHT_CHOICES = DRAFT_WEIGHT_CHOICES
 CALIBRATION_TOKENS = 32  # the full model's continuation the acceptance is measured on
 SKIP_NOTHING = " skip-nothing"  # a candidate's name suffix: the weights without the profile's skips
 
