@@ -20,7 +20,7 @@ from selfspec.engine.divergence import Divergence
 from selfspec.engine.settings import DraftSettings
 from selfspec.errors import USER_ERRORS
 from selfspec.models.loading import LanguageModel
-from selfspec.models.placement import zero_gpu
+from selfspec.engine.host import zero_gpu
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures

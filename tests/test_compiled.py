@@ -75,4 +75,4 @@ def test_compiled_steps_give_the_full_models_tokens():
 def test_a_host_without_a_compiler_runs_eager(monkeypatch):
     monkeypatch.setenv("PATH", "")  # no c++, g++, cc or gcc to be found
     monkeypatch.delenv("CXX", raising=False)
-    assert compile_allowed(CPU) == "no C++ compiler found"
+    assert "compiler" in compile_allowed(CPU) and "none found" in compile_allowed(CPU)

@@ -1,4 +1,4 @@
-"""Device and dtype by capability (CUDA mocked within each test), and the CPU's measured choice."""
+"""Device and dtype by capability (CUDA mocked within each test), the CPU's measured choice, compiling."""
 
 import json
 
@@ -7,6 +7,8 @@ import torch
 
 from selfspec.engine.kernels import machine_fingerprint
 from selfspec.models.loading import load_model
+from selfspec.engine.compiled import compile_setting
+from selfspec.engine.host import compile_allowed
 from selfspec.models.placement import choose_placement, measured_cpu_dtype
 from tiny_models import save_tiny, tiny_model
 
@@ -108,3 +110,20 @@ def test_load_model_applies_the_placement(tmp_path, monkeypatch):
     lm = load_model(str(path))
     assert lm.model.dtype == torch.bfloat16 and "bfloat16 on the CPU" in lm.placement
     assert load_model(str(path), dtype="float32").model.dtype == torch.float32
+
+
+def test_compiling_is_refused_on_zero_gpu_and_by_the_switch(monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    notice = compile_allowed("cuda")
+    assert "ZeroGPU" in notice and "\n" not in notice
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    monkeypatch.setenv("SELFSPEC_COMPILE", "0")
+    assert not compile_setting(None, torch.device("cuda"))
+
+
+def test_compiling_needs_a_compiler(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CXX", raising=False)
+    assert "compiler" in compile_allowed("cpu")
+    monkeypatch.setenv("CXX", "/opt/some/c++")
+    assert (compile_allowed("cpu") is None) == torch._dynamo.is_dynamo_supported()

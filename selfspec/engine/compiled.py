@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from selfspec.engine.host import compile_allowed
 from selfspec.engine.verify_products import ROW_BUCKETS
-from selfspec.models.placement import zero_gpu
 
 # Verification widths are padded up to these, so each needs one graph (the padded rows' logits are
 # dropped, and the K/V they write lies past the committed length: masked, then overwritten).
@@ -39,29 +39,6 @@ def compile_setting(flag: bool | None, device: torch.device) -> bool:
     if env in ("0", "false", "no", "off"):
         return False
     return device.type == "cuda"
-
-
-def compile_allowed(device: torch.device) -> str | None:
-    """None when torch.compile can run here; otherwise why not, in a few words (the one check; the app shows it too)."""
-    if zero_gpu():
-        return "ZeroGPU forbids torch.compile"
-    try:
-        import torch._dynamo
-
-        if not torch._dynamo.is_dynamo_supported():
-            return f"torch.compile does not support Python {sys.version.split()[0]}"
-    except Exception as exc:  # an odd build: say so, run eager
-        return f"torch.compile is unavailable ({type(exc).__name__})"
-    if device.type == "cpu" and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")):
-        return "no C++ compiler found"
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            return "triton is not installed"
-        if not (shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")):  # Triton builds its launcher
-            return "no C compiler found for Triton"
-    return None
 
 
 def padded_width(width: int) -> int | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfspec.engine.host import zero_gpu
 from selfspec.engine.kernels import choose_fastest
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -63,11 +64,6 @@ def choose_placement(device: str | torch.device | None = None, dtype: str | torc
 
 def _cuda_present() -> bool:
     return zero_gpu() or torch.cuda.is_available()
-
-
-def zero_gpu() -> bool:
-    """A ZeroGPU Space: a GPU is lent per call of a @spaces.GPU function (the platform sets this variable)."""
-    return bool(os.environ.get("SPACES_ZERO_GPU"))
 
 
 def _name(dtype) -> str:
