@@ -1,4 +1,4 @@
-"""Device and dtype by capability (CUDA mocked within each test), and the CPU's measured choice."""
+"""Device and dtype by capability (CUDA mocked within each test), the CPU's measured choice, compiling."""
 
 import json
 
