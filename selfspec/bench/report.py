@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 from selfspec.bench.results import Row
+from selfspec.engine.verify_products import VerifyProducts
 
-COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify",
+COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify", "plain steps",
            "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
 
@@ -22,7 +23,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
     for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
                  _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
-                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
+                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens),
+                 "–" if r.plain_steps is None else str(r.plain_steps), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
                  _fmt(r.bound), _fmt(r.efficiency), _fmt(r.bound_in_run), _fmt(r.efficiency_in_run)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -60,6 +62,21 @@ def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
         except Exception:
             pass
     return written
+
+
+def overhead_lines(detail: dict) -> list[str]:
+    """What bench prints under its table: the engine, the floor and the step costs."""
+    engine, floor, over = detail["engine"], detail["floor"], detail["overhead"]
+    compiled = engine["compiled"] if engine["compiled"] == "off" else "on"
+    products = VerifyProducts.summary_of(engine["verify_products"])
+    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; verification products: {products}"]
+    if over["ar_ms_per_token"] is not None:
+        lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
+                     f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run)")
+    for name, cv in over["methods"].items():
+        v = ", ".join(f"v({k + 1})={x:.2f}" for k, x in sorted((int(k), x) for k, x in cv["v"].items()))
+        lines.append(f"{name}: c={cv['c']:.3f}; {v}")
+    return lines
 
 
 def write_report(out: Path, rows: Sequence[Row], **fields) -> Path:

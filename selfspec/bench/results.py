@@ -44,6 +44,8 @@ class Row:
     acceptance: float | None = None  # accepted / drafted
     mean_accepted_tokens: float | None = None  # tokens committed per verification
     mean_drafted: float | None = None  # tokens drafted per verification
+    plain_steps: int | None = None  # one-token full-model steps after the prefill (the controller's choice)
+    draft_extra_bytes: int | None = None  # memory the draft adds to the model's (low-bit weights)
     draft_seconds_per_token: float | None = None  # as the loop paid it
     verify_seconds_per_step: float | None = None  # as the loop paid it
     a: float | None = None  # per-token acceptance (the cost model's)
@@ -82,6 +84,7 @@ def summarize_runs(methods: Sequence, categories: Sequence[str], runs: dict[str,
                 records = [r.records for r in mine]
                 _add_speculation(row, decode_metrics(records), records, method.settings.max_draft,
                                  costs.get((method.name, category)))
+                row.draft_extra_bytes = getattr(method.draft, "extra_bytes", None)
                 _add_in_run_costs(row, decode_metrics(records), decode_metrics(runs[AR][i].records for i in index))
             rows.append(row)
     return rows
@@ -95,6 +98,7 @@ def _throughput(runs: list[Run], index: list[int]) -> float:
 def _add_speculation(row: Row, m: DecodeMetrics, records: list[list[StepRecord]], k: int,
                      costs: Costs | None) -> None:
     row.acceptance, row.mean_accepted_tokens, row.mean_drafted = m.acceptance, m.mean_accepted_tokens, m.mean_drafted
+    row.plain_steps = m.decodes
     row.draft_seconds_per_token, row.verify_seconds_per_step = m.draft_seconds_per_token, m.verify_seconds_per_step
     row.a = acceptance_per_token(r for rs in records for r in rs)
     if costs is None or row.a is None:

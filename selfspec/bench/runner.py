@@ -19,14 +19,18 @@ from typing import Callable, Sequence
 import torch
 
 from selfspec.bench.costmodel import Costs, measure_costs
+from selfspec.bench.floor import Floor, measure_floor
 from selfspec.bench.prompts import BenchPrompt
 from selfspec.bench.results import AR, Row, Run, summarize_runs
 from selfspec.engine.decoding import autoregressive, self_speculative
 from selfspec.engine.devices import synchronize
 from selfspec.engine.draft import DraftModel, VocabularyHead
+from selfspec.engine.metrics import decode_metrics
 from selfspec.engine.records import StepRecord
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.profiles.draft_weights import build_draft
 from selfspec.profiles.schema import SkipProfile
 
 
@@ -36,6 +40,7 @@ class Method:
     decode: Callable[[list[int], int], tuple[list[int], list[StepRecord] | None]]
     draft: DraftModel | None = None
     settings: DraftSettings | None = None
+    compiled: bool = False  # warmed up on every prompt at full length, so no timed run compiles
 
 
 # --- methods ------------------------------------------------------------------------------------
@@ -43,19 +48,19 @@ class Method:
 
 def ours_autoregressive(lm: LanguageModel) -> Method:
     def decode(ids, n):
-        records = list(autoregressive(lm.model, ids, n))
+        records = list(autoregressive(lm.model, ids, n, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(AR, decode)
+    return Method(AR, decode, compiled=lm.engine.steps is not None)
 
 
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
     def decode(ids, n):
-        records = list(self_speculative(lm.model, ids, draft, n, settings=settings))
+        records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(name, decode, draft, settings)
+    return Method(name, decode, draft, settings, compiled=lm.engine.steps is not None)
 
 
-def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
+def transformers_generate(lm: LanguageModel, name: str, compiled: bool = False, **options) -> Method:
     """transformers' `generate()` (greedy) on the same model object, with peer options if any."""
     model = lm.model
     pad = model.generation_config.pad_token_id
@@ -69,7 +74,17 @@ def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
         out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=n,
                              do_sample=False, pad_token_id=pad, **options)
         return out[0, len(ids):].tolist(), None
-    return Method(name, decode)
+    return Method(name, decode, compiled=compiled)
+
+
+def transformers_generate_static_compiled(lm: LanguageModel) -> Method:
+    """`generate()` at its fastest: a static cache and a compiled forward (on CPU too)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(mode="reduce-overhead" if lm.device.type == "cuda" else "default")
+    config._compile_all_devices = True  # transformers' own switch to compile off CUDA as well
+    return transformers_generate(lm, "generate static compiled", compiled=True,
+                                 cache_implementation="static", compile_config=config)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -87,6 +102,9 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
 
     for method in methods:
         method.decode(prompts[0], warmup_tokens)
+        if method.compiled:  # every shape the timed runs will meet, longest first (static caches fit it)
+            for ids in sorted(prompts, key=len, reverse=True):
+                method.decode(ids, max_new_tokens)
     seconds = {m.name: [[] for _ in prompts] for m in methods}
     outputs: dict[str, list] = {m.name: [None] * len(prompts) for m in methods}
     with tqdm(total=len(methods) * len(prompts) * reps, desc="bench", unit="run", disable=not progress) as bar:
@@ -107,29 +125,38 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
     """c and v per speculative method, on each category's first prompt (context length matters)."""
     first = {c: prompts[categories.index(c)] for c in dict.fromkeys(categories)}
     first["all"] = sorted(prompts, key=len)[len(prompts) // 2]  # the median-length prompt
-    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps)
+    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps, engine=lm.engine)
             for m in methods if m.draft is not None for c, ids in first.items()}
 
 
 def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[DraftSettings],
                   vocabs: Sequence[list[int] | None], names: Sequence[str], prompt_lookup: int,
                   early_exit: int) -> list[Method]:
-    """Our AR loop first, then the peers asked for; self-speculation once per draft vocabulary and settings.
+    """Our AR loop first, then the peers asked for; self-speculation once per draft vocabulary, draft
+    weights (`settings[i].draft_weights`, None meaning full) and settings.
 
     With settings of several exit rules, each method's name says its exit.
     """
     several_exits = len({s.exit for s in settings}) > 1
+    several_weights = len({s.draft_weights or "full" for s in settings}) > 1
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
+    if "generate-static" in names:
+        methods.append(transformers_generate_static_compiled(lm))
     if "self-speculative" in names:
+        calibration = lm.encode(builtin_prompts()[2]) if any(s.draft_weights == "auto" for s in settings) else ()
         for vocab in vocabs:
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
-            draft = DraftModel(lm.model, profile, head)
-            for s in settings:
-                label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
-                         + (f" {s.exit}" if several_exits else ""))
-                methods.append(ours_self_speculative(lm, label, draft, s))
+            for weights in dict.fromkeys(s.draft_weights or "full" for s in settings):
+                draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration, key=lm.name,
+                                            max_draft=max(s.max_draft for s in settings), head=head)
+                named = several_weights or weights != "full"
+                for s in [s for s in settings if (s.draft_weights or "full") == weights]:
+                    label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
+                             + (f" {weights}" if named else "") + (f"={choice.weights}" if choice else "")
+                             + (f" {s.exit}" if several_exits else ""))
+                    methods.append(ours_self_speculative(lm, label, draft, s))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
                                              prompt_lookup_num_tokens=prompt_lookup))
@@ -145,7 +172,19 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
     runs = run_methods(methods, ids, max_new_tokens, reps, lm.device, progress=progress)
     costs = measure_category_costs(lm, methods, categories, ids, reps=max(reps, 5))
     rows = summarize_runs(methods, categories, runs, costs)
-    detail = {"costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
+    floor = measure_floor(lm.model, reps=max(reps, 5))
+    detail = {"engine": lm.engine.describe(), "floor": floor.to_dict(),
+              "overhead": step_overhead(runs, costs, floor),
+              "costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
               "outputs": {m: [{"category": cat, "prompt_tokens": len(i), "tokens": r.tokens, "seconds": r.seconds}
                               for cat, i, r in zip(categories, ids, rs)] for m, rs in runs.items()}}
     return rows, detail
+
+
+def step_overhead(runs: dict[str, list[Run]], costs: dict[tuple[str, str], Costs], floor: Floor) -> dict:
+    """Our autoregressive ms/token against the floor of the same run, and c, v of each speculative method."""
+    ar = decode_metrics(r.records for r in runs[AR]).seconds_per_token
+    out = {"ar_ms_per_token": ar * 1e3 if ar else None, "floor_ms": floor.seconds * 1e3,
+           "ar_over_floor": ar / floor.seconds if ar else None}
+    out["methods"] = {m: {"c": cost.c, "v": cost.v} for (m, c), cost in costs.items() if c == "all"}
+    return out

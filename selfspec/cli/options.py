@@ -1,14 +1,18 @@
-"""Command-line options shared by the subcommands, and the settings and profile they select."""
+"""Command-line options shared by the subcommands, and the settings, profile and draft they select."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from selfspec.engine.draft import DraftModel
+from selfspec.engine.runtime import Engine
 from selfspec.engine.sampling import Sampling
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.models.pypi_gguf import KNOWN
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.profiles.draft_weights import WEIGHT_CHOICES, WeightsChoice, build_draft, parse_bytes
 from selfspec.profiles.hub import HUB_PREFIX, fetch_profile, load_profile
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
 
@@ -30,8 +34,22 @@ def int_list(text: str) -> list[int]:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="Hub id, local directory, .gguf file or qwen2.5-coder-1.5b (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
+    parser.add_argument("--dtype", default=None,
+                        help="float32, bfloat16, float16 or auto (default: bfloat16 on CUDA capability >= 8.0, "
+                             "float16 below, float32 on the CPU unless 16 bits measure faster there)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present, else cpu)")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the decoding steps with torch.compile (default: SELFSPEC_COMPILE, "
+                             "else on for CUDA, off for CPU)")
+
+
+def use_engine_arguments(args: argparse.Namespace, lm: LanguageModel) -> None:
+    """Apply --compile/--no-compile to the model's engine (which is otherwise built with the defaults)."""
+    if getattr(args, "compile", None) is not None:
+        lm.engine = Engine(lm.model, compile=args.compile)
 
 
 def add_fetch_argument(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +75,18 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="draft-exit threshold on the draft's top-1 probability, or the adaptive rule's start "
                              "(default: the profile's, else %s)" % DraftSettings.threshold)
+    add_draft_weights_arguments(parser)
+
+
+def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--draft-weights", choices=WEIGHT_CHOICES, default=None,
+                        help="the draft's weights: full (the paper's draft, no extra memory), int8 or int4 copies "
+                             "held beside the model, or auto: measure them here and take the fastest "
+                             "(default: the profile's, else auto)")
+    parser.add_argument("--max-draft-memory", type=parse_bytes, default=None,
+                        help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
+    parser.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
+                        help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +108,23 @@ def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = 
         exit = "adaptive"
     elif args.adaptive is False:
         exit = "fixed" if args.threshold else "off"
-    return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold)
+    return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold,
+                                      controller=getattr(args, "controller", None),
+                                      draft_weights=getattr(args, "draft_weights", None))
+
+
+def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile,
+               settings: DraftSettings) -> tuple[DraftModel, WeightsChoice | None]:
+    """The draft the command line asks for; `auto` measures the candidates once per machine (cached)."""
+    weights = settings.draft_weights or "auto"
+    calibration = lm.encode(builtin_prompts()[2]) if weights == "auto" else ()
+    draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration,
+                                max_draft=settings.max_draft, budget_bytes=args.max_draft_memory, key=lm.name)
+    if choice is not None:
+        where = "cached choice" if choice.cached else f"measured in {choice.seconds:.1f} s"
+        print(f"draft weights: {choice.weights} ({where}; predicted bounds "
+              + ", ".join(f"{w} {b:.2f}x" for w, b in choice.predicted.items()) + ")", file=sys.stderr)
+    return draft, choice
 
 
 def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:

@@ -27,6 +27,7 @@ class Summary:
     drafted: int
     accepted: int
     verifications: int
+    plain_steps: int  # one-token full-model steps after the prefill (a self-speculative run's undrafted steps)
     acceptance_rate: float | None  # accepted / drafted
     mean_accepted_tokens: float | None  # tokens committed per verification, correction/bonus included
     draft_seconds: float
@@ -48,6 +49,7 @@ def summarize(records: Iterable[StepRecord]) -> Summary:
         drafted=steps.drafted,
         accepted=steps.accepted,
         verifications=steps.verifications,
+        plain_steps=steps.decodes,
         acceptance_rate=steps.acceptance,
         mean_accepted_tokens=steps.mean_accepted_tokens,
         draft_seconds=sum(r.draft_seconds for r in records),

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class StepRecord:
     step: int  # 0 is the prefill
-    kind: str  # "prefill", "decode" (one full-model token) or "speculate" (draft + verify)
+    kind: str  # "prefill", "decode" (a plain step: one full-model token) or "speculate" (draft + verify)
     token_ids: tuple[int, ...]  # tokens committed by this step
     drafted: int  # draft tokens proposed
     accepted: int  # draft tokens the full model kept

@@ -10,8 +10,9 @@ from __future__ import annotations
 import html
 from typing import Callable, Sequence
 
-from selfspec.engine.metrics import decode_metrics
+from selfspec.engine.divergence import Divergence
 from selfspec.engine.records import StepRecord
+from selfspec.ui.explain import cost_line, race_costs, verdict
 from selfspec.ui.race import Lane, Race
 
 Decode = Callable[[Sequence[int]], str]
@@ -108,38 +109,34 @@ def panels(decode: Decode, race: Race, running: bool) -> tuple[str, str]:
     return panel(decode, ar, leader is ar, running), panel(decode, spec, leader is spec, running)
 
 
-def summary_line(race: Race, greedy: bool, running: bool) -> str:
-    """Markdown: which side is faster, by how much, and why (acceptance, tokens per verification)."""
+def summary_line(race: Race, greedy: bool, running: bool, divergence: Divergence | None = None) -> str:
+    """Markdown: which side is faster, by how much, and why (the race's costs on one clock, the verdict).
+
+    `divergence`: where differing greedy outputs part (engine/divergence.py), shown instead of a bare "differ".
+    """
     ar, spec = race.autoregressive, race.speculative
     s = spec.summary()
     speedup = race.speedup
     head = "Running…" if running else "Done."
     if speedup is not None and len(spec.records) > 1:
-        verdict = "faster" if speedup >= 1 else "slower"
-        head += f" **Self-speculative is {speedup:.2f}× the autoregressive speed ({verdict}).**"
+        verdict_word = "faster" if speedup >= 1 else "slower"
+        head += f" **Self-speculative is {speedup:.2f}× the autoregressive speed ({verdict_word}).**"
     parts = [f"autoregressive {ar.tokens_per_second:.1f} tok/s",
              f"self-speculative {spec.tokens_per_second:.1f} tok/s"]
     if s.acceptance_rate is not None:
         parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} drafted tokens")
         parts.append(f"{s.mean_accepted_tokens:.2f} tokens per verification")
     if not running:
-        if greedy:
-            parts.append("outputs identical ✓" if race.identical else "outputs DIFFER ✗")
-        else:
+        if not greedy:
             parts.append("sampling: the texts differ by chance; both follow the full model's distribution")
-    why = step_costs(race)
-    return head + " " + " · ".join(parts) + (f"  \n*Why:* {why}" if why else "")
-
-
-def step_costs(race: Race) -> str | None:
-    """The cost model behind the speedup: what one speculative step buys and what it costs (forwards only)."""
-    ar, spec = decode_metrics([race.autoregressive.records]), decode_metrics([race.speculative.records])
-    if not ar.decodes or not spec.verifications:
-        return None
-    full_ms = 1000 * ar.full_seconds_per_token
-    draft_ms = 1000 * (spec.draft_seconds_per_token or 0.0)
-    verify_ms = 1000 * spec.verify_seconds_per_step
-    per_token_ms = (spec.mean_drafted * draft_ms + verify_ms) / spec.mean_accepted_tokens
-    return (f"a full-model token takes {full_ms:.0f} ms. A speculative step drafts {spec.mean_drafted:.1f} "
-            f"tokens at {draft_ms:.0f} ms each, verifies them in one {verify_ms:.0f} ms pass and commits "
-            f"{spec.mean_accepted_tokens:.2f} tokens: {per_token_ms:.0f} ms per token.")
+        elif race.identical:
+            parts.append("outputs identical ✓")
+        else:
+            parts.append(divergence.describe() if divergence else "outputs differ ✗")
+    line = head + " " + " · ".join(parts)
+    costs = race_costs(race)
+    if costs is not None:
+        line += f"  \n*Why:* {cost_line(costs)}"
+        expected = verdict(costs)
+        line += f" {expected[0].upper()}{expected[1:]}" if expected else ""
+    return line
