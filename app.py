@@ -10,42 +10,34 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
-import torch
 
+from selfspec.engine.divergence import Divergence
 from selfspec.engine.settings import DraftSettings
 from selfspec.errors import USER_ERRORS
-from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, load_model
+from selfspec.models.loading import LanguageModel
+from selfspec.engine.host import zero_gpu
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
 from selfspec.ui.form import MAX_DRAFT, MAX_NEW_TOKENS, Form, form_defaults, parse_form
 from selfspec.ui.profile_choice import default_profile as resolve_default_profile
-from selfspec.ui.profile_choice import uploaded_profile
-from selfspec.ui.race import RACE_RULE, Lane, Race, start_race
+from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, device_note, preset_models
+from selfspec.ui.profile_choice import MAX_PROFILE_BYTES, uploaded_profile
+from selfspec.ui.race import RACE_RULE, Lane, Race, race_divergence, start_race
 from selfspec.ui.render import panels, summary_line
-
-try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
-    import spaces
-
-    gpu = spaces.GPU(duration=120)
-except ImportError:
-    def gpu(fn):
-        return fn
+from selfspec.ui.zero_gpu import gpu_call
 
 log = logging.getLogger("selfspec.app")
 
-DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
-# More models for the dropdown: SELFSPEC_MODELS="Qwen/Qwen2.5-0.5B-Instruct,..." (any Hub id can be typed).
-EXTRA_MODELS = [m.strip() for m in os.environ.get("SELFSPEC_MODELS", "").split(",") if m.strip()]
-ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))  # set on ZeroGPU Spaces
-ON_GPU = ZERO_GPU or torch.cuda.is_available()
-DEVICE = os.environ.get("SELFSPEC_DEVICE") or ("cuda" if ON_GPU else None)
-DTYPE = os.environ.get("SELFSPEC_DTYPE") or ("bfloat16" if ON_GPU else "float32")
+ZERO_GPU = zero_gpu()
+# The dropdown: the embedded default, then SELFSPEC_MODELS or the front matter's `models:` (ui/model_choice.py).
+PRESETS = preset_models(Path(__file__).with_name("README.md"))
+DEFAULT_CHOICE = default_choice(PRESETS)
 
 TEXT_EVERY = 0.1  # seconds between streamed text updates
 CHARTS_EVERY = 0.75  # seconds between chart updates: re-plotting is the expensive part
@@ -64,31 +56,26 @@ EXAMPLE_LABELS = ["Summarise", "Code", "Q&A", "Translate", "Maths"]
 
 # One decoding job per device at a time; this lock also covers a cancelled run's last step.
 DEVICE_LOCK = threading.Lock()
-_MODELS: dict[str, LanguageModel] = {}
 _PROFILES: dict[str, tuple[SkipProfile, str]] = {}
-_LOAD_LOCK = threading.Lock()
 
 # --- models and profiles ----------------------------------------------------------------------
 
 
 def get_model(choice: str | None) -> LanguageModel:
-    """The model for a dropdown value, loaded once and kept for the life of the app."""
-    name = None if not choice or choice.strip() in (DEFAULT_LABEL, DEFAULT_MODEL_ID) else choice.strip()
-    key = name or DEFAULT_MODEL_ID
-    with _LOAD_LOCK:
-        if key not in _MODELS:
-            lm = load_model(name, dtype=DTYPE, device=DEVICE)
-            if not ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
-                warm_up(lm)
-            _MODELS[key] = lm
-        return _MODELS[key]
+    """The model for a dropdown value (None: the default choice); a typed Hub id is checked before any download."""
+    return SHELF.get(choice or DEFAULT_CHOICE)
 
 
 def warm_up(lm: LanguageModel) -> None:
     """A two-token race: the first forwards pay one-off costs, which stay off the first real race."""
+    if ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
+        return
     with DEVICE_LOCK:
         for _ in start_race(lm, lm.encode("Hi"), SkipProfile.none(lm.model.config.num_hidden_layers), 2, Sampling(), DraftSettings()):
             pass
+
+
+SHELF = ModelShelf(PRESETS, DEFAULT_CHOICE, prepare=warm_up)  # device and dtype: models/placement.py
 
 
 def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
@@ -105,24 +92,27 @@ def pick_profile(lm: LanguageModel, upload: str | None) -> tuple[SkipProfile, st
 # --- the comparison ---------------------------------------------------------------------------
 
 
-def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool) -> dict:
+def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool,
+                divergence: Divergence | None = None) -> dict:
     """What API clients read: both texts, token ids and summaries (timed by each method's own clock)."""
     out = {"model": lm.name, "profile": profile.to_dict(), "running": running}
     for key, lane in (("autoregressive", race.autoregressive), ("self_speculative", race.speculative)):
         out[key] = {"text": lm.decode(lane.token_ids), "token_ids": lane.token_ids, **lane.summary().to_dict()}
     out["speedup"] = race.speedup
     out["identical"] = race.identical if form.sampling.greedy and not running else None
+    out["divergence"] = divergence.to_dict() if divergence is not None else None
     return out
 
 
-def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool) -> tuple:
+def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool,
+         divergence: Divergence | None = None) -> tuple:
     ar_html, spec_html = panels(lm.decode, race, running)
     plots = figures(race, form.max_draft) if charts else (gr.skip(),) * 4
-    summary = summary_line(race, form.sampling.greedy, running) + "\n\n" + note
-    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running))
+    summary = summary_line(race, form.sampling.greedy, running, divergence) + "\n\n" + note
+    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running, divergence))
 
 
-@gpu
+@gpu_call  # ZeroGPU lends a GPU per call (ui/zero_gpu.py); elsewhere a no-op
 def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive):
     """Race autoregressive and self-speculative decoding on one prompt; streams both as they go."""
     try:
@@ -131,7 +121,9 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
             raise ValueError("the prompt is empty: type something or pick an example")
         lm = get_model(model)
         profile, note = pick_profile(lm, profile_file)
-        race_steps = start_race(lm, lm.encode(prompt), profile, form.max_new_tokens, form.sampling,
+        note = f"{note} {device_note(lm)}"
+        prompt_ids = lm.encode(prompt)
+        race_steps = start_race(lm, prompt_ids, profile, form.max_new_tokens, form.sampling,
                                 form.settings(profile), DEVICE_LOCK)
     except USER_ERRORS as exc:
         raise gr.Error(str(exc), print_exception=False) from None
@@ -158,7 +150,9 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
         raise gr.Error(f"decoding failed: {exc}", print_exception=False) from None
     finally:
         race_steps.close()  # also on Stop: closes both decoders
-    yield view(lm, profile, note, race, form, running=False, charts=True)
+    # Differing greedy outputs are explained: where they part, and how close the full model's choice was.
+    divergence = race_divergence(lm, prompt_ids, race, DEVICE_LOCK) if form.sampling.greedy else None
+    yield view(lm, profile, note, race, form, running=False, charts=True, divergence=divergence)
 
 
 # --- sharing: the prompt and settings travel in the page's query string ------------------------
@@ -217,7 +211,7 @@ def build_demo() -> gr.Blocks:
                 share_link = gr.Textbox(label="Link to this prompt and settings", buttons=["copy"],
                                         interactive=False, elem_id="share-link")
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown([DEFAULT_LABEL, *EXTRA_MODELS], value=DEFAULT_LABEL, label="Model",
+                model = gr.Dropdown([DEFAULT_LABEL, *PRESETS], value=DEFAULT_CHOICE, label="Model",
                                     allow_custom_value=True, info="or type a Hub model id")
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=96, step=1, label="Max new tokens")
                 with gr.Accordion("Decoding and drafting", open=False):
@@ -266,8 +260,8 @@ def build_demo() -> gr.Blocks:
 
 def main() -> None:
     """Load the default model and its profile at start-up (not at import), then serve."""
-    default_profile(get_model(DEFAULT_LABEL))
-    demo.launch()
+    default_profile(get_model(None))
+    demo.launch(max_file_size=MAX_PROFILE_BYTES)  # the server refuses larger uploads; uploaded_profile too
 
 
 demo = build_demo()  # widgets only: importing this module loads no model and queries no Hub

@@ -5,9 +5,7 @@ import json
 import socket
 
 import pytest
-from huggingface_hub import constants
 
-from hub_server import HubServer
 from selfspec.cli import main, profile_from
 from selfspec.profiles.hub import fetch_profile, load_profile, parse_hub_ref, push_profile
 from selfspec.models.loading import LanguageModel
@@ -20,17 +18,10 @@ REPO = "me/skip-profiles"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A loopback Hub, with HF_HOME, the library's cache, the token and the profile repo isolated in tmp."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_TOKEN", "secret-token")
+def hub(loopback_hub, monkeypatch):
+    """The loopback Hub (conftest.py), with the profile repo set to REPO."""
     monkeypatch.setenv("SELFSPEC_PROFILE_REPO", REPO)
-    with HubServer(token="secret-token") as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
+    return loopback_hub
 
 
 @pytest.fixture(scope="module")

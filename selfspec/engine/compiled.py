@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from selfspec.engine.host import compile_allowed
 from selfspec.engine.verify_products import ROW_BUCKETS
 
 # Verification widths are padded up to these, so each needs one graph (the padded rows' logits are
@@ -38,23 +39,6 @@ def compile_setting(flag: bool | None, device: torch.device) -> bool:
     if env in ("0", "false", "no", "off"):
         return False
     return device.type == "cuda"
-
-
-def compile_allowed(device: torch.device) -> str | None:
-    """None when torch.compile can run here; otherwise why not, in a few words.
-
-    (Issue 11 adds a fuller ZeroGPU detection for the app; this is the minimal check the engine needs.)
-    """
-    if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true"):
-        return "ZeroGPU forbids torch.compile"
-    if device.type == "cpu" and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")):
-        return "no C++ compiler found"
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            return "triton is not installed"
-    return None
 
 
 def padded_width(width: int) -> int | None:

@@ -313,9 +313,14 @@ def parse_profile(text: str) -> SkipProfile:
     return SkipProfile.from_dict(data)
 
 
-def read_profile(path: str | Path) -> SkipProfile:
+def read_profile(path: str | Path, max_bytes: int | None = None) -> SkipProfile:
+    """A profile from a JSON file; `max_bytes` refuses larger files unread (an upload from the public)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ProfileError(f"profile {path.name} is {size / 1024:.1f} KiB; at most {max_bytes / 1024:.0f} KiB "
+                               f"is accepted (a skip profile is a few KB of JSON)")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None

@@ -13,6 +13,8 @@ from selfspec.profiles.schema import SkipProfile, read_profile
 
 log = logging.getLogger(__name__)
 
+MAX_PROFILE_BYTES = 64 * 1024  # a profile is 1-3 KB of JSON: anything far larger from the public is refused unread
+
 
 def describe(profile: SkipProfile) -> str:
     return (f"skips {len(profile.attn)} attention and {len(profile.mlp)} MLP sublayers "
@@ -36,6 +38,6 @@ def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
 
 def uploaded_profile(lm: LanguageModel, path: str) -> tuple[SkipProfile, str]:
     """A visitor's profile file, checked against the model (ProfileError if it does not fit)."""
-    profile = read_profile(path)
+    profile = read_profile(path, max_bytes=MAX_PROFILE_BYTES)
     profile.check_fits(lm.model.config.num_hidden_layers)
     return profile, f"Skip profile: your upload; the draft {describe(profile)}."
