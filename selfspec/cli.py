@@ -10,11 +10,14 @@ from selfspec.engine.divergence import Divergence, explain_difference
 from selfspec.engine.runtime import Engine
 from selfspec.engine.settings import DraftSettings
 from selfspec.errors import USER_ERRORS
+from selfspec.engine.draft import DraftModel
 from selfspec.generate import GenerationResult, generate
 from selfspec.bench import runner as bench  # each adds its own subcommand (bench; search; push-profile)
 from selfspec.profiles import hub, search
 from selfspec.profiles.hub import HUB_PREFIX, fetch_profile, load_profile
 from selfspec.models.loading import LanguageModel, load_model
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.profiles.draft_weights import WEIGHT_CHOICES, WeightsChoice, build_draft, parse_bytes
 from selfspec.profiles.schema import ProfileError, SkipProfile, parse_layer_list, read_profile
 from selfspec.engine.sampling import Sampling
 
@@ -64,6 +67,18 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="draft-exit threshold on the draft's top-1 probability, or the adaptive rule's start "
                              "(default: the profile's, else %s)" % DraftSettings.threshold)
+    add_draft_weights_arguments(parser)
+
+
+def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--draft-weights", choices=WEIGHT_CHOICES, default=None,
+                        help="the draft's weights: full (the paper's draft, no extra memory), int8 or int4 copies "
+                             "held beside the model, or auto: measure them here and take the fastest "
+                             "(default: the profile's, else auto)")
+    parser.add_argument("--max-draft-memory", type=parse_bytes, default=None,
+                        help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
+    parser.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
+                        help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +99,23 @@ def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = 
         exit = "adaptive"
     elif args.adaptive is False:
         exit = "fixed" if args.threshold else "off"
-    return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold)
+    return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold,
+                                      controller=getattr(args, "controller", None),
+                                      draft_weights=getattr(args, "draft_weights", None))
+
+
+def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile,
+               settings: DraftSettings) -> tuple[DraftModel, WeightsChoice | None]:
+    """The draft the command line asks for; `auto` measures the candidates once per machine (cached)."""
+    weights = settings.draft_weights or "auto"
+    calibration = lm.encode(builtin_prompts()[2]) if weights == "auto" else ()
+    draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration,
+                                max_draft=settings.max_draft, budget_bytes=args.max_draft_memory, key=lm.name)
+    if choice is not None:
+        where = "cached choice" if choice.cached else f"measured in {choice.seconds:.1f} s"
+        print(f"draft weights: {choice.weights} ({where}; predicted bounds "
+              + ", ".join(f"{w} {b:.2f}x" for w, b in choice.predicted.items()) + ")", file=sys.stderr)
+    return draft, choice
 
 
 def profile_from(args: argparse.Namespace, lm: LanguageModel) -> SkipProfile:
@@ -120,23 +151,34 @@ def cmd_generate(args: argparse.Namespace) -> int:
     profile = profile_from(args, lm)
     settings = draft_settings_from(args, profile)
     prompt_ids = lm.encode(args.prompt, raw=args.raw)
+    draft, choice = draft_from(args, lm, profile, settings)
     # Autoregressive first, then self-speculative: never at the same time, so timings are fair.
     baseline = generate(lm, prompt_ids, None, args.max_new_tokens, sampling) if args.compare else None
-    spec = generate(lm, prompt_ids, profile, args.max_new_tokens, sampling, settings)
+    spec = generate(lm, prompt_ids, draft, args.max_new_tokens, sampling, settings)
     # Differing greedy outputs: where they part and the full model's own top-2 gap there.
     divergence = (explain_difference(lm.model, prompt_ids, baseline.token_ids, spec.token_ids)
                   if baseline is not None and sampling.greedy else None)
     if args.json:
-        print(json.dumps(_json_report(lm, profile, baseline, spec, divergence)))
+        print(json.dumps(_json_report(lm, profile, baseline, spec, draft, choice, divergence)))
     else:
         _print_report(baseline, spec, divergence)
     return 0
 
 
+def draft_report(draft: DraftModel, choice: WeightsChoice | None) -> dict:
+    """What the draft is and costs: its weights, the memory they add, the kernels, auto's measurement."""
+    report = {"draft_weights": draft.weights, "draft_extra_bytes": draft.extra_bytes,
+              "kernels": draft.lowbit.kernels if draft.lowbit is not None else {}}
+    if choice is not None:
+        report["draft_weights_choice"] = choice.to_dict()
+    return report
+
+
 def _json_report(lm: LanguageModel, profile: SkipProfile, baseline: GenerationResult | None,
-                 spec: GenerationResult, divergence: Divergence | None = None) -> dict:
+                 spec: GenerationResult, draft: DraftModel, choice: WeightsChoice | None,
+                 divergence: Divergence | None = None) -> dict:
     report = {"model": lm.name, "profile": profile.to_dict(), "engine": lm.engine.describe(),
-              "self_speculative": spec.to_dict(with_steps=True)}
+              "self_speculative": {**spec.to_dict(with_steps=True), **draft_report(draft, choice)}}
     if baseline is not None:
         report["autoregressive"] = baseline.to_dict()
         report["identical"] = baseline.token_ids == spec.token_ids
@@ -161,7 +203,7 @@ def _print_report(baseline: GenerationResult | None, spec: GenerationResult,
     rate = f"{s.acceptance_rate:.2f}" if s.acceptance_rate is not None else "n/a"
     mean = f"{s.mean_accepted_tokens:.2f}" if s.mean_accepted_tokens is not None else "n/a"
     print(f"self-speculative: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s, "
-          f"acceptance {rate}, {mean} tokens per verification")
+          f"acceptance {rate}, {mean} tokens per verification, {s.plain_steps} plain steps")
     if baseline is not None and baseline.summary.tokens_per_second:
         print(f"speedup {s.tokens_per_second / baseline.summary.tokens_per_second:.2f}x, "
               f"outputs identical: {baseline.token_ids == spec.token_ids}")

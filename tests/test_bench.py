@@ -260,22 +260,26 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     out = tmp_path / "out"
     code = main(["bench", "--prompts", str(prompts), "--max-new-tokens", "6", "--reps", "1", "--attn", "1,2",
                  "--methods", "generate,self-speculative", "--max-draft", "2", "--draft-vocab", "0,50",
-                 "--exit", "adaptive,off", "--out", str(out), "--no-progress"])
+                 "--exit", "adaptive,off", "--draft-weights", "full,int8", "--out", str(out), "--no-progress"])
     assert code == 0
     text = capsys.readouterr().out
     assert "| method | category | tok/s | speedup |" in text
-    for name in ("self-spec K=2 adaptive", "self-spec K=2 off", "self-spec K=2 V=50 adaptive", "self-spec K=2 V=50 off"):
-        assert f"| {name} | all |" in text
+    for weights in ("full", "int8"):
+        for name in ("K=2", "K=2 V=50"):
+            for rule in ("adaptive", "off"):
+                assert f"| self-spec {name} {weights} {rule} | all |" in text
     # Under the table: the engine, AR against the floor, c and v per speculative method.
     assert "engine: static cache, compiled off; verification products: rows 2-3:" in text
     assert "ms/token =" in text and "x the floor of" in text and "(linear products," in text
-    assert "self-spec K=2 V=50 off: c=" in text and "v(3)=" in text
+    assert "self-spec K=2 V=50 int8 off: c=" in text and "v(3)=" in text
     report = json.loads((out / "bench.json").read_text())
+    assert report["drafts"]["self-spec K=2 full off"]["draft_extra_bytes"] == 0
+    assert report["drafts"]["self-spec K=2 int8 off"]["draft_extra_bytes"] > 0
     assert report["profile"]["attn"] == [1, 2] and report["machine"]["device"]
     assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["verify_products"]
     over = report["overhead"]
     assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
-    assert set(over["methods"]["self-spec K=2 off"]["v"]) == {"1", "2"}
+    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {"1", "2"}
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
     assert len(read_vocabulary(out / "vocab-50.json")) == 50
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()

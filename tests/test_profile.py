@@ -27,7 +27,8 @@ FULL = {
     "num_layers": 4,
     "attn": [3, 1],
     "mlp": [2],
-    "decoding": {"max_draft": 3, "exit": "adaptive", "threshold": 0.5, "target_acceptance": 0.85},
+    "decoding": {"max_draft": 3, "exit": "adaptive", "threshold": 0.5, "target_acceptance": 0.85,
+                 "draft_weights": "int4"},
     "fingerprint": {"model_type": "llama", "num_layers": 4, "hidden_size": 32, "vocab_size": 96,
                     "architecture": "LlamaForCausalLM", "revision": "abc123"},
     "search": {"method": "greedy", "trials": 12, "seconds": 95.5, "calibration": "builtin",
@@ -55,7 +56,7 @@ def edited(path: str, value=None, delete: bool = False) -> dict:
 def test_full_profile_round_trips(tmp_path):
     profile = SkipProfile.from_dict(FULL)
     assert profile.attn == (1, 3) and profile.mlp == (2,)
-    assert profile.decoding == DraftSettings(3, "adaptive", 0.5, 0.85)
+    assert profile.decoding == DraftSettings(3, "adaptive", 0.5, 0.85, draft_weights="int4")
     assert profile.fingerprint.revision == "abc123" and profile.search.trials == 12
     write_profile(profile, tmp_path / "p.json")
     again = read_profile(tmp_path / "p.json")
@@ -87,6 +88,7 @@ def test_pre_v1_files_keep_their_extra_keys_as_metadata():
     ("decoding", [3], "decoding must be a JSON object"),
     ("decoding.max_draft", 0, "decoding.max_draft must be an integer >= 1"),
     ("decoding.exit", "sometimes", "decoding.exit must be"),
+    ("decoding.draft_weights", "int3", "decoding.draft_weights must be"),
     ("decoding.threshold", 1.5, r"decoding.threshold must be a number in \[0.0, 1.0\]"),
     ("decoding.target_acceptance", "high", "decoding.target_acceptance must be a number"),
     ("decoding.speed", 1, "decoding has unknown field"),

@@ -30,6 +30,8 @@ from selfspec.engine.settings import EXIT_RULES, DraftSettings
 from selfspec.engine.draft import DraftModel, VocabularyHead
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.profiles.draft_weights import WEIGHT_CHOICES, build_draft
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
 from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
@@ -197,7 +199,8 @@ def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], 
     row.mean_accepted_tokens = sum(len(r.token_ids) for r in steps) / len(steps) if steps else None
     row.a = acceptance_per_token(steps)
     # What the loop itself paid, in the same units, for comparison with the isolated forwards.
-    row.extra = {"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
+    row.extra = {"plain_steps": sum(1 for rs in records for r in rs if r.kind == "decode"),
+                 "draft_extra_bytes": method.draft.extra_bytes,"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
                  "verify_seconds_per_step": sum(r.verify_seconds for r in steps) / len(steps) if steps else None,
                  "mean_drafted": drafted / len(steps) if steps else None}
     if costs is None or row.a is None:
@@ -249,7 +252,7 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
 # --- output -------------------------------------------------------------------------------------
 
 
-COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify",
+COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify", "plain steps",
            "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
 
@@ -262,7 +265,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
     for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
                  _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
-                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
+                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), str(r.extra.get("plain_steps", "–")), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
                  _fmt(r.bound), _fmt(r.efficiency), _fmt(r.extra.get("bound_in_run")),
                  _fmt(r.extra.get("efficiency_in_run"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -309,24 +312,31 @@ def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
 def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[DraftSettings],
                   vocabs: Sequence[list[int] | None], names: Sequence[str], prompt_lookup: int,
                   early_exit: int) -> list[Method]:
-    """Our AR loop first, then the peers asked for; self-speculation once per draft vocabulary and settings.
+    """Our AR loop first, then the peers asked for; self-speculation once per draft vocabulary, draft
+    weights (`settings[i].draft_weights`, None meaning full) and settings.
 
     With settings of several exit rules, each method's name says its exit.
     """
     several_exits = len({s.exit for s in settings}) > 1
+    several_weights = len({s.draft_weights or "full" for s in settings}) > 1
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
     if "generate-static" in names:
         methods.append(transformers_generate_static_compiled(lm))
     if "self-speculative" in names:
+        calibration = lm.encode(builtin_prompts()[2]) if any(s.draft_weights == "auto" for s in settings) else ()
         for vocab in vocabs:
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
-            draft = DraftModel(lm.model, profile, head)
-            for s in settings:
-                label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
-                         + (f" {s.exit}" if several_exits else ""))
-                methods.append(ours_self_speculative(lm, label, draft, s))
+            for weights in dict.fromkeys(s.draft_weights or "full" for s in settings):
+                draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration, key=lm.name,
+                                            max_draft=max(s.max_draft for s in settings), head=head)
+                named = several_weights or weights != "full"
+                for s in [s for s in settings if (s.draft_weights or "full") == weights]:
+                    label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
+                             + (f" {weights}" if named else "") + (f"={choice.weights}" if choice else "")
+                             + (f" {s.exit}" if several_exits else ""))
+                    methods.append(ours_self_speculative(lm, label, draft, s))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
                                              prompt_lookup_num_tokens=prompt_lookup))
@@ -397,6 +407,13 @@ def _exit_rules(text: str) -> list[str]:
     return rules
 
 
+def _weights_list(text: str) -> list[str]:
+    weights = [x.strip() for x in text.split(",") if x.strip()]
+    if not weights or set(weights) - set(WEIGHT_CHOICES):
+        raise argparse.ArgumentTypeError(f"draft weights are {', '.join(WEIGHT_CHOICES)}; got {text!r}")
+    return weights
+
+
 METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-lookup", "early-exit")
 
 
@@ -425,6 +442,10 @@ def register(commands) -> None:
                         "(default: the profile's)")
     p.add_argument("--threshold", type=float, default=None,
                    help="draft-exit threshold, or the adaptive rule's start (default: the profile's)")
+    p.add_argument("--draft-weights", type=_weights_list, default=["full", "int8", "int4"],
+                   help="draft weights to run, comma-separated, of full, int8, int4 and auto")
+    p.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
+                   help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -469,8 +490,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     use_engine_arguments(args, lm)
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
-    settings = [DraftSettings.from_profile(profile, max_draft=k, exit=rule, threshold=args.threshold)
-                for k in args.max_draft or [None] for rule in args.exit or [None]]
+    settings = [DraftSettings.from_profile(profile, max_draft=k, exit=rule, threshold=args.threshold,
+                                           controller=args.controller, draft_weights=weights)
+                for weights in args.draft_weights for k in args.max_draft or [None] for rule in args.exit or [None]]
     methods = build_methods(lm, profile, settings, draft_vocabularies(lm, args.draft_vocab, out),
                             names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
@@ -478,6 +500,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"## {title}\n")
     exits = list(dict.fromkeys(s.exit for s in settings))
     print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(exits)}; "
+          f"controller={'on' if args.controller else 'off'}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
     print("\n" + "\n".join(overhead_lines(detail)))
@@ -487,6 +510,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                "threshold": settings[0].threshold,
                                "max_draft": list(dict.fromkeys(s.max_draft for s in settings)),
                                "draft": [asdict(s) for s in settings]},
+                  "drafts": {m.name: {"draft_weights": m.draft.weights, "draft_extra_bytes": m.draft.extra_bytes,
+                                      "kernels": m.draft.lowbit.kernels if m.draft.lowbit else {}}
+                             for m in methods if m.draft is not None},
                   "rows": [asdict(r) for r in rows], **detail}
         (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         charts = write_charts(rows, out, title)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.cache import truncate
+from selfspec.engine.controller import DraftLength
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_full: re-exported)
 from selfspec.profiles.schema import SkipProfile
@@ -256,18 +257,29 @@ def self_speculative(
     return _self_speculative(draft, run, sampling, settings)
 
 
+def _controls_lengths(settings: DraftSettings, sampling: Sampling) -> bool:
+    """The controller decides from clocks, so step boundaries vary from run to run: harmless for greedy
+    output, but a seeded sample would change with them; a seed keeps the fixed draft length."""
+    return settings.controller and (sampling.greedy or sampling.seed is None)
+
+
 def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                       settings: DraftSettings) -> Iterator[StepRecord]:
     cache = run.new_cache(settings.max_draft + 1)
     generator = sampling.generator(run.device)
     exit_rule = settings.new_exit()
+    lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
     record, pending = run.prefill(cache, sampling, generator)
     yield record
     while not run.finished:
         position = run.prompt.shape[1] + run.generated - 1  # where the pending token goes
-        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)
-        if max_tokens < 1:  # one token left: drafting cannot pay off
+        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)  # one token left: no draft
+        if lengths is not None:
+            max_tokens = lengths.choose(max_tokens)
+        if max_tokens < 1:  # a plain step with the full model
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
+            if lengths is not None:
+                lengths.observe_plain(record.verify_seconds)
             yield record
             continue
         t0 = run.clock()
@@ -280,5 +292,7 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
         truncate(cache, position + 1 + accepted)
         t2 = run.clock()
         exit_rule.update(accepted, len(drafted))
+        if lengths is not None:
+            lengths.observe_draft(len(drafted), accepted, t1 - t0, t2 - t1)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         yield run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1, exit_rule.threshold)

@@ -1,13 +1,17 @@
-"""The draft: the same model with chosen attention/MLP sublayers bypassed.
+"""The draft: the same model with chosen attention/MLP sublayers bypassed, optionally reading
+low-bit copies of its linear weights.
 
 `DraftModel` is a read-only view. It walks the model's own modules in its own small forward pass,
-so it copies no weights, registers no hooks and flips no switches: the model is exactly as it was
-after every call, whatever happens during one. Positions are always passed explicitly, and masks are
+so it registers no hooks and flips no switches: the model is exactly as it was after every call,
+whatever happens during one. With `weights="full"` (the paper's draft) it copies nothing; with
+"int8"/"int4" it walks a shadow module tree that shares every tensor with the model except the
+quantised linear weights it adds (lowbit.py). Positions are always passed explicitly, and masks are
 built from them, because the cache of a skipped layer is shorter than the others while drafting.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -24,30 +28,49 @@ from selfspec.engine.architectures import (
     num_layers,
 )
 from selfspec.engine.cache import is_static, layer_length
+from selfspec.engine.lowbit import DRAFT_WEIGHTS, low_bit_shadow
 from selfspec.profiles.schema import SkipProfile
 
 
 class DraftModel:
-    def __init__(self, model: nn.Module, profile: SkipProfile, head: "DraftHead | None" = None):
+    def __init__(self, model: nn.Module, profile: SkipProfile, head: "DraftHead | None" = None,
+                 weights: str = "full", kernels: dict[str, str] | None = None):
         check_supported(model)
         profile.check_fits(num_layers(model))
+        if weights not in DRAFT_WEIGHTS:
+            raise ValueError(f"draft weights must be one of {', '.join(DRAFT_WEIGHTS)}; got {weights!r}")
         self.model = model
         self.profile = profile
-        self.head = head or FullHead(model)
-        self._decoder = decoder(model)
-        self._layers = list(decoder_layers(model))
+        self.weights = weights
+        body, self.lowbit = (model, None) if weights == "full" else low_bit_shadow(model, weights, kernels)
+        self.head = head or FullHead(body)
+        self._decoder = decoder(body)
+        self._layers = list(decoder_layers(body))
         self._config = model.config
         self._attn_impl = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
-        # Plan once (not per step): which sublayers run in each layer.
-        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
-        self._plan = [
-            (i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)
-        ]
+        self._plan = self._plan_for(profile)
         rotary = self._decoder.rotary_emb
         self._rotary_by_type = "layer_type" in inspect.signature(rotary.forward).parameters
         self._layer_types = [layer_type(self._config, i) for i in range(len(self._layers))]
         self._windows = [attention_window(self._config, i) for i in range(len(self._layers))]
         self._softcap = getattr(self._config, "final_logit_softcapping", None)
+
+    def _plan_for(self, profile: SkipProfile) -> list:
+        """Planned once (not per step): which sublayers run in each layer."""
+        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
+        return [(i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)]
+
+    def with_profile(self, profile: SkipProfile) -> "DraftModel":
+        """The same draft (its low-bit weights shared, not rebuilt) skipping another profile's sublayers."""
+        profile.check_fits(len(self._layers))
+        twin = copy.copy(self)
+        twin.profile, twin._plan = profile, self._plan_for(profile)
+        return twin
+
+    @property
+    def extra_bytes(self) -> int:
+        """Memory the draft holds beside the model (0 for the full-weight draft)."""
+        return 0 if self.lowbit is None else self.lowbit.extra_bytes
 
     @property
     def vocabulary(self) -> torch.Tensor | None:

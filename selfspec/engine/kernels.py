@@ -95,13 +95,9 @@ def choose_fastest(
     """
     if not candidates:
         raise ValueError("no candidates to choose from")
-    use_cache = os.environ.get("SELFSPEC_KERNEL_CACHE", "1") != "0"
-    cache_file = cache_file or default_cache_file()
-    full_key = f"{machine_fingerprint(device)} | {key}"
-    if use_cache:
-        cached = _read_cache(cache_file).get(full_key)
-        if cached and cached.get("name") in candidates:
-            return KernelChoice(key, cached["name"], cached.get("milliseconds", {}), cached=True)
+    cached = cached_choice(key, device, cache_file)
+    if cached is not None and cached.name in candidates:
+        return cached
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):  # interleaved, so a noisy moment does not favour one candidate
         for name, run in candidates.items():
@@ -118,9 +114,27 @@ def choose_fastest(
     if incumbent in milliseconds and milliseconds[best] > milliseconds[incumbent] * (1 - margin):
         best = incumbent
     choice = KernelChoice(key, best, milliseconds)
-    if use_cache:
-        _write_cache(cache_file, full_key, choice)
+    remember_choice(choice, device, cache_file)
     return choice
+
+
+def _use_cache() -> bool:
+    return os.environ.get("SELFSPEC_KERNEL_CACHE", "1") != "0"
+
+
+def cached_choice(key: str, device: torch.device, cache_file: Path | None = None) -> KernelChoice | None:
+    """A choice made earlier on this machine under `key` (any measured choice, not only kernels)."""
+    if not _use_cache():
+        return None
+    cached = _read_cache(cache_file or default_cache_file()).get(f"{machine_fingerprint(device)} | {key}")
+    if not cached or "name" not in cached:
+        return None
+    return KernelChoice(key, cached["name"], cached.get("milliseconds", {}), cached=True)
+
+
+def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path | None = None) -> None:
+    if _use_cache():
+        _write_cache(cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {choice.key}", choice)
 
 
 def _read_cache(path: Path) -> dict:

@@ -13,7 +13,8 @@ from typing import Any
 
 from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
 
-EXIT_RULES = ("adaptive", "fixed", "off")  # adaptive: the paper's rule; fixed: a constant threshold; off: always K
+EXIT_RULES = ("adaptive", "fixed", "off")
+DRAFT_WEIGHT_CHOICES = ("auto", "full", "int8", "int4")  # auto: measured here (profiles/draft_weights.py)  # adaptive: the paper's rule; fixed: a constant threshold; off: always K
 
 
 def _unit_interval(name: str, value: Any) -> None:
@@ -28,6 +29,8 @@ class DraftSettings:
     exit: str = "adaptive"  # one of EXIT_RULES
     threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
     target_acceptance: float = 0.9  # adaptive rule's alpha
+    controller: bool = False  # choose each step's draft length (0 = a plain step) from measured costs
+    draft_weights: str | None = None  # which draft front ends build: full, int8, int4, auto (None: auto)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or isinstance(self.max_draft, bool) or self.max_draft < 1:
@@ -36,6 +39,11 @@ class DraftSettings:
             raise ValueError(f"exit must be {', '.join(map(repr, EXIT_RULES))}, got {self.exit!r}")
         _unit_interval("threshold", self.threshold)
         _unit_interval("target_acceptance", self.target_acceptance)
+        if not isinstance(self.controller, bool):
+            raise ValueError(f"controller must be true or false, got {self.controller!r}")
+        if self.draft_weights not in (None, *DRAFT_WEIGHT_CHOICES):
+            raise ValueError(f"draft_weights must be {', '.join(map(repr, DRAFT_WEIGHT_CHOICES))}, "
+                             f"got {self.draft_weights!r}")
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> "DraftSettings":

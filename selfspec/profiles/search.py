@@ -119,17 +119,20 @@ def full_choices(model: nn.Module, sequences: Sequence[Sequence[int]]) -> list[t
 
 @torch.inference_mode()
 def agreement(model: nn.Module, sequences: Sequence[Sequence[int]], targets: Sequence[torch.Tensor],
-              profile: SkipProfile) -> float:
-    """Fraction of positions where the draft's argmax equals the full model's (teacher forcing)."""
-    draft = DraftModel(model, profile)
+              profile: SkipProfile | DraftModel, skip: int = 0) -> float:
+    """Fraction of positions where the draft's argmax equals the full model's (teacher forcing),
+    leaving out the first `skip` positions of each sequence (e.g. the prompt's)."""
+    draft = profile if isinstance(profile, DraftModel) else DraftModel(model, profile)
     device = targets[0].device
     same = total = 0
     for sequence, target in zip(sequences, targets):
         ids = torch.tensor([list(sequence)], device=device)
         positions = torch.arange(ids.shape[1], device=device)[None]
         choice = draft(ids, positions, new_cache())[0].argmax(-1)
-        same += int((choice == target).sum())
-        total += target.numel()
+        if draft.vocabulary is not None:
+            choice = draft.vocabulary[choice]
+        same += int((choice[skip:] == target[skip:]).sum())
+        total += target[skip:].numel()
     return same / total
 
 
