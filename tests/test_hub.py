@@ -4,6 +4,8 @@ import argparse
 import json
 import socket
 
+from dataclasses import replace
+
 import pytest
 
 from selfspec.cli import main
@@ -158,9 +160,11 @@ def test_generate_uses_the_profiles_recommended_settings_unless_overridden():
     def settings(*flags, profile=profile):
         return draft_settings_from(build_parser().parse_args(["generate", "--prompt", "hi", *flags]), profile)
 
-    assert settings() == recommended  # draft length and exit rule both come from the profile
-    assert settings(profile=SkipProfile(4)) == DraftSettings()  # no recommendation: the defaults
-    assert settings("--max-draft", "5") == DraftSettings(5, "fixed", 0.3)  # the command line wins
+    # Draft length and exit rule come from the profile; the controller is on unless --no-controller.
+    assert settings() == replace(recommended, controller=True)
+    assert settings("--no-controller") == recommended
+    assert settings(profile=SkipProfile(4)) == DraftSettings(controller=True)  # no recommendation: the defaults
+    assert settings("--max-draft", "5") == DraftSettings(5, "fixed", 0.3, controller=True)  # the command line wins
     assert settings("--adaptive").exit == "adaptive"
-    assert settings("--no-adaptive") == DraftSettings(2, "off", 0.3)
-    assert settings("--no-adaptive", "--threshold", "0.5") == DraftSettings(2, "fixed", 0.5)
+    assert settings("--no-adaptive") == DraftSettings(2, "off", 0.3, controller=True)
+    assert settings("--no-adaptive", "--threshold", "0.5") == DraftSettings(2, "fixed", 0.5, controller=True)

@@ -12,15 +12,7 @@ from selfspec.bench.prompts import CATEGORIES, builtin_suite, read_jsonl
 from selfspec.bench.report import markdown_table, overhead_lines, write_charts, write_report
 from selfspec.bench.runner import bench, build_methods
 from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
-from selfspec.cli.options import (
-    add_engine_arguments,
-    add_fetch_argument,
-    add_model_arguments,
-    add_profile_arguments,
-    int_list,
-    profile_from,
-    use_engine_arguments,
-)
+from selfspec.cli.options import add_decoder_arguments, int_list, profile_from, use_engine_arguments
 from selfspec.engine.settings import EXIT_RULES, DraftSettings
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
@@ -50,10 +42,7 @@ METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-looku
 
 def register(commands) -> None:
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
-    add_model_arguments(p)
-    add_engine_arguments(p)
-    add_fetch_argument(p)
-    add_profile_arguments(p)
+    add_decoder_arguments(p)
     p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
     p.add_argument("--categories", default=",".join(CATEGORIES), help="built-in categories to run")
     p.add_argument("--per-category", type=int, default=2, help="built-in prompts per category (max 3)")

@@ -97,6 +97,14 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force-profile", action="store_true", help="use a profile even if it was made for another model")
 
 
+def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a command that decodes with a profile takes: the model, the engine, fetching, the profile."""
+    add_model_arguments(parser)
+    add_engine_arguments(parser)
+    add_fetch_argument(parser)
+    add_profile_arguments(parser)
+
+
 def sampling_from(args: argparse.Namespace) -> Sampling:
     return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
