@@ -94,31 +94,30 @@ def test_acceptance_per_token_is_the_geometric_estimate():
     assert acceptance_per_token(sim) == pytest.approx(a, abs=0.02)
 
 
-def test_measure_costs_leaves_the_context_as_it_was(tiny_lm, monkeypatch):
-    import selfspec.bench.costmodel as costmodel
+def test_measure_costs_leaves_the_context_as_it_was(tiny_lm):
     from selfspec.engine.cache import layer_length
+    from selfspec.engine.runtime import Engine
 
     model = tiny_lm.model
     layers = model.config.num_hidden_layers
     draft = DraftModel(model, SkipProfile(layers, attn=[1, 2, 3], mlp=[2, 3, 4]))
     seen = []  # (position of the first token, every layer's cache length) at each forward
 
-    def lengths(cache):
-        return [layer_length(cache, i) for i in range(layers)]
+    class Watched(Engine):  # a dynamic cache, whose per-layer lengths say what each forward saw
+        def full(self, tokens, start, cache, last_only=False):
+            seen.append((start, [layer_length(cache, i) for i in range(layers)]))
+            return super().full(tokens, start, cache, last_only)
 
-    def spy(forward):
-        def timed(model, tokens, start, cache, **kwargs):
-            seen.append((start, lengths(cache)))
-            return forward(model, tokens, start, cache, **kwargs)
-        return timed
+        def verify(self, tokens, start, cache):
+            seen.append((start, [layer_length(cache, i) for i in range(layers)]))
+            return super().verify(tokens, start, cache)
 
-    def spy_draft(ids, positions, cache):
-        seen.append((int(positions[0, 0]), lengths(cache)))
-        return draft(ids, positions, cache)
+        def draft(self, draft, token, position, cache):
+            seen.append((position, [layer_length(cache, i) for i in range(layers)]))
+            return super().draft(draft, token, position, cache)
 
-    monkeypatch.setattr(costmodel, "forward_full", spy(costmodel.forward_full))
-    monkeypatch.setattr(costmodel, "forward_verify", spy(costmodel.forward_verify))
-    costs = measure_costs(model, spy_draft, list(range(2, 30)), max_k=3, reps=3)
+    costs = measure_costs(model, draft, list(range(2, 30)), max_k=3, reps=3,
+                          engine=Watched(model, static_cache=False))
     assert seen[0] == (0, [0] * layers)  # the prompt's prefill
     # Then warm-up and 3 reps of 5 timed forwards (full, draft, K+1 = 2, 3, 4 tokens), each after the
     # same 28-token context in every layer: nothing a timed forward wrote survives it.
