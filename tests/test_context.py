@@ -1,0 +1,50 @@
+import random
+
+import pytest
+
+from selfspec.engine.context import ContextIndex
+
+
+def brute_force(tokens, max_ngram, min_ngram, max_tokens):
+    """The definition, by scanning: latest earlier occurrence of the longest matching suffix."""
+    for n in range(min(max_ngram, len(tokens)), min_ngram - 1, -1):
+        suffix = tokens[-n:]
+        for start in range(len(tokens) - n - 1, -1, -1):  # an occurrence that has a follower
+            if tokens[start:start + n] == suffix:
+                return tokens[start + n:start + n + max_tokens]
+    return []
+
+
+def test_copies_what_followed_the_latest_occurrence():
+    index = ContextIndex([5, 6, 7, 8, 1, 5, 6, 9, 2, 5, 6], max_ngram=2)
+    assert index.propose(3) == [9, 2, 5]  # "5 6" last occurred before "9 2 5", not before "7 8"
+    index.extend([9])
+    assert index.propose(2) == [2, 5]
+    assert index.propose(0) == []
+
+
+def test_falls_back_to_shorter_ngrams_and_to_nothing():
+    index = ContextIndex([1, 2, 3, 4, 3], max_ngram=3)
+    assert index.propose(2) == [4, 3]  # only the 1-gram "3" matches
+    assert ContextIndex([1, 2, 3], max_ngram=3).propose(4) == []  # 3 never occurred before
+    assert ContextIndex([], max_ngram=3).propose(4) == []
+    assert ContextIndex([7, 7, 7], max_ngram=2).propose(5) == [7]  # overlapping run: what follows the latest "7 7"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_matches_the_definition_on_random_text(seed):
+    rng = random.Random(seed)
+    vocab = rng.choice([2, 3, 5, 50])
+    max_ngram, min_ngram = rng.choice([(1, 1), (2, 1), (3, 1), (3, 2), (4, 2)])
+    tokens = [rng.randrange(vocab) for _ in range(rng.randrange(0, 60))]
+    index = ContextIndex(tokens[:10], max_ngram=max_ngram, min_ngram=min_ngram)
+    for i in range(10, len(tokens) + 1):
+        if i > 10:
+            index.extend(tokens[i - 1:i])
+        k = rng.randrange(1, 8)
+        assert index.propose(k) == brute_force(tokens[:i], max_ngram, min_ngram, k)
+
+
+def test_bad_ngram_bounds_are_refused():
+    with pytest.raises(ValueError, match="min_ngram"):
+        ContextIndex([], max_ngram=2, min_ngram=3)
