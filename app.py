@@ -1,51 +1,44 @@
 """selfspec web app: autoregressive vs self-speculative decoding, side by side, streaming.
 
 Run: `python app.py` (host and port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT). Also the entry
-point of a Hugging Face Space. This file only wires widgets to library calls: the race is
-`selfspec.ui_race`, the panels `selfspec.ui_render`, the charts `selfspec.ui_charts`.
+point of a Hugging Face Space. This file only wires widgets to library calls: the form is
+`selfspec.ui.form`, the profile choice `selfspec.ui.profile_choice`, the race `selfspec.ui.race`, the
+panels `selfspec.ui.render`, the charts `selfspec.ui.charts`. Importing it loads nothing: `main()` does.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from pathlib import Path
 
 import gradio as gr
-import torch
 
-from selfspec.engine.decoding import DraftSettings
-from selfspec.profiles.hub import load_profile
-from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
-from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
+from selfspec.engine.divergence import Divergence
+from selfspec.engine.settings import DraftSettings
+from selfspec.errors import USER_ERRORS
+from selfspec.models.loading import LanguageModel
+from selfspec.engine.host import zero_gpu
+from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
-from selfspec.ui.race import RACE_RULE, Lane, Race, start_race
+from selfspec.ui.form import MAX_DRAFT, MAX_NEW_TOKENS, Form, form_defaults, parse_form
+from selfspec.ui.profile_choice import default_profile as resolve_default_profile
+from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, device_note, preset_models
+from selfspec.ui.profile_choice import MAX_PROFILE_BYTES, uploaded_profile
+from selfspec.ui.race import RACE_RULE, Lane, Race, race_divergence, start_race
 from selfspec.ui.render import panels, summary_line
-
-try:  # ZeroGPU Spaces lend a GPU per call to functions marked with @spaces.GPU
-    import spaces
-
-    gpu = spaces.GPU(duration=120)
-except ImportError:
-    def gpu(fn):
-        return fn
+from selfspec.ui.zero_gpu import gpu_call
 
 log = logging.getLogger("selfspec.app")
 
-DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
-# More models for the dropdown: SELFSPEC_MODELS="Qwen/Qwen2.5-0.5B-Instruct,..." (any Hub id can be typed).
-EXTRA_MODELS = [m.strip() for m in os.environ.get("SELFSPEC_MODELS", "").split(",") if m.strip()]
-ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))  # set on ZeroGPU Spaces
-ON_GPU = ZERO_GPU or torch.cuda.is_available()
-DEVICE = os.environ.get("SELFSPEC_DEVICE") or ("cuda" if ON_GPU else None)
-DTYPE = os.environ.get("SELFSPEC_DTYPE") or ("bfloat16" if ON_GPU else "float32")
+ZERO_GPU = zero_gpu()
+# The dropdown: the embedded default, then SELFSPEC_MODELS or the front matter's `models:` (ui/model_choice.py).
+PRESETS = preset_models(Path(__file__).with_name("README.md"))
+DEFAULT_CHOICE = default_choice(PRESETS)
 
-MAX_NEW_TOKENS = 1024
-MAX_DRAFT = 16
 TEXT_EVERY = 0.1  # seconds between streamed text updates
 CHARTS_EVERY = 0.75  # seconds between chart updates: re-plotting is the expensive part
 RENDER_SHARE = 5  # at least 5x an update's rendering time passes before the next one
@@ -63,140 +56,63 @@ EXAMPLE_LABELS = ["Summarise", "Code", "Q&A", "Translate", "Maths"]
 
 # One decoding job per device at a time; this lock also covers a cancelled run's last step.
 DEVICE_LOCK = threading.Lock()
-_MODELS: dict[str, LanguageModel] = {}
 _PROFILES: dict[str, tuple[SkipProfile, str]] = {}
-_LOAD_LOCK = threading.Lock()
-
-USER_ERRORS = (ValueError, ModelLoadError, ProfileError, OSError)
-
 
 # --- models and profiles ----------------------------------------------------------------------
 
 
 def get_model(choice: str | None) -> LanguageModel:
-    """The model for a dropdown value, loaded once and kept for the life of the app."""
-    name = None if not choice or choice.strip() in (DEFAULT_LABEL, DEFAULT_MODEL_ID) else choice.strip()
-    key = name or DEFAULT_MODEL_ID
-    with _LOAD_LOCK:
-        if key not in _MODELS:
-            lm = load_model(name, dtype=DTYPE, device=DEVICE)
-            if not ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
-                warm_up(lm)
-            _MODELS[key] = lm
-        return _MODELS[key]
+    """The model for a dropdown value (None: the default choice); a typed Hub id is checked before any download."""
+    return SHELF.get(choice or DEFAULT_CHOICE)
 
 
 def warm_up(lm: LanguageModel) -> None:
     """A two-token race: the first forwards pay one-off costs, which stay off the first real race."""
+    if ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
+        return
     with DEVICE_LOCK:
-        for _ in start_race(lm, lm.encode("Hi"), SkipProfile.none(_layers(lm)), 2, Sampling(), DraftSettings()):
+        for _ in start_race(lm, lm.encode("Hi"), SkipProfile.none(lm.model.config.num_hidden_layers), 2, Sampling(), DraftSettings()):
             pass
 
 
-def _layers(lm: LanguageModel) -> int:
-    return lm.model.config.num_hidden_layers
-
-
-def describe(profile: SkipProfile) -> str:
-    return (f"skips {len(profile.attn)} attention and {len(profile.mlp)} MLP sublayers "
-            f"of {profile.num_layers} layers")
+SHELF = ModelShelf(PRESETS, DEFAULT_CHOICE, prepare=warm_up)  # device and dtype: models/placement.py
 
 
 def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
-    """The model's skip profile (Hub, cache or bundled) and a sentence saying where it came from."""
+    """The model's skip profile and where it came from, looked up once per model."""
     if lm.name not in _PROFILES:
-        resolved = None
-        try:
-            resolved = load_profile(lm.name, _layers(lm), model=lm.model)
-        except Exception as exc:  # a profile lookup must never break the app
-            log.warning("profile lookup failed for %s: %s", lm.name, exc)
-        if resolved is not None and resolved.profile is not None:
-            profile = resolved.profile
-            note = f"{resolved.notice} The draft {describe(profile)}."
-        else:
-            profile = SkipProfile.none(_layers(lm), model=lm.name)
-            why = resolved.notice if resolved is not None else f"No skip profile is available for {lm.name}."
-            note = f"{why} Meanwhile the draft skips nothing, so it cannot be faster; upload a profile to try one."
-        _PROFILES[lm.name] = (profile, note)
+        _PROFILES[lm.name] = resolve_default_profile(lm)
     return _PROFILES[lm.name]
 
 
 def pick_profile(lm: LanguageModel, upload: str | None) -> tuple[SkipProfile, str]:
-    if not upload:
-        return default_profile(lm)
-    profile = read_profile(upload)
-    profile.check_fits(_layers(lm))
-    return profile, f"Skip profile: your upload; the draft {describe(profile)}."
-
-
-# --- the form ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Form:
-    max_new_tokens: int
-    sampling: Sampling
-    settings: DraftSettings
-
-
-def parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive) -> Form:
-    """Form values (from the page or an API client) -> settings; absurd values raise ValueError."""
-    def integer(value, name: str, low: int, high: int) -> int:
-        try:
-            number = math.nan if isinstance(value, bool) else float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not number.is_integer() or not low <= number <= high:
-            raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
-        return int(number)
-
-    max_new_tokens = integer(max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS)
-    max_draft = integer(max_draft, "max draft length", 1, MAX_DRAFT)
-    if mode not in ("greedy", "sampling"):
-        raise ValueError(f"decoding must be 'greedy' or 'sampling', got {mode!r}")
-    if mode == "greedy":
-        sampling = Sampling()
-    else:
-        if temperature is None or not 0 < temperature <= 5:
-            raise ValueError(f"temperature must be in (0, 5] when sampling, got {temperature!r}")
-        if top_p is None or not 0 < top_p <= 1:
-            raise ValueError(f"top-p must be in (0, 1], got {top_p!r}")
-        seed = None if seed is None or (isinstance(seed, float) and math.isnan(seed)) else integer(
-            seed, "seed", 0, 2**63 - 1)
-        sampling = Sampling(temperature=float(temperature), top_p=float(top_p), seed=seed)
-    return Form(max_new_tokens, sampling, DraftSettings(max_draft=max_draft, exit="adaptive" if adaptive else "off"))
-
-
-def with_profile_hints(settings: DraftSettings, profile: SkipProfile) -> DraftSettings:
-    """The exit rule the profile was searched with (fixed or adaptive, its threshold), unless exit is off."""
-    hints = profile.decoding
-    if hints is None or settings.exit == "off" or hints.exit == "off":
-        return settings
-    return DraftSettings(max_draft=settings.max_draft, exit=hints.exit, threshold=hints.threshold,
-                         target_acceptance=hints.target_acceptance)
+    return uploaded_profile(lm, upload) if upload else default_profile(lm)
 
 
 # --- the comparison ---------------------------------------------------------------------------
 
 
-def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool) -> dict:
+def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool,
+                divergence: Divergence | None = None) -> dict:
     """What API clients read: both texts, token ids and summaries (timed by each method's own clock)."""
     out = {"model": lm.name, "profile": profile.to_dict(), "running": running}
     for key, lane in (("autoregressive", race.autoregressive), ("self_speculative", race.speculative)):
         out[key] = {"text": lm.decode(lane.token_ids), "token_ids": lane.token_ids, **lane.summary().to_dict()}
     out["speedup"] = race.speedup
     out["identical"] = race.identical if form.sampling.greedy and not running else None
+    out["divergence"] = divergence.to_dict() if divergence is not None else None
     return out
 
 
-def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool) -> tuple:
+def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool,
+         divergence: Divergence | None = None) -> tuple:
     ar_html, spec_html = panels(lm.decode, race, running)
-    plots = figures(race, form.settings.max_draft) if charts else (gr.skip(),) * 4
-    summary = summary_line(race, form.sampling.greedy, running) + "\n\n" + note
-    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running))
+    plots = figures(race, form.max_draft) if charts else (gr.skip(),) * 4
+    summary = summary_line(race, form.sampling.greedy, running, divergence) + "\n\n" + note
+    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running, divergence))
 
 
-@gpu
+@gpu_call  # ZeroGPU lends a GPU per call (ui/zero_gpu.py); elsewhere a no-op
 def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive):
     """Race autoregressive and self-speculative decoding on one prompt; streams both as they go."""
     try:
@@ -205,9 +121,10 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
             raise ValueError("the prompt is empty: type something or pick an example")
         lm = get_model(model)
         profile, note = pick_profile(lm, profile_file)
-        form = replace(form, settings=with_profile_hints(form.settings, profile))
-        race_steps = start_race(lm, lm.encode(prompt), profile, form.max_new_tokens, form.sampling,
-                                form.settings, DEVICE_LOCK)
+        note = f"{note} {device_note(lm)}"
+        prompt_ids = lm.encode(prompt)
+        race_steps = start_race(lm, prompt_ids, profile, form.max_new_tokens, form.sampling,
+                                form.settings(profile), DEVICE_LOCK)
     except USER_ERRORS as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     except Exception as exc:  # never a stack trace in the page; the log keeps it
@@ -233,7 +150,9 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
         raise gr.Error(f"decoding failed: {exc}", print_exception=False) from None
     finally:
         race_steps.close()  # also on Stop: closes both decoders
-    yield view(lm, profile, note, race, form, running=False, charts=True)
+    # Differing greedy outputs are explained: where they part, and how close the full model's choice was.
+    divergence = race_divergence(lm, prompt_ids, race, DEVICE_LOCK) if form.sampling.greedy else None
+    yield view(lm, profile, note, race, form, running=False, charts=True, divergence=divergence)
 
 
 # --- sharing: the prompt and settings travel in the page's query string ------------------------
@@ -253,10 +172,8 @@ def restore(request: gr.Request):
     params = dict(request.query_params) if request is not None else {}
     convert = {"prompt": str, "model": str, "max_new_tokens": int, "mode": str, "temperature": float,
                "top_p": float, "seed": int, "max_draft": int, "adaptive": lambda v: v.lower() == "true"}
-    hints = default_profile(get_model(None))[0].decoding if "model" not in params else None
-    if hints is not None:  # the draft length the default profile was measured with
-        params.setdefault("max_draft", str(hints.max_draft))
-        params.setdefault("adaptive", str(hints.exit != "off"))
+    if "model" not in params:  # the draft length and exit the default profile was measured with
+        params = {**form_defaults(default_profile(get_model(None))[0]), **params}
     values = []
     for name in SHARED:
         try:
@@ -294,7 +211,7 @@ def build_demo() -> gr.Blocks:
                 share_link = gr.Textbox(label="Link to this prompt and settings", buttons=["copy"],
                                         interactive=False, elem_id="share-link")
             with gr.Column(scale=2, min_width=300):
-                model = gr.Dropdown([DEFAULT_LABEL, *EXTRA_MODELS], value=DEFAULT_LABEL, label="Model",
+                model = gr.Dropdown([DEFAULT_LABEL, *PRESETS], value=DEFAULT_CHOICE, label="Model",
                                     allow_custom_value=True, info="or type a Hub model id")
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=96, step=1, label="Max new tokens")
                 with gr.Accordion("Decoding and drafting", open=False):
@@ -341,8 +258,13 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-default_profile(get_model(DEFAULT_LABEL))  # the one-time start-up load, before the first visitor
-demo = build_demo()
+def main() -> None:
+    """Load the default model and its profile at start-up (not at import), then serve."""
+    default_profile(get_model(None))
+    demo.launch(max_file_size=MAX_PROFILE_BYTES)  # the server refuses larger uploads; uploaded_profile too
+
+
+demo = build_demo()  # widgets only: importing this module loads no model and queries no Hub
 
 if __name__ == "__main__":
-    demo.launch()
+    main()

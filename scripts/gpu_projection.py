@@ -44,7 +44,7 @@ from selfspec.bench.runner import (
     markdown_table, ours_autoregressive, ours_self_speculative, run_methods, summarize_runs, transformers_generate,
 )
 from selfspec.bench.costmodel import Costs, measure_costs, speedup_bound
-from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.settings import DraftSettings
 from selfspec.engine.draft import DraftModel
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile, read_profile

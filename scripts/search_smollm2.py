@@ -23,7 +23,7 @@ import torch
 from selfspec.profiles.calibration import builtin_prompts
 from selfspec.models.loading import load_model
 from selfspec.profiles.schema import SkipProfile, profile_filename, read_profile, write_profile
-from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.settings import DraftSettings
 from selfspec.profiles.search import (
     SearchRun, compare, comparison_table, median, paired_table, random_profile, run_search)
 
@@ -63,22 +63,22 @@ def main() -> None:
     greedy = found.get("greedy") or next(iter(found.values()))
     control = random_profile(greedy.num_layers, greedy.skipped_sublayers, random.Random(0))
     none = SkipProfile.none(greedy.num_layers)
-    candidates = {"autoregressive": (None, greedy.decoding.settings())}
+    candidates = {"autoregressive": (None, greedy.decoding)}
     searched = []
     for method, p in found.items():
-        searched.append(f"{method}, {spent[method]:.0f} s ({p.skipped_sublayers} skipped; {label(p.decoding.settings())})")
-        candidates[searched[-1]] = (p, p.decoding.settings())
+        searched.append(f"{method}, {spent[method]:.0f} s ({p.skipped_sublayers} skipped; {label(p.decoding)})")
+        candidates[searched[-1]] = (p, p.decoding)
     for path in args.also:
         p = read_profile(path)
         candidates[f"{Path(path).name}: {p.search.method} ({p.skipped_sublayers} skipped; "
-                   f"{label(p.decoding.settings())})"] = (p, p.decoding.settings())
+                   f"{label(p.decoding)})"] = (p, p.decoding)
     # Controls: skipping nothing with the searched profile's own settings, and with the settings that suit it
     # best (every draft is accepted, so a long draft that never exits early amortises verification most);
     # a random profile of the same size with the searched profile's settings.
-    for settings in (greedy.decoding.settings(), DraftSettings(max_draft=args.none_max_draft, exit="off")):
+    for settings in (greedy.decoding, DraftSettings(max_draft=args.none_max_draft, exit="off")):
         candidates[f"skip nothing ({label(settings)})"] = (none, settings)
-    candidates[f"random ({control.skipped_sublayers} skipped; {label(greedy.decoding.settings())})"] = (
-        control, greedy.decoding.settings())
+    candidates[f"random ({control.skipped_sublayers} skipped; {label(greedy.decoding)})"] = (
+        control, greedy.decoding)
     t0 = time.monotonic()
     results = compare(lm.model, prompts, candidates, args.max_new_tokens, args.reps)
     print(f"\nsearch wall time: {', '.join(f'{m} {t:.0f} s' for m, t in spent.items())}; "

@@ -2,7 +2,8 @@
 
 from selfspec.engine.adaptive import AdaptiveThreshold, FixedThreshold
 from selfspec.engine.architectures import SUPPORTED_MODEL_TYPES, UnsupportedModelError
-from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.decoding import autoregressive, self_speculative
+from selfspec.engine.settings import DraftSettings
 from selfspec.engine.draft import DraftModel
 from selfspec.generate import GenerationResult, generate
 from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.decoding import autoregressive, self_speculative
+from selfspec.engine.settings import DraftSettings
 from selfspec.engine.draft import DraftModel
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile
@@ -39,9 +40,9 @@ def generate(
     """Generate to the end: self-speculatively with `profile`, autoregressively without one."""
     prompt_ids = prompt if isinstance(prompt, list) else lm.encode(prompt, raw=raw)
     if profile is None:
-        steps = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling)
+        steps = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling, engine=lm.engine)
     else:
-        steps = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings)
+        steps = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings, engine=lm.engine)
     records = list(steps)
     token_ids = [t for r in records for t in r.token_ids]
     return GenerationResult(lm.decode(token_ids), token_ids, summarize(records), records)

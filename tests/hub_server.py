@@ -1,8 +1,10 @@
 """A tiny Hub-compatible HTTP server on 127.0.0.1, enough for huggingface_hub's download and upload calls.
 
-Implements what `hf_hub_download`, `get_hf_file_metadata`, `HfApi.create_repo` and
-`HfApi.upload_file` (regular, non-LFS files) request from a Hub, so tests drive the real client over
-real HTTP. Model repos only. Every commit is kept, so files can be fetched at old revisions.
+Implements what `hf_hub_download`, `get_hf_file_metadata`, `HfApi.model_info`, `HfApi.create_repo`
+and `HfApi.upload_file` (regular, non-LFS files) request from a Hub, so tests drive the real client
+over real HTTP. Model repos only. Every commit is kept, so files can be fetched at old revisions.
+Like the Hub, model info reports the parameter count read from the headers of the repo's
+`*.safetensors` files (a test may store a header alone: only the header is read).
 """
 
 from __future__ import annotations
@@ -33,6 +35,23 @@ class Repo:
         return sha
 
 
+def safetensors_parameters(files: dict[str, bytes]) -> dict | None:
+    """{"parameters": {dtype: count}, "total": count} from the headers of the *.safetensors files, as the Hub reports."""
+    counts: dict[str, int] = {}
+    for name, content in files.items():
+        if not name.endswith(".safetensors") or len(content) < 8:
+            continue
+        size = int.from_bytes(content[:8], "little")
+        header = json.loads(content[8:8 + size])
+        for key, tensor in header.items():
+            if key != "__metadata__":
+                count = 1
+                for dim in tensor["shape"]:
+                    count *= dim
+                counts[tensor["dtype"]] = counts.get(tensor["dtype"], 0) + count
+    return {"parameters": counts, "total": sum(counts.values())} if counts else None
+
+
 class HubServer:
     """`with HubServer() as hub:` serves at `hub.url`; `hub.repos`, `hub.requests` and `hub.token` for tests."""
 
@@ -40,6 +59,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, authorization)
         self.token = token  # when set, writes need "Authorization: Bearer <token>"
+        self.gated: set[str] = set()  # repos whose files are refused (as to a user who has not been granted access)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -89,15 +109,36 @@ class HubServer:
                 hub.requests.append((self.command, path, self.headers.get("Authorization")))
                 return path
 
+            # GET /api/models/{owner}/{name}[/revision/{revision}]
+            def _model_info(self, parts: list[str]) -> None:
+                repo_id, revision = "/".join(parts[2:4]), parts[5] if len(parts) == 6 else "main"
+                repo = hub.repos.get(repo_id)
+                if repo is None:
+                    return self._error(404, "RepoNotFound")
+                files = repo.files(revision)
+                if files is None:
+                    return self._error(404, "RevisionNotFound")
+                info = {"id": repo_id, "sha": repo.main if revision == "main" else revision, "private": False,
+                        "gated": "manual" if repo_id in hub.gated else False,
+                        "siblings": [{"rfilename": name} for name in sorted(files)]}
+                parameters = safetensors_parameters(files)
+                if parameters:
+                    info["safetensors"] = parameters
+                self._json(200, info)
+
             # GET/HEAD /{owner}/{name}/resolve/{revision}/{path}
             def _resolve(self, head: bool) -> None:
                 parts = self._record().strip("/").split("/")
+                if parts[:2] == ["api", "models"] and len(parts) in (4, 6) and not head:
+                    return self._model_info(parts)
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self._error(404, "NotFound", head)
                 repo_id, revision, path = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
                 repo = hub.repos.get(repo_id)
                 if repo is None:
                     return self._error(404, "RepoNotFound", head)
+                if repo_id in hub.gated:
+                    return self._error(403, "GatedRepo", head)
                 files = repo.files(revision)
                 if files is None:
                     return self._error(404, "RevisionNotFound", head)

@@ -213,8 +213,8 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
 
     tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
     profile = SkipProfile(6, attn=[2, 3], mlp=[3])
-    methods = build_methods(tiny_lm, profile, ks=[2, 3], vocabs=[None, list(range(1, 60))],
-                            exits=[{"exit": "off", "threshold": 0.0}],
+    methods = build_methods(tiny_lm, profile, [DraftSettings(max_draft=k, exit="off") for k in (2, 3)],
+                            vocabs=[None, list(range(1, 60))],
                             names=["generate", "self-speculative", "prompt-lookup", "early-exit"],
                             prompt_lookup=3, early_exit=3)
     names = [m.name for m in methods]
@@ -260,19 +260,55 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     out = tmp_path / "out"
     code = main(["bench", "--prompts", str(prompts), "--max-new-tokens", "6", "--reps", "1", "--attn", "1,2",
                  "--methods", "generate,self-speculative", "--max-draft", "2", "--draft-vocab", "0,50",
-                 "--exit", "adaptive,off", "--out", str(out), "--no-progress"])
+                 "--exit", "adaptive,off", "--draft-weights", "full,int8", "--out", str(out), "--no-progress"])
     assert code == 0
     text = capsys.readouterr().out
     assert "| method | category | tok/s | speedup |" in text
-    for name in ("self-spec K=2 adaptive", "self-spec K=2 off", "self-spec K=2 V=50 adaptive", "self-spec K=2 V=50 off"):
-        assert f"| {name} | all |" in text
+    for weights in ("full", "int8"):
+        for name in ("K=2", "K=2 V=50"):
+            for rule in ("adaptive", "off"):
+                assert f"| self-spec {name} {weights} {rule} | all |" in text
+    # Under the table: the engine, AR against the floor, c and v per speculative method.
+    assert "engine: static cache, compiled off; verification products: rows 2-3:" in text
+    assert "ms/token =" in text and "x the floor of" in text and "(linear products," in text
+    assert "self-spec K=2 V=50 int8 off: c=" in text and "v(3)=" in text
     report = json.loads((out / "bench.json").read_text())
+    assert report["drafts"]["self-spec K=2 full off"]["draft_extra_bytes"] == 0
+    assert report["drafts"]["self-spec K=2 int8 off"]["draft_extra_bytes"] > 0
     assert report["profile"]["attn"] == [1, 2] and report["machine"]["device"]
+    assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["verify_products"]
+    over = report["overhead"]
+    assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
+    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {"1", "2"}
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
     assert len(read_vocabulary(out / "vocab-50.json")) == 50
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()
     assert main(["bench", "--methods", "warp-drive"]) == 2
     assert "unknown methods" in capsys.readouterr().err
+
+
+def test_floor_counts_every_linear_weight_once_per_step(tiny_lm):
+    from selfspec.bench.floor import linear_layers, measure_floor, weight_bytes
+
+    model = tiny_lm.model
+    assert not model.config.tie_word_embeddings
+    # Every 2-D weight but the embedding table is a linear layer's (norms are 1-D).
+    expected = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                   if p.dim() == 2 and "embed_tokens" not in n)
+    assert weight_bytes(model) == expected
+    assert len(linear_layers(model)) == 6 * 7 + 1  # q, k, v, o, gate, up, down per layer, and the lm_head
+    floor = measure_floor(model, reps=2)
+    assert floor.how == "linear products" and floor.seconds > 0 and floor.weight_bytes == expected
+
+
+def test_generate_static_compiled_is_a_method_but_not_a_default(tiny_lm):
+    from selfspec.cli import build_parser
+
+    methods = build_methods(tiny_lm, SkipProfile(6), [DraftSettings(max_draft=2, exit="off")], [None],
+                            names=["generate-static"], prompt_lookup=3, early_exit=3)
+    assert [(m.name, m.compiled) for m in methods] == [(AR, False), ("generate static compiled", True)]
+    default = build_parser().parse_args(["bench"]).methods.split(",")
+    assert "generate" in default and "generate-static" not in default
 
 
 def test_gpu_projection_script_runs_on_tiny_shapes(tmp_path, capsys, monkeypatch):

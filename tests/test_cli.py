@@ -38,7 +38,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_json_compare_on_a_local_directory(model_dir):
-    result = run_cli("generate", "--model", str(model_dir), "--prompt", "Tell me a story.",
+    result = run_cli("generate", "--model", str(model_dir), "--prompt", "Tell me a story.", "--dtype", "float32",
                      "--attn", "1,2", "--mlp", "3", "--max-new-tokens", "20", "--compare", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -50,6 +50,7 @@ def test_json_compare_on_a_local_directory(model_dir):
         assert 0 < len(side["token_ids"]) <= 20
     assert set(spec) >= {"acceptance_rate", "mean_accepted_tokens", "steps"}
     assert report["identical"] is True and ar["token_ids"] == spec["token_ids"]
+    assert report["divergence"] is None  # float32: token-identical, nothing to explain
     assert sum(len(step["token_ids"]) for step in spec["steps"]) == len(spec["token_ids"])
 
 
@@ -104,3 +105,24 @@ def test_hub_model_that_cannot_be_reached(env, tmp_path):
     assert result.returncode == 2
     assert "cannot load model 'someone/not-cached-model'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_json_reports_the_draft_weights_memory_and_plain_steps(model_dir, capsys):
+    args = ["generate", "--model", str(model_dir), "--prompt", "Tell me a story.", "--max-new-tokens", "16",
+            "--json", "--draft-weights", "int8", "--attn", "1"]
+    assert main(args) == 0
+    spec = json.loads(capsys.readouterr().out)["self_speculative"]
+    assert spec["draft_weights"] == "int8"
+    config = LlamaConfig.from_pretrained(model_dir)
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    heads = config.num_attention_heads
+    kv = config.num_key_value_heads * (h // heads)
+    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)] * config.num_hidden_layers + [(v, h)]
+    # int8 weights plus one scale per row, 2 bytes (bf16) or 4 (fp32) depending on the kernel chosen
+    low = sum(o * n + 2 * o for o, n in shapes)
+    high = sum(o * n + 4 * o for o, n in shapes)
+    assert low <= spec["draft_extra_bytes"] <= high
+    assert spec["kernels"] and spec["plain_steps"] == sum(s["kind"] == "decode" for s in spec["steps"])
+    with pytest.raises(SystemExit):
+        main([*args[:-4], "--draft-weights", "int2"])
+    assert "invalid choice: 'int2'" in capsys.readouterr().err

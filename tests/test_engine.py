@@ -175,13 +175,13 @@ def _exact_second_third(model, prompt: list[int], sampling: Sampling) -> torch.T
     return joint.flatten()
 
 
-def _sampled_second_third(model, prompt, profile, sampling, draws: int) -> torch.Tensor:
+def _sampled_second_third(model, prompt, draft, sampling, draws: int) -> torch.Tensor:
     vocab = model.config.vocab_size
     counts = torch.zeros(vocab * vocab, dtype=torch.float64)
     for seed in range(draws):
         s = Sampling(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=seed)
         # Budget 4 and K = 2: the 2nd and 3rd tokens both come out of the first draft/verify step.
-        tokens = generated(self_speculative(model, prompt, profile, 4, s, DraftSettings(max_draft=2, exit="off")))
+        tokens = generated(self_speculative(model, prompt, draft, 4, s, DraftSettings(max_draft=2, exit="off")))
         counts[tokens[1] * vocab + tokens[2]] += 1
     return counts
 
@@ -196,26 +196,28 @@ def small_vocab_model():
 SAMPLING_CASES = [Sampling(temperature=1.0), Sampling(temperature=0.8, top_k=3, top_p=0.9)]
 
 
-@pytest.mark.parametrize("sampling", SAMPLING_CASES, ids=["plain", "top-k-top-p"])
-def test_sampling_matches_the_full_model_distribution(small_vocab_model, sampling):
+@pytest.mark.parametrize("sampling,weights", [(SAMPLING_CASES[0], "full"), (SAMPLING_CASES[1], "full"),
+                                              (SAMPLING_CASES[0], "int4")], ids=["plain", "top-k-top-p", "int4"])
+def test_sampling_matches_the_full_model_distribution(small_vocab_model, sampling, weights):
     model, prompt = small_vocab_model, [0, 2, 4]
-    profile = SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3])
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3]), weights=weights)
     draws = 800
     expected = _exact_second_third(model, prompt, sampling) * draws
-    observed = _sampled_second_third(model, prompt, profile, sampling, draws)
+    observed = _sampled_second_third(model, prompt, draft, sampling, draws)
     assert _chi_square_p_value(observed, expected) > 1e-3
 
 
-def test_the_chi_square_test_catches_a_broken_acceptance_rule(small_vocab_model, monkeypatch):
+@pytest.mark.parametrize("weights", ["full", "int4"])
+def test_the_chi_square_test_catches_a_broken_acceptance_rule(small_vocab_model, monkeypatch, weights):
     def accept_everything(drafted, draft_probs, target_probs, generator):
         return len(drafted), sample(target_probs[len(drafted)], generator)
 
     monkeypatch.setattr(decoding, "accept_sampled", accept_everything)
     model, prompt, sampling = small_vocab_model, [0, 2, 4], SAMPLING_CASES[0]
-    profile = SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3])
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3]), weights=weights)
     draws = 800
     expected = _exact_second_third(model, prompt, sampling) * draws
-    observed = _sampled_second_third(model, prompt, profile, sampling, draws)
+    observed = _sampled_second_third(model, prompt, draft, sampling, draws)
     assert _chi_square_p_value(observed, expected) < 1e-6
 
 

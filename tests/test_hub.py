@@ -5,9 +5,7 @@ import json
 import socket
 
 import pytest
-from huggingface_hub import constants
 
-from hub_server import HubServer
 from selfspec.cli import main, profile_from
 from selfspec.profiles.hub import fetch_profile, load_profile, parse_hub_ref, push_profile
 from selfspec.models.loading import LanguageModel
@@ -20,17 +18,10 @@ REPO = "me/skip-profiles"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A loopback Hub, with HF_HOME, the library's cache, the token and the profile repo isolated in tmp."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_TOKEN", "secret-token")
+def hub(loopback_hub, monkeypatch):
+    """The loopback Hub (conftest.py), with the profile repo set to REPO."""
     monkeypatch.setenv("SELFSPEC_PROFILE_REPO", REPO)
-    with HubServer(token="secret-token") as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
+    return loopback_hub
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +146,19 @@ def test_bad_hub_refs(ref):
         parse_hub_ref(ref)
 
 
-def test_generate_uses_the_profiles_recommended_draft_length():
+def test_generate_uses_the_profiles_recommended_settings_unless_overridden():
     from selfspec.cli import build_parser, draft_settings_from
-    from selfspec.profiles.schema import Decoding
+    from selfspec.engine.settings import DraftSettings
 
-    profile = SkipProfile(4, attn=[1], decoding=Decoding(max_draft=2))
-    args = build_parser().parse_args(["generate", "--prompt", "hi"])
-    assert draft_settings_from(args, profile).max_draft == 2
-    assert draft_settings_from(args, SkipProfile(4)).max_draft == 4  # no recommendation: the default
-    args = build_parser().parse_args(["generate", "--prompt", "hi", "--max-draft", "5"])
-    assert draft_settings_from(args, profile).max_draft == 5  # the command line wins
+    recommended = DraftSettings(max_draft=2, exit="fixed", threshold=0.3)
+    profile = SkipProfile(4, attn=[1], decoding=recommended)
+
+    def settings(*flags, profile=profile):
+        return draft_settings_from(build_parser().parse_args(["generate", "--prompt", "hi", *flags]), profile)
+
+    assert settings() == recommended  # draft length and exit rule both come from the profile
+    assert settings(profile=SkipProfile(4)) == DraftSettings()  # no recommendation: the defaults
+    assert settings("--max-draft", "5") == DraftSettings(5, "fixed", 0.3)  # the command line wins
+    assert settings("--adaptive").exit == "adaptive"
+    assert settings("--no-adaptive") == DraftSettings(2, "off", 0.3)
+    assert settings("--no-adaptive", "--threshold", "0.5") == DraftSettings(2, "fixed", 0.5)

@@ -45,3 +45,13 @@ def test_the_choice_is_cached_per_key_and_a_damaged_cache_is_measured_again(tmp_
     assert len(json.loads(cache.read_text())) == 2
     cache.write_text("{not json")
     assert not choose_fastest("shape-1", candidates, CPU, repeats=2, rounds=1, cache_file=cache).cached
+
+
+def test_an_incumbent_keeps_its_place_unless_beaten_by_the_margin(tmp_path):
+    # 10 ms against 8 ms: 20% faster. A 10% margin lets it win, a 50% margin does not.
+    candidates = {"usual": sleeper(0.010), "other": sleeper(0.008)}
+    wins = choose_fastest("m1", candidates, CPU, repeats=3, rounds=1, cache_file=tmp_path / "k.json",
+                          incumbent="usual", margin=0.1)
+    keeps = choose_fastest("m2", candidates, CPU, repeats=3, rounds=1, cache_file=tmp_path / "k.json",
+                           incumbent="usual", margin=0.5)
+    assert wins.name == "other" and keeps.name == "usual"

@@ -1,14 +1,17 @@
-"""The CPU verification forward: weight-major products for a few rows, scoped to a `with` block."""
+"""Verification products: the weight-major candidate, the per-machine choice, and the engine's use of it."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from selfspec.engine.cache import new_cache
-from selfspec.engine.decoding import forward_full, forward_verify
+from selfspec.engine import narrow_linear, verify_products
 from selfspec.engine.narrow_linear import NarrowLinear
+from selfspec.engine.runtime import Engine, forward_full
+from selfspec.engine.verify_products import ROW_BUCKETS, VerifyProducts, choose_verify_products, linear_weights
 
 from tiny_models import tiny_model
 
@@ -29,6 +32,18 @@ def test_linear_matches_torch_and_only_few_rows_take_the_other_path(rows):
         assert torch.equal(got, expected)
 
 
+def test_only_the_chosen_weight_shapes_are_redirected(monkeypatch):
+    calls = []
+    real = narrow_linear.weight_major_linear
+    monkeypatch.setattr(narrow_linear, "weight_major_linear",
+                        lambda x, w, b=None: calls.append(tuple(w.shape)) or real(x, w, b))
+    x = torch.randn(1, 3, 32)
+    with NarrowLinear(max_rows=8, weight_shapes={(48, 32)}):
+        F.linear(x, torch.randn(48, 32))
+        F.linear(x, torch.randn(16, 32))
+    assert calls == [(48, 32)]
+
+
 def test_mode_ends_with_its_block_and_leaves_modules_alone():
     model = tiny_model("qwen2", seed=3)  # Qwen2's attention projections carry biases
     before = {name: type(m).forward for name, m in model.named_modules()}
@@ -38,16 +53,51 @@ def test_mode_ends_with_its_block_and_leaves_modules_alone():
     assert {name: type(m).forward for name, m in model.named_modules()} == before
 
 
+def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    model = tiny_model("llama", seed=1)
+    shapes = set(linear_weights(model))
+    assert (96, 32) in shapes and (64, 32) in shapes  # lm_head and the MLP's up projection
+    # Make the weight-major product slow for every shape but the lm_head's: that is what must be chosen.
+    def slowed_unless(lm_head: bool, product):
+        def run(x, weight, bias=None):
+            if (tuple(weight.shape) == (96, 32)) == lm_head:
+                time.sleep(0.002)
+            return product(x, weight, bias)
+        return run
+
+    monkeypatch.setitem(verify_products.PRODUCTS, "linear", slowed_unless(True, F.linear))
+    monkeypatch.setitem(verify_products.PRODUCTS, "weight-major",
+                        slowed_unless(False, narrow_linear.weight_major_linear))
+    products = choose_verify_products(model)
+    assert products.weight_major == {bucket: frozenset({(96, 32)}) for bucket in ROW_BUCKETS}
+    assert len(products.choices) == len(shapes) * len(ROW_BUCKETS)
+    assert "weight-major for 96x32" in products.summary()
+    assert products.to_dict()["weight_major"]["rows 2-3"] == ["96x32"]
+
+
+def test_verification_modes_by_width():
+    products = VerifyProducts({(2, 3): frozenset({(96, 32)}), (4, 5): frozenset(), (6, 9): frozenset({(1, 1)})})
+    assert isinstance(products.mode(3), NarrowLinear) and products.mode(3).weight_shapes == {(96, 32)}
+    assert not isinstance(products.mode(5), NarrowLinear)  # nothing chosen there
+    assert products.mode(9).max_rows == 9
+    assert not isinstance(products.mode(10), NarrowLinear) and not isinstance(products.mode(1), NarrowLinear)
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
-def test_verification_forward_gives_the_full_models_logits(arch):
+def test_verification_forward_gives_the_full_models_logits(arch, monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     model = tiny_model(arch, seed=4)
+    everything = VerifyProducts({b: frozenset(linear_weights(model)) for b in ROW_BUCKETS})
+    engine = Engine(model, choose_kernels=False)
+    engine.products = everything  # every product weight-major, whatever this machine prefers
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
     for width in (2, 5, 8):
-        cache_a, cache_b = new_cache(), new_cache()
+        cache_a, cache_b = engine.new_cache(10, 0, 8), engine.new_cache(10, 0, 8)
         forward_full(model, prompt, 0, cache_a)
         forward_full(model, prompt, 0, cache_b)
         block = torch.tensor([[11, 12, 13, 14, 15, 16, 17, 18][:width]])
         plain = forward_full(model, block, prompt.shape[1], cache_a)
-        narrow = forward_verify(model, block, prompt.shape[1], cache_b)
+        narrow = engine.verify(block, prompt.shape[1], cache_b)
         torch.testing.assert_close(narrow, plain, rtol=1e-4, atol=1e-4)
         assert torch.equal(narrow.argmax(-1), plain.argmax(-1))

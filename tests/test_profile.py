@@ -2,12 +2,12 @@
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
+from selfspec.engine.settings import DraftSettings
+from selfspec.profiles.hub import bundled_profiles
 from selfspec.profiles.schema import (
-    Decoding,
     Fingerprint,
     ProfileError,
     SearchInfo,
@@ -27,7 +27,8 @@ FULL = {
     "num_layers": 4,
     "attn": [3, 1],
     "mlp": [2],
-    "decoding": {"max_draft": 3, "exit": "adaptive", "threshold": 0.5, "target_acceptance": 0.85},
+    "decoding": {"max_draft": 3, "exit": "adaptive", "threshold": 0.5, "target_acceptance": 0.85,
+                 "draft_weights": "int4"},
     "fingerprint": {"model_type": "llama", "num_layers": 4, "hidden_size": 32, "vocab_size": 96,
                     "architecture": "LlamaForCausalLM", "revision": "abc123"},
     "search": {"method": "greedy", "trials": 12, "seconds": 95.5, "calibration": "builtin",
@@ -55,9 +56,8 @@ def edited(path: str, value=None, delete: bool = False) -> dict:
 def test_full_profile_round_trips(tmp_path):
     profile = SkipProfile.from_dict(FULL)
     assert profile.attn == (1, 3) and profile.mlp == (2,)
-    assert profile.decoding == Decoding(3, "adaptive", 0.5, 0.85)
+    assert profile.decoding == DraftSettings(3, "adaptive", 0.5, 0.85, draft_weights="int4")
     assert profile.fingerprint.revision == "abc123" and profile.search.trials == 12
-    assert profile.decoding.settings().max_draft == 3
     write_profile(profile, tmp_path / "p.json")
     again = read_profile(tmp_path / "p.json")
     assert again.to_dict() == profile.to_dict()
@@ -88,6 +88,7 @@ def test_pre_v1_files_keep_their_extra_keys_as_metadata():
     ("decoding", [3], "decoding must be a JSON object"),
     ("decoding.max_draft", 0, "decoding.max_draft must be an integer >= 1"),
     ("decoding.exit", "sometimes", "decoding.exit must be"),
+    ("decoding.draft_weights", "int3", "decoding.draft_weights must be"),
     ("decoding.threshold", 1.5, r"decoding.threshold must be a number in \[0.0, 1.0\]"),
     ("decoding.target_acceptance", "high", "decoding.target_acceptance must be a number"),
     ("decoding.speed", 1, "decoding has unknown field"),
@@ -191,8 +192,6 @@ PAPER = {  # model -> (attention count, MLP count) in the paper's release
 
 
 def test_bundled_profiles_are_valid_and_named_after_their_model():
-    from selfspec.profiles.hub import bundled_profiles
-
     paths = bundled_profiles()  # what the package ships, found as package data
     assert len(paths) >= 4
     for path in paths:
@@ -210,4 +209,16 @@ def test_bundled_profiles_are_valid_and_named_after_their_model():
 
 def test_search_info_and_decoding_defaults():
     assert SearchInfo("bayes").complete is True
-    assert Decoding().settings().exit == "adaptive"
+    assert DraftSettings.from_profile(SkipProfile(4)) == DraftSettings()  # no recommendation: the defaults
+
+
+def test_settings_from_a_profile_keep_its_recommendation_except_what_is_overridden():
+    recommended = DraftSettings(max_draft=2, exit="fixed", threshold=0.3, target_acceptance=0.8)
+    profile = SkipProfile(4, attn=[1], decoding=recommended)
+    assert DraftSettings.from_profile(profile) == recommended
+    assert DraftSettings.from_profile(profile, max_draft=None, exit=None) == recommended  # None: not given
+    assert DraftSettings.from_profile(profile, max_draft=6, exit="off") == DraftSettings(6, "off", 0.3, 0.8)
+    with pytest.raises(TypeError, match="unknown decoding setting"):
+        DraftSettings.from_profile(profile, gamma=0.5)
+    with pytest.raises(ValueError, match="max_draft must be an integer >= 1"):
+        DraftSettings.from_profile(profile, max_draft=0)

@@ -39,3 +39,25 @@ def tiny_model(model_type: str = "llama", seed: int = 0, **overrides) -> torch.n
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(8.0)
     return model.eval()
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (one token per UTF-8 byte, no merges): ids 0/1 are <s>/</s>, vocabulary 258."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<s>": 0, "</s>": 1, **{ch: i + 2 for i, ch in enumerate(alphabet)}}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<s>")
+
+
+def save_tiny(path, model_type: str = "llama", seed: int = 0, **overrides):
+    """A tiny model with a byte-level tokenizer saved with `save_pretrained`: loadable by name like a real one."""
+    tokenizer = byte_tokenizer()
+    model = tiny_model(model_type, seed, vocab_size=len(tokenizer), **overrides)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -22,24 +22,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from selfspec.engine.cache import new_cache, truncate
-from selfspec.engine.decoding import forward_full, forward_verify
+from selfspec.engine.cache import truncate
+from selfspec.engine.controller import expected_tokens, speedup_bound  # noqa: F401 (the formulas live with their user)
 from selfspec.engine.draft import DraftModel
+from selfspec.engine.runtime import Engine
 from selfspec.engine.records import StepRecord
-
-
-def expected_tokens(a: float, k: int) -> float:
-    """Tokens committed per step with K drafts accepted with probability a each (correction included)."""
-    if not 0 <= a <= 1:
-        raise ValueError(f"acceptance must be in [0, 1], got {a}")
-    if a == 1:
-        return k + 1.0
-    return (1 - a ** (k + 1)) / (1 - a)
-
-
-def speedup_bound(a: float, c: float, v: float, k: int) -> float:
-    """E / (K*c + v): the speedup over autoregressive decoding if only forward passes cost time."""
-    return expected_tokens(a, k) / (k * c + v)
 
 
 def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int]) -> float | None:
@@ -102,33 +89,47 @@ def _interleaved_medians(fns: dict, reps: int, synchronize) -> dict:
 
 @torch.inference_mode()
 def measure_costs(model: nn.Module, draft: DraftModel, prompt_ids: Sequence[int], max_k: int,
-                  reps: int = 7) -> Costs:
-    """Time single forwards after a real prompt: full 1 token, draft 1 token, full K+1 tokens (K=1..max_k).
+                  reps: int = 7, engine: Engine | None = None) -> Costs:
+    """Time single forwards after a real prompt: full 1 token, draft 1 token, full K+1 tokens (K=1..max_k)."""
+    return measure_draft_costs(model, {"draft": draft}, prompt_ids, max_k, reps, engine)["draft"]
 
-    Every timed forward appends to the prompt's cache and is rolled back, so each sees the same context.
+
+@torch.inference_mode()
+def measure_draft_costs(model: nn.Module, drafts: dict[str, DraftModel], prompt_ids: Sequence[int], max_k: int,
+                        reps: int = 7, engine: Engine | None = None) -> dict[str, Costs]:
+    """`measure_costs` for several drafts at once: the full-model forwards are timed once, every
+    draft in the same interleaved rounds, so their c values compare fairly.
+
+    They run through `engine` (a new default one if None), as the decoders run them. Every timed
+    forward appends to the prompt's cache and is rolled back, so each sees the same context.
     """
-    device = model.get_input_embeddings().weight.device
+    engine = engine or Engine(model)
+    device = engine.device
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     prompt = torch.tensor([list(prompt_ids)], device=device)
     n = prompt.shape[1]
-    cache = new_cache()
-    forward_full(model, prompt, 0, cache, last_only=True)
+    cache = engine.new_cache(n, 0, max_k + 1)
+    engine.full(prompt, 0, cache, last_only=True)
     rows = prompt[:, -1:].repeat(1, max_k + 1)  # token values do not change the cost
 
     def full(q: int):
-        forward = forward_full if q == 1 else forward_verify  # as the decoders run them
+        forward = engine.full if q == 1 else engine.verify
         def run():
-            forward(model, rows[:, :q], n, cache)
+            forward(rows[:, :q], n, cache)
             truncate(cache, n)
         return run
 
-    def draft_one():
-        draft(rows[:, :1], torch.tensor([[n]], device=device), cache)
-        truncate(cache, n)
+    def draft_one(draft: DraftModel):
+        def run():
+            engine.draft(draft, rows[:, :1], n, cache)
+            truncate(cache, n)
+        return run
 
-    fns = {"full": full(1), "draft": draft_one, **{k: full(k + 1) for k in range(1, max_k + 1)}}
+    fns = {"full": full(1), **{("draft", name): draft_one(d) for name, d in drafts.items()},
+           **{k: full(k + 1) for k in range(1, max_k + 1)}}
     for fn in fns.values():  # warm-up
         fn()
     t = _interleaved_medians(fns, reps, sync)
     v = {k: t[k] / t["full"] for k in range(1, max_k + 1)}
-    return Costs(full_seconds=t["full"], draft_seconds=t["draft"], c=t["draft"] / t["full"], v=v, context=n)
+    return {name: Costs(full_seconds=t["full"], draft_seconds=t[("draft", name)], c=t[("draft", name)] / t["full"],
+                        v=v, context=n) for name in drafts}

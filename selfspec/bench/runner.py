@@ -23,10 +23,15 @@ import torch
 
 from selfspec.bench.prompts import CATEGORIES, BenchPrompt, builtin_suite, read_jsonl
 from selfspec.bench.costmodel import Costs, acceptance_per_token, bound_for_lengths, measure_costs
-from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.bench.floor import Floor, measure_floor
+from selfspec.engine.verify_products import VerifyProducts
+from selfspec.engine.decoding import autoregressive, self_speculative
+from selfspec.engine.settings import EXIT_RULES, DraftSettings
 from selfspec.engine.draft import DraftModel, VocabularyHead
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
+from selfspec.profiles.calibration import builtin_prompts
+from selfspec.profiles.draft_weights import WEIGHT_CHOICES, build_draft
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
 from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
@@ -49,6 +54,7 @@ class Method:
     decode: Callable[[list[int], int], tuple[list[int], list[StepRecord] | None]]
     draft: DraftModel | None = None
     settings: DraftSettings | None = None
+    compiled: bool = False  # warmed up on every prompt at full length, so no timed run compiles
 
 
 @dataclass
@@ -83,19 +89,19 @@ def encode_chat(lm: LanguageModel, prompt: BenchPrompt) -> list[int]:
 
 def ours_autoregressive(lm: LanguageModel) -> Method:
     def decode(ids, n):
-        records = list(autoregressive(lm.model, ids, n))
+        records = list(autoregressive(lm.model, ids, n, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(AR, decode)
+    return Method(AR, decode, compiled=lm.engine.steps is not None)
 
 
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
     def decode(ids, n):
-        records = list(self_speculative(lm.model, ids, draft, n, settings=settings))
+        records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(name, decode, draft, settings)
+    return Method(name, decode, draft, settings, compiled=lm.engine.steps is not None)
 
 
-def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
+def transformers_generate(lm: LanguageModel, name: str, compiled: bool = False, **options) -> Method:
     """transformers' `generate()` (greedy) on the same model object, with peer options if any."""
     model = lm.model
     pad = model.generation_config.pad_token_id
@@ -109,7 +115,17 @@ def transformers_generate(lm: LanguageModel, name: str, **options) -> Method:
         out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=n,
                              do_sample=False, pad_token_id=pad, **options)
         return out[0, len(ids):].tolist(), None
-    return Method(name, decode)
+    return Method(name, decode, compiled=compiled)
+
+
+def transformers_generate_static_compiled(lm: LanguageModel) -> Method:
+    """`generate()` at its fastest: a static cache and a compiled forward (on CPU too)."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(mode="reduce-overhead" if lm.device.type == "cuda" else "default")
+    config._compile_all_devices = True  # transformers' own switch to compile off CUDA as well
+    return transformers_generate(lm, "generate static compiled", compiled=True,
+                                 cache_implementation="static", compile_config=config)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -127,6 +143,9 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
 
     for method in methods:
         method.decode(prompts[0], warmup_tokens)
+        if method.compiled:  # every shape the timed runs will meet, longest first (static caches fit it)
+            for ids in sorted(prompts, key=len, reverse=True):
+                method.decode(ids, max_new_tokens)
     seconds = {m.name: [[] for _ in prompts] for m in methods}
     outputs: dict[str, list] = {m.name: [None] * len(prompts) for m in methods}
     with tqdm(total=len(methods) * len(prompts) * reps, desc="bench", unit="run", disable=not progress) as bar:
@@ -180,7 +199,8 @@ def _add_speculation(row: Row, method: Method, records: list[list[StepRecord]], 
     row.mean_accepted_tokens = sum(len(r.token_ids) for r in steps) / len(steps) if steps else None
     row.a = acceptance_per_token(steps)
     # What the loop itself paid, in the same units, for comparison with the isolated forwards.
-    row.extra = {"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
+    row.extra = {"plain_steps": sum(1 for rs in records for r in rs if r.kind == "decode"),
+                 "draft_extra_bytes": method.draft.extra_bytes,"draft_seconds_per_token": sum(r.draft_seconds for r in steps) / drafted if drafted else None,
                  "verify_seconds_per_step": sum(r.verify_seconds for r in steps) / len(steps) if steps else None,
                  "mean_drafted": drafted / len(steps) if steps else None}
     if costs is None or row.a is None:
@@ -225,14 +245,14 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
     """c and v per speculative method, on each category's first prompt (context length matters)."""
     first = {c: prompts[categories.index(c)] for c in dict.fromkeys(categories)}
     first["all"] = sorted(prompts, key=len)[len(prompts) // 2]  # the median-length prompt
-    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps)
+    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps, engine=lm.engine)
             for m in methods if m.draft is not None for c, ids in first.items()}
 
 
 # --- output -------------------------------------------------------------------------------------
 
 
-COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify",
+COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify", "plain steps",
            "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
 
@@ -245,7 +265,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
     for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
                  _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
-                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
+                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens), str(r.extra.get("plain_steps", "–")), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
                  _fmt(r.bound), _fmt(r.efficiency), _fmt(r.extra.get("bound_in_run")),
                  _fmt(r.extra.get("efficiency_in_run"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -289,24 +309,34 @@ def write_charts(rows: Sequence[Row], out: Path, title: str) -> list[Path]:
 # --- the command --------------------------------------------------------------------------------
 
 
-def build_methods(lm: LanguageModel, profile: SkipProfile, ks: Sequence[int], vocabs: Sequence[list[int] | None],
-                  exits: Sequence[dict], names: Sequence[str], prompt_lookup: int, early_exit: int) -> list[Method]:
-    """Our AR loop first, then the peers asked for; self-speculation once per K, draft vocabulary and exit rule.
+def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[DraftSettings],
+                  vocabs: Sequence[list[int] | None], names: Sequence[str], prompt_lookup: int,
+                  early_exit: int) -> list[Method]:
+    """Our AR loop first, then the peers asked for; self-speculation once per draft vocabulary, draft
+    weights (`settings[i].draft_weights`, None meaning full) and settings.
 
-    `exits` holds DraftSettings keyword sets (exit, threshold); with several, each method's name says its exit.
+    With settings of several exit rules, each method's name says its exit.
     """
+    several_exits = len({s.exit for s in settings}) > 1
+    several_weights = len({s.draft_weights or "full" for s in settings}) > 1
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
+    if "generate-static" in names:
+        methods.append(transformers_generate_static_compiled(lm))
     if "self-speculative" in names:
+        calibration = lm.encode(builtin_prompts()[2]) if any(s.draft_weights == "auto" for s in settings) else ()
         for vocab in vocabs:
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
-            draft = DraftModel(lm.model, profile, head)
-            for k in ks:
-                for exit_settings in exits:
-                    label = (f"self-spec K={k}" + ("" if vocab is None else f" V={len(vocab)}")
-                             + (f" {exit_settings['exit']}" if len(exits) > 1 else ""))
-                    methods.append(ours_self_speculative(lm, label, draft, DraftSettings(max_draft=k, **exit_settings)))
+            for weights in dict.fromkeys(s.draft_weights or "full" for s in settings):
+                draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration, key=lm.name,
+                                            max_draft=max(s.max_draft for s in settings), head=head)
+                named = several_weights or weights != "full"
+                for s in [s for s in settings if (s.draft_weights or "full") == weights]:
+                    label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
+                             + (f" {weights}" if named else "") + (f"={choice.weights}" if choice else "")
+                             + (f" {s.exit}" if several_exits else ""))
+                    methods.append(ours_self_speculative(lm, label, draft, s))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",
                                              prompt_lookup_num_tokens=prompt_lookup))
@@ -322,10 +352,37 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
     runs = run_methods(methods, ids, max_new_tokens, reps, progress=progress)
     costs = measure_category_costs(lm, methods, categories, ids, reps=max(reps, 5))
     rows = summarize_runs(methods, categories, runs, costs)
-    detail = {"costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
+    floor = measure_floor(lm.model, reps=max(reps, 5))
+    detail = {"engine": lm.engine.describe(), "floor": floor.to_dict(),
+              "overhead": step_overhead(runs, costs, floor),
+              "costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
               "outputs": {m: [{"category": cat, "prompt_tokens": len(i), "tokens": r.tokens, "seconds": r.seconds}
                               for cat, i, r in zip(categories, ids, rs)] for m, rs in runs.items()}}
     return rows, detail
+
+
+def step_overhead(runs: dict[str, list[Run]], costs: dict[tuple[str, str], Costs], floor: Floor) -> dict:
+    """Our autoregressive ms/token against the floor of the same run, and c, v of each speculative method."""
+    ar = decode_seconds_per_token([r.records for r in runs[AR]])
+    out = {"ar_ms_per_token": ar * 1e3 if ar else None, "floor_ms": floor.seconds * 1e3,
+           "ar_over_floor": ar / floor.seconds if ar else None}
+    out["methods"] = {m: {"c": cost.c, "v": cost.v} for (m, c), cost in costs.items() if c == "all"}
+    return out
+
+
+def overhead_lines(detail: dict) -> list[str]:
+    """What bench prints under its table: the engine, the floor and the step costs."""
+    engine, floor, over = detail["engine"], detail["floor"], detail["overhead"]
+    compiled = engine["compiled"] if engine["compiled"] == "off" else "on"
+    products = VerifyProducts.summary_of(engine["verify_products"])
+    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; verification products: {products}"]
+    if over["ar_ms_per_token"] is not None:
+        lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
+                     f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run)")
+    for name, cv in over["methods"].items():
+        v = ", ".join(f"v({k + 1})={x:.2f}" for k, x in sorted((int(k), x) for k, x in cv["v"].items()))
+        lines.append(f"{name}: c={cv['c']:.3f}; {v}")
+    return lines
 
 
 def machine(lm: LanguageModel) -> dict:
@@ -344,20 +401,28 @@ def _int_list(text: str) -> list[int]:
 
 def _exit_rules(text: str) -> list[str]:
     rules = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = set(rules) - {"adaptive", "fixed", "off"}
+    unknown = set(rules) - set(EXIT_RULES)
     if not rules or unknown:
-        raise argparse.ArgumentTypeError(f"exit rules are adaptive, fixed or off; got {text!r}")
+        raise argparse.ArgumentTypeError(f"exit rules are {', '.join(EXIT_RULES)}; got {text!r}")
     return rules
 
 
-METHOD_NAMES = ("generate", "self-speculative", "prompt-lookup", "early-exit")
+def _weights_list(text: str) -> list[str]:
+    weights = [x.strip() for x in text.split(",") if x.strip()]
+    if not weights or set(weights) - set(WEIGHT_CHOICES):
+        raise argparse.ArgumentTypeError(f"draft weights are {', '.join(WEIGHT_CHOICES)}; got {text!r}")
+    return weights
+
+
+METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-lookup", "early-exit")
 
 
 def register(commands) -> None:
-    from selfspec.cli import add_fetch_argument, add_model_arguments, add_profile_arguments
+    from selfspec.cli import add_engine_arguments, add_fetch_argument, add_model_arguments, add_profile_arguments
 
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
     add_model_arguments(p)
+    add_engine_arguments(p)
     add_fetch_argument(p)
     add_profile_arguments(p)
     p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
@@ -365,14 +430,22 @@ def register(commands) -> None:
     p.add_argument("--per-category", type=int, default=2, help="built-in prompts per category (max 3)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per prompt (the median is kept)")
-    p.add_argument("--methods", default=",".join(METHOD_NAMES),
-                   help=f"which of {', '.join(METHOD_NAMES)} to run besides our autoregressive loop")
-    p.add_argument("--max-draft", type=_int_list, default=[4], help="K for self-speculation; a list runs each")
+    p.add_argument("--methods", default=",".join(m for m in METHOD_NAMES if m != "generate-static"),
+                   help=f"which of {', '.join(METHOD_NAMES)} to run besides our autoregressive loop "
+                        "(generate-static compiles for minutes on a CPU, so it is not in the default)")
+    p.add_argument("--max-draft", type=_int_list, default=None,
+                   help="K for self-speculation; a list runs each (default: the profile's)")
     p.add_argument("--draft-vocab", default="0",
                    help="draft head vocabulary sizes (0 = full head), comma-separated, or a vocabulary JSON file")
-    p.add_argument("--exit", type=_exit_rules, default=["adaptive"],
-                   help="draft-exit rule: adaptive, fixed or off; a comma-separated list runs each")
-    p.add_argument("--threshold", type=float, default=DraftSettings.threshold)
+    p.add_argument("--exit", type=_exit_rules, default=None,
+                   help=f"draft-exit rule: {', '.join(EXIT_RULES)}; a comma-separated list runs each "
+                        "(default: the profile's)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="draft-exit threshold, or the adaptive rule's start (default: the profile's)")
+    p.add_argument("--draft-weights", type=_weights_list, default=["full", "int8", "int4"],
+                   help="draft weights to run, comma-separated, of full, int8, int4 and auto")
+    p.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
+                   help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -398,7 +471,7 @@ def draft_vocabularies(lm: LanguageModel, spec: str, out: Path | None) -> list[l
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from selfspec.cli import profile_from
+    from selfspec.cli import profile_from, use_engine_arguments
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -414,21 +487,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
+    use_engine_arguments(args, lm)
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
-    exits = [{"exit": rule, "threshold": args.threshold if rule != "off" else 0.0} for rule in args.exit]
-    methods = build_methods(lm, profile, args.max_draft, draft_vocabularies(lm, args.draft_vocab, out),
-                            exits, names, args.prompt_lookup, early_exit)
+    settings = [DraftSettings.from_profile(profile, max_draft=k, exit=rule, threshold=args.threshold,
+                                           controller=args.controller, draft_weights=weights)
+                for weights in args.draft_weights for k in args.max_draft or [None] for rule in args.exit or [None]]
+    methods = build_methods(lm, profile, settings, draft_vocabularies(lm, args.draft_vocab, out),
+                            names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
     title = f"{lm.name}, {args.dtype}, {machine(lm)['device']}"
     print(f"## {title}\n")
-    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(args.exit)}; "
+    exits = list(dict.fromkeys(s.exit for s in settings))
+    print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(exits)}; "
+          f"controller={'on' if args.controller else 'off'}; "
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
+    print("\n" + "\n".join(overhead_lines(detail)))
     if out is not None:
         report = {"model": lm.name, "dtype": args.dtype, "machine": machine(lm), "profile": profile.to_dict(),
-                  "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": args.exit,
-                               "threshold": args.threshold, "max_draft": args.max_draft},
+                  "settings": {"max_new_tokens": args.max_new_tokens, "reps": args.reps, "exit": exits,
+                               "threshold": settings[0].threshold,
+                               "max_draft": list(dict.fromkeys(s.max_draft for s in settings)),
+                               "draft": [asdict(s) for s in settings]},
+                  "drafts": {m.name: {"draft_weights": m.draft.weights, "draft_extra_bytes": m.draft.extra_bytes,
+                                      "kernels": m.draft.lowbit.kernels if m.draft.lowbit else {}}
+                             for m in methods if m.draft is not None},
                   "rows": [asdict(r) for r in rows], **detail}
         (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         charts = write_charts(rows, out, title)

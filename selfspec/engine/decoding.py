@@ -14,40 +14,19 @@ A self-speculative step:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
-from selfspec.engine.cache import new_cache, truncate
+from selfspec.engine.cache import truncate
+from selfspec.engine.controller import DraftLength
 from selfspec.engine.draft import DraftModel
-from selfspec.engine.narrow_linear import NarrowLinear
+from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_full: re-exported)
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
+from selfspec.engine.settings import DraftSettings
 from selfspec.engine.sampling import Sampling, accept_greedy, accept_sampled, probabilities, sample
-
-
-@dataclass(frozen=True)
-class DraftSettings:
-    max_draft: int = 4  # K: most tokens drafted per step
-    exit: str = "adaptive"  # "adaptive", "fixed" or "off"
-    threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
-    target_acceptance: float = 0.9  # adaptive rule's alpha
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_draft, int) or self.max_draft < 1:
-            raise ValueError(f"max_draft must be a positive integer, got {self.max_draft!r}")
-        if self.exit not in ("adaptive", "fixed", "off"):
-            raise ValueError(f"exit must be 'adaptive', 'fixed' or 'off', got {self.exit!r}")
-        if not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-
-    def new_exit(self) -> DraftExit:
-        if self.exit == "adaptive":
-            return AdaptiveThreshold(gamma=self.threshold, target=self.target_acceptance)
-        return FixedThreshold(self.threshold if self.exit == "fixed" else 0.0)
 
 
 def eos_token_ids(model: nn.Module) -> frozenset[int]:
@@ -87,25 +66,13 @@ def _check_request(model: nn.Module, prompt_ids: Sequence[int], max_new_tokens: 
     return max_new_tokens
 
 
-# --- the model's forward passes ---------------------------------------------------------------
-
-
-@torch.inference_mode()
-def forward_full(model: nn.Module, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
-    """Full-model logits (q, V) for `tokens` (1, q) placed at positions start..start+q-1."""
-    positions = torch.arange(start, start + tokens.shape[-1], device=tokens.device)[None]
-    out = model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True,
-                logits_to_keep=1 if last_only else 0)
-    return out.logits[0]
-
-
-def forward_verify(model: nn.Module, tokens: torch.Tensor, start: int, cache) -> torch.Tensor:
-    """`forward_full` over the few positions of a verification; on CPU, with products that read each
-    weight once (see narrow_linear.py: torch's few-row CPU path costs 2-3x a one-row product)."""
-    if tokens.device.type != "cpu":
-        return forward_full(model, tokens, start, cache)
-    with NarrowLinear():
-        return forward_full(model, tokens, start, cache)
+def engine_for(model: nn.Module, engine: Engine | None) -> Engine:
+    """The engine to run `model` with: the one given (built once per model), else a new default one."""
+    if engine is None:
+        return Engine(model)
+    if engine.model is not model:
+        raise ValueError("the engine was built for a different model")
+    return engine
 
 
 def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
@@ -125,17 +92,19 @@ def draft_tokens(
     threshold: float,
     sampling: Sampling,
     generator: torch.Generator | None,
+    engine: Engine | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Draft up to `max_tokens` tokens after `pending` (at `position`).
+    """Draft up to `max_tokens` tokens after `pending` (at `position`), through `engine`'s draft step.
 
     Stops early after a token whose draft top-1 probability is below `threshold`. Returns the drafted
     ids (n,) and, when sampling, the draft distributions over the draft vocabulary (n, V').
     """
     vocabulary = draft.vocabulary
+    engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no verification products
     tokens, dists = [], []
     token = pending.view(1, 1)
     for i in range(max_tokens):
-        logits = draft(token, torch.tensor([[position + i]], device=token.device), cache)[0, -1]
+        logits = engine.draft(draft, token, position + i, cache)
         if sampling.greedy:
             index = logits.argmax(-1)
             confidence = torch.softmax(logits.float(), -1)[index] if threshold > 0 else None
@@ -162,7 +131,7 @@ def _full_vocabulary(dists: torch.Tensor, vocabulary: torch.Tensor | None, size:
 
 @torch.inference_mode()
 def verify(
-    model: nn.Module,
+    engine: Engine,
     pending: torch.Tensor,
     drafted: torch.Tensor,
     draft_dists: torch.Tensor | None,
@@ -173,7 +142,7 @@ def verify(
     generator: torch.Generator | None,
 ) -> tuple[int, torch.Tensor]:
     """One full forward over [pending, drafts]; returns (drafts accepted, the full model's next token)."""
-    logits = forward_verify(model, torch.cat([pending.view(1), drafted])[None], position, cache)
+    logits = engine.verify(torch.cat([pending.view(1), drafted])[None], position, cache)
     if sampling.greedy:
         return accept_greedy(drafted, logits)
     target = probabilities(logits, sampling)
@@ -186,7 +155,9 @@ def verify(
 class _Run:
     """Bookkeeping shared by both decoders: budget, EOS, clocks and step records."""
 
-    def __init__(self, model: nn.Module, prompt_ids: Sequence[int], max_new_tokens: int):
+    def __init__(self, engine: Engine, prompt_ids: Sequence[int], max_new_tokens: int):
+        model = engine.model
+        self.engine = engine
         self.budget = _check_request(model, prompt_ids, max_new_tokens)
         self.device = _device(model)
         self.eos = eos_token_ids(model)
@@ -218,18 +189,21 @@ class _Run:
         self.step += 1
         return record
 
-    def prefill(self, model: nn.Module, cache, sampling: Sampling, generator) -> tuple[StepRecord, torch.Tensor]:
+    def new_cache(self, max_width: int = 1):
+        return self.engine.new_cache(self.prompt.shape[1], self.budget, max_width)
+
+    def prefill(self, cache, sampling: Sampling, generator) -> tuple[StepRecord, torch.Tensor]:
         t0 = self.clock()
-        logits = forward_full(model, self.prompt, 0, cache, last_only=True)[-1]
+        logits = self.engine.full(self.prompt, 0, cache, last_only=True)[-1]
         token = choose(logits, sampling, generator)
         record = self.commit([int(token)], "prefill", 0, 0, 0.0, self.clock() - t0, None)
         return record, token
 
-    def decode_one(self, model: nn.Module, cache, pending: torch.Tensor, sampling: Sampling,
+    def decode_one(self, cache, pending: torch.Tensor, sampling: Sampling,
                    generator, gamma: float | None) -> tuple[StepRecord, torch.Tensor]:
         t0 = self.clock()
         position = self.prompt.shape[1] + self.generated - 1
-        logits = forward_full(model, pending.view(1, 1), position, cache)[-1]
+        logits = self.engine.full(pending.view(1, 1), position, cache)[-1]
         token = choose(logits, sampling, generator)
         record = self.commit([int(token)], "decode", 0, 0, 0.0, self.clock() - t0, gamma)
         return record, token
@@ -240,19 +214,24 @@ def autoregressive(
     prompt_ids: Sequence[int],
     max_new_tokens: int = 128,
     sampling: Sampling = Sampling(),
+    engine: Engine | None = None,
 ) -> Iterator[StepRecord]:
-    """Plain decoding with the full model: one record per generated token."""
-    run = _Run(model, prompt_ids, max_new_tokens)
-    return _autoregressive(model, run, sampling)
+    """Plain decoding with the full model: one record per generated token.
+
+    `engine` (runtime.py) says how the forward passes run; pass the model's own to reuse its
+    measurements and compiled steps (the default builds a new one).
+    """
+    run = _Run(engine_for(model, engine), prompt_ids, max_new_tokens)
+    return _autoregressive(run, sampling)
 
 
-def _autoregressive(model: nn.Module, run: _Run, sampling: Sampling) -> Iterator[StepRecord]:
-    cache = new_cache()
+def _autoregressive(run: _Run, sampling: Sampling) -> Iterator[StepRecord]:
+    cache = run.new_cache()
     generator = sampling.generator(run.device)
-    record, pending = run.prefill(model, cache, sampling, generator)
+    record, pending = run.prefill(cache, sampling, generator)
     yield record
     while not run.finished:
-        record, pending = run.decode_one(model, cache, pending, sampling, generator, None)
+        record, pending = run.decode_one(cache, pending, sampling, generator, None)
         yield record
 
 
@@ -263,6 +242,7 @@ def self_speculative(
     max_new_tokens: int = 128,
     sampling: Sampling = Sampling(),
     settings: DraftSettings = DraftSettings(),
+    engine: Engine | None = None,
 ) -> Iterator[StepRecord]:
     """Draft with skipped sublayers, verify with the full model: one record per step.
 
@@ -273,33 +253,46 @@ def self_speculative(
         draft = DraftModel(model, draft)
     elif draft.model is not model:
         raise ValueError("the draft was built for a different model")
-    run = _Run(model, prompt_ids, max_new_tokens)
-    return _self_speculative(model, draft, run, sampling, settings)
+    run = _Run(engine_for(model, engine), prompt_ids, max_new_tokens)
+    return _self_speculative(draft, run, sampling, settings)
 
 
-def _self_speculative(model: nn.Module, draft: DraftModel, run: _Run, sampling: Sampling,
+def _controls_lengths(settings: DraftSettings, sampling: Sampling) -> bool:
+    """The controller decides from clocks, so step boundaries vary from run to run: harmless for greedy
+    output, but a seeded sample would change with them; a seed keeps the fixed draft length."""
+    return settings.controller and (sampling.greedy or sampling.seed is None)
+
+
+def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                       settings: DraftSettings) -> Iterator[StepRecord]:
-    cache = new_cache()
+    cache = run.new_cache(settings.max_draft + 1)
     generator = sampling.generator(run.device)
     exit_rule = settings.new_exit()
-    record, pending = run.prefill(model, cache, sampling, generator)
+    lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
+    record, pending = run.prefill(cache, sampling, generator)
     yield record
     while not run.finished:
         position = run.prompt.shape[1] + run.generated - 1  # where the pending token goes
-        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)
-        if max_tokens < 1:  # one token left: drafting cannot pay off
-            record, pending = run.decode_one(model, cache, pending, sampling, generator, exit_rule.threshold)
+        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)  # one token left: no draft
+        if lengths is not None:
+            max_tokens = lengths.choose(max_tokens)
+        if max_tokens < 1:  # a plain step with the full model
+            record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
+            if lengths is not None:
+                lengths.observe_plain(record.verify_seconds)
             yield record
             continue
         t0 = run.clock()
         drafted, dists = draft_tokens(draft, pending, position, cache, max_tokens,
-                                      exit_rule.threshold, sampling, generator)
+                                      exit_rule.threshold, sampling, generator, run.engine)
         truncate(cache, position)
         t1 = run.clock()
-        accepted, pending = verify(model, pending, drafted, dists, draft.vocabulary, position, cache,
+        accepted, pending = verify(run.engine, pending, drafted, dists, draft.vocabulary, position, cache,
                                    sampling, generator)
         truncate(cache, position + 1 + accepted)
         t2 = run.clock()
         exit_rule.update(accepted, len(drafted))
+        if lengths is not None:
+            lengths.observe_draft(len(drafted), accepted, t1 - t0, t2 - t1)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         yield run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1, exit_rule.threshold)

@@ -1,13 +1,17 @@
-"""The draft: the same model with chosen attention/MLP sublayers bypassed.
+"""The draft: the same model with chosen attention/MLP sublayers bypassed, optionally reading
+low-bit copies of its linear weights.
 
 `DraftModel` is a read-only view. It walks the model's own modules in its own small forward pass,
-so it copies no weights, registers no hooks and flips no switches: the model is exactly as it was
-after every call, whatever happens during one. Positions are always passed explicitly, because the
-cache of a skipped layer is shorter than the others while drafting.
+so it registers no hooks and flips no switches: the model is exactly as it was after every call,
+whatever happens during one. With `weights="full"` (the paper's draft) it copies nothing; with
+"int8"/"int4" it walks a shadow module tree that shares every tensor with the model except the
+quantised linear weights it adds (lowbit.py). Positions are always passed explicitly, and masks are
+built from them, because the cache of a skipped layer is shorter than the others while drafting.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -23,31 +27,50 @@ from selfspec.engine.architectures import (
     mlp_sublayer,
     num_layers,
 )
-from selfspec.engine.cache import layer_length
+from selfspec.engine.cache import is_static, layer_length
+from selfspec.engine.lowbit import DRAFT_WEIGHTS, low_bit_shadow
 from selfspec.profiles.schema import SkipProfile
 
 
 class DraftModel:
-    def __init__(self, model: nn.Module, profile: SkipProfile, head: "DraftHead | None" = None):
+    def __init__(self, model: nn.Module, profile: SkipProfile, head: "DraftHead | None" = None,
+                 weights: str = "full", kernels: dict[str, str] | None = None):
         check_supported(model)
         profile.check_fits(num_layers(model))
+        if weights not in DRAFT_WEIGHTS:
+            raise ValueError(f"draft weights must be one of {', '.join(DRAFT_WEIGHTS)}; got {weights!r}")
         self.model = model
         self.profile = profile
-        self.head = head or FullHead(model)
-        self._decoder = decoder(model)
-        self._layers = list(decoder_layers(model))
+        self.weights = weights
+        body, self.lowbit = (model, None) if weights == "full" else low_bit_shadow(model, weights, kernels)
+        self.head = head or FullHead(body)
+        self._decoder = decoder(body)
+        self._layers = list(decoder_layers(body))
         self._config = model.config
         self._attn_impl = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
-        # Plan once (not per step): which sublayers run in each layer.
-        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
-        self._plan = [
-            (i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)
-        ]
+        self._plan = self._plan_for(profile)
         rotary = self._decoder.rotary_emb
         self._rotary_by_type = "layer_type" in inspect.signature(rotary.forward).parameters
         self._layer_types = [layer_type(self._config, i) for i in range(len(self._layers))]
         self._windows = [attention_window(self._config, i) for i in range(len(self._layers))]
         self._softcap = getattr(self._config, "final_logit_softcapping", None)
+
+    def _plan_for(self, profile: SkipProfile) -> list:
+        """Planned once (not per step): which sublayers run in each layer."""
+        skip_attn, skip_mlp = set(profile.attn), set(profile.mlp)
+        return [(i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)]
+
+    def with_profile(self, profile: SkipProfile) -> "DraftModel":
+        """The same draft (its low-bit weights shared, not rebuilt) skipping another profile's sublayers."""
+        profile.check_fits(len(self._layers))
+        twin = copy.copy(self)
+        twin.profile, twin._plan = profile, self._plan_for(profile)
+        return twin
+
+    @property
+    def extra_bytes(self) -> int:
+        """Memory the draft holds beside the model (0 for the full-weight draft)."""
+        return 0 if self.lowbit is None else self.lowbit.extra_bytes
 
     @property
     def vocabulary(self) -> torch.Tensor | None:
@@ -63,9 +86,10 @@ class DraftModel:
         else:
             shared = rotary(hidden, position_ids)
             position_embeddings = {t: shared for t in set(self._layer_types)}
+        masks = {}  # one per distinct (key length, window) within this forward
         for i, layer, run_attn, run_mlp in self._plan:
             if run_attn:
-                mask = self._mask(i, position_ids, cache, hidden.dtype)
+                mask = self._mask(i, position_ids, cache, hidden.dtype, masks)
                 hidden = attention_sublayer(
                     layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
                 )
@@ -79,16 +103,27 @@ class DraftModel:
 
     __call__ = forward
 
-    def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype):
-        """Attention mask for one layer, sized to *that layer's* cache; None when none is needed."""
+    def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype, masks: dict):
+        """Attention mask for one layer, over *that layer's* keys, from positions; None when none is needed.
+
+        A dynamic cache returns the layer's own keys (shorter for layers the draft skipped); a static
+        cache returns its whole buffer, whose entries past the query's position are stale or empty.
+        """
         query_len = position_ids.shape[-1]
-        kv_len = layer_length(cache, layer_index) + query_len
+        static = is_static(cache)
+        kv_len = cache.capacity if static else layer_length(cache, layer_index) + query_len
         window = self._windows[layer_index]
-        needs_window = window is not None and kv_len > window
-        if query_len == 1 and not needs_window:
+        needs_window = window is not None and (static or kv_len > window)
+        if query_len == 1 and not needs_window and not static:
             return None  # one query attends to the whole (causal) cache: no mask
         if self._attn_impl not in ("sdpa", "eager"):
             return None  # flash-style kernels apply causality and windows themselves
+        key = (kv_len, window if needs_window else None)
+        if key not in masks:
+            masks[key] = self._position_mask(position_ids, kv_len, key[1], dtype)
+        return masks[key]
+
+    def _position_mask(self, position_ids: torch.Tensor, kv_len: int, window: int | None, dtype: torch.dtype):
         key_pos = torch.arange(kv_len, device=position_ids.device)
         query_pos = position_ids[0, :, None]
         allowed = key_pos[None, :] <= query_pos

@@ -82,22 +82,22 @@ def choose_fastest(
     repeats: int = 7,
     rounds: int = 3,
     cache_file: Path | None = None,
+    incumbent: str | None = None,
+    margin: float = 0.0,
 ) -> KernelChoice:
     """Time every candidate (interleaved, `rounds` x `repeats`, median) and return the fastest.
 
+    With an `incumbent` (the usual kernel), another candidate wins only if it is faster by more than
+    `margin` (a fraction): a near-tie is noise, not a reason to leave the usual path.
     A candidate that raises is skipped (a kernel this build or device lacks). The result is cached
     under (machine fingerprint, key); set `cache_file` to a path to use another file, or disable the
     cache with SELFSPEC_KERNEL_CACHE=0.
     """
     if not candidates:
         raise ValueError("no candidates to choose from")
-    use_cache = os.environ.get("SELFSPEC_KERNEL_CACHE", "1") != "0"
-    cache_file = cache_file or default_cache_file()
-    full_key = f"{machine_fingerprint(device)} | {key}"
-    if use_cache:
-        cached = _read_cache(cache_file).get(full_key)
-        if cached and cached.get("name") in candidates:
-            return KernelChoice(key, cached["name"], cached.get("milliseconds", {}), cached=True)
+    cached = cached_choice(key, device, cache_file)
+    if cached is not None and cached.name in candidates:
+        return cached
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):  # interleaved, so a noisy moment does not favour one candidate
         for name, run in candidates.items():
@@ -111,10 +111,30 @@ def choose_fastest(
         raise RuntimeError(f"no candidate for {key} runs on this machine")
     milliseconds = {name: round(statistics.median(ts), 4) for name, ts in samples.items()}
     best = min(milliseconds, key=milliseconds.get)
+    if incumbent in milliseconds and milliseconds[best] > milliseconds[incumbent] * (1 - margin):
+        best = incumbent
     choice = KernelChoice(key, best, milliseconds)
-    if use_cache:
-        _write_cache(cache_file, full_key, choice)
+    remember_choice(choice, device, cache_file)
     return choice
+
+
+def _use_cache() -> bool:
+    return os.environ.get("SELFSPEC_KERNEL_CACHE", "1") != "0"
+
+
+def cached_choice(key: str, device: torch.device, cache_file: Path | None = None) -> KernelChoice | None:
+    """A choice made earlier on this machine under `key` (any measured choice, not only kernels)."""
+    if not _use_cache():
+        return None
+    cached = _read_cache(cache_file or default_cache_file()).get(f"{machine_fingerprint(device)} | {key}")
+    if not cached or "name" not in cached:
+        return None
+    return KernelChoice(key, cached["name"], cached.get("milliseconds", {}), cached=True)
+
+
+def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path | None = None) -> None:
+    if _use_cache():
+        _write_cache(cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {choice.key}", choice)
 
 
 def _read_cache(path: Path) -> dict:

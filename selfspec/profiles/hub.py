@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from selfspec.models.loading import hub_endpoint
 from selfspec.profiles.schema import ProfileError, SkipProfile, profile_filename, read_profile
 
 DEFAULT_PROFILE_REPO = "selfspec/skip-profiles"
@@ -34,11 +35,6 @@ class ResolvedProfile:
 
 def profile_repo() -> str:
     return os.environ.get("SELFSPEC_PROFILE_REPO") or DEFAULT_PROFILE_REPO
-
-
-def _endpoint() -> str | None:
-    # Read at call time (the library reads HF_ENDPOINT once, at import).
-    return os.environ.get("HF_ENDPOINT") or None
 
 
 def _offline() -> bool:
@@ -63,7 +59,7 @@ def fetch_profile(ref: str) -> SkipProfile:
 
     repo_id, filename, revision = parse_hub_ref(ref)
     try:
-        path = hf_hub_download(repo_id, filename, revision=revision, endpoint=_endpoint(),
+        path = hf_hub_download(repo_id, filename, revision=revision, endpoint=hub_endpoint(),
                                local_files_only=_offline())
     except Exception as exc:  # the library raises many kinds; the user needs one line
         raise ProfileError(f"cannot fetch profile {ref}: {_one_line(exc)}") from None
@@ -83,7 +79,7 @@ def _hub_state(repo_id: str, filename: str) -> str:
     if _offline():
         return "unreachable"
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=_endpoint()), timeout=10)
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=hub_endpoint()), timeout=10)
         return "found"
     except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
         return "missing"
@@ -117,7 +113,7 @@ def load_profile(model_name: str, num_layers: int | None = None, model=None) -> 
 
     if state == "found":
         try:
-            path = hf_hub_download(repo, filename, endpoint=_endpoint())
+            path = hf_hub_download(repo, filename, endpoint=hub_endpoint())
         except Exception as exc:
             problems.append(f"downloading it failed ({_one_line(exc)})")
             state = "unreachable"
@@ -164,7 +160,7 @@ def push_profile(path: str | Path, repo_id: str, path_in_repo: str | None = None
         if not profile.model:
             raise ProfileError(f"{path} names no model; give --path-in-repo")
         path_in_repo = profile_filename(profile.model)
-    api = HfApi(endpoint=_endpoint())
+    api = HfApi(endpoint=hub_endpoint())
     try:
         if create:
             api.create_repo(repo_id, exist_ok=True)

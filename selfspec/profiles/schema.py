@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from selfspec.engine.settings import DraftSettings
+
 SCHEMA_VERSION = 1
 
 
@@ -83,32 +85,12 @@ def _plain_json(where: str, value: Any) -> Any:
 # --- the optional parts of a v1 profile -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Decoding:
-    """Decoding settings recommended with the profile (what the search measured it with)."""
-
-    max_draft: int = 4  # K
-    exit: str = "adaptive"  # "adaptive", "fixed" or "off"
-    threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
-    target_acceptance: float = 0.9  # the adaptive rule's alpha
-
-    def __post_init__(self) -> None:
-        _int("decoding.max_draft", self.max_draft, 1)
-        if self.exit not in ("adaptive", "fixed", "off"):
-            raise ProfileError(f"decoding.exit must be 'adaptive', 'fixed' or 'off', got {self.exit!r}")
-        _number("decoding.threshold", self.threshold, 0.0, 1.0)
-        _number("decoding.target_acceptance", self.target_acceptance, 0.0, 1.0)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Decoding":
-        return cls(**_object("decoding", data, cls))
-
-    def settings(self):
-        """As the engine's `DraftSettings`."""
-        from selfspec.engine.decoding import DraftSettings  # decoding imports this module
-
-        return DraftSettings(max_draft=self.max_draft, exit=self.exit, threshold=self.threshold,
-                             target_acceptance=self.target_acceptance)
+def _decoding(data: Any) -> DraftSettings:
+    """A profile's `decoding` part: the engine's settings the search measured the profile with."""
+    try:
+        return DraftSettings(**_object("decoding", data, DraftSettings))
+    except ValueError as exc:
+        raise ProfileError(f"decoding.{exc}") from None
 
 
 @dataclass(frozen=True)
@@ -222,7 +204,7 @@ class SkipProfile:
     mlp: tuple[int, ...] = ()
     model: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    decoding: Decoding | None = field(default=None, compare=False)
+    decoding: DraftSettings | None = field(default=None, compare=False)
     fingerprint: Fingerprint | None = field(default=None, compare=False)
     search: SearchInfo | None = field(default=None, compare=False)
 
@@ -247,7 +229,7 @@ class SkipProfile:
         if not isinstance(self.metadata, dict):
             raise ProfileError(f"metadata must be a JSON object, got {type(self.metadata).__name__}")
         _plain_json("metadata", self.metadata)
-        for name, cls in (("decoding", Decoding), ("fingerprint", Fingerprint), ("search", SearchInfo)):
+        for name, cls in (("decoding", DraftSettings), ("fingerprint", Fingerprint), ("search", SearchInfo)):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), cls):
                 raise ProfileError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         if self.fingerprint is not None and self.fingerprint.num_layers != self.num_layers:
@@ -313,8 +295,9 @@ class SkipProfile:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ProfileError(f"profile has unknown field(s) {', '.join(unknown)}; put free-form data under 'metadata'")
-        parts = {name: (None if data.get(name) is None else cls_.from_dict(data[name]))
-                 for name, cls_ in (("decoding", Decoding), ("fingerprint", Fingerprint), ("search", SearchInfo))}
+        parts = {name: (None if data.get(name) is None else read(data[name]))
+                 for name, read in (("decoding", _decoding), ("fingerprint", Fingerprint.from_dict),
+                                    ("search", SearchInfo.from_dict))}
         try:
             return cls(num_layers=data["num_layers"], attn=data["attn"], mlp=data["mlp"],
                        model=data.get("model", ""), metadata=data.get("metadata", {}), **parts)
@@ -330,9 +313,14 @@ def parse_profile(text: str) -> SkipProfile:
     return SkipProfile.from_dict(data)
 
 
-def read_profile(path: str | Path) -> SkipProfile:
+def read_profile(path: str | Path, max_bytes: int | None = None) -> SkipProfile:
+    """A profile from a JSON file; `max_bytes` refuses larger files unread (an upload from the public)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ProfileError(f"profile {path.name} is {size / 1024:.1f} KiB; at most {max_bytes / 1024:.0f} KiB "
+                               f"is accepted (a skip profile is a few KB of JSON)")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None

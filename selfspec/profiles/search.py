@@ -27,10 +27,11 @@ import torch
 from torch import nn
 
 from selfspec.engine.cache import new_cache
-from selfspec.engine.decoding import DraftSettings, autoregressive, forward_full, self_speculative
+from selfspec.engine.decoding import autoregressive, forward_full, self_speculative
+from selfspec.engine.settings import DraftSettings
 from selfspec.engine.draft import DraftModel
 from selfspec.models.environment import device_name, library_versions
-from selfspec.profiles.schema import Decoding, SearchInfo, SkipProfile, fingerprint, profile_filename, write_profile
+from selfspec.profiles.schema import SearchInfo, SkipProfile, fingerprint, profile_filename, write_profile
 from selfspec.profiles.paired import paired
 from selfspec.engine.records import summarize
 
@@ -118,17 +119,20 @@ def full_choices(model: nn.Module, sequences: Sequence[Sequence[int]]) -> list[t
 
 @torch.inference_mode()
 def agreement(model: nn.Module, sequences: Sequence[Sequence[int]], targets: Sequence[torch.Tensor],
-              profile: SkipProfile) -> float:
-    """Fraction of positions where the draft's argmax equals the full model's (teacher forcing)."""
-    draft = DraftModel(model, profile)
+              profile: SkipProfile | DraftModel, skip: int = 0) -> float:
+    """Fraction of positions where the draft's argmax equals the full model's (teacher forcing),
+    leaving out the first `skip` positions of each sequence (e.g. the prompt's)."""
+    draft = profile if isinstance(profile, DraftModel) else DraftModel(model, profile)
     device = targets[0].device
     same = total = 0
     for sequence, target in zip(sequences, targets):
         ids = torch.tensor([list(sequence)], device=device)
         positions = torch.arange(ids.shape[1], device=device)[None]
         choice = draft(ids, positions, new_cache())[0].argmax(-1)
-        same += int((choice == target).sum())
-        total += target.numel()
+        if draft.vocabulary is not None:
+            choice = draft.vocabulary[choice]
+        same += int((choice[skip:] == target[skip:]).sum())
+        total += target[skip:].numel()
     return same / total
 
 
@@ -250,9 +254,7 @@ class SearchRun:
             versions=library_versions(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             complete=complete,
         )
-        decoding = Decoding(max_draft=settings.max_draft, exit=settings.exit, threshold=settings.threshold,
-                            target_acceptance=settings.target_acceptance)
-        result = replace(profile, model=self.model_name, decoding=decoding, fingerprint=fingerprint(self.model),
+        result = replace(profile, model=self.model_name, decoding=settings, fingerprint=fingerprint(self.model),
                          search=info, metadata={"max_new_tokens": self.max_new_tokens,
                                                 "calibration_prompts": len(self.prompts)})
         write_profile(result, self.out)
@@ -506,7 +508,8 @@ def register(commands) -> None:
     p.add_argument("--out", default=None, help="profile to write (default: <model>.json here); state goes next to it")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search with the same --out")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt per timing")
-    p.add_argument("--max-draft", type=int, default=DraftSettings.max_draft)
+    p.add_argument("--max-draft", type=int, default=None,
+                   help=f"K the search starts from (default {DraftSettings.max_draft}); greedy also tries others")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare", action="store_true",
                    help="afterwards, also time skipping nothing and a random profile of the same size")
@@ -524,7 +527,7 @@ def cmd_search(args) -> int:
     out = Path(args.out or profile_filename(lm.name))
     run = SearchRun(lm.model, lm.name, [lm.encode(t) for t in texts], out,
                     calibration=args.calibration or "builtin", max_new_tokens=args.max_new_tokens,
-                    settings=DraftSettings(max_draft=args.max_draft), budget_seconds=60 * args.budget_minutes,
+                    settings=DraftSettings.from_profile(None, max_draft=args.max_draft), budget_seconds=60 * args.budget_minutes,
                     max_trials=args.max_trials, seed=args.seed)
     profile = run_search(run, args.method, resume=args.resume)
     s = profile.search
@@ -535,7 +538,7 @@ def cmd_search(args) -> int:
           f"{s.mean_accepted_tokens or 0:.2f} tokens per verification, draft cost ratio {s.draft_cost_ratio or 0:.2f}")
     if args.compare:
         control = random_profile(profile.num_layers, profile.skipped_sublayers, random.Random(args.seed))
-        settings = profile.decoding.settings()
+        settings = DraftSettings.from_profile(profile)
         searched = f"searched ({args.method})"
         results = compare(lm.model, run.prompts, {
             "autoregressive": (None, settings), searched: (profile, settings),

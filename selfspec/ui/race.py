@@ -16,7 +16,9 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from selfspec.engine.decoding import DraftSettings, autoregressive, self_speculative
+from selfspec.engine.decoding import autoregressive, self_speculative
+from selfspec.engine.divergence import Divergence, explain_difference
+from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord, Summary, summarize
@@ -131,8 +133,17 @@ def start_race(
 ) -> Iterator[Race]:
     """Both decoders on the same request; a bad request raises ValueError here, before any step."""
     profile.check_fits(lm.model.config.num_hidden_layers)
-    baseline = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling)
-    candidate = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings)
+    baseline = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling, engine=lm.engine)
+    candidate = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings, engine=lm.engine)
     device = lm.device
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     return run_race(baseline, candidate, device_lock, synchronize)
+
+
+def race_divergence(lm: LanguageModel, prompt_ids: Sequence[int], race: Race,
+                    device_lock: ContextManager | None = None) -> Divergence | None:
+    """Where a finished greedy race's outputs part and the full model's top-2 gap there (None: identical)."""
+    if race.identical:
+        return None
+    with device_lock if device_lock is not None else nullcontext():
+        return explain_difference(lm.model, prompt_ids, race.autoregressive.token_ids, race.speculative.token_ids)

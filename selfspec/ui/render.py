@@ -10,7 +10,9 @@ from __future__ import annotations
 import html
 from typing import Callable, Sequence
 
+from selfspec.engine.divergence import Divergence
 from selfspec.engine.records import StepRecord
+from selfspec.ui.explain import cost_line, race_costs, verdict
 from selfspec.ui.race import Lane, Race
 
 Decode = Callable[[Sequence[int]], str]
@@ -107,40 +109,34 @@ def panels(decode: Decode, race: Race, running: bool) -> tuple[str, str]:
     return panel(decode, ar, leader is ar, running), panel(decode, spec, leader is spec, running)
 
 
-def summary_line(race: Race, greedy: bool, running: bool) -> str:
-    """Markdown: which side is faster, by how much, and why (acceptance, tokens per verification)."""
+def summary_line(race: Race, greedy: bool, running: bool, divergence: Divergence | None = None) -> str:
+    """Markdown: which side is faster, by how much, and why (the race's costs on one clock, the verdict).
+
+    `divergence`: where differing greedy outputs part (engine/divergence.py), shown instead of a bare "differ".
+    """
     ar, spec = race.autoregressive, race.speculative
     s = spec.summary()
     speedup = race.speedup
     head = "Running…" if running else "Done."
     if speedup is not None and len(spec.records) > 1:
-        verdict = "faster" if speedup >= 1 else "slower"
-        head += f" **Self-speculative is {speedup:.2f}× the autoregressive speed ({verdict}).**"
+        verdict_word = "faster" if speedup >= 1 else "slower"
+        head += f" **Self-speculative is {speedup:.2f}× the autoregressive speed ({verdict_word}).**"
     parts = [f"autoregressive {ar.tokens_per_second:.1f} tok/s",
              f"self-speculative {spec.tokens_per_second:.1f} tok/s"]
     if s.acceptance_rate is not None:
         parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} drafted tokens")
         parts.append(f"{s.mean_accepted_tokens:.2f} tokens per verification")
     if not running:
-        if greedy:
-            parts.append("outputs identical ✓" if race.identical else "outputs DIFFER ✗")
-        else:
+        if not greedy:
             parts.append("sampling: the texts differ by chance; both follow the full model's distribution")
-    why = step_costs(race)
-    return head + " " + " · ".join(parts) + (f"  \n*Why:* {why}" if why else "")
-
-
-def step_costs(race: Race) -> str | None:
-    """The cost model behind the speedup: what one speculative step buys and what it costs."""
-    ar_steps = [s for r, s in zip(race.autoregressive.records, race.autoregressive.step_seconds) if r.kind == "decode"]
-    spec = [r for r in race.speculative.records if r.kind == "speculate"]
-    if not ar_steps or not spec:
-        return None
-    full_ms = 1000 * sum(ar_steps) / len(ar_steps)
-    drafted = sum(r.drafted for r in spec)
-    draft_ms = 1000 * sum(r.draft_seconds for r in spec) / drafted if drafted else 0.0
-    verify_ms = 1000 * sum(r.verify_seconds for r in spec) / len(spec)
-    committed = sum(len(r.token_ids) for r in spec) / len(spec)
-    return (f"a full-model token takes {full_ms:.0f} ms. A speculative step drafts {drafted / len(spec):.1f} "
-            f"tokens at {draft_ms:.0f} ms each, verifies them in one {verify_ms:.0f} ms pass and commits "
-            f"{committed:.2f} tokens: {(drafted / len(spec) * draft_ms + verify_ms) / committed:.0f} ms per token.")
+        elif race.identical:
+            parts.append("outputs identical ✓")
+        else:
+            parts.append(divergence.describe() if divergence else "outputs differ ✗")
+    line = head + " " + " · ".join(parts)
+    costs = race_costs(race)
+    if costs is not None:
+        line += f"  \n*Why:* {cost_line(costs)}"
+        expected = verdict(costs)
+        line += f" {expected[0].upper()}{expected[1:]}" if expected else ""
+    return line

@@ -1,0 +1,254 @@
+"""The engine at real shapes on one GPU, in one command: how close each step gets to the hardware.
+
+Random-initialised models with the shapes of Llama-2-7B, Llama-2-13B and Qwen2.5-7B (bf16, no
+download: speed does not depend on the weights' values), each through selfspec's engine as the
+decoders run it (static cache; compiled steps with CUDA graphs unless --no-compile):
+
+- autoregressive ms/token against the bound of the weight bytes over the measured memory bandwidth;
+- our autoregressive loop against transformers' generate(), default and static-cache-compiled;
+- c for the paper's Llama-2-13B skip set (an even 45% spread for the other shapes), v for widths 2..9;
+- SYNTHETIC: an end-to-end self-speculative run with planted redundancy — the output projections of
+  the sublayers the profile skips are scaled down until the draft agrees with the full model at
+  --planted-acceptance on random tokens — so that the loop's efficiency (measured speedup / the cost
+  model's bound at the acceptance the run measured) is measured at real shapes, not projected.
+  Its speedup says nothing about a trained model's; only the efficiency is meaningful.
+
+    python scripts/gpu_bench.py --out gpu-bench          # one GPU, a few minutes per shape
+    python scripts/gpu_bench.py --shape tiny             # the same code on tiny shapes, on CPU (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from gpu_projection import SHAPES, build_model, even_spread, make_skipped_sublayers_small, synthetic_prompt, tiny
+from selfspec.bench.costmodel import acceptance_per_token, bound_for_lengths, measure_costs
+from selfspec.bench.floor import measure_floor
+from selfspec.bench.runner import (
+    AR, decode_seconds_per_token, ours_autoregressive, ours_self_speculative, run_methods,
+    transformers_generate, transformers_generate_static_compiled,
+)
+from selfspec.engine.cache import new_cache
+from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.draft import DraftModel
+from selfspec.engine.runtime import Engine, forward_full
+from selfspec.engine.kernels import machine_fingerprint
+from selfspec.models.loading import LanguageModel
+from selfspec.profiles.schema import SkipProfile, read_profile
+
+PROFILES = Path(__file__).resolve().parent.parent / "selfspec" / "profiles" / "bundled"
+DEFAULT_MODELS = ("Llama-2-7B", "Llama-2-13B", "Qwen2.5-7B")
+PAPER_13B = "meta-llama--Llama-2-13b-hf.json"
+
+
+def skip_profile(name: str, layers: int) -> tuple[str, SkipProfile]:
+    """The paper's skip set where the shape has one (and its depth fits), else an even 45% spread."""
+    if name == "Llama-2-13B":
+        profile = read_profile(PROFILES / PAPER_13B)
+        if profile.num_layers == layers:
+            return "paper (Llama-2-13B)", profile
+    return "even 45%", even_spread(layers, 0.45, name)
+
+
+@torch.inference_mode()
+def agreement(model, draft: DraftModel, prompts: list[list[int]]) -> float:
+    """Share of positions where the draft's top-1 token equals the full model's (teacher-forced)."""
+    same = total = 0
+    for ids in prompts:
+        tokens = torch.tensor([ids], device=model.device)
+        positions = torch.arange(len(ids), device=model.device)[None]
+        full = forward_full(model, tokens, 0, new_cache()).argmax(-1)
+        drafted = draft(tokens, positions, new_cache())[0].argmax(-1)
+        same += int((full == drafted).sum())
+        total += len(ids)
+    return same / total
+
+
+def plant_redundancy(model, profile: SkipProfile, target: float, prompts: list[list[int]], steps: int = 10) -> dict:
+    """Scale the skipped sublayers' output projections so the draft agrees with the full model at ~target.
+
+    A scale of 0 makes skipping them exact (agreement 1); 1 leaves the random model as it is. Bisection
+    on the scale, each try applied to the original weights (kept on the side).
+    """
+    layers = model.model.layers
+    weights = [layers[i].self_attn.o_proj.weight for i in profile.attn] + [layers[i].mlp.down_proj.weight
+                                                                           for i in profile.mlp]
+    original = [w.detach().clone() for w in weights]
+    draft = DraftModel(model, profile)
+
+    def agreement_at(scale: float) -> float:
+        with torch.no_grad():
+            for w, o in zip(weights, original):
+                w.copy_(o * scale)
+        return agreement(model, draft, prompts)
+
+    low, high = 0.0, 1.0  # agreement falls as the scale grows
+    best = (0.0, agreement_at(0.0))
+    for _ in range(steps):
+        mid = (low + high) / 2
+        got = agreement_at(mid)
+        if abs(got - target) < abs(best[1] - target):
+            best = (mid, got)
+        low, high = (mid, high) if got >= target else (low, mid)
+    agreement_at(best[0])
+    return {"scale": best[0], "agreement": best[1], "target": target}
+
+
+def timed_methods(lm: LanguageModel, args, prompts: list[list[int]]) -> dict:
+    """Our AR loop against generate() default and static-compiled: ms/token, interleaved, same prompts."""
+    methods = [ours_autoregressive(lm), transformers_generate(lm, "generate")]
+    if args.generate_static:
+        methods.append(transformers_generate_static_compiled(lm))
+    runs = run_methods(methods, prompts, args.tokens, args.reps, progress=False)
+    out = {}
+    for m in methods:
+        seconds = sum(r.seconds for r in runs[m.name])
+        tokens = sum(len(r.tokens) for r in runs[m.name])
+        out[m.name] = {"ms_per_token": 1e3 * seconds / tokens,
+                       "identical": all(r.tokens == a.tokens for r, a in zip(runs[m.name], runs[AR]))}
+    ar_decode = decode_seconds_per_token([r.records for r in runs[AR]])
+    out[AR]["decode_ms_per_token"] = ar_decode * 1e3 if ar_decode else None
+    for m in methods[1:]:
+        out[m.name]["our_ar_speedup"] = out[m.name]["ms_per_token"] / out[AR]["ms_per_token"]
+    return out
+
+
+def speculative_run(lm: LanguageModel, draft: DraftModel, costs, args, prompts: list[list[int]]) -> dict:
+    """SYNTHETIC (planted redundancy): our AR loop against self-speculation, fixed K and adaptive."""
+    k = args.k
+    methods = [ours_autoregressive(lm),
+               ours_self_speculative(lm, f"self-spec K={k} fixed", draft, DraftSettings(max_draft=k, exit="off")),
+               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k))]
+    runs = run_methods(methods, prompts, args.tokens, args.reps, progress=False)
+    ar_seconds = sum(r.seconds for r in runs[AR])
+    out = {}
+    for m in methods[1:]:
+        steps = [s for r in runs[m.name] for s in r.records if s.kind == "speculate"]
+        a = acceptance_per_token(steps)
+        speedup = ar_seconds / sum(r.seconds for r in runs[m.name])
+        bound = bound_for_lengths(a, costs.c, costs.v, [s.drafted for s in steps]) if a is not None else None
+        out[m.name] = {"speedup": speedup, "a": a, "bound": bound,
+                       "efficiency": speedup / bound if bound else None,
+                       "identical": all(r.tokens == b.tokens for r, b in zip(runs[m.name], runs[AR]))}
+    return out
+
+
+def bench_shape(name: str, args, device: str) -> dict:
+    shape = tiny(SHAPES[name]) if args.shape == "tiny" else SHAPES[name]
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    t0 = time.perf_counter()
+    model = build_model(shape, dtype, device)
+    model.generation_config.eos_token_id = None  # every method decodes the same number of tokens
+    model.generation_config.pad_token_id = 0
+    lm = LanguageModel(model, None, name)
+    lm.engine = Engine(model, compile=args.compile)
+    vocab, layers = model.config.vocab_size, model.config.num_hidden_layers
+    prompts = [synthetic_prompt(vocab, args.context, seed) for seed in (1, 2)]
+    result = {"shape": name, "dtype": str(dtype), "layers": layers}
+    floor = measure_floor(model)
+    result["floor"] = floor.to_dict()
+    result["methods"] = timed_methods(lm, args, prompts)
+    ar = result["methods"][AR]["decode_ms_per_token"]
+    result["ar_over_floor"] = ar / (floor.seconds * 1e3) if ar else None
+    label, profile = skip_profile(name, layers)
+    draft = DraftModel(model, profile)
+    costs = measure_costs(model, draft, prompts[0], max_k=8, reps=args.reps * 3, engine=lm.engine)
+    result["costs"] = {"profile": label, "skipped": profile.skipped_sublayers, "c": costs.c,
+                       "v_by_width": {k + 1: v for k, v in costs.v.items()}}
+    calibration = [synthetic_prompt(vocab, args.context, seed) for seed in (7, 8)]
+    result["planted"] = plant_redundancy(model, profile, args.planted_acceptance, calibration)
+    result["synthetic_speculation"] = speculative_run(lm, draft, costs, args, prompts)
+    result["engine"] = lm.engine.describe()
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    m, c, floor = result["methods"], result["costs"], result["floor"]
+    lines = [f"### {result['shape']} ({result['dtype']}, {result['layers']} layers)",
+             f"- autoregressive {m[AR]['decode_ms_per_token']:.2f} ms/token = {result['ar_over_floor']:.2f}x the "
+             f"floor {floor['seconds'] * 1e3:.2f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.1f} MB)"]
+    for name, r in m.items():
+        if name != AR:
+            lines.append(f"- our AR vs {name}: {r['our_ar_speedup']:.2f}x (identical: {r['identical']})")
+    lines.append(f"- {c['profile']} ({c['skipped']} sublayers skipped): c = {c['c']:.3f}; "
+                 + ", ".join(f"v({w}) = {v:.2f}" for w, v in c["v_by_width"].items()))
+    p = result["planted"]
+    lines.append(f"- SYNTHETIC planted redundancy (scale {p['scale']:.4f}, draft agreement {p['agreement']:.2f}, "
+                 f"target {p['target']:.2f}):")
+    for name, r in result["synthetic_speculation"].items():
+        a = "–" if r["a"] is None else f"{r['a']:.2f}"
+        bound = "–" if r["bound"] is None else f"{r['bound']:.2f}x"
+        eff = "–" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
+        lines.append(f"  - {name}: {r['speedup']:.2f}x, a = {a}, bound {bound}, efficiency {eff} "
+                     f"(identical: {r['identical']})")
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=("real", "tiny"), default="real",
+                        help="real shapes (a GPU) or tiny ones on CPU (a test of the script)")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="shapes, comma-separated")
+    parser.add_argument("--planted-acceptance", type=float, default=0.9, help="draft agreement to plant (0..1)")
+    parser.add_argument("--k", type=int, default=4, help="draft length of the synthetic run")
+    parser.add_argument("--context", type=int, default=None, help="prompt tokens (real: 256; tiny: 32)")
+    parser.add_argument("--tokens", type=int, default=None, help="new tokens per prompt (real: 64; tiny: 8)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (real: 3; tiny: 1)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compiled steps (default: on for CUDA)")
+    parser.add_argument("--generate-static", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time generate() static-compiled (default: on for real shapes)")
+    parser.add_argument("--out", default=None, help="folder for gpu_bench.json")
+    args = parser.parse_args(argv)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(names) - set(SHAPES)
+    if unknown or not names:
+        parser.error(f"unknown shapes {sorted(unknown)}; known: {', '.join(SHAPES)}")
+    if not 0 < args.planted_acceptance <= 1:
+        parser.error("--planted-acceptance must be in (0, 1]")
+    args.models = names
+    real = args.shape == "real"
+    args.context = args.context or (256 if real else 32)
+    args.tokens = args.tokens or (64 if real else 8)
+    args.reps = args.reps or (3 if real else 1)
+    args.generate_static = real if args.generate_static is None else args.generate_static
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = "cuda" if args.shape == "real" and torch.cuda.is_available() else "cpu"
+    if args.shape == "real" and device == "cpu":
+        print("no GPU here: real shapes need one (try --shape tiny)", file=sys.stderr)
+        return 2
+    report = {"device": machine_fingerprint(torch.device(device)), "shape": args.shape,
+              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": [], "errors": []}
+    print(f"## gpu_bench on {report['device']} ({args.shape} shapes)\n")
+    for name in args.models:
+        try:
+            result = bench_shape(name, args, device)
+            report["results"].append(result)
+            print("\n".join(summary_lines(result)) + "\n", flush=True)
+        except Exception:  # one shape's failure must not lose the others' numbers on a lent machine
+            report["errors"].append(f"{name}: {traceback.format_exc()}")
+            print(report["errors"][-1], file=sys.stderr, flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gpu_bench.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""The floor under one autoregressive step: what its matrix products alone cost on this device.
+
+A decoding step of a small-batch LLM is dominated by reading the weights. On a CPU the floor is
+measured directly: the model's own linear products, each over one row, run back to back (no
+attention, no norms, no Python around them). On a GPU, where one product is too short to time
+alone, it is the weight bytes over the memory bandwidth measured by a large device-to-device copy.
+Bench reports the autoregressive ms/token against this floor, measured in the same run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from selfspec.engine.kernels import median_milliseconds
+
+
+@dataclass(frozen=True)
+class Floor:
+    seconds: float  # one token's matrix products
+    how: str  # "linear products" (CPU) or "weight bytes / bandwidth" (GPU)
+    weight_bytes: int
+    bandwidth_gb_s: float | None = None  # GPU only
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """Every linear layer a decoding step runs, in order (the lm_head included, tied or not)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def weight_bytes(model: nn.Module) -> int:
+    return sum(m.weight.numel() * m.weight.element_size() for m in linear_layers(model))
+
+
+@torch.inference_mode()
+def linear_products_seconds(model: nn.Module, reps: int = 5) -> float:
+    """Median time of one row through every linear layer of the model, back to back."""
+    layers = linear_layers(model)
+    weight = layers[0].weight
+    inputs = {m.in_features: torch.randn(1, 1, m.in_features, dtype=weight.dtype, device=weight.device)
+              for m in layers}
+    device = weight.device
+
+    def run():
+        for m in layers:
+            F.linear(inputs[m.in_features], m.weight, m.bias)
+
+    return median_milliseconds(run, device, reps, warmup=1) / 1e3
+
+
+@torch.inference_mode()
+def copy_bandwidth(device: torch.device, megabytes: int = 1024, reps: int = 5) -> float:
+    """Bytes per second moved by a device-to-device copy (each byte read once and written once)."""
+    source = torch.empty(megabytes << 20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    seconds = median_milliseconds(lambda: target.copy_(source), device, reps, warmup=1) / 1e3
+    return 2 * source.numel() / seconds
+
+
+def measure_floor(model: nn.Module, reps: int = 5) -> Floor:
+    device = model.get_input_embeddings().weight.device
+    nbytes = weight_bytes(model)
+    if device.type == "cuda":
+        bandwidth = copy_bandwidth(device, reps=reps)
+        return Floor(nbytes / bandwidth, "weight bytes / bandwidth", nbytes, round(bandwidth / 1e9, 1))
+    return Floor(linear_products_seconds(model, reps), "linear products", nbytes)

@@ -1,0 +1,143 @@
+"""The three steps compiled: one full token, one draft token, one verification per width bucket.
+
+Compiling (torch.compile; on CUDA with CUDA graphs, mode="reduce-overhead") happens on first use of
+each step and prints one line; inductor's artefacts are kept under ~/.cache/selfspec/inductor, so a
+later process reuses them. It needs the static cache (tensors that keep their addresses). Where it is
+not possible — no compiler, or a host that forbids it, such as a Hugging Face ZeroGPU Space — or where
+it fails, the eager step runs instead, after a one-line notice, never a crash.
+
+Switched by `--compile/--no-compile`, else the SELFSPEC_COMPILE environment variable (1/0), else on
+for CUDA and off for CPU (on a 2-core CPU compiling takes minutes and gains little: docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from selfspec.engine.host import compile_allowed
+from selfspec.engine.verify_products import ROW_BUCKETS
+
+# Verification widths are padded up to these, so each needs one graph (the padded rows' logits are
+# dropped, and the K/V they write lies past the committed length: masked, then overwritten).
+WIDTH_BUCKETS = tuple(high for _, high in ROW_BUCKETS)
+
+
+def compile_setting(flag: bool | None, device: torch.device) -> bool:
+    """Whether to compile: the explicit flag, else SELFSPEC_COMPILE, else on for CUDA only."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("SELFSPEC_COMPILE", "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    return device.type == "cuda"
+
+
+def padded_width(width: int) -> int | None:
+    """The bucket a verification of `width` positions is padded to (None: wider than every bucket)."""
+    return next((w for w in WIDTH_BUCKETS if width <= w), None)
+
+
+def inductor_cache_dir() -> Path:
+    root = Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
+    return root / "inductor"
+
+
+class CompiledSteps:
+    """Compiled callables for one model; each falls back to eager for good after a failure."""
+
+    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor"):
+        self.model = model
+        self.mode = mode
+        self.failed: str | None = None
+        self.compile_seconds: dict[str, float] = {}
+        self._announced = False
+        # Separate functions, so each step has its own graphs and recompile budget.
+        options = dict(dynamic=False, backend=backend, **({"mode": mode} if mode else {}))
+        self._full = torch.compile(self._full_logits, **options)
+        self._verify = torch.compile(self._verify_logits, **options)
+        self._draft = torch.compile(self._draft_logits, **options)
+
+    @staticmethod
+    def for_model(model: nn.Module, enabled: bool, static_cache: bool,
+                  backend: str | object = "inductor") -> "CompiledSteps | None":
+        if not enabled:
+            return None
+        device = model.get_input_embeddings().weight.device
+        reason = compile_allowed(device) or (None if static_cache else "it needs the static cache")
+        if reason is not None:
+            print(f"selfspec: running eager ({reason})", file=sys.stderr)
+            return None
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
+        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend)
+
+    # --- the steps, as the compiler sees them ---
+
+    def _full_logits(self, tokens, positions, cache):
+        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+
+    def _verify_logits(self, tokens, positions, cache):
+        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+
+    def _draft_logits(self, draft, token, positions, cache):
+        return draft(token, positions, cache)[0, -1]
+
+    # --- what the engine calls ---
+
+    def full(self, tokens, positions, cache):
+        return self._run("one token", self._full, self._full_logits, (tokens, positions, cache), positions, cache)
+
+    def draft(self, draft, token, positions, cache):
+        return self._run("draft token", self._draft, self._draft_logits, (draft, token, positions, cache),
+                         positions, cache)
+
+    def verify(self, tokens, positions, cache):
+        width = tokens.shape[-1]
+        padded = padded_width(width)
+        if padded is None or self.failed:
+            return self._verify_logits(tokens, positions, cache)
+        if padded > width:  # repeat the last token; its rows are dropped
+            tokens = torch.cat([tokens, tokens[:, -1:].expand(1, padded - width)], dim=1)
+            positions = torch.arange(padded, device=positions.device)[None] + positions[:, :1]
+        logits = self._run(f"verify {padded}", self._verify, self._verify_logits, (tokens, positions, cache),
+                           positions, cache)
+        return logits[:width]
+
+    def _run(self, name, compiled, eager, args, positions, cache):
+        if self.failed:
+            return eager(*args)
+        first = name not in self.compile_seconds
+        if first and not self._announced:
+            print(f"selfspec: compiling the model's steps on first use (cached in {inductor_cache_dir()})",
+                  file=sys.stderr)
+            self._announced = True
+        t0 = time.perf_counter()
+        try:
+            out = compiled(*args)
+        except Exception as exc:  # a compiler that is missing or fails: eager from now on
+            self.failed = _one_line(exc)
+            print(f"selfspec: compiling failed, running eager ({self.failed})", file=sys.stderr)
+            cache.rollback(int(positions[0, 0]))  # a step that ran part way wrote nothing we keep
+            return eager(*args)
+        if first:
+            self.compile_seconds[name] = round(time.perf_counter() - t0, 2)
+        return out.clone() if self.mode == "reduce-overhead" else out  # CUDA graphs reuse their outputs
+
+    def describe(self) -> dict:
+        return {"mode": self.mode or "default", "failed": self.failed, "compile_seconds": dict(self.compile_seconds)}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause of a compiler error, in one short line."""
+    while (inner := exc.__cause__ or getattr(exc, "inner_exception", None)) is not None:
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]

@@ -1,0 +1,44 @@
+"""What the host allows: whether this is a Hugging Face ZeroGPU Space, and whether torch.compile can run.
+
+One place for both, read by model placement, the Hub guard, the compiled steps and the app.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import torch
+
+
+def zero_gpu() -> bool:
+    """A ZeroGPU Space: a GPU is lent per call of a @spaces.GPU function (the platform sets this variable)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() not in ("", "0", "false")
+
+
+def compile_allowed(device: str | torch.device = "cpu") -> str | None:
+    """None when torch.compile can run here; otherwise why not, in a few words (shown as a one-line
+    notice before running eager: a refused compile must never stop a start)."""
+    if zero_gpu():
+        return "ZeroGPU allows no torch.compile (ahead-of-time compiled graphs only)"
+    try:
+        import torch._dynamo
+
+        if not torch._dynamo.is_dynamo_supported():
+            return f"torch.compile does not support Python {sys.version.split()[0]}"
+    except Exception as exc:  # an odd build: say so, run eager
+        return f"torch.compile unavailable ({type(exc).__name__})"
+    # Inductor builds C++ kernels on the CPU; on CUDA, Triton builds its launcher with a C compiler.
+    if torch.device(device).type == "cpu":
+        variable, commands = "CXX", ("c++", "g++", "clang++")
+    else:
+        variable, commands = "CC", ("cc", "gcc", "clang")
+    if not os.environ.get(variable) and not any(shutil.which(command) for command in commands):
+        return f"torch.compile needs a compiler ({' or '.join(commands)}), none found"
+    if torch.device(device).type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "triton is not installed"
+    return None

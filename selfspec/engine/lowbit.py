@@ -1,0 +1,263 @@
+"""Low-bit draft weights: a shadow of the model whose linear layers read int8 or int4 copies.
+
+A draft token costs what reading the weights costs (decoding one token is memory-bound), so a draft
+with 8- or 4-bit weights costs a fraction of a full forward while agreeing with the full model on
+most tokens (QuantSpec, ML-SpecQD). The verification still runs the untouched model, so output stays
+exactly the full model's.
+
+`low_bit_shadow` builds the copy *beside* the model: `copy.deepcopy` with every parameter and buffer
+in the memo shares all tensors and copies only the module objects, then each `nn.Linear` of the copy
+(lm_head included) is replaced by a small module holding quantised weights. Tied embeddings stay
+shared with the embedding; the model itself is never touched. Which kernel computes a product is
+measured per machine and shape (kernels.choose_fastest): torch's `_weight_int8pack_mm` with bf16
+activations wins on an AMX Xeon, while with fp32 activations it loses there.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from selfspec.engine.kernels import choose_fastest
+
+DRAFT_WEIGHTS = ("full", "int8", "int4")
+
+
+# --- quantisation ---------------------------------------------------------------------------------
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: weight ~= q * scale[:, None]; q in -127..127."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+INT4_GROUP = 32  # finer groups cost more scales; 32 matches GGUF's Q4 blocks, so such weights come back exactly
+
+
+def int4_group_size(in_features: int) -> int | None:
+    return INT4_GROUP if in_features % INT4_GROUP == 0 else None
+
+
+def quantize_int4(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric per-group int4 in torch's int4pack convention: weight ~= (q - 8) * scale + zero.
+
+    Returns q (out, in) int32 in 0..15, and scale, zero (out, in/group).
+    """
+    w = weight.detach().float()
+    out_features, in_features = w.shape
+    groups = w.reshape(out_features, in_features // group, group)
+    low, high = groups.amin(-1), groups.amax(-1)
+    scale = (high - low).clamp(min=1e-8) / 15
+    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    zero = low + 8 * scale
+    return q.reshape(out_features, in_features), scale, zero
+
+
+def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    out_features, in_features = q.shape
+    group = in_features // scale.shape[1]
+    groups = q.reshape(out_features, -1, group).float()
+    return ((groups - 8) * scale[..., None] + zero[..., None]).reshape(out_features, in_features)
+
+
+# --- the linear layers of the shadow ----------------------------------------------------------------
+
+
+class LowBitLinear(nn.Module):
+    """y = x W^T + b with W held in low bits; `product` is the chosen kernel. The bias stays shared."""
+
+    def __init__(self, linear: nn.Linear, kernel: str, product: Callable[[torch.Tensor], torch.Tensor],
+                 tensors: dict[str, torch.Tensor], extra_bytes: int):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.kernel = kernel
+        self.product = product
+        self.bias = linear.bias  # the model's own tensor, not a copy
+        self.extra_bytes = extra_bytes  # memory this layer adds beside the model
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = self.product(x.reshape(-1, self.in_features)).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, kernel={self.kernel}"
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# Each builder quantises one nn.Linear for one kernel; a builder raises where the kernel is missing.
+
+
+def _int8pack(linear: nn.Linear, act_dtype: torch.dtype | None) -> LowBitLinear:
+    """torch's weight-only int8 product; activations cast to `act_dtype` (None: the model's dtype)."""
+    q, scale = quantize_int8(linear.weight)
+    dtype = act_dtype or linear.weight.dtype
+    q, scale = q.to(linear.weight.device), scale.to(linear.weight.device, dtype)
+    product = lambda x: torch.ops.aten._weight_int8pack_mm(x.to(dtype), q, scale)  # noqa: E731
+    name = "int8pack" if act_dtype is None else f"int8pack-{str(act_dtype).split('.')[-1]}"
+    return LowBitLinear(linear, name, product, {"q": q, "scale": scale}, _nbytes(q, scale))
+
+
+def _int8_dequantize(linear: nn.Linear) -> LowBitLinear:
+    """Portable fallback (any device): int8 weights widened per call. Saves memory, rarely time."""
+    q, scale = quantize_int8(linear.weight)
+    q, scale = q.to(linear.weight.device), scale.to(linear.weight.device, linear.weight.dtype)
+    product = lambda x: F.linear(x, q.to(x.dtype)) * scale  # noqa: E731
+    return LowBitLinear(linear, "int8-dequantize", product, {"q": q, "scale": scale}, _nbytes(q, scale))
+
+
+def _int4pack(linear: nn.Linear, act_dtype: torch.dtype) -> LowBitLinear:
+    """torch's weight-only int4 product (per-group scale and zero), CPU or CUDA layout."""
+    group = int4_group_size(linear.in_features)
+    if group is None:
+        raise RuntimeError(f"no int4 group size divides {linear.in_features}")
+    q, scale, zero = quantize_int4(linear.weight, group)
+    device = linear.weight.device
+    scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(device, act_dtype)
+    if device.type == "cpu":
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        kernel = torch.ops.aten._weight_int4pack_mm_for_cpu
+    else:
+        pairs = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8).to(device)
+        packed = torch.ops.aten._convert_weight_to_int4pack(pairs, 8)
+        kernel = torch.ops.aten._weight_int4pack_mm
+    product = lambda x: kernel(x.to(act_dtype), packed, group, scales_and_zeros)  # noqa: E731
+    name = f"int4pack-{str(act_dtype).split('.')[-1]}"
+    return LowBitLinear(linear, name, product, {"packed": packed, "scales_and_zeros": scales_and_zeros},
+                        _nbytes(packed, scales_and_zeros))
+
+
+def _int4_dequantize(linear: nn.Linear) -> LowBitLinear:
+    """Portable int4 fallback: the int4 values held one per byte and widened per call."""
+    group = int4_group_size(linear.in_features)
+    if group is None:
+        raise RuntimeError(f"no int4 group size divides {linear.in_features}")
+    q, scale, zero = quantize_int4(linear.weight, group)
+    device, dtype = linear.weight.device, linear.weight.dtype
+    q8, scale, zero = q.to(torch.uint8).to(device), scale.to(device, dtype), zero.to(device, dtype)
+    product = lambda x: F.linear(x, dequantize_int4(q8, scale, zero).to(x.dtype))  # noqa: E731
+    return LowBitLinear(linear, "int4-dequantize", product, {"q": q8, "scale": scale, "zero": zero},
+                        _nbytes(q8, scale, zero))
+
+
+def kernel_builders(weights: str, dtype: torch.dtype, device: torch.device) -> dict[str, Callable]:
+    """The candidate kernels for `weights` at this dtype and device, fastest-first guesses first."""
+    if weights == "int8":
+        # Weight-only on purpose: fbgemm's dynamic W8A8 product is faster on AVX2 CPUs, but quantising
+        # activations per tensor dropped SmolLM2's draft agreement from 0.96 to 0.43 (outlier features).
+        builders = {}
+        builders["int8pack-bfloat16"] = lambda lin: _int8pack(lin, torch.bfloat16)
+        if dtype != torch.bfloat16:
+            builders["int8pack"] = lambda lin: _int8pack(lin, None)
+        builders["int8-dequantize"] = _int8_dequantize
+        return builders
+    if weights == "int4":
+        builders = {"int4pack-bfloat16": lambda lin: _int4pack(lin, torch.bfloat16)}
+        if device.type == "cpu" and dtype == torch.float32:
+            builders["int4pack-float32"] = lambda lin: _int4pack(lin, torch.float32)
+        builders["int4-dequantize"] = _int4_dequantize
+        return builders
+    raise ValueError(f"low-bit draft weights are {', '.join(DRAFT_WEIGHTS[1:])}; got {weights!r}")
+
+
+# --- the shadow model -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LowBitReport:
+    weights: str
+    extra_bytes: int  # memory the low-bit copies add beside the model
+    kernels: dict[str, str] = field(default_factory=dict)  # "out x in" -> the kernel chosen for that shape
+    build_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"weights": self.weights, "extra_bytes": self.extra_bytes, "kernels": dict(self.kernels),
+                "build_seconds": round(self.build_seconds, 3)}
+
+
+def shadow_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every parameter and buffer with `model`."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo=shared)
+
+
+def linear_slots(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, layer) for every nn.Linear, so it can be swapped in the parent."""
+    found = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                found.append((parent, name, child))
+    return found
+
+
+def layer_weights(weights: str, linear: nn.Linear, is_head: bool) -> str:
+    """The bits one layer gets: int4 drafts keep the output head at int8, as GGUF's Q4 files keep it
+    at 6-8 bits (measured on SmolLM2: an int4 head alone drops draft agreement from 0.96 to ~0.85),
+    and rows no int4 group divides fall back to int8 too."""
+    if weights == "int4" and (is_head or int4_group_size(linear.in_features) is None):
+        return "int8"
+    return weights
+
+
+def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]) -> str:
+    """The fastest builder for this layer's shape on this machine (timed once, then cached)."""
+    device = linear.weight.device
+    x = torch.randn(1, linear.in_features, dtype=linear.weight.dtype, device=device)
+    candidates = {}
+    for name, build in builders.items():
+        try:
+            layer = build(linear)
+        except (RuntimeError, NotImplementedError):
+            continue  # this build or device lacks the kernel
+        candidates[name] = (lambda layer=layer: layer(x))
+    key = f"draft-linear:{weights}:{str(linear.weight.dtype).split('.')[-1]}:{linear.out_features}x{linear.in_features}"
+    with torch.inference_mode():
+        return choose_fastest(key, candidates, device, repeats=5, rounds=2).name
+
+
+def low_bit_shadow(model: nn.Module, weights: str,
+                   kernels: dict[str, str] | None = None) -> tuple[nn.Module, LowBitReport]:
+    """A shadow of `model` whose every nn.Linear holds `weights` ("int8" or "int4") copies.
+
+    `kernels` forces a kernel per bit width, e.g. {"int8": "int8pack"} (tests, benchmarks); by
+    default each shape gets the fastest measured on this machine.
+    """
+    t0 = time.perf_counter()
+    probe = model.get_input_embeddings().weight
+    builders = {kind: kernel_builders(kind, probe.dtype, probe.device) for kind in ("int8", weights)}
+    for kind, name in (kernels or {}).items():
+        if name not in builders.get(kind, {}):
+            raise ValueError(f"kernel {name!r} is not a {kind} kernel for {probe.dtype} on {probe.device}")
+    shadow = shadow_copy(model)
+    head = shadow.get_output_embeddings()
+    chosen: dict[tuple[str, int, int], str] = {}
+    extra = 0
+    for parent, name, linear in linear_slots(shadow):
+        kind = layer_weights(weights, linear, linear is head)
+        shape = (kind, linear.out_features, linear.in_features)
+        if shape not in chosen:
+            forced = (kernels or {}).get(kind)
+            chosen[shape] = forced or choose_kernel(kind, linear, builders[kind])
+        layer = builders[kind][chosen[shape]](linear)
+        setattr(parent, name, layer)
+        extra += layer.extra_bytes
+    report = {f"{kind} {o}x{i}": name for (kind, o, i), name in chosen.items()}
+    return shadow, LowBitReport(weights, extra, report, time.perf_counter() - t0)

@@ -1,0 +1,89 @@
+"""How one model's forward passes run on this machine: its cache, its verification products, its compiled steps.
+
+An `Engine` is made once per model (it measures at creation) and serves every request after that,
+for both decoders, so that the autoregressive baseline runs exactly as fast as the engine allows:
+  - the KV cache: a static one sized for the request (static_cache.py), or the dynamic fallback;
+  - the verification forward's products, chosen per machine by timing (verify_products.py);
+  - the three steps (one full token, one draft token, one verification) compiled or eager (compiled.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfspec.engine.architectures import num_layers
+from selfspec.engine.cache import new_cache
+from selfspec.engine.compiled import CompiledSteps, compile_setting, padded_width
+from selfspec.engine.verify_products import VerifyProducts, choose_verify_products
+
+STATIC_ATTENTION = ("sdpa", "eager")  # implementations that take our position-built masks
+CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
+
+
+@torch.inference_mode()
+def forward_full(model: nn.Module, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
+    """Full-model logits (q, V) for `tokens` (1, q) placed at positions start..start+q-1."""
+    positions = torch.arange(start, start + tokens.shape[-1], device=tokens.device)[None]
+    out = model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1 if last_only else 0)
+    return out.logits[0]
+
+
+class Engine:
+    def __init__(self, model: nn.Module, *, static_cache: bool = True, compile: bool | None = False,
+                 choose_kernels: bool = True, compile_backend: str | object = "inductor"):
+        """`compile`: True/False, or None for SELFSPEC_COMPILE / the device's default (compiled.py)."""
+        self.model = model
+        attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+        self.static_cache = static_cache and attention in STATIC_ATTENTION
+        self.products = choose_verify_products(model) if choose_kernels else VerifyProducts.plain()
+        self.steps = CompiledSteps.for_model(model, compile_setting(compile, self.device), self.static_cache,
+                                             compile_backend)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def new_cache(self, prompt_length: int, new_tokens: int, max_width: int = 1):
+        """A cache for one request: the prompt, `new_tokens` more, and forwards of up to `max_width` positions."""
+        if not self.static_cache:
+            return new_cache()
+        if self.steps is None:
+            return new_cache(num_layers(self.model), prompt_length + new_tokens + max_width + 1)
+        # Compiled graphs are specialised to the cache's shape: round it up so requests share them.
+        capacity = prompt_length + new_tokens + max(max_width, padded_width(max_width) or 0) + 1
+        return new_cache(num_layers(self.model), -(-capacity // CAPACITY_STEP) * CAPACITY_STEP)
+
+    @torch.inference_mode()
+    def full(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
+        """Full-model logits (q, V) for `tokens` (1, q) at positions start..; one token may run compiled."""
+        if tokens.shape[-1] == 1 and self.steps is not None:
+            return self.steps.full(tokens, self._positions(start, 1), cache)
+        return forward_full(self.model, tokens, start, cache, last_only)
+
+    @torch.inference_mode()
+    def verify(self, tokens: torch.Tensor, start: int, cache) -> torch.Tensor:
+        """Full-model logits over the few positions of a verification, with the products chosen here."""
+        width = tokens.shape[-1]
+        with self.products.mode(width):
+            if self.steps is not None:
+                return self.steps.verify(tokens, self._positions(start, width), cache)
+            return forward_full(self.model, tokens, start, cache)
+
+    @torch.inference_mode()
+    def draft(self, draft, token: torch.Tensor, position: int, cache) -> torch.Tensor:
+        """Draft logits (V',) for one token at `position`."""
+        positions = self._positions(position, 1)
+        if self.steps is not None:
+            return self.steps.draft(draft, token, positions, cache)
+        return draft(token, positions, cache)[0, -1]
+
+    def _positions(self, start: int, width: int) -> torch.Tensor:
+        return torch.arange(start, start + width, device=self.device)[None]
+
+    def describe(self) -> dict:
+        """What this engine runs, for --json reports and bench output."""
+        return {"cache": "static" if self.static_cache else "dynamic",
+                "compiled": self.steps.describe() if self.steps is not None else "off",
+                "verify_products": self.products.to_dict()}

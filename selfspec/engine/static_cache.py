@@ -1,0 +1,37 @@
+"""A KV cache preallocated for one request: positions index it, rollback only moves a length.
+
+Every layer holds K/V for the whole request (prompt + new tokens + K + 1 positions), full length even
+for sliding-window layers, so that any draft can be rolled back; windows are enforced by the masks.
+The layers are transformers' own `StaticLayer`s: each writes a new block at its own filled length and
+returns its whole buffer. In our decoders a layer's filled length always equals the position of the
+block it receives (prefill and verification run every layer from the committed length; a draft runs
+the same layers at every step, from the committed length), so positions index the buffer; a layer the
+draft skips simply stays at the committed length. Rolling back sets each filled length to at most the
+committed length, in place, so the tensors keep their addresses (compiled graphs and CUDA graphs stay
+valid); the entries past it are stale, hidden by position-built masks and overwritten next time.
+"""
+
+from __future__ import annotations
+
+from transformers.cache_utils import Cache, StaticLayer
+
+
+class PositionalCache(Cache):
+    def __init__(self, num_layers: int, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"a cache must hold at least one position, got {capacity}")
+        # A request never writes past `capacity` (the decoders size it): no per-layer check here,
+        # which on a GPU would cost a device sync per layer and step.
+        super().__init__(layers=[StaticLayer(max_cache_len=capacity) for _ in range(num_layers)])
+        self.capacity = capacity
+
+    def rollback(self, length: int) -> None:
+        """Keep the first `length` positions of every layer (layers already shorter are left alone)."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.cumulative_length.clamp_(max=length)
+
+    def layer_length(self, layer_index: int) -> int:
+        layer = self.layers[layer_index]
+        return int(layer.get_seq_length()) if layer.is_initialized else 0
+

@@ -1,0 +1,78 @@
+"""Compiled steps: when they are used, that they keep the output exact, and the eager fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative
+from selfspec.engine.compiled import compile_allowed, compile_setting, padded_width
+from selfspec.engine.runtime import Engine
+from tiny_models import tiny_model
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+PROMPT = [5, 9, 17, 33, 2, 8, 41, 60, 7, 3]
+
+
+def generated(records) -> list[int]:
+    return [t for r in records for t in r.token_ids]
+
+
+@pytest.fixture(autouse=True)
+def _private_caches(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    monkeypatch.delenv("SELFSPEC_COMPILE", raising=False)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+
+
+def test_the_flag_wins_then_the_environment_then_the_device(monkeypatch):
+    assert compile_setting(None, CUDA) and not compile_setting(None, CPU)
+    monkeypatch.setenv("SELFSPEC_COMPILE", "1")
+    assert compile_setting(None, CPU) and not compile_setting(False, CPU)
+    monkeypatch.setenv("SELFSPEC_COMPILE", "off")
+    assert not compile_setting(None, CUDA) and compile_setting(True, CUDA)
+
+
+def test_verification_widths_share_few_graphs():
+    assert [padded_width(w) for w in range(2, 11)] == [3, 3, 5, 5, 9, 9, 9, 9, None]
+
+
+def test_a_host_that_forbids_compiling_runs_eager_with_one_notice(monkeypatch, capsys):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert "ZeroGPU" in compile_allowed(CPU)
+    engine = Engine(tiny_model("llama"), compile=True, choose_kernels=False)
+    assert engine.steps is None and engine.describe()["compiled"] == "off"
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_compiler_that_fails_leaves_the_eager_path_and_exact_tokens(capsys):
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    model = tiny_model("qwen2")
+    expected = model.generate(torch.tensor([PROMPT]), max_new_tokens=12, do_sample=False)[0, 10:].tolist()
+    engine = Engine(model, compile=True, choose_kernels=False, compile_backend=broken_backend)
+    assert generated(autoregressive(model, PROMPT, 12, engine=engine)) == expected
+    assert generated(self_speculative(model, PROMPT, SkipProfile(4, attn=[1]), 12, engine=engine)) == expected
+    assert "no compiler here" in engine.describe()["compiled"]["failed"]
+    notices = [line for line in capsys.readouterr().err.splitlines() if "failed" in line]
+    assert len(notices) == 1
+
+
+def test_compiled_steps_give_the_full_models_tokens():
+    """The one test that really compiles (inductor): a tiny model, three graphs."""
+    model = tiny_model("llama")
+    expected = model.generate(torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False)[0, 10:].tolist()
+    engine = Engine(model, compile=True, choose_kernels=False)
+    assert generated(autoregressive(model, PROMPT, 16, engine=engine)) == expected
+    spec = self_speculative(model, PROMPT, SkipProfile(4, attn=[1, 2], mlp=[3]), 16, engine=engine,
+                            settings=DraftSettings(max_draft=2, exit="off"))
+    assert generated(spec) == expected
+    compiled = engine.describe()["compiled"]
+    assert compiled["failed"] is None and set(compiled["compile_seconds"]) == {"one token", "draft token", "verify 3"}
+
+
+def test_a_host_without_a_compiler_runs_eager(monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no c++, g++, cc or gcc to be found
+    monkeypatch.delenv("CXX", raising=False)
+    assert "compiler" in compile_allowed(CPU) and "none found" in compile_allowed(CPU)

@@ -1,0 +1,159 @@
+"""Low-bit drafts: lossless with any architecture and profile, honest about memory, model untouched."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
+from selfspec.engine.lowbit import kernel_builders, linear_slots
+from test_engine import _assert_same, _snapshot, generated
+from tiny_models import CONFIGS, tiny_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def no_kernel_cache(monkeypatch):
+    monkeypatch.setenv("SELFSPEC_KERNEL_CACHE", "0")  # choices made by tests stay out of the user's cache
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_greedy_low_bit_drafts_are_token_identical(arch, weights):
+    model = tiny_model(arch)
+    layers = model.config.num_hidden_layers
+    rng = random.Random(arch + weights)
+    prompts = [[rng.randrange(2, 96) for _ in range(n)] for n in (3, 17)]
+    profiles = [SkipProfile(layers), SkipProfile(layers, attn=[0, 2], mlp=[1]),
+                SkipProfile(layers, attn=rng.sample(range(layers), 2), mlp=rng.sample(range(layers), 3))]
+    settings = [DraftSettings(max_draft=3, exit="off"), DraftSettings(max_draft=5, exit="adaptive"),
+                DraftSettings(max_draft=4, exit="off", controller=True)]
+    expected = {tuple(p): generated(autoregressive(model, p, 24)) for p in prompts}
+    for profile, setting in zip(profiles, settings):
+        draft = DraftModel(model, profile, weights=weights)
+        for prompt in prompts:
+            got = generated(self_speculative(model, prompt, draft, 24, settings=setting))
+            assert got == expected[tuple(prompt)], (profile, setting, prompt)
+
+
+def _expected_bytes(model, weights: str) -> int:
+    """Independently: int8 = 1 byte a weight + a float32 scale per row; int4 = half a byte a weight +
+    a float32 scale and zero per 32-weight group, except the output head, which stays int8."""
+    total = 0
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        rows, cols = module.weight.shape
+        if weights == "int4" and module is not head:
+            total += rows * cols // 2 + (cols // 32) * rows * 2 * 4
+        else:
+            total += rows * cols + rows * 4
+    return total
+
+
+@pytest.mark.parametrize("weights,kernels", [("int8", {"int8": "int8pack"}),
+                                             ("int4", {"int4": "int4pack-float32", "int8": "int8pack"})])
+def test_memory_is_counted_exactly(weights, kernels):
+    model = tiny_model("qwen2")
+    draft = DraftModel(model, SkipProfile(4), weights=weights, kernels=kernels)
+    assert draft.extra_bytes == _expected_bytes(model, weights)
+    assert DraftModel(model, SkipProfile(4)).extra_bytes == 0  # the paper's draft adds nothing
+
+
+def test_the_shadow_shares_every_tensor_and_leaves_the_model_untouched():
+    model = tiny_model("llama", tie_word_embeddings=True)
+    model.tie_weights()
+    before = _snapshot(model)
+    pointers = {name: p.data_ptr() for name, p in model.named_parameters()}
+    draft = DraftModel(model, SkipProfile(4, attn=[1]), weights="int4")
+    list(self_speculative(model, [3, 4, 5], draft, 20, settings=DraftSettings(max_draft=3)))
+    _assert_same(before, _snapshot(model))
+    assert pointers == {name: p.data_ptr() for name, p in model.named_parameters()}
+    shadow = draft._decoder
+    assert shadow is not model.model
+    assert shadow.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
+    assert shadow.layers[0].input_layernorm.weight is model.model.layers[0].input_layernorm.weight
+    assert not linear_slots(shadow)  # every linear of the draft reads low-bit weights
+    assert all(isinstance(m, torch.nn.Linear) for _, _, m in linear_slots(model))
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_every_kernel_computes_the_dequantised_product(weights):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48, bias=True)
+    x = torch.randn(3, 64)
+    w = linear.weight.detach()
+    if weights == "int8":  # symmetric per row: the error of each weight is at most half a step
+        step = (w.abs().amax(1, keepdim=True) / 127).expand(48, 64)
+    else:  # asymmetric per 32-weight group
+        groups = w.reshape(48, 2, 32)
+        step = ((groups.amax(-1) - groups.amin(-1)) / 15).repeat_interleave(32, 1)
+    worst = (x.abs() @ (step / 2).t()).max()  # the largest output error weight rounding alone allows
+    exact = linear(x)
+    for name, build in kernel_builders(weights, torch.float32, CPU).items():
+        layer = build(linear)
+        assert layer.bias is linear.bias
+        bf16 = 0.02 * exact.abs().max() if "bfloat16" in name else 0  # bf16 activations round too
+        assert (layer(x) - exact).abs().max() <= worst * 1.01 + bf16 + 1e-5, name
+
+
+def test_bad_draft_weights_are_refused():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="draft weights must be one of full, int8, int4"):
+        DraftModel(model, SkipProfile(4), weights="int3")
+    with pytest.raises(ValueError, match="not a int8 kernel"):
+        DraftModel(model, SkipProfile(4), weights="int8", kernels={"int8": "magic"})
+
+
+# --- auto: measure the candidates, keep the one predicted fastest ----------------------------------
+
+
+def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypatch, tmp_path):
+    from selfspec.profiles.draft_weights import build_draft, model_bytes
+
+    model = tiny_model("qwen3")
+    profile = SkipProfile(4, mlp=[2])
+    draft, choice = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], max_draft=3, key="tiny")
+    assert choice.budget_bytes == model_bytes(model) // 2 and not choice.cached
+    names = {"full", "int8", "int4"}
+    assert {c.weights for c in choice.candidates} == names | {f"{n} skip-nothing" for n in names}
+    best = max((c for c in choice.candidates if c.bound is not None), key=lambda c: c.bound)
+    assert choice.weights == best.weights and draft.weights == best.weights.split()[0]
+    assert draft.profile == (profile if " " not in best.weights else SkipProfile(4))
+    for c in choice.candidates:
+        if c.bound is not None:  # the bound is the cost model's at the candidate's own numbers
+            e = sum(c.acceptance ** i for i in range(c.best_k + 1))
+            assert c.bound == pytest.approx(e / (c.best_k * c.c + c.v[c.best_k]), rel=1e-3)
+    expected = generated(autoregressive(model, [9, 10], 16))
+    assert generated(self_speculative(model, [9, 10], draft, 16, settings=DraftSettings(max_draft=3))) == expected
+
+    _, none = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], budget_bytes=0, key="tiny")
+    assert none.weights.split()[0] == "full"
+    assert {c.weights: c.note for c in none.candidates if c.note} == {"int8": "over the memory budget",
+                                                                      "int4": "over the memory budget"}
+
+    monkeypatch.setenv("SELFSPEC_KERNEL_CACHE", "1")
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    _, first = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
+    again, second = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
+    assert second.cached and second.weights == first.weights and again.weights == first.weights.split()[0]
+
+
+@pytest.mark.parametrize("text,expected", [("300MB", 300_000_000), ("1.5GiB", int(1.5 * 2**30)), ("0", 0),
+                                           ("1234", 1234)])
+def test_memory_sizes_parse(text, expected):
+    from selfspec.profiles.draft_weights import parse_bytes
+
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "-3MB", ""])
+def test_bad_memory_sizes_are_refused(text):
+    from selfspec.profiles.draft_weights import parse_bytes
+
+    with pytest.raises(ValueError, match="memory size"):
+        parse_bytes(text)

@@ -1,0 +1,102 @@
+"""The app's model choice: the owner's preset, the default per device, typed ids guarded, a bounded shelf."""
+
+import pytest
+import torch
+
+from selfspec.models.guard import ModelRefused
+from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, front_matter_models, preset_models
+from tiny_models import save_tiny
+
+
+@pytest.fixture
+def readme(tmp_path):
+    path = tmp_path / "README.md"
+    path.write_text("---\ntitle: x\nmodels:\n  - HuggingFaceTB/SmolLM2-135M-Instruct\n  - Qwen/Qwen2.5-7B-Instruct\n"
+                    "---\n# body\n---\nnot front matter\n")
+    return path
+
+
+def test_the_preset_is_the_environment_else_the_front_matter(readme, monkeypatch):
+    monkeypatch.delenv("SELFSPEC_MODELS", raising=False)
+    assert front_matter_models(readme) == ["HuggingFaceTB/SmolLM2-135M-Instruct", "Qwen/Qwen2.5-7B-Instruct"]
+    assert preset_models(readme) == ["Qwen/Qwen2.5-7B-Instruct"]  # the embedded default is listed apart
+    monkeypatch.setenv("SELFSPEC_MODELS", " a/b, c/d ,a/b,")
+    assert preset_models(readme) == ["a/b", "c/d"]
+    monkeypatch.setenv("SELFSPEC_MODELS", "")  # set but empty: no preset at all
+    assert preset_models(readme) == []
+    assert front_matter_models(readme.with_name("missing.md")) == []
+
+
+def test_the_default_is_the_first_preset_on_a_gpu_and_the_embedded_model_on_the_cpu(monkeypatch):
+    for name in ("SELFSPEC_DEVICE", "SPACES_ZERO_GPU"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_choice(["Qwen/Qwen2.5-7B-Instruct"]) == DEFAULT_LABEL
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    assert default_choice(["Qwen/Qwen2.5-7B-Instruct"]) == "Qwen/Qwen2.5-7B-Instruct"
+    assert default_choice([]) == DEFAULT_LABEL
+
+
+def test_the_shelf_keeps_the_default_and_the_latest_and_refuses_typed_ids_unchecked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFSPEC_DTYPE", "float32")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    dirs = [str(save_tiny(tmp_path / f"m{i}", seed=i)) for i in range(3)]
+    prepared = []
+    shelf = ModelShelf(dirs, pinned=dirs[0], prepare=lambda lm: prepared.append(lm.name), keep=2)
+    first = shelf.get(dirs[0])
+    assert shelf.get(dirs[0]) is first and prepared == [dirs[0]]  # loaded and warmed once
+    shelf.get(dirs[1])
+    shelf.get(dirs[2])
+    assert shelf.loaded == [dirs[0], dirs[2]]  # the pinned default stays; the older other one is dropped
+    with pytest.raises(ModelRefused, match="cannot check someone/some-model on the Hub"):
+        shelf.get("someone/some-model")
+    with pytest.raises(ModelRefused, match="is not a Hub model id"):
+        shelf.get(str(save_tiny(tmp_path / "unlisted")))  # a directory not in the preset: typed by a visitor
+    assert shelf.loaded == [dirs[0], dirs[2]]
+
+
+def test_zero_gpu_duration_grows_with_the_token_budget_and_is_capped():
+    from selfspec.ui.zero_gpu import MAX_SECONDS, race_seconds
+
+    short, long = race_seconds("hi", "m", None, 16), race_seconds(prompt="hi", max_new_tokens=1024)
+    assert 0 < short < long <= MAX_SECONDS
+    assert race_seconds("hi", "m", None, 10**9) == MAX_SECONDS
+    assert race_seconds("hi", "m", None, "junk") == race_seconds("hi", "m", None, 96)  # bad input: the form refuses it
+
+
+def test_the_device_note_says_when_compiling_is_refused(tmp_path, monkeypatch):
+    from selfspec.models.loading import load_model
+    from selfspec.ui.model_choice import device_note
+
+    lm = load_model(str(save_tiny(tmp_path / "m")), dtype="float32")
+    monkeypatch.setenv("SELFSPEC_COMPILE", "1")  # compiling wanted (the default on CUDA)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert device_note(lm) == "Runs in float32 on cpu, as asked. Eager, not compiled: ZeroGPU allows no torch.compile (ahead-of-time compiled graphs only)."
+    monkeypatch.setenv("SELFSPEC_COMPILE", "0")  # not wanted: nothing to say
+    assert device_note(lm) == "Runs in float32 on cpu, as asked."
+
+
+def test_on_a_space_the_race_asks_zero_gpu_for_its_duration(monkeypatch):
+    import sys
+    import types
+
+    from selfspec.ui.zero_gpu import gpu_call, race_seconds
+
+    asked = {}
+
+    def GPU(duration):  # what the `spaces` package offers on a Space
+        def mark(fn):
+            asked["duration"], asked["fn"] = duration, fn
+            return fn
+        return mark
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+
+    def compare(prompt, model, profile_file, max_new_tokens):
+        return max_new_tokens
+
+    assert gpu_call(compare) is compare and asked == {"duration": race_seconds, "fn": compare}
+    monkeypatch.setitem(sys.modules, "spaces", None)  # `import spaces` raises ImportError: not on a Space
+    asked.clear()
+    assert gpu_call(compare) is compare and asked == {}

@@ -1,0 +1,100 @@
+"""The static cache: positions index it, rollback moves a length, stale entries never leak into attention."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
+from selfspec.engine.cache import new_cache, truncate
+from selfspec.engine.runtime import Engine, forward_full
+from tiny_models import tiny_model
+
+
+def generated(records) -> list[int]:
+    return [t for r in records for t in r.token_ids]
+
+
+@pytest.fixture(autouse=True)
+def _kernel_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+
+
+@torch.inference_mode()
+def _poison(cache, length: int) -> None:
+    """Fill every layer's buffer past `length` with large random values, as a stale draft could leave it."""
+    for layer in cache.layers:
+        layer.keys[..., length:, :] = torch.randn_like(layer.keys[..., length:, :]) * 50
+        layer.values[..., length:, :] = torch.randn_like(layer.values[..., length:, :]) * 50
+
+
+@pytest.mark.parametrize("arch,overrides", [("llama", {}), ("gemma2", {"sliding_window": 4}),
+                                            ("qwen3", {}), ("phi3", {})])
+@torch.inference_mode()
+def test_full_and_draft_logits_equal_the_dynamic_caches_whatever_lies_past_the_length(arch, overrides):
+    model = tiny_model(arch, **overrides)
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 3], mlp=[2]))
+    static, dynamic = new_cache(4, 32), new_cache()
+    for cache in (static, dynamic):
+        forward_full(model, prompt, 0, cache)
+    _poison(static, 10)
+    block = torch.tensor([[11, 12, 13]])
+    torch.testing.assert_close(forward_full(model, block, 10, static), forward_full(model, block, 10, dynamic))
+    for cache in (static, dynamic):
+        truncate(cache, 11)  # keep one of the three
+    _poison(static, 11)
+    for i, token in enumerate([40, 41, 42]):  # drafting: skipped layers stay behind, masks come from positions
+        position = torch.tensor([[11 + i]])
+        ids = torch.tensor([[token]])
+        torch.testing.assert_close(draft(ids, position, static), draft(ids, position, dynamic))
+
+
+@torch.inference_mode()
+def test_rollback_moves_lengths_in_place_and_keeps_the_buffers():
+    model = tiny_model("llama")
+    cache = new_cache(4, 20)
+    forward_full(model, torch.tensor([[3, 4, 5, 6]]), 0, cache)
+    buffers = [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers]
+    lengths = [layer.cumulative_length for layer in cache.layers]
+    draft = DraftModel(model, SkipProfile(4, attn=[2]))
+    draft(torch.tensor([[7]]), torch.tensor([[4]]), cache)
+    assert [cache.layer_length(i) for i in range(4)] == [5, 5, 4, 5]  # the skipped layer wrote nothing
+    truncate(cache, 4)
+    assert [cache.layer_length(i) for i in range(4)] == [4, 4, 4, 4]
+    assert [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers] == buffers
+    assert all(a is b.cumulative_length for a, b in zip(lengths, cache.layers))
+
+
+def test_a_cache_needs_a_positive_capacity():
+    with pytest.raises(ValueError, match="at least one position"):
+        new_cache(4, 0)
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_both_caches_give_the_full_models_tokens(static):
+    model = tiny_model("mistral", sliding_window=6)
+    engine = Engine(model, static_cache=static)
+    assert engine.static_cache is static and engine.describe()["cache"] == ("static" if static else "dynamic")
+    rng = random.Random(5)
+    prompt = [rng.randrange(2, 96) for _ in range(9)]
+    expected = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False)[0, 9:].tolist()
+    assert generated(autoregressive(model, prompt, 24, engine=engine)) == expected
+    for profile in (SkipProfile(4, attn=[0, 2], mlp=[1]), SkipProfile(4, attn=[1, 2, 3])):
+        got = self_speculative(model, prompt, profile, 24, settings=DraftSettings(max_draft=5, exit="off"),
+                               engine=engine)
+        assert generated(got) == expected
+
+
+def test_an_engine_serves_only_its_own_model():
+    engine = Engine(tiny_model("llama", seed=1), choose_kernels=False)
+    with pytest.raises(ValueError, match="different model"):
+        list(autoregressive(tiny_model("llama", seed=2), [3, 4], 2, engine=engine))
+
+
+def test_flash_style_attention_falls_back_to_the_dynamic_cache():
+    model = tiny_model("llama")
+    model.config._attn_implementation = "flash_attention_2"  # takes no position-built masks
+    assert not Engine(model, choose_kernels=False).static_cache
