@@ -127,8 +127,10 @@ def test_records_account_for_every_token():
         assert r.elapsed_seconds >= records[0].elapsed_seconds
     summary = summarize(records)
     assert summary.new_tokens == sum(len(r.token_ids) for r in records) == 40
-    assert summary.acceptance_rate == summary.accepted / summary.drafted
-    assert 1 <= summary.mean_accepted_tokens <= 5
+    # Every step but the last commits its accepted drafts plus one full-model token (the budget may cut the last).
+    steps = [r for r in records if r.kind == "speculate"]
+    assert all(len(r.token_ids) == r.accepted + 1 for r in steps[:-1])
+    assert summary.accepted == sum(len(r.token_ids) - 1 for r in steps[:-1]) + steps[-1].accepted
 
 
 def test_adaptive_threshold_follows_the_papers_rule():
@@ -141,6 +143,50 @@ def test_adaptive_threshold_follows_the_papers_rule():
         rule.update(accepted=4, drafted=4)  # AR -> 1 > 0.9: gamma moves down
     assert rule.threshold < 0.6
     assert rule.acceptance == pytest.approx(1.0, abs=1e-6)
+
+
+def reference_rule(steps, gamma=0.6, alpha=0.9, k=4, eps=0.01, b1=0.5, b2=0.9):
+    """The reference code's `auto_th_stop_draft` update, transcribed: [(accepted, drafted)] -> gammas."""
+    matchness, out = 0.0, []
+    for accepted, drafted in steps:
+        matchness = b1 * matchness + (1 - b1) * accepted / drafted
+        if matchness < alpha:
+            proposal = gamma + eps
+        else:
+            proposal = gamma if drafted == k else gamma - eps
+        gamma = b2 * gamma + (1 - b2) * proposal
+        out.append(gamma)
+    return out
+
+
+def ours(steps, **kwargs):
+    from selfspec import AdaptiveThreshold
+
+    rule = AdaptiveThreshold(gamma=0.6, target=kwargs.get("alpha", 0.9))
+    out = []
+    for accepted, drafted in steps:
+        rule.update(accepted, drafted)
+        out.append(rule.threshold)
+    return out
+
+
+def test_adaptive_rule_agrees_with_the_reference_code_where_the_module_says_it_does():
+    # Acceptance far below alpha from the start, drafts shorter than K: identical trajectories.
+    low = [(0, 3), (1, 3), (0, 2)] * 5
+    assert ours(low) == pytest.approx(reference_rule(low))
+    # Running AR starts at the first rate here, at 0 there: after one fully accepted step of 3 we
+    # read 1.0 > 0.9 and lower gamma, the reference reads 0.5 and raises it.
+    assert ours([(3, 3)]) == pytest.approx([0.6 - 0.1 * 0.01])
+    assert reference_rule([(3, 3)]) == pytest.approx([0.6 + 0.1 * 0.01])
+    # Running AR exactly alpha (0.5: ours after a half-accepted step, the reference's after a fully
+    # accepted one): we raise gamma (AR <= alpha, the paper), the reference lowers it (not AR < alpha).
+    assert ours([(1, 2)], alpha=0.5) == pytest.approx([0.6 + 0.1 * 0.01])
+    assert reference_rule([(2, 2)], alpha=0.5, k=9) == pytest.approx([0.6 - 0.1 * 0.01])
+    # High acceptance with full-length drafts: we lower gamma, the reference holds it.
+    full = [(4, 4)] * 10
+    assert ours(full)[-1] < ours(full)[0] < 0.6
+    warmed = reference_rule(full)
+    assert warmed[-1] == pytest.approx(warmed[-2])  # AR above alpha, K reached: held
 
 
 # --- sampling: distribution equality -----------------------------------------------------------

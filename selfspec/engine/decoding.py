@@ -22,6 +22,7 @@ from torch import nn
 from selfspec.engine.cache import truncate
 from selfspec.engine.context import ContextIndex
 from selfspec.engine.controller import DraftLength
+from selfspec.engine.devices import model_device, synchronize
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_full: re-exported)
 from selfspec.profiles.schema import SkipProfile
@@ -41,16 +42,6 @@ def eos_token_ids(model: nn.Module) -> frozenset[int]:
 
 def context_length(model: nn.Module) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return model.get_input_embeddings().weight.device
-
-
-def _synchronize(device: torch.device) -> None:
-    # Clocks are read only after queued device work has finished.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check_request(model: nn.Module, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
@@ -186,7 +177,7 @@ class _Run:
         model = engine.model
         self.engine = engine
         self.budget = _check_request(model, prompt_ids, max_new_tokens)
-        self.device = _device(model)
+        self.device = model_device(model)
         self.eos = eos_token_ids(model)
         self.prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         self.generated = 0
@@ -195,7 +186,7 @@ class _Run:
         self.start = time.perf_counter()
 
     def clock(self) -> float:
-        _synchronize(self.device)
+        synchronize(self.device)  # clocks are read only after queued device work has finished
         return time.perf_counter()
 
     def commit(self, tokens: list[int], kind: str, drafted: int, accepted: int,
