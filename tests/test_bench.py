@@ -95,30 +95,28 @@ def test_acceptance_per_token_is_the_geometric_estimate():
 
 
 def test_measure_costs_leaves_the_context_as_it_was(tiny_lm, monkeypatch):
-    import selfspec.bench.costmodel as costmodel
     from selfspec.engine.cache import layer_length
+    from selfspec.engine.runtime import Engine
 
     model = tiny_lm.model
     layers = model.config.num_hidden_layers
     draft = DraftModel(model, SkipProfile(layers, attn=[1, 2, 3], mlp=[2, 3, 4]))
+    engine = Engine(model, choose_kernels=False)
     seen = []  # (position of the first token, every layer's cache length) at each forward
 
-    def lengths(cache):
-        return [layer_length(cache, i) for i in range(layers)]
+    def spy(name):
+        real = getattr(engine, name)
 
-    def spy(forward):
-        def timed(model, tokens, start, cache, **kwargs):
-            seen.append((start, lengths(cache)))
-            return forward(model, tokens, start, cache, **kwargs)
-        return timed
+        def call(*args, **kwargs):
+            tokens_at = 2 if name == "draft" else 1  # draft(draft, token, position, cache)
+            start, cache = args[tokens_at], args[tokens_at + 1]
+            seen.append((start, [layer_length(cache, i) for i in range(layers)]))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(engine, name, call)
 
-    def spy_draft(ids, positions, cache):
-        seen.append((int(positions[0, 0]), lengths(cache)))
-        return draft(ids, positions, cache)
-
-    monkeypatch.setattr(costmodel, "forward_full", spy(costmodel.forward_full))
-    monkeypatch.setattr(costmodel, "forward_verify", spy(costmodel.forward_verify))
-    costs = measure_costs(model, spy_draft, list(range(2, 30)), max_k=3, reps=3)
+    for name in ("full", "verify", "draft"):
+        spy(name)
+    costs = measure_costs(model, draft, list(range(2, 30)), max_k=3, reps=3, engine=engine)
     assert seen[0] == (0, [0] * layers)  # the prompt's prefill
     # Then warm-up and 3 reps of 5 timed forwards (full, draft, K+1 = 2, 3, 4 tokens), each after the
     # same 28-token context in every layer: nothing a timed forward wrote survives it.
@@ -301,7 +299,8 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["verify_products"]
     over = report["overhead"]
     assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
-    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {"1", "2"}
+    # v for every width a step may verify: K = 2 drafts, or up to 8 tokens copied from the context.
+    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {str(n) for n in range(1, 9)}
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
     assert len(read_vocabulary(out / "vocab-50.json")) == 50
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()

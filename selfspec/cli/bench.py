@@ -17,6 +17,7 @@ from selfspec.cli.options import (
     add_fetch_argument,
     add_model_arguments,
     add_profile_arguments,
+    context_tokens_from,
     int_list,
     profile_from,
     use_engine_arguments,
@@ -43,6 +44,14 @@ def _weights_list(text: str) -> list[str]:
     if not weights or set(weights) - set(WEIGHT_CHOICES):
         raise argparse.ArgumentTypeError(f"draft weights are {', '.join(WEIGHT_CHOICES)}; got {text!r}")
     return weights
+
+
+def _switch_list(text: str) -> list[bool]:
+    words = {"on": True, "off": False}
+    switches = [x.strip() for x in text.split(",") if x.strip()]
+    if not switches or set(switches) - set(words):
+        raise argparse.ArgumentTypeError(f"give on, off or on,off; got {text!r}")
+    return [words[x] for x in dict.fromkeys(switches)]
 
 
 METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-lookup", "early-exit")
@@ -75,6 +84,8 @@ def register(commands) -> None:
                    help="draft weights to run, comma-separated, of full, int8, int4 and auto")
     p.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
                    help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
+    p.add_argument("--context-drafts", type=_switch_list, default=[True],
+                   help="copy proposals from the context inside self-speculation: on, off, or on,off to run both")
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -118,8 +129,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
     settings = [DraftSettings.from_profile(profile, max_draft=k, exit=rule, threshold=args.threshold,
-                                           controller=args.controller, draft_weights=weights)
-                for weights in args.draft_weights for k in args.max_draft or [None] for rule in args.exit or [None]]
+                                           controller=args.controller, draft_weights=weights,
+                                           context_tokens=context_tokens_from(context))
+                for weights in args.draft_weights for k in args.max_draft or [None] for rule in args.exit or [None]
+                for context in args.context_drafts]
     methods = build_methods(lm, profile, settings, draft_vocabularies(lm, args.draft_vocab, out),
                             names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)

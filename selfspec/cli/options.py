@@ -87,6 +87,9 @@ def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
     parser.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
                         help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
+    parser.add_argument("--context-drafts", action=argparse.BooleanOptionalAction, default=None,
+                        help="also propose tokens copied from the prompt and the text so far, verified like "
+                             "drafts (default: the profile's, else on)")
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +113,15 @@ def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = 
         exit = "fixed" if args.threshold else "off"
     return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold,
                                       controller=getattr(args, "controller", None),
-                                      draft_weights=getattr(args, "draft_weights", None))
+                                      draft_weights=getattr(args, "draft_weights", None),
+                                      context_tokens=context_tokens_from(getattr(args, "context_drafts", None)))
+
+
+def context_tokens_from(switch: bool | None) -> int | None:
+    """--context-drafts/--no-context-drafts as a setting: None keeps the profile's (or the default)."""
+    if switch is None:
+        return None
+    return DraftSettings.context_tokens if switch else 0
 
 
 def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile,
