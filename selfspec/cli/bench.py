@@ -13,10 +13,7 @@ from selfspec.bench.report import markdown_table, overhead_lines, write_charts, 
 from selfspec.bench.runner import bench, build_methods
 from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
 from selfspec.cli.options import (
-    add_engine_arguments,
-    add_fetch_argument,
-    add_model_arguments,
-    add_profile_arguments,
+    add_decoding_setup_arguments,
     context_tokens_from,
     int_list,
     profile_from,
@@ -59,10 +56,7 @@ METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-looku
 
 def register(commands) -> None:
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
-    add_model_arguments(p)
-    add_engine_arguments(p)
-    add_fetch_argument(p)
-    add_profile_arguments(p)
+    add_decoding_setup_arguments(p)
     p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
     p.add_argument("--categories", default=",".join(CATEGORIES), help="built-in categories to run")
     p.add_argument("--per-category", type=int, default=2, help="built-in prompts per category (max 3)")

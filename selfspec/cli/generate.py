@@ -6,11 +6,8 @@ import argparse
 import json
 
 from selfspec.cli.options import (
-    add_engine_arguments,
-    add_fetch_argument,
+    add_decoding_setup_arguments,
     add_generation_arguments,
-    add_model_arguments,
-    add_profile_arguments,
     draft_from,
     draft_settings_from,
     profile_from,
@@ -27,10 +24,7 @@ from selfspec.profiles.schema import SkipProfile
 
 def register(commands) -> None:
     gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
-    add_model_arguments(gen)
-    add_engine_arguments(gen)
-    add_fetch_argument(gen)
-    add_profile_arguments(gen)
+    add_decoding_setup_arguments(gen)
     add_generation_arguments(gen)
     gen.add_argument("--compare", action="store_true", help="run autoregressive first, then self-speculative")
     gen.add_argument("--json", action="store_true", help="print one JSON object")

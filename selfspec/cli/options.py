@@ -92,6 +92,14 @@ def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
                              "drafts (default: the profile's, else on)")
 
 
+def add_decoding_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every decoding command takes: the model, how its engine runs, fetching it, its profile."""
+    add_model_arguments(parser)
+    add_engine_arguments(parser)
+    add_fetch_argument(parser)
+    add_profile_arguments(parser)
+
+
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help="skip profile: a JSON file, or hub:<repo_id>/<path>[@revision]")
     # Parsed in profile_from, so that a bad list is reported like every other user error.
