@@ -127,8 +127,10 @@ def speculative_run(lm: LanguageModel, draft: DraftModel, costs, args, prompts: 
     """SYNTHETIC (planted redundancy): our AR loop against self-speculation, fixed K and adaptive."""
     k = args.k
     methods = [ours_autoregressive(lm),
-               ours_self_speculative(lm, f"self-spec K={k} fixed", draft, DraftSettings(max_draft=k, exit="off")),
-               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k))]
+               # Context drafts off: this measures the engine with the layer-skip draft alone.
+               ours_self_speculative(lm, f"self-spec K={k} fixed", draft,
+                                     DraftSettings(max_draft=k, exit="off", context_tokens=0)),
+               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k, context_tokens=0))]
     runs = run_methods(methods, prompts, args.tokens, args.reps, lm.device, progress=False)
     ar_seconds = sum(r.seconds for r in runs[AR])
     out = {}

@@ -196,9 +196,9 @@ def end_to_end(name: str, model, profile: SkipProfile, costs: Costs, args) -> st
     draft = DraftModel(model, profile)
     k = args.e2e_k
     methods = [ours_autoregressive(lm), transformers_generate(lm, "transformers generate"),
-               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k)),
+               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k, context_tokens=0)),
                ours_self_speculative(lm, f"self-spec K={k} fixed", draft,
-                                     DraftSettings(max_draft=k, exit="off", threshold=0.0))]
+                                     DraftSettings(max_draft=k, exit="off", threshold=0.0, context_tokens=0))]
     prompts = [synthetic_prompt(model.config.vocab_size, args.context, seed) for seed in (1, 2)]
     runs = run_methods(methods, prompts, args.e2e_tokens, args.e2e_reps, lm.device, progress=False)
     costs_by = {(m.name, c): costs for m in methods[2:] for c in ("random", "all")}

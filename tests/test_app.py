@@ -35,6 +35,14 @@ def test_token_sources_mark_drafts_corrections_and_bonus_tokens():
     assert token_sources(record(3, "speculate", [1, 2], drafted=4, accepted=4)) == ["draft", "draft"]
 
 
+def test_token_sources_mark_tokens_copied_from_the_context():
+    # 3 copied then 2 drafted, 4 kept: the 3 copied, 1 drafted, then the full model's correction.
+    step = StepRecord(1, "speculate", (1, 2, 3, 4, 5), 5, 4, 0.0, 0.01, 0.02, copied=3)
+    assert token_sources(step) == ["copied", "copied", "copied", "draft", "correction"]
+    rejected_copy = StepRecord(2, "speculate", (1, 2), 5, 1, 0.0, 0.01, 0.03, copied=3)  # the 2nd copied token lost
+    assert token_sources(rejected_copy) == ["copied", "correction"]
+
+
 def test_segments_reassemble_the_decoded_text_exactly():
     words = {1: "Hello", 2: ",", 3: " wor", 4: "ld", 5: "!"}
 

@@ -29,13 +29,16 @@ from selfspec.engine.runtime import Engine
 from selfspec.engine.devices import synchronize
 
 
-def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int]) -> float | None:
-    """The bound for the draft lengths a run actually used (the adaptive exit varies K per step)."""
+def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int],
+                      copied: Iterable[int] | None = None) -> float | None:
+    """The bound for the draft lengths a run actually used (the adaptive exit varies K per step);
+    `copied[i]` of step i's tokens came from the context and cost no draft forward."""
     lengths = list(lengths)
     if not lengths:
         return None
+    copied = list(copied) if copied is not None else [0] * len(lengths)
     tokens = sum(expected_tokens(a, n) for n in lengths)
-    cost = sum(n * c + v[n] for n in lengths)
+    cost = sum((n - m) * c + v[n] for n, m in zip(lengths, copied))
     return tokens / cost
 
 

@@ -10,7 +10,8 @@ from typing import Sequence
 from selfspec.bench.results import Row
 from selfspec.engine.verify_products import VerifyProducts
 
-COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "tokens/verify", "plain steps",
+COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "copied", "accept copied",
+           "accept drafted", "tokens/verify", "plain steps",
            "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
 
@@ -23,7 +24,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
     for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
                  _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
-                 _fmt(r.acceptance), _fmt(r.mean_accepted_tokens),
+                 _fmt(r.acceptance), _fmt(r.copied_share), _fmt(r.copy_acceptance), _fmt(r.draft_acceptance),
+                 _fmt(r.mean_accepted_tokens),
                  "–" if r.plain_steps is None else str(r.plain_steps), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),
                  _fmt(r.bound), _fmt(r.efficiency), _fmt(r.bound_in_run), _fmt(r.efficiency_in_run)]
         lines.append("| " + " | ".join(cells) + " |")

@@ -45,6 +45,9 @@ class Row:
     mean_accepted_tokens: float | None = None  # tokens committed per verification
     mean_drafted: float | None = None  # tokens drafted per verification
     plain_steps: int | None = None  # one-token full-model steps after the prefill (the controller's choice)
+    copied_share: float | None = None  # of the drafted tokens, the share copied from the context
+    copy_acceptance: float | None = None  # per source: copied tokens kept / copied
+    draft_acceptance: float | None = None  # model-drafted tokens kept / model-drafted
     draft_extra_bytes: int | None = None  # memory the draft adds to the model's (low-bit weights)
     draft_seconds_per_token: float | None = None  # as the loop paid it
     verify_seconds_per_step: float | None = None  # as the loop paid it
@@ -99,12 +102,14 @@ def _add_speculation(row: Row, m: DecodeMetrics, records: list[list[StepRecord]]
                      costs: Costs | None) -> None:
     row.acceptance, row.mean_accepted_tokens, row.mean_drafted = m.acceptance, m.mean_accepted_tokens, m.mean_drafted
     row.plain_steps = m.decodes
+    row.copied_share = m.copied / m.drafted if m.drafted else None
+    row.copy_acceptance, row.draft_acceptance = m.copy_acceptance, m.model_draft_acceptance
     row.draft_seconds_per_token, row.verify_seconds_per_step = m.draft_seconds_per_token, m.verify_seconds_per_step
     row.a = acceptance_per_token(r for rs in records for r in rs)
     if costs is None or row.a is None:
         return
     row.c, row.v = costs.c, costs.v[k]
-    row.bound = bound_for_lengths(row.a, costs.c, costs.v, m.draft_lengths)
+    row.bound = bound_for_lengths(row.a, costs.c, costs.v, m.draft_lengths, m.copied_lengths)
     row.efficiency = row.speedup / row.bound if row.bound and row.speedup else None
 
 
@@ -118,5 +123,5 @@ def _add_in_run_costs(row: Row, m: DecodeMetrics, ar: DecodeMetrics) -> None:
     row.decode_speedup = ar_unit / mine
     if row.a is not None and m.draft_lengths:
         v = {n: row.v_in_run for n in set(m.draft_lengths)}  # the mean verification, whatever the step's length
-        row.bound_in_run = bound_for_lengths(row.a, row.c_in_run, v, m.draft_lengths)
+        row.bound_in_run = bound_for_lengths(row.a, row.c_in_run, v, m.draft_lengths, m.copied_lengths)
         row.efficiency_in_run = row.decode_speedup / row.bound_in_run

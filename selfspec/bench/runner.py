@@ -125,7 +125,8 @@ def measure_category_costs(lm: LanguageModel, methods: Sequence[Method], categor
     """c and v per speculative method, on each category's first prompt (context length matters)."""
     first = {c: prompts[categories.index(c)] for c in dict.fromkeys(categories)}
     first["all"] = sorted(prompts, key=len)[len(prompts) // 2]  # the median-length prompt
-    return {(m.name, c): measure_costs(lm.model, m.draft, ids, m.settings.max_draft, reps, engine=lm.engine)
+    return {(m.name, c): measure_costs(lm.model, m.draft, ids, max(m.settings.max_draft, m.settings.context_tokens),
+                                       reps, engine=lm.engine)
             for m in methods if m.draft is not None for c, ids in first.items()}
 
 
@@ -139,6 +140,7 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[Dr
     """
     several_exits = len({s.exit for s in settings}) > 1
     several_weights = len({s.draft_weights or "full" for s in settings}) > 1
+    several_contexts = len({s.context_tokens > 0 for s in settings}) > 1
     methods = [ours_autoregressive(lm)]
     if "generate" in names:
         methods.append(transformers_generate(lm, "transformers generate"))
@@ -155,7 +157,8 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[Dr
                 for s in [s for s in settings if (s.draft_weights or "full") == weights]:
                     label = (f"self-spec K={s.max_draft}" + ("" if vocab is None else f" V={len(vocab)}")
                              + (f" {weights}" if named else "") + (f"={choice.weights}" if choice else "")
-                             + (f" {s.exit}" if several_exits else ""))
+                             + (f" {s.exit}" if several_exits else "")
+                             + ((" +context" if s.context_tokens else " no-context") if several_contexts else ""))
                     methods.append(ours_self_speculative(lm, label, draft, s))
     if "prompt-lookup" in names:
         methods.append(transformers_generate(lm, f"prompt lookup n={prompt_lookup}",

@@ -12,7 +12,13 @@ from selfspec.bench.prompts import CATEGORIES, builtin_suite, read_jsonl
 from selfspec.bench.report import markdown_table, overhead_lines, write_charts, write_report
 from selfspec.bench.runner import bench, build_methods
 from selfspec.bench.vocabulary import choose_vocabulary, read_vocabulary, vocabulary_size, write_vocabulary
-from selfspec.cli.options import add_decoder_arguments, int_list, profile_from, use_engine_arguments
+from selfspec.cli.options import (
+    add_decoding_setup_arguments,
+    context_tokens_from,
+    int_list,
+    profile_from,
+    use_engine_arguments,
+)
 from selfspec.engine.settings import EXIT_RULES, DraftSettings
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
@@ -37,12 +43,20 @@ def _weights_list(text: str) -> list[str]:
     return weights
 
 
+def _switch_list(text: str) -> list[bool]:
+    words = {"on": True, "off": False}
+    switches = [x.strip() for x in text.split(",") if x.strip()]
+    if not switches or set(switches) - set(words):
+        raise argparse.ArgumentTypeError(f"give on, off or on,off; got {text!r}")
+    return [words[x] for x in dict.fromkeys(switches)]
+
+
 METHOD_NAMES = ("generate", "generate-static", "self-speculative", "prompt-lookup", "early-exit")
 
 
 def register(commands) -> None:
     p = commands.add_parser("bench", help="benchmark our decoders against transformers' on a prompt suite")
-    add_decoder_arguments(p)
+    add_decoding_setup_arguments(p)
     p.add_argument("--prompts", default=None, help="JSONL file of prompts (default: the built-in suite)")
     p.add_argument("--categories", default=",".join(CATEGORIES), help="built-in categories to run")
     p.add_argument("--per-category", type=int, default=2, help="built-in prompts per category (max 3)")
@@ -64,6 +78,8 @@ def register(commands) -> None:
                    help="draft weights to run, comma-separated, of full, int8, int4 and auto")
     p.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
                    help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
+    p.add_argument("--context-drafts", type=_switch_list, default=[True],
+                   help="copy proposals from the context inside self-speculation: on, off, or on,off to run both")
     p.add_argument("--prompt-lookup", type=int, default=10, help="prompt_lookup_num_tokens for the peer")
     p.add_argument("--early-exit", type=int, default=None, help="assistant_early_exit layer (default: half)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -107,8 +123,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profile = profile_from(args, lm)
     early_exit = args.early_exit or lm.model.config.num_hidden_layers // 2
     settings = [DraftSettings.from_profile(profile, max_draft=k, exit=rule, threshold=args.threshold,
-                                           controller=args.controller, draft_weights=weights)
-                for weights in args.draft_weights for k in args.max_draft or [None] for rule in args.exit or [None]]
+                                           controller=args.controller, draft_weights=weights,
+                                           context_tokens=context_tokens_from(context))
+                for weights in args.draft_weights for k in args.max_draft or [None] for rule in args.exit or [None]
+                for context in args.context_drafts]
     methods = build_methods(lm, profile, settings, draft_vocabularies(lm, args.draft_vocab, out),
                             names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)

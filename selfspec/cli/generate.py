@@ -6,7 +6,7 @@ import argparse
 import json
 
 from selfspec.cli.options import (
-    add_decoder_arguments,
+    add_decoding_setup_arguments,
     add_generation_arguments,
     draft_from,
     draft_settings_from,
@@ -24,7 +24,7 @@ from selfspec.profiles.schema import SkipProfile
 
 def register(commands) -> None:
     gen = commands.add_parser("generate", help="generate text, optionally comparing with plain decoding")
-    add_decoder_arguments(gen)
+    add_decoding_setup_arguments(gen)
     add_generation_arguments(gen)
     gen.add_argument("--compare", action="store_true", help="run autoregressive first, then self-speculative")
     gen.add_argument("--json", action="store_true", help="print one JSON object")

@@ -87,6 +87,17 @@ def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
     parser.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
                         help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
+    parser.add_argument("--context-drafts", action=argparse.BooleanOptionalAction, default=None,
+                        help="also propose tokens copied from the prompt and the text so far, verified like "
+                             "drafts (default: the profile's, else on)")
+
+
+def add_decoding_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every decoding command takes: the model, how its engine runs, fetching it, its profile."""
+    add_model_arguments(parser)
+    add_engine_arguments(parser)
+    add_fetch_argument(parser)
+    add_profile_arguments(parser)
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,14 +106,6 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attn", default=None, help="attention sublayers to skip, e.g. 3,5,7")
     parser.add_argument("--mlp", default=None, help="MLP sublayers to skip, e.g. 9,10")
     parser.add_argument("--force-profile", action="store_true", help="use a profile even if it was made for another model")
-
-
-def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """What a command that decodes with a profile takes: the model, the engine, fetching, the profile."""
-    add_model_arguments(parser)
-    add_engine_arguments(parser)
-    add_fetch_argument(parser)
-    add_profile_arguments(parser)
 
 
 def sampling_from(args: argparse.Namespace) -> Sampling:
@@ -118,7 +121,15 @@ def draft_settings_from(args: argparse.Namespace, profile: SkipProfile | None = 
         exit = "fixed" if args.threshold else "off"
     return DraftSettings.from_profile(profile, max_draft=args.max_draft, exit=exit, threshold=args.threshold,
                                       controller=getattr(args, "controller", None),
-                                      draft_weights=getattr(args, "draft_weights", None))
+                                      draft_weights=getattr(args, "draft_weights", None),
+                                      context_tokens=context_tokens_from(getattr(args, "context_drafts", None)))
+
+
+def context_tokens_from(switch: bool | None) -> int | None:
+    """--context-drafts/--no-context-drafts as a setting: None keeps the profile's (or the default)."""
+    if switch is None:
+        return None
+    return DraftSettings.context_tokens if switch else 0
 
 
 def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile,

@@ -32,6 +32,10 @@ class Summary:
     mean_accepted_tokens: float | None  # tokens committed per verification, correction/bonus included
     draft_seconds: float
     verify_seconds: float
+    copied: int = 0  # of the drafted tokens, those copied from the context
+    copied_accepted: int = 0
+    copy_acceptance_rate: float | None = None  # per source: copied tokens kept / copied
+    draft_acceptance_rate: float | None = None  # model-drafted tokens kept / model-drafted
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +58,10 @@ def summarize(records: Iterable[StepRecord]) -> Summary:
         mean_accepted_tokens=steps.mean_accepted_tokens,
         draft_seconds=sum(r.draft_seconds for r in records),
         verify_seconds=sum(r.verify_seconds for r in records),
+        copied=steps.copied,
+        copied_accepted=steps.copied_accepted,
+        copy_acceptance_rate=steps.copy_acceptance,
+        draft_acceptance_rate=steps.model_draft_acceptance,
     )
 
 
@@ -72,6 +80,9 @@ class DecodeMetrics:
     draft_seconds: float
     verify_seconds: float  # of verifications only
     draft_lengths: tuple[int, ...]  # tokens drafted by each verification, in order
+    copied: int = 0  # of `drafted`, tokens copied from the context (no forward pass: not in draft_seconds)
+    copied_lengths: tuple[int, ...] = ()  # of each verification's drafted tokens, those copied
+    copied_accepted: int = 0
 
     # The rates, None where nothing was counted.
     seconds_per_token = property(lambda m: _ratio(m.seconds, m.tokens))
@@ -79,9 +90,12 @@ class DecodeMetrics:
     # Tokens committed per verification, the correction or bonus token included.
     mean_accepted_tokens = property(lambda m: _ratio(m.committed, m.verifications))
     mean_drafted = property(lambda m: _ratio(m.drafted, m.verifications))
+    # Per source: tokens copied from the context, and tokens the draft model proposed.
+    copy_acceptance = property(lambda m: _ratio(m.copied_accepted, m.copied))
+    model_draft_acceptance = property(lambda m: _ratio(m.accepted - m.copied_accepted, m.drafted - m.copied))
     # What one drafted token, one verification forward (whatever its length) and one plain
     # full-model decode step cost, as the loop paid them.
-    draft_seconds_per_token = property(lambda m: _ratio(m.draft_seconds, m.drafted))
+    draft_seconds_per_token = property(lambda m: _ratio(m.draft_seconds, m.drafted - m.copied))
     verify_seconds_per_step = property(lambda m: _ratio(m.verify_seconds, m.verifications))
     full_seconds_per_token = property(lambda m: _ratio(m.decode_seconds, m.decodes))
 
@@ -104,6 +118,9 @@ def decode_metrics(runs: Iterable[Sequence[StepRecord]]) -> DecodeMetrics:
         draft_seconds=sum(r.draft_seconds for r in verifications),
         verify_seconds=sum(r.verify_seconds for r in verifications),
         draft_lengths=tuple(r.drafted for r in verifications),
+        copied=sum(r.copied for r in verifications),
+        copied_lengths=tuple(r.copied for r in verifications),
+        copied_accepted=sum(r.copied_accepted for r in verifications),
     )
 
 

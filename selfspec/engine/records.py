@@ -16,6 +16,11 @@ class StepRecord:
     verify_seconds: float  # full-model time (the prefill or single decode too)
     elapsed_seconds: float  # since the decoder started, this step included
     gamma: float | None = None  # draft-exit threshold after this step (None: not speculative)
+    copied: int = 0  # of the `drafted` tokens, how many were copied from the context (they come first)
+
+    @property
+    def copied_accepted(self) -> int:
+        return min(self.accepted, self.copied)
 
     @property
     def seconds(self) -> float:
