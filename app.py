@@ -258,9 +258,13 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def main() -> None:
-    """Load the default model and its profile at start-up (not at import), then serve."""
+def start_up() -> None:
+    """The one-time load of the default model and its profile, before the first visitor (not at import)."""
     default_profile(get_model(None))
+
+
+def main() -> None:
+    start_up()
     demo.launch(max_file_size=MAX_PROFILE_BYTES)  # the server refuses larger uploads; uploaded_profile too
 
 

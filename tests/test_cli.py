@@ -64,7 +64,10 @@ def test_sampling_and_fixed_threshold_options(model_dir, capsys):
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)
     assert first["self_speculative"]["token_ids"] == second["self_speculative"]["token_ids"]  # seeded
-    assert all(step["drafted"] <= 3 for step in first["self_speculative"]["steps"])
+    steps = first["self_speculative"]["steps"]
+    assert all(step["drafted"] <= 3 for step in steps)
+    # A fixed threshold stays where it was set (the adaptive rule would move it after every step).
+    assert {step["gamma"] for step in steps if step["kind"] == "speculate"} == {0.4}
 
 
 @pytest.mark.parametrize("args,message", [

@@ -70,3 +70,9 @@ def test_compiled_steps_give_the_full_models_tokens():
     assert generated(spec) == expected
     compiled = engine.describe()["compiled"]
     assert compiled["failed"] is None and set(compiled["compile_seconds"]) == {"one token", "draft token", "verify 3"}
+
+
+def test_a_host_without_a_compiler_runs_eager(monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no c++, g++, cc or gcc to be found
+    monkeypatch.delenv("CXX", raising=False)
+    assert "compiler" in compile_allowed(CPU) and "none found" in compile_allowed(CPU)

@@ -58,23 +58,27 @@ def test_float32_stays_token_identical(arch):
 
 
 def test_where_bfloat16_outputs_differ_the_full_model_was_at_a_near_tie():
-    """Real bf16 divergences on tiny models with flat logits: each one is a rounding flip between the top two."""
+    """Real bf16 divergences: our cached decoding against generate() recomputing the whole context each step.
+
+    Two arithmetic paths of the same model (flat logits, as in a trained model's free text): where their
+    greedy outputs part, the explanation must find a rounding flip between the full model's top two.
+    """
     divergences = []
-    for seed in (0, 1, 5):
+    for seed in (0, 1, 2):
         model = tiny_model("llama", seed=seed)
-        with torch.no_grad():  # undo tiny_model's sharpening: near-ties become common, as in a trained model's text
+        with torch.no_grad():  # undo tiny_model's sharpening: near-ties become common
             model.get_output_embeddings().weight.mul_(1 / 8)
         model = model.to(torch.bfloat16)
-        for start in (9, 16):
+        for start in (9, 16, 23):
             prompt = list(range(start, start + 18, 3))
-            ar = [t for r in autoregressive(model, prompt, 48) for t in r.token_ids]
-            spec = [t for r in self_speculative(model, prompt, SkipProfile(4, attn=[1], mlp=[2]), 48,
-                                                settings=DraftSettings(max_draft=4)) for t in r.token_ids]
-            divergence = explain_difference(model, prompt, ar, spec)
+            ours = [t for r in autoregressive(model, prompt, 48) for t in r.token_ids]
+            recomputed = model.generate(torch.tensor([prompt]), max_new_tokens=48, do_sample=False, use_cache=False,
+                                        eos_token_id=1, pad_token_id=0)[0, len(prompt):].tolist()
+            divergence = explain_difference(model, prompt, ours, recomputed)
             if divergence is not None:
                 divergences.append(divergence)
     if not divergences:
-        pytest.skip("this CPU's bf16 kernels rounded both ways alike in every case")
+        pytest.skip("this CPU's bf16 kernels rounded both paths alike in every case")
     for d in divergences:
         assert d.near_tie and set(d.tokens) == set(d.top2), d
         assert "near-tie" in d.describe()

@@ -70,8 +70,33 @@ def test_the_device_note_says_when_compiling_is_refused(tmp_path, monkeypatch):
     from selfspec.ui.model_choice import device_note
 
     lm = load_model(str(save_tiny(tmp_path / "m")), dtype="float32")
+    monkeypatch.setenv("SELFSPEC_COMPILE", "1")  # compiling wanted (the default on CUDA)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    note = device_note(lm)
-    assert note.startswith("Runs in float32 on cpu, as asked.") and "ZeroGPU allows no torch.compile" in note
-    monkeypatch.delenv("SPACES_ZERO_GPU")
-    assert device_note(lm) == "Runs in float32 on cpu, as asked."  # this host (with a compiler) refuses nothing
+    assert device_note(lm) == "Runs in float32 on cpu, as asked. Eager, not compiled: ZeroGPU allows no torch.compile (ahead-of-time compiled graphs only)."
+    monkeypatch.setenv("SELFSPEC_COMPILE", "0")  # not wanted: nothing to say
+    assert device_note(lm) == "Runs in float32 on cpu, as asked."
+
+
+def test_on_a_space_the_race_asks_zero_gpu_for_its_duration(monkeypatch):
+    import sys
+    import types
+
+    from selfspec.ui.zero_gpu import gpu_call, race_seconds
+
+    asked = {}
+
+    def GPU(duration):  # what the `spaces` package offers on a Space
+        def mark(fn):
+            asked["duration"], asked["fn"] = duration, fn
+            return fn
+        return mark
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+
+    def compare(prompt, model, profile_file, max_new_tokens):
+        return max_new_tokens
+
+    assert gpu_call(compare) is compare and asked == {"duration": race_seconds, "fn": compare}
+    monkeypatch.setitem(sys.modules, "spaces", None)  # `import spaces` raises ImportError: not on a Space
+    asked.clear()
+    assert gpu_call(compare) is compare and asked == {}

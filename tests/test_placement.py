@@ -83,20 +83,24 @@ def cached_choice(tmp_path, key, milliseconds):
 
 
 @pytest.mark.parametrize("milliseconds, dtype", [
-    ({"float32": 10.0, "bfloat16": 5.0}, torch.bfloat16),
-    ({"float32": 10.0, "bfloat16": 9.5}, torch.float32),  # faster, but within the margin: stay exact
-    ({"float32": 10.0, "bfloat16": 14.0}, torch.float32),
+    ({"float32": 10.0, "bfloat16": 5.0, "float16": 30.0}, torch.bfloat16),
+    ({"float32": 10.0, "bfloat16": 9.5, "float16": 12.0}, torch.float32),  # faster, but within the margin: stay exact
+    ({"float32": 10.0, "bfloat16": 14.0, "float16": 6.0}, torch.float16),
+    ({"float32": 10.0, "bfloat16": 14.0}, torch.float32),  # float16 did not run on this CPU
 ])
-def test_the_cpu_uses_bfloat16_only_when_it_measured_clearly_faster(tmp_path, milliseconds, dtype):
+def test_the_cpu_uses_16_bits_only_when_they_measured_clearly_faster(tmp_path, milliseconds, dtype):
     cached_choice(tmp_path, "tiny", milliseconds)
     chosen, reason = measured_cpu_dtype(tiny_model("llama"), "tiny")
-    assert chosen == dtype and f"{milliseconds['bfloat16']:.1f} ms" in reason
+    fastest_16bit = min(ms for name, ms in milliseconds.items() if name != "float32")
+    assert chosen == dtype and f"{fastest_16bit:.1f} ms" in reason
 
 
 def test_a_fresh_cpu_measurement_is_recorded_and_followed(tmp_path):
     chosen, _ = measured_cpu_dtype(tiny_model("llama"), "fresh")
     recorded = next(iter(json.loads((tmp_path / "cache" / "kernels.json").read_text()).values()))["milliseconds"]
-    assert (chosen == torch.bfloat16) == (recorded["bfloat16"] < 0.9 * recorded["float32"])
+    fastest_16bit = min(("bfloat16", "float16"), key=lambda name: recorded.get(name, float("inf")))
+    expected = fastest_16bit if recorded[fastest_16bit] < 0.9 * recorded["float32"] else "float32"
+    assert str(chosen) == f"torch.{expected}"
 
 
 def test_load_model_applies_the_placement(tmp_path, monkeypatch):

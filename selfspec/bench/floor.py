@@ -9,13 +9,13 @@ Bench reports the autoregressive ms/token against this floor, measured in the sa
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from selfspec.engine.kernels import median_milliseconds
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ def weight_bytes(model: nn.Module) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for m in linear_layers(model))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.inference_mode()
 def linear_products_seconds(model: nn.Module, reps: int = 5) -> float:
     """Median time of one row through every linear layer of the model, back to back."""
@@ -56,15 +51,7 @@ def linear_products_seconds(model: nn.Module, reps: int = 5) -> float:
         for m in layers:
             F.linear(inputs[m.in_features], m.weight, m.bias)
 
-    run()
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_milliseconds(run, device, reps, warmup=1) / 1e3
 
 
 @torch.inference_mode()
@@ -72,15 +59,8 @@ def copy_bandwidth(device: torch.device, megabytes: int = 1024, reps: int = 5) -
     """Bytes per second moved by a device-to-device copy (each byte read once and written once)."""
     source = torch.empty(megabytes << 20, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
-    target.copy_(source)
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        target.copy_(source)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * source.numel() / statistics.median(times)
+    seconds = median_milliseconds(lambda: target.copy_(source), device, reps, warmup=1) / 1e3
+    return 2 * source.numel() / seconds
 
 
 def measure_floor(model: nn.Module, reps: int = 5) -> Floor:

@@ -1,12 +1,12 @@
-"""Where a model runs, in which precision, and whether this host lets it be compiled.
+"""Where a model runs and in which precision.
 
 One rule for the library, the CLI and the app (each may still name a device or dtype, and
 SELFSPEC_DEVICE / SELFSPEC_DTYPE override the default):
 - CUDA with compute capability 8.0 or newer: bfloat16. Below 8.0 (a T4 is 7.5) bf16 is only
   emulated, although `torch.cuda.is_bf16_supported()` counts emulation as support, so the
   capability is read instead and float16 is used.
-- CPU: float32, the exact one, unless the model's own forward measures clearly faster in bfloat16
-  on this machine (AVX512-BF16/AMX); measured once per machine and model, cached like a kernel choice.
+- CPU: float32, the exact one, unless the model's own forward measures clearly faster in bfloat16 or
+  float16 on this machine (AVX512-BF16, AMX); measured once per machine and model, cached like a kernel choice.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def choose_placement(device: str | torch.device | None = None, dtype: str | torc
         if capability >= NATIVE_BF16_CAPABILITY:
             return Placement(device, torch.bfloat16, f"bfloat16: CUDA capability {shown} computes it natively")
         return Placement(device, torch.float16, f"float16: CUDA capability {shown} has no native bfloat16")
-    return Placement(device, torch.float32, "float32 on the CPU (exact), unless bfloat16 measures faster",
+    return Placement(device, torch.float32, "float32 on the CPU (exact), unless 16 bits measure faster",
                      measure_cpu_16bit=True)
 
 
@@ -72,32 +72,38 @@ def _name(dtype) -> str:
 
 @torch.inference_mode()
 def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
-    """float32 or bfloat16 for a model loaded in float32 on the CPU: whichever one-token forward is faster.
+    """float32, or a 16-bit dtype, for a model loaded in float32 on the CPU: whichever one-token forward is faster.
 
-    A bf16 copy is timed against the model, interleaved; bf16 wins only below CPU_16BIT_MARGIN of the
-    fp32 time. The choice is cached per machine and key (see engine/kernels.py), so the copy is made
-    once. A model too large for a second copy in memory stays in float32 unmeasured.
+    A bfloat16 and a float16 copy are timed against the model, interleaved; a 16-bit dtype wins only
+    below CPU_16BIT_MARGIN of the fp32 time. The choice is cached per machine and key (see
+    engine/kernels.py), so the copies are made once. A model too large for two half-size copies in
+    memory stays in float32 unmeasured.
     """
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    if weights // 2 > available_memory() // 4:
-        return torch.float32, "float32 on the CPU (too large to time a bfloat16 copy)"
+    if weights > available_memory() // 4:
+        return torch.float32, "float32 on the CPU (too large to time 16-bit copies)"
     ids = torch.ones(1, 1, dtype=torch.long)
-    copies: list[nn.Module] = []
+    copies: dict[torch.dtype, nn.Module] = {}
 
-    def bf16_forward():
-        if not copies:  # made only when the choice is not cached
-            copies.append(copy.deepcopy(model).to(torch.bfloat16))
-        copies[0](input_ids=ids)
+    def forward(dtype: torch.dtype):
+        def run():
+            if dtype is torch.float32:
+                return model(input_ids=ids)
+            if dtype not in copies:  # made only when the choice is not cached
+                copies[dtype] = copy.deepcopy(model).to(dtype)
+            return copies[dtype](input_ids=ids)
+        return run
 
-    choice = choose_fastest(f"cpu-dtype:{key}", {"float32": lambda: model(input_ids=ids), "bfloat16": bf16_forward},
-                            torch.device("cpu"), repeats=3, rounds=2)
+    candidates = {_name(dtype): forward(dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16)}
+    ms = choose_fastest(f"cpu-dtype:{key}", candidates, torch.device("cpu"), repeats=3, rounds=2).milliseconds
     copies.clear()
-    ms = choice.milliseconds
-    if "bfloat16" in ms and "float32" in ms and ms["bfloat16"] < CPU_16BIT_MARGIN * ms["float32"]:
-        return torch.bfloat16, f"bfloat16 on the CPU: a token takes {ms['bfloat16']:.1f} ms vs {ms['float32']:.1f} ms in float32"
-    if "float32" in ms and "bfloat16" in ms:
-        return torch.float32, f"float32 on the CPU: a token takes {ms['float32']:.1f} ms vs {ms['bfloat16']:.1f} ms in bfloat16"
-    return torch.float32, "float32 on the CPU"
+    fp32 = ms.get("float32")
+    best = min((name for name in ("bfloat16", "float16") if name in ms), key=ms.get, default=None)
+    if fp32 is None or best is None:
+        return torch.float32, "float32 on the CPU"
+    if ms[best] < CPU_16BIT_MARGIN * fp32:
+        return DTYPES[best], f"{best} on the CPU: a token takes {ms[best]:.1f} ms vs {fp32:.1f} ms in float32"
+    return torch.float32, f"float32 on the CPU: a token takes {fp32:.1f} ms vs {ms[best]:.1f} ms in {best}"
 
 
 def available_memory() -> int:
@@ -108,4 +114,3 @@ def available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-

@@ -17,6 +17,7 @@ from typing import Callable
 
 from selfspec.models.guard import check_typed_model
 from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, load_model
+from selfspec.engine.compiled import compile_setting
 from selfspec.engine.host import compile_allowed
 from selfspec.models.placement import choose_placement
 
@@ -103,7 +104,7 @@ class ModelShelf:
 
 
 def device_note(lm: LanguageModel) -> str:
-    """One line for the page: the precision and why, and whether this host lets the forward be compiled."""
+    """One line for the page: the precision and why, and eager when compiling is wanted but not allowed here."""
     placement = f"Runs in {lm.placement}." if lm.placement else ""
-    refused = compile_allowed(lm.device)
-    return placement + (f" Running eager: {refused}." if refused else "")
+    refused = compile_allowed(lm.device) if compile_setting(None, lm.device) else None
+    return placement + (f" Eager, not compiled: {refused}." if refused else "")
