@@ -263,12 +263,17 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def main() -> None:
-    """Load the default model and its profile at start-up (not at import), then serve."""
+def start_up() -> None:
+    """The one-time load of the default model, its profile and its draft (auto measures once), before the
+    first visitor (not at import). On ZeroGPU the draft is built in the first call, where a GPU is lent."""
     lm = get_model(None)
     profile, _ = default_profile(lm)
-    if not ZERO_GPU:  # its draft too (auto measures once), before the first visitor; ZeroGPU: in the first call
+    if not ZERO_GPU:
         SHELF.draft(lm, profile, DraftSettings.from_profile(profile), DEVICE_LOCK)
+
+
+def main() -> None:
+    start_up()
     demo.launch(max_file_size=MAX_PROFILE_BYTES)  # the server refuses larger uploads; uploaded_profile too
 
 

@@ -25,6 +25,7 @@ def main() -> None:
     import app
     from gradio_client import Client
 
+    app.start_up()
     _, url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     client = Client(url, verbose=False)
     request = dict(prompt=args.prompt, model=app.DEFAULT_LABEL, profile_file=None,
@@ -37,8 +38,7 @@ def main() -> None:
     for rep in range(args.reps):
         start = time.perf_counter()
         job = client.submit(**request, api_name="/compare")
-        while not job.outputs():
-            time.sleep(0.005)
+        next(job)  # the first streamed update
         first = time.perf_counter() - start
         result = job.result()[7]
         total = time.perf_counter() - start

@@ -30,12 +30,14 @@ from pathlib import Path
 import torch
 
 from gpu_projection import SHAPES, build_model, even_spread, make_skipped_sublayers_small, synthetic_prompt, tiny
-from selfspec.bench.costmodel import acceptance_per_token, bound_for_lengths, measure_costs
+from selfspec.bench.costmodel import bound_for_lengths, measure_costs
 from selfspec.bench.floor import measure_floor
+from selfspec.bench.results import AR
 from selfspec.bench.runner import (
-    AR, decode_seconds_per_token, ours_autoregressive, ours_self_speculative, run_methods,
-    transformers_generate, transformers_generate_static_compiled,
+    ours_autoregressive, ours_self_speculative, run_methods, transformers_generate,
+    transformers_generate_static_compiled,
 )
+from selfspec.engine.metrics import acceptance_per_token, decode_metrics
 from selfspec.engine.cache import new_cache
 from selfspec.engine.decoding import DraftSettings
 from selfspec.engine.draft import DraftModel
@@ -107,14 +109,14 @@ def timed_methods(lm: LanguageModel, args, prompts: list[list[int]]) -> dict:
     methods = [ours_autoregressive(lm), transformers_generate(lm, "generate")]
     if args.generate_static:
         methods.append(transformers_generate_static_compiled(lm))
-    runs = run_methods(methods, prompts, args.tokens, args.reps, progress=False)
+    runs = run_methods(methods, prompts, args.tokens, args.reps, lm.device, progress=False)
     out = {}
     for m in methods:
         seconds = sum(r.seconds for r in runs[m.name])
         tokens = sum(len(r.tokens) for r in runs[m.name])
         out[m.name] = {"ms_per_token": 1e3 * seconds / tokens,
                        "identical": all(r.tokens == a.tokens for r, a in zip(runs[m.name], runs[AR]))}
-    ar_decode = decode_seconds_per_token([r.records for r in runs[AR]])
+    ar_decode = decode_metrics(r.records for r in runs[AR]).seconds_per_token
     out[AR]["decode_ms_per_token"] = ar_decode * 1e3 if ar_decode else None
     for m in methods[1:]:
         out[m.name]["our_ar_speedup"] = out[m.name]["ms_per_token"] / out[AR]["ms_per_token"]
@@ -125,9 +127,11 @@ def speculative_run(lm: LanguageModel, draft: DraftModel, costs, args, prompts: 
     """SYNTHETIC (planted redundancy): our AR loop against self-speculation, fixed K and adaptive."""
     k = args.k
     methods = [ours_autoregressive(lm),
-               ours_self_speculative(lm, f"self-spec K={k} fixed", draft, DraftSettings(max_draft=k, exit="off")),
-               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k))]
-    runs = run_methods(methods, prompts, args.tokens, args.reps, progress=False)
+               # Context drafts off: this measures the engine with the layer-skip draft alone.
+               ours_self_speculative(lm, f"self-spec K={k} fixed", draft,
+                                     DraftSettings(max_draft=k, exit="off", context_tokens=0)),
+               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k, context_tokens=0))]
+    runs = run_methods(methods, prompts, args.tokens, args.reps, lm.device, progress=False)
     ar_seconds = sum(r.seconds for r in runs[AR])
     out = {}
     for m in methods[1:]:

@@ -40,9 +40,9 @@ from pathlib import Path
 import torch
 
 
-from selfspec.bench.runner import (
-    markdown_table, ours_autoregressive, ours_self_speculative, run_methods, summarize_runs, transformers_generate,
-)
+from selfspec.bench.report import markdown_table
+from selfspec.bench.results import summarize_runs
+from selfspec.bench.runner import ours_autoregressive, ours_self_speculative, run_methods, transformers_generate
 from selfspec.bench.costmodel import Costs, measure_costs, speedup_bound
 from selfspec.engine.settings import DraftSettings
 from selfspec.engine.draft import DraftModel
@@ -196,11 +196,11 @@ def end_to_end(name: str, model, profile: SkipProfile, costs: Costs, args) -> st
     draft = DraftModel(model, profile)
     k = args.e2e_k
     methods = [ours_autoregressive(lm), transformers_generate(lm, "transformers generate"),
-               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k)),
+               ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k, context_tokens=0)),
                ours_self_speculative(lm, f"self-spec K={k} fixed", draft,
-                                     DraftSettings(max_draft=k, exit="off", threshold=0.0))]
+                                     DraftSettings(max_draft=k, exit="off", threshold=0.0, context_tokens=0))]
     prompts = [synthetic_prompt(model.config.vocab_size, args.context, seed) for seed in (1, 2)]
-    runs = run_methods(methods, prompts, args.e2e_tokens, args.e2e_reps, progress=False)
+    runs = run_methods(methods, prompts, args.e2e_tokens, args.e2e_reps, lm.device, progress=False)
     costs_by = {(m.name, c): costs for m in methods[2:] for c in ("random", "all")}
     rows = summarize_runs(methods, ["random"] * len(prompts), runs, costs_by)
     rows = [r for r in rows if r.category == "all"]

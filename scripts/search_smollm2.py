@@ -24,8 +24,10 @@ from selfspec.profiles.calibration import builtin_prompts
 from selfspec.models.loading import load_model
 from selfspec.profiles.schema import SkipProfile, profile_filename, read_profile, write_profile
 from selfspec.engine.settings import DraftSettings
-from selfspec.profiles.search import (
-    SearchRun, compare, comparison_table, median, paired_table, random_profile, run_search)
+from selfspec.profiles.measure import compare, median
+from selfspec.profiles.search import SearchRun, run_search
+from selfspec.profiles.search_report import comparison_table, paired_table
+from selfspec.profiles.sublayers import random_profile
 
 
 def main() -> None:

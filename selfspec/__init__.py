@@ -8,7 +8,8 @@ from selfspec.engine.draft import DraftModel
 from selfspec.generate import GenerationResult, generate
 from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, ModelLoadError, load_model
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile, write_profile
-from selfspec.engine.records import StepRecord, Summary, summarize
+from selfspec.engine.metrics import Summary, summarize
+from selfspec.engine.records import StepRecord
 from selfspec.engine.sampling import Sampling
 
 __all__ = [

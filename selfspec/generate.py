@@ -9,7 +9,8 @@ from selfspec.engine.settings import DraftSettings
 from selfspec.engine.draft import DraftModel
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile
-from selfspec.engine.records import StepRecord, Summary, summarize
+from selfspec.engine.metrics import Summary, summarize
+from selfspec.engine.records import StepRecord
 from selfspec.engine.sampling import Sampling
 
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from selfspec.generate import generate
 from selfspec.engine.records import StepRecord
 from selfspec.ui.charts import figures
 from selfspec.ui.form import parse_form
@@ -35,6 +33,14 @@ def test_token_sources_mark_drafts_corrections_and_bonus_tokens():
     assert token_sources(record(2, "speculate", [1, 2, 3], drafted=2, accepted=2)) == ["draft", "draft", "bonus"]
     # A step cut short by the token budget or an end-of-sequence token keeps the leading sources.
     assert token_sources(record(3, "speculate", [1, 2], drafted=4, accepted=4)) == ["draft", "draft"]
+
+
+def test_token_sources_mark_tokens_copied_from_the_context():
+    # 3 copied then 2 drafted, 4 kept: the 3 copied, 1 drafted, then the full model's correction.
+    step = StepRecord(1, "speculate", (1, 2, 3, 4, 5), 5, 4, 0.0, 0.01, 0.02, copied=3)
+    assert token_sources(step) == ["copied", "copied", "copied", "draft", "correction"]
+    rejected_copy = StepRecord(2, "speculate", (1, 2), 5, 1, 0.0, 0.01, 0.03, copied=3)  # the 2nd copied token lost
+    assert token_sources(rejected_copy) == ["copied", "correction"]
 
 
 def test_segments_reassemble_the_decoded_text_exactly():
@@ -62,24 +68,38 @@ def test_panels_escape_model_text_and_mark_only_the_speculative_side():
     assert spec_html.count(MARKS["bonus"][0]) == 2
 
 
-def fake_decoder(step_seconds: float, tokens_per_step: int, steps: int, log: list, name: str):
+class FakeClock:
+    """Time that passes only when a fake decoder says its step took some."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fake_decoder(step_seconds: float, tokens_per_step: int, steps: int, log: list, name: str,
+                 clock: FakeClock | None = None):
     for i in range(steps):
         log.append(name)
-        time.sleep(step_seconds)
+        if clock is not None:
+            clock.now += step_seconds
         yield record(i, "decode", [i] * tokens_per_step, seconds=step_seconds)
 
 
 def test_race_steps_the_method_with_less_time_used_and_times_each_step_alone():
-    log = []
-    slow = fake_decoder(0.02, 1, 3, log, "slow")
-    fast = fake_decoder(0.005, 1, 6, log, "fast")
-    states = list(run_race(slow, fast))
+    log, clock = [], FakeClock()
+    slow = fake_decoder(0.02, 1, 3, log, "slow", clock)
+    fast = fake_decoder(0.005, 1, 6, log, "fast", clock)
+    states = list(run_race(slow, fast, clock=clock))
     race = states[-1]
     assert race.finished and len(race.autoregressive.records) == 3 and len(race.speculative.records) == 6
-    # Never two slow steps in a row while the fast one still has steps and less time used.
-    assert log[:4] == ["slow", "fast", "fast", "fast"]
-    assert race.autoregressive.seconds >= 0.06 and race.speculative.seconds >= 0.03
-    assert race.speedup > 1
+    # Always the lane with less time used: slow (0 <= 0), then fast until it has used 0.02 s
+    # (4 steps; the tie at 0.02 goes to the first lane), and so on.
+    assert log == ["slow", "fast", "fast", "fast", "fast", "slow", "fast", "fast", "slow"]
+    assert race.autoregressive.step_seconds == pytest.approx([0.02] * 3)  # each step timed alone
+    assert race.speculative.step_seconds == pytest.approx([0.005] * 6)
+    assert race.speedup == pytest.approx((6 / 0.03) / (3 / 0.06))
 
 
 def test_closing_the_race_closes_both_decoders():
@@ -110,33 +130,7 @@ def test_figures_and_summary_describe_the_race():
     assert "outputs differ ✗" in line  # no divergence computed for it: no explanation to give
 
 
-# --- the app, launched here -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def app_module():
-    # float32, the exact dtype, whatever this CPU measures: these tests check token identity. The paper's
-    # full-weight draft, so an uploaded profile is raced as uploaded (auto may leave its skips out).
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SELFSPEC_DTYPE", "float32")
-        env.setenv("SELFSPEC_DRAFT_WEIGHTS", "full")
-        import app
-
-        yield app
-
-
-@pytest.fixture(scope="module")
-def app_url(app_module):
-    _, url, _ = app_module.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield url
-    app_module.demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
+# --- the app, launched here (fixtures in conftest.py) ------------------------------------------
 
 
 def args(prompt, max_new_tokens=SHORT, **overrides):
@@ -147,12 +141,7 @@ def args(prompt, max_new_tokens=SHORT, **overrides):
     return values
 
 
-def solo(app_module, prompt, max_new_tokens=SHORT):
-    lm = app_module.get_model(None)
-    return generate(lm, prompt, None, max_new_tokens).token_ids
-
-
-def test_compare_streams_both_panels_and_ends_with_identical_greedy_outputs(client, app_module):
+def test_compare_streams_both_panels_and_ends_with_identical_greedy_outputs(client, solo):
     prompt = "Name three colours of the rainbow."
     job = client.submit(**args(prompt, 16), api_name="/compare")
     job.result(timeout=300)
@@ -166,7 +155,7 @@ def test_compare_streams_both_panels_and_ends_with_identical_greedy_outputs(clie
     final = updates[-1]
     ar_html, spec_html, race_plot, speed_plot, acceptance_plot, lengths_plot, summary, result = final
     assert not result["running"] and result["identical"] is True
-    assert result["autoregressive"]["token_ids"] == result["self_speculative"]["token_ids"] == solo(app_module, prompt, 16)
+    assert result["autoregressive"]["token_ids"] == result["self_speculative"]["token_ids"] == solo(prompt, 16)
     assert result["autoregressive"]["tokens_per_second"] > 0 and result["speedup"] > 0
     for plot, title in ((race_plot, "Tokens generated over time"), (speed_plot, "Tokens per second"),
                         (acceptance_plot, "acceptance"), (lengths_plot, "Accepted draft length")):
@@ -176,14 +165,14 @@ def test_compare_streams_both_panels_and_ends_with_identical_greedy_outputs(clie
     assert result["autoregressive"]["text"].strip()[:5] in ar_html
 
 
-def test_four_clients_at_once_each_get_their_own_output(client, app_module):
+def test_four_clients_at_once_each_get_their_own_output(client, solo):
     prompts = ["Say hello in Spanish.", "What is 2 + 2?", "Name a fruit.", "Write the word 'blue' twice."]
     with ThreadPoolExecutor(4) as pool:
         jobs = [client.submit(**args(p), api_name="/compare") for p in prompts]
         results = list(pool.map(lambda job: job.result(timeout=600), jobs))
     for prompt, final in zip(prompts, results):
         result = final[7]
-        expected = solo(app_module, prompt)
+        expected = solo(prompt, SHORT)
         assert result["autoregressive"]["token_ids"] == expected, prompt
         assert result["self_speculative"]["token_ids"] == expected, prompt
 
@@ -197,23 +186,16 @@ def test_sampling_runs_are_reproducible_with_a_seed(client):
     assert a["identical"] is None  # only claimed for greedy decoding
 
 
-def test_cancelled_run_stops_and_the_next_run_works(client, app_module):
+def test_cancelled_run_stops_and_the_next_run_works(client, app_module, solo, race_closed):
     job = client.submit(**args("Write a long story about a dragon.", 400), api_name="/compare")
-    deadline = time.monotonic() + 120
-    while not job.outputs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.outputs(), "the run never streamed"
+    next(job)  # the first streamed update
     job.cancel()
-    time.sleep(2.0)  # the step in flight finishes; then nothing may decode any more
-    busy = 0
-    for _ in range(50):
-        busy += app_module.DEVICE_LOCK.locked()
-        time.sleep(0.02)
-    assert busy == 0, "the cancelled run is still decoding"
+    assert race_closed.wait(120), "the cancelled run's decoders were never closed"
+    assert not app_module.DEVICE_LOCK.locked(), "the cancelled run still holds the device"
     assert len(job.outputs()[-1][7]["autoregressive"]["token_ids"]) < 400
     prompt = "What is the opposite of hot?"
     result = client.predict(**args(prompt), api_name="/compare")[7]
-    assert result["identical"] and result["autoregressive"]["token_ids"] == solo(app_module, prompt)
+    assert result["identical"] and result["autoregressive"]["token_ids"] == solo(prompt, SHORT)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -253,7 +235,7 @@ def test_bad_profile_upload_gives_a_clear_message(client, tmp_path, content, mes
     assert message in str(error.value)
 
 
-def test_uploaded_profile_is_used(client, tmp_path, app_module):
+def test_uploaded_profile_is_used(client, tmp_path, solo):
     from gradio_client import handle_file
 
     path = tmp_path / "profile.json"
@@ -261,7 +243,7 @@ def test_uploaded_profile_is_used(client, tmp_path, app_module):
     prompt = "Name a planet."
     result = client.predict(**args(prompt, profile_file=handle_file(str(path))), api_name="/compare")[7]
     assert result["profile"]["attn"] == [10, 20] and result["profile"]["mlp"] == [15]
-    assert result["self_speculative"]["token_ids"] == solo(app_module, prompt)  # still lossless
+    assert result["self_speculative"]["token_ids"] == solo(prompt, SHORT)  # still lossless
 
 
 def test_default_profile_comes_from_the_hub_module_or_falls_back_to_none(app_module, monkeypatch):

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from selfspec import DraftModel, DraftSettings, Sampling, SkipProfile, self_speculative
-from selfspec.bench.runner import AR, Row, bench, build_methods, markdown_table
+from selfspec.bench.report import markdown_table
+from selfspec.bench.results import AR
+from selfspec.bench.runner import bench, build_methods
 from selfspec.bench.prompts import CALIBRATION, SUITE, builtin_suite, read_jsonl
+from selfspec.engine.metrics import acceptance_per_token
 from selfspec.bench.costmodel import (
-    acceptance_per_token,
     bound_for_lengths,
     expected_tokens,
     measure_costs,
@@ -92,14 +94,35 @@ def test_acceptance_per_token_is_the_geometric_estimate():
     assert acceptance_per_token(sim) == pytest.approx(a, abs=0.02)
 
 
-def test_measure_costs_leaves_the_context_as_it_was(tiny_lm):
+def test_measure_costs_leaves_the_context_as_it_was(tiny_lm, monkeypatch):
+    from selfspec.engine.cache import layer_length
+    from selfspec.engine.runtime import Engine
+
     model = tiny_lm.model
-    draft = DraftModel(model, SkipProfile(6, attn=[1, 2, 3], mlp=[2, 3, 4]))
-    costs = measure_costs(model, draft, list(range(2, 30)), max_k=3, reps=3)
+    layers = model.config.num_hidden_layers
+    draft = DraftModel(model, SkipProfile(layers, attn=[1, 2, 3], mlp=[2, 3, 4]))
+    engine = Engine(model, choose_kernels=False)
+    seen = []  # (position of the first token, every layer's cache length) at each forward
+
+    def spy(name):
+        real = getattr(engine, name)
+
+        def call(*args, **kwargs):
+            tokens_at = 2 if name == "draft" else 1  # draft(draft, token, position, cache)
+            start, cache = args[tokens_at], args[tokens_at + 1]
+            seen.append((start, [layer_length(cache, i) for i in range(layers)]))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(engine, name, call)
+
+    for name in ("full", "verify", "draft"):
+        spy(name)
+    costs = measure_costs(model, draft, list(range(2, 30)), max_k=3, reps=3, engine=engine)
+    assert seen[0] == (0, [0] * layers)  # the prompt's prefill
+    # Then warm-up and 3 reps of 5 timed forwards (full, draft, K+1 = 2, 3, 4 tokens), each after the
+    # same 28-token context in every layer: nothing a timed forward wrote survives it.
+    assert seen[1:] == [(28, [28] * layers)] * (4 * 5)
     assert costs.context == 28 and sorted(costs.v) == [1, 2, 3]
-    assert costs.full_seconds > 0 and costs.draft_seconds > 0 and costs.c > 0
-    assert all(v > 0 for v in costs.v.values())
-    assert costs.bound(0.5, 3) == pytest.approx(speedup_bound(0.5, costs.c, costs.v[3], 3))
+    assert costs.full_seconds > 0 and costs.draft_seconds > 0
 
 
 # --- restricted-vocabulary draft head ----------------------------------------------------------
@@ -209,7 +232,7 @@ def test_read_jsonl_accepts_prompts_and_chats_and_refuses_junk(tmp_path):
 
 
 def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
-    from selfspec.bench.runner import write_charts
+    from selfspec.bench.report import write_charts
 
     tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
     profile = SkipProfile(6, attn=[2, 3], mlp=[3])
@@ -229,15 +252,12 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
         assert row.speedup == pytest.approx(row.tokens_per_second / base.tokens_per_second)
         if row.method.startswith("self-spec"):
             assert 0 <= row.acceptance <= 1 and 1 <= row.mean_accepted_tokens <= 4
-            assert row.c > 0 and row.v > 0 and row.bound > 0
-            assert row.efficiency == pytest.approx(row.speedup / row.bound)
-            # In-run costs are in units of our AR loop's decode time per token, prefill left out.
-            ar_unit = row.extra["c_in_run"] and row.extra["draft_seconds_per_token"] / row.extra["c_in_run"]
-            assert row.extra["v_in_run"] == pytest.approx(row.extra["verify_seconds_per_step"] / ar_unit)
-            assert ar_unit > 0 and row.extra["decode_speedup"] > 0
-            mean_k = row.extra["mean_drafted"]
-            assert 0 < row.extra["bound_in_run"] <= (mean_k + 1) / (mean_k * row.extra["c_in_run"] + row.extra["v_in_run"]) + 1e-9
-            assert row.extra["efficiency_in_run"] == pytest.approx(row.extra["decode_speedup"] / row.extra["bound_in_run"])
+            # The numbers' arithmetic is checked on hand-built runs (test_metrics.py); here, that a real
+            # run fills them in, and that no step is credited more than K+1 tokens for at least c + v.
+            assert row.c > 0 and row.v > 0 and row.bound > 0 and row.efficiency > 0
+            k = int(row.method.split("K=")[1].split()[0])
+            assert row.c_in_run > 0 and row.v_in_run > 0 and row.decode_speedup > 0 and row.efficiency_in_run > 0
+            assert 0 < row.bound_in_run <= (k + 1) / (row.c_in_run + row.v_in_run)
         else:
             assert row.bound is None
     # The cost model was measured for each speculative method and category, with v up to that method's K.
@@ -251,7 +271,7 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
 
 
 def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsys, tiny_lm):
-    import selfspec.bench.runner as bench_module
+    import selfspec.cli.bench as bench_module
     from selfspec.cli import main
 
     monkeypatch.setattr(bench_module, "load_model", lambda *a, **k: tiny_lm)
@@ -279,7 +299,8 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["verify_products"]
     over = report["overhead"]
     assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
-    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {"1", "2"}
+    # v for every width a step may verify: K = 2 drafts, or up to 8 tokens copied from the context.
+    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {str(n) for n in range(1, 9)}
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
     assert len(read_vocabulary(out / "vocab-50.json")) == 50
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()

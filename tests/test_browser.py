@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 import pytest
 
-from test_app import app_module, app_url, solo  # noqa: F401  (fixtures shared with the API tests)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -110,7 +109,7 @@ def screenshot(driver, name: str, width: int) -> Path:
     return path
 
 
-def test_run_in_browser_streams_both_outputs_and_charts(browser, app_url, app_module):
+def test_run_in_browser_streams_both_outputs_and_charts(browser, app_url, solo):
     open_app(browser, app_url, max_new_tokens=24)  # also checks that a shared link restores settings
     prompt = "Explain in one sentence why the sea is salty."
     type_prompt(browser, prompt)
@@ -121,7 +120,7 @@ def test_run_in_browser_streams_both_outputs_and_charts(browser, app_url, app_mo
     wait_for(lambda: "Done." in text_of(browser, "summary"), 300, "the end of the race")
     wait_for(lambda: browser.execute_script("return !!document.querySelector('#race-plot .js-plotly-plot')"),
              30, "a chart")
-    assert tokens_in(browser, "ar-panel") == tokens_in(browser, "spec-panel") == len(solo(app_module, prompt, 24))
+    assert tokens_in(browser, "ar-panel") == tokens_in(browser, "spec-panel") == len(solo(prompt, 24))
     summary = text_of(browser, "summary")
     assert "outputs identical" in summary and "tok/s" in summary
     assert "drafted with skipped layers" in text_of(browser, "spec-panel")  # the legend
@@ -137,26 +136,23 @@ def test_run_in_browser_streams_both_outputs_and_charts(browser, app_url, app_mo
     browser.set_window_size(1280, 1000)
 
 
-def test_stop_cancels_both_runs_and_the_next_run_works(browser, app_url, app_module):
+def test_stop_cancels_both_runs_and_the_next_run_works(browser, app_url, app_module, solo, race_closed):
     open_app(browser, app_url, max_new_tokens=400)
     type_prompt(browser, "Write a long story about a lighthouse keeper.")
     click(browser, "run")
     wait_for(lambda: tokens_in(browser, "ar-panel") > 0 and tokens_in(browser, "spec-panel") > 0, 120,
              "both panels to stream")
     click(browser, "stop")
-    time.sleep(1.5)
-    stopped = (tokens_in(browser, "ar-panel"), tokens_in(browser, "spec-panel"))
-    time.sleep(2.0)
-    assert (tokens_in(browser, "ar-panel"), tokens_in(browser, "spec-panel")) == stopped, "still streaming after Stop"
-    assert stopped[0] < 400 and "Done." not in text_of(browser, "summary")
-    assert not any(app_module.DEVICE_LOCK.locked() or time.sleep(0.02) for _ in range(50)), "still decoding"
+    assert race_closed.wait(120), "Stop did not close the decoders"  # nothing can stream after this
+    assert not app_module.DEVICE_LOCK.locked(), "the stopped run still holds the device"
+    assert tokens_in(browser, "ar-panel") < 400 and "Done." not in text_of(browser, "summary")
     open_app(browser, app_url, max_new_tokens=8)
     prompt = "Name a colour."
     type_prompt(browser, prompt)
     click(browser, "run")
     wait_for(lambda: "Done." in text_of(browser, "summary"), 300, "the next run to finish")
     assert "outputs identical" in text_of(browser, "summary")
-    assert tokens_in(browser, "ar-panel") == len(solo(app_module, prompt, 8))
+    assert tokens_in(browser, "ar-panel") == len(solo(prompt, 8))
 
 
 def test_empty_prompt_shows_a_message_in_the_page(browser, app_url):

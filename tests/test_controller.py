@@ -84,7 +84,7 @@ def test_a_probe_that_is_accepted_resumes_drafting():
 def test_plain_steps_are_recorded_and_lossless(monkeypatch):
     model = tiny_model("llama")
     expected = [t for r in autoregressive(model, [5, 6, 7], 20) for t in r.token_ids]
-    monkeypatch.setattr(DraftLength, "choose", lambda self, limit: 0)  # a controller that never drafts
+    monkeypatch.setattr(DraftLength, "plan", lambda self, limit, available, max_context: (0, 0))  # never drafts
     settings = DraftSettings(max_draft=4, controller=True)
     records = list(self_speculative(model, [5, 6, 7], SkipProfile(4, attn=[0]), 20, settings=settings))
     assert [t for r in records for t in r.token_ids] == expected

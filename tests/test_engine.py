@@ -118,7 +118,7 @@ def test_records_account_for_every_token():
     model = tiny_model("qwen2")
     model.generation_config.eos_token_id = None  # run the whole budget
     records = list(self_speculative(model, [7, 8, 9], SkipProfile(4, attn=[1], mlp=[2]), 40,
-                                    settings=DraftSettings(max_draft=4, exit="off")))
+                                    settings=DraftSettings(max_draft=4, exit="off", context_tokens=0)))
     assert records[0].kind == "prefill" and len(records[0].token_ids) == 1
     for r in records[1:]:
         if r.kind == "speculate":
@@ -127,8 +127,10 @@ def test_records_account_for_every_token():
         assert r.elapsed_seconds >= records[0].elapsed_seconds
     summary = summarize(records)
     assert summary.new_tokens == sum(len(r.token_ids) for r in records) == 40
-    assert summary.acceptance_rate == summary.accepted / summary.drafted
-    assert 1 <= summary.mean_accepted_tokens <= 5
+    # Every step but the last commits its accepted drafts plus one full-model token (the budget may cut the last).
+    steps = [r for r in records if r.kind == "speculate"]
+    assert all(len(r.token_ids) == r.accepted + 1 for r in steps[:-1])
+    assert summary.accepted == sum(len(r.token_ids) - 1 for r in steps[:-1]) + steps[-1].accepted
 
 
 def test_adaptive_threshold_follows_the_papers_rule():
@@ -141,6 +143,50 @@ def test_adaptive_threshold_follows_the_papers_rule():
         rule.update(accepted=4, drafted=4)  # AR -> 1 > 0.9: gamma moves down
     assert rule.threshold < 0.6
     assert rule.acceptance == pytest.approx(1.0, abs=1e-6)
+
+
+def reference_rule(steps, gamma=0.6, alpha=0.9, k=4, eps=0.01, b1=0.5, b2=0.9):
+    """The reference code's `auto_th_stop_draft` update, transcribed: [(accepted, drafted)] -> gammas."""
+    matchness, out = 0.0, []
+    for accepted, drafted in steps:
+        matchness = b1 * matchness + (1 - b1) * accepted / drafted
+        if matchness < alpha:
+            proposal = gamma + eps
+        else:
+            proposal = gamma if drafted == k else gamma - eps
+        gamma = b2 * gamma + (1 - b2) * proposal
+        out.append(gamma)
+    return out
+
+
+def ours(steps, **kwargs):
+    from selfspec import AdaptiveThreshold
+
+    rule = AdaptiveThreshold(gamma=0.6, target=kwargs.get("alpha", 0.9))
+    out = []
+    for accepted, drafted in steps:
+        rule.update(accepted, drafted)
+        out.append(rule.threshold)
+    return out
+
+
+def test_adaptive_rule_agrees_with_the_reference_code_where_the_module_says_it_does():
+    # Acceptance far below alpha from the start, drafts shorter than K: identical trajectories.
+    low = [(0, 3), (1, 3), (0, 2)] * 5
+    assert ours(low) == pytest.approx(reference_rule(low))
+    # Running AR starts at the first rate here, at 0 there: after one fully accepted step of 3 we
+    # read 1.0 > 0.9 and lower gamma, the reference reads 0.5 and raises it.
+    assert ours([(3, 3)]) == pytest.approx([0.6 - 0.1 * 0.01])
+    assert reference_rule([(3, 3)]) == pytest.approx([0.6 + 0.1 * 0.01])
+    # Running AR exactly alpha (0.5: ours after a half-accepted step, the reference's after a fully
+    # accepted one): we raise gamma (AR <= alpha, the paper), the reference lowers it (not AR < alpha).
+    assert ours([(1, 2)], alpha=0.5) == pytest.approx([0.6 + 0.1 * 0.01])
+    assert reference_rule([(2, 2)], alpha=0.5, k=9) == pytest.approx([0.6 - 0.1 * 0.01])
+    # High acceptance with full-length drafts: we lower gamma, the reference holds it.
+    full = [(4, 4)] * 10
+    assert ours(full)[-1] < ours(full)[0] < 0.6
+    warmed = reference_rule(full)
+    assert warmed[-1] == pytest.approx(warmed[-2])  # AR above alpha, K reached: held
 
 
 # --- sampling: distribution equality -----------------------------------------------------------
@@ -175,13 +221,14 @@ def _exact_second_third(model, prompt: list[int], sampling: Sampling) -> torch.T
     return joint.flatten()
 
 
-def _sampled_second_third(model, prompt, draft, sampling, draws: int) -> torch.Tensor:
+def _sampled_second_third(model, prompt, draft, sampling, draws: int, context_tokens: int = 0) -> torch.Tensor:
     vocab = model.config.vocab_size
     counts = torch.zeros(vocab * vocab, dtype=torch.float64)
+    settings = DraftSettings(max_draft=2, exit="off", context_tokens=context_tokens)
     for seed in range(draws):
         s = Sampling(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=seed)
         # Budget 4 and K = 2: the 2nd and 3rd tokens both come out of the first draft/verify step.
-        tokens = generated(self_speculative(model, prompt, draft, 4, s, DraftSettings(max_draft=2, exit="off")))
+        tokens = generated(self_speculative(model, prompt, draft, 4, s, settings))
         counts[tokens[1] * vocab + tokens[2]] += 1
     return counts
 
@@ -207,17 +254,35 @@ def test_sampling_matches_the_full_model_distribution(small_vocab_model, samplin
     assert _chi_square_p_value(observed, expected) > 1e-3
 
 
-@pytest.mark.parametrize("weights", ["full", "int4"])
-def test_the_chi_square_test_catches_a_broken_acceptance_rule(small_vocab_model, monkeypatch, weights):
+# A prompt that repeats itself, so the context proposes a token at the first step.
+REPEATING = [0, 2, 4, 1, 0, 2, 4, 1, 0, 2]
+
+
+@pytest.mark.parametrize("sampling", SAMPLING_CASES, ids=["plain", "top-k-top-p"])
+def test_sampling_stays_exact_with_tokens_copied_from_the_context(small_vocab_model, sampling):
+    model, profile, draws = small_vocab_model, SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3]), 800
+    settings = DraftSettings(max_draft=2, exit="off", context_tokens=1)
+    first = list(self_speculative(model, REPEATING, profile, 4, Sampling(temperature=1.0, seed=0), settings))[1]
+    assert first.copied == 1 and first.drafted == 2  # one token copied ("4" followed "0 2"), one drafted after it
+    expected = _exact_second_third(model, REPEATING, sampling) * draws
+    observed = _sampled_second_third(model, REPEATING, profile, sampling, draws, context_tokens=1)
+    assert _chi_square_p_value(observed, expected) > 1e-3
+
+
+@pytest.mark.parametrize("weights,context_tokens", [("full", 0), ("int4", 0), ("full", 2)],
+                         ids=["full", "int4", "copied"])
+def test_the_chi_square_test_catches_a_broken_acceptance_rule(small_vocab_model, monkeypatch, weights,
+                                                              context_tokens):
     def accept_everything(drafted, draft_probs, target_probs, generator):
         return len(drafted), sample(target_probs[len(drafted)], generator)
 
     monkeypatch.setattr(decoding, "accept_sampled", accept_everything)
-    model, prompt, sampling = small_vocab_model, [0, 2, 4], SAMPLING_CASES[0]
+    model, sampling = small_vocab_model, SAMPLING_CASES[0]
+    prompt = REPEATING if context_tokens else [0, 2, 4]
     draft = DraftModel(model, SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3]), weights=weights)
     draws = 800
     expected = _exact_second_third(model, prompt, sampling) * draws
-    observed = _sampled_second_third(model, prompt, draft, sampling, draws)
+    observed = _sampled_second_third(model, prompt, draft, sampling, draws, context_tokens)
     assert _chi_square_p_value(observed, expected) < 1e-6
 
 

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from selfspec.cli import main, profile_from
+from selfspec.cli import main
+from selfspec.cli.options import profile_from
 from selfspec.profiles.hub import fetch_profile, load_profile, parse_hub_ref, push_profile
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import ProfileError, SkipProfile, fingerprint, write_profile
@@ -147,7 +148,8 @@ def test_bad_hub_refs(ref):
 
 
 def test_generate_uses_the_profiles_recommended_settings_unless_overridden():
-    from selfspec.cli import build_parser, draft_settings_from
+    from selfspec.cli import build_parser
+    from selfspec.cli.options import draft_settings_from
     from selfspec.engine.settings import DraftSettings
 
     recommended = DraftSettings(max_draft=2, exit="fixed", threshold=0.3)

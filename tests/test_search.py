@@ -7,24 +7,14 @@ import pytest
 
 from selfspec.profiles.calibration import CalibrationError, builtin_prompts, read_calibration
 from selfspec.cli import main
-from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.settings import DraftSettings
 from selfspec.profiles.paired import paired, sign_test
 from selfspec.profiles.schema import SkipProfile, fingerprint, read_profile
-from selfspec.profiles.search import (
-    SearchRun,
-    agreement,
-    compare,
-    comparison_table,
-    continuations,
-    full_choices,
-    greedy_order,
-    paired_table,
-    random_profile,
-    run_search,
-    state_path,
-    sublayer_ids,
-    sublayers_profile,
-)
+from selfspec.profiles.measure import compare
+from selfspec.profiles.ranking import agreement, continuations, full_choices, greedy_order
+from selfspec.profiles.search import SearchRun, run_search, state_path
+from selfspec.profiles.search_report import comparison_table, paired_table
+from selfspec.profiles.sublayers import random_profile, sublayer_ids, sublayers_profile
 from tiny_models import tiny_model
 
 LAYERS = 6

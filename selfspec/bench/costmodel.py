@@ -26,32 +26,20 @@ from selfspec.engine.cache import truncate
 from selfspec.engine.controller import expected_tokens, speedup_bound  # noqa: F401 (the formulas live with their user)
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine
-from selfspec.engine.records import StepRecord
+from selfspec.engine.devices import synchronize
 
 
-def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int]) -> float | None:
-    """The bound for the draft lengths a run actually used (the adaptive exit varies K per step)."""
+def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int],
+                      copied: Iterable[int] | None = None) -> float | None:
+    """The bound for the draft lengths a run actually used (the adaptive exit varies K per step);
+    `copied[i]` of step i's tokens came from the context and cost no draft forward."""
     lengths = list(lengths)
     if not lengths:
         return None
+    copied = list(copied) if copied is not None else [0] * len(lengths)
     tokens = sum(expected_tokens(a, n) for n in lengths)
-    cost = sum(n * c + v[n] for n in lengths)
+    cost = sum((n - m) * c + v[n] for n, m in zip(lengths, copied))
     return tokens / cost
-
-
-def acceptance_per_token(records: Iterable[StepRecord]) -> float | None:
-    """Per-token acceptance a, estimated from verification steps.
-
-    Under the model, a step's accepted count is geometric, cut off at the drafted count; the maximum
-    likelihood estimate is accepted / (accepted + rejections), a rejection being a step that kept
-    fewer drafts than it proposed.
-    """
-    steps = [r for r in records if r.kind == "speculate" and r.drafted > 0]
-    if not steps:
-        return None
-    accepted = sum(r.accepted for r in steps)
-    rejections = sum(1 for r in steps if r.accepted < r.drafted)
-    return accepted / (accepted + rejections) if accepted + rejections else None
 
 
 @dataclass(frozen=True)
@@ -71,7 +59,7 @@ class Costs:
         return asdict(self)
 
 
-def _interleaved_medians(fns: dict, reps: int, synchronize) -> dict:
+def _interleaved_medians(fns: dict, reps: int, wait) -> dict:
     """Median seconds of each function, timed in turn within every repetition.
 
     Interleaving keeps ratios fair on a shared machine whose load drifts between repetitions.
@@ -79,10 +67,10 @@ def _interleaved_medians(fns: dict, reps: int, synchronize) -> dict:
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            synchronize()
+            wait()
             t0 = time.perf_counter()
             fn()
-            synchronize()
+            wait()
             times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -105,7 +93,6 @@ def measure_draft_costs(model: nn.Module, drafts: dict[str, DraftModel], prompt_
     """
     engine = engine or Engine(model)
     device = engine.device
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     prompt = torch.tensor([list(prompt_ids)], device=device)
     n = prompt.shape[1]
     cache = engine.new_cache(n, 0, max_k + 1)
@@ -129,7 +116,7 @@ def measure_draft_costs(model: nn.Module, drafts: dict[str, DraftModel], prompt_
            **{k: full(k + 1) for k in range(1, max_k + 1)}}
     for fn in fns.values():  # warm-up
         fn()
-    t = _interleaved_medians(fns, reps, sync)
+    t = _interleaved_medians(fns, reps, lambda: synchronize(device))
     v = {k: t[k] / t["full"] for k in range(1, max_k + 1)}
     return {name: Costs(full_seconds=t["full"], draft_seconds=t[("draft", name)], c=t[("draft", name)] / t["full"],
                         v=v, context=n) for name in drafts}

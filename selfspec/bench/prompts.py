@@ -24,10 +24,6 @@ class BenchPrompt:
     category: str
     messages: tuple[dict, ...]
 
-    @property
-    def text(self) -> str:
-        return "\n".join(m["content"] for m in self.messages)
-
 
 def _user(text: str) -> tuple[dict, ...]:
     return ({"role": "user", "content": text},)

@@ -3,6 +3,15 @@
 Drafting stops early once the draft's top-1 probability falls below `threshold`. The adaptive rule
 is the paper's (Zhang et al. 2024, Sec. 3.3): after each verification the smoothed acceptance rate
 AR moves the threshold gamma up when AR is at or below the target and down when above it.
+
+Where it differs from the reference code (dilab-zju/self-speculative-decoding, decoding.py, the
+`auto_th_stop_draft` update), on purpose; tests/test_engine.py pins each difference:
+- AR starts at the first step's rate; the reference starts its running AR at 0 and smooths it in,
+  so its first steps read a rate biased low (half the true one after one step) and raise gamma.
+- gamma rises when AR <= alpha, as the paper writes it; the reference raises it only when AR < alpha.
+- gamma falls whenever AR > alpha; the reference holds gamma instead when the step drafted the full
+  K tokens (a draft that reached K was not stopped by gamma). Holding would need K here, and with
+  K reached and acceptance high the lower gamma costs nothing: drafting still stops at K.
 """
 
 from __future__ import annotations

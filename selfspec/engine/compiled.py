@@ -13,7 +13,6 @@ for CUDA and off for CPU (on a 2-core CPU compiling takes minutes and gains litt
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path

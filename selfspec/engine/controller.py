@@ -50,8 +50,10 @@ class DraftLength:
     full: Average = field(default_factory=Average)  # seconds of a plain (one-token) step
     draft: Average = field(default_factory=Average)  # seconds per drafted token
     verify: dict[int, Average] = field(default_factory=dict)  # drafted count -> seconds of its verification
-    accepted: float = 0.0  # decayed counts for the acceptance estimate (see acceptance())
+    accepted: float = 0.0  # decayed counts for the draft's acceptance estimate (see acceptance())
     rejected: float = 0.0
+    context_accepted: float = 0.0  # the same for tokens copied from the context (engine/context.py)
+    context_rejected: float = 0.0
     plain_run: int = 0  # plain steps since the last draft
     probe_interval: int = 0  # plain steps before the next probe
 
@@ -65,6 +67,11 @@ class DraftLength:
         number of its drafts, so a = accepted / (accepted + steps that rejected one)."""
         seen = self.accepted + self.rejected
         return self.accepted / seen if seen > 0 else None
+
+    def context_acceptance(self) -> float | None:
+        """The same estimate for tokens copied from the context."""
+        seen = self.context_accepted + self.context_rejected
+        return self.context_accepted / seen if seen > 0 else None
 
     def verify_seconds(self, k: int) -> float | None:
         """Measured verification time for k drafts, else that of the nearest k measured."""
@@ -106,10 +113,58 @@ class DraftLength:
         self.plain_run += 1
 
     def observe_draft(self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
-        if drafted < 1:
+        self.observe_step(0, drafted, accepted, draft_seconds, verify_seconds)
+
+    def observe_step(self, context: int, drafted: int, accepted: int, draft_seconds: float,
+                     verify_seconds: float) -> None:
+        """A verified step of `context` copied tokens followed by `drafted` draft tokens, of which the
+        full model kept the first `accepted`."""
+        if context + drafted < 1:
             return
         self.plain_run = 0
-        self.draft.add(draft_seconds / drafted)
-        self.verify.setdefault(drafted, Average()).add(verify_seconds)
-        self.accepted = self.memory * self.accepted + accepted
-        self.rejected = self.memory * self.rejected + (1 if accepted < drafted else 0)
+        self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
+        m = self.memory
+        if context:
+            self.context_accepted = m * self.context_accepted + min(accepted, context)
+            self.context_rejected = m * self.context_rejected + (1 if accepted < context else 0)
+        if drafted:
+            self.draft.add(draft_seconds / drafted)
+            if accepted >= context:  # the drafts were reached: their acceptance was observed
+                self.accepted = m * self.accepted + accepted - context
+                self.rejected = m * self.rejected + (1 if accepted < context + drafted else 0)
+
+    # --- steps that may copy from the context -------------------------------------------------------
+
+    def plan(self, limit: int, available: int, max_context: int) -> tuple[int, int]:
+        """(context tokens, draft tokens) for the next step: `available` tokens the context proposes
+        (at most `max_context` of them used), up to `limit` tokens in all, of which at most K drafted.
+
+        Each candidate's expected rate is (1 + sum_i a_c^i + a_c^m sum_j a^j) / (j d + v_{m+j}): copied
+        tokens cost no forward pass, only verification width. Unknown estimates are learned first.
+        """
+        usable = min(available, max_context, limit)
+        if usable < 1:
+            return 0, self.choose(limit)
+        if self.full.value is None:
+            return 0, 0
+        a_c = self.context_acceptance()
+        if a_c is None or self.verify_seconds(usable) is None:
+            return usable, 0  # learn what copying earns: it costs one verification
+        candidates = {(0, k): self.rate(k) for k in range(min(self.max_draft, limit) + 1)}
+        a, d = self.acceptance(), self.draft.value
+        for n in range(1, usable + 1):
+            copied = sum(a_c ** i for i in range(1, n + 1))
+            for k in range(0, min(self.max_draft, limit - n) + 1):
+                if k and (a is None or d is None):
+                    break
+                drafted = a_c ** n * sum(a ** i for i in range(1, k + 1)) if k else 0.0
+                candidates[(n, k)] = (1 + copied + drafted) / (k * (d or 0.0) + self.verify_seconds(n + k))
+        known = {plan: rate for plan, rate in candidates.items() if rate is not None}
+        best = max(known, key=known.get)
+        if best != (0, 0):
+            self.probe_interval = self.first_probe
+            return best
+        if self.plain_run >= self.probe_interval:
+            self.probe_interval = min(2 * self.probe_interval, self.max_probe)
+            return (1, 0) if a_c >= (a or 0.0) else (0, 1)  # a cheap probe of the better-earning source
+        return 0, 0

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from selfspec.engine.cache import truncate
+from selfspec.engine.context import ContextIndex
 from selfspec.engine.controller import DraftLength
+from selfspec.engine.devices import model_device, synchronize
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_full: re-exported)
 from selfspec.profiles.schema import SkipProfile
@@ -40,16 +42,6 @@ def eos_token_ids(model: nn.Module) -> frozenset[int]:
 
 def context_length(model: nn.Module) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return model.get_input_embeddings().weight.device
-
-
-def _synchronize(device: torch.device) -> None:
-    # Clocks are read only after queued device work has finished.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check_request(model: nn.Module, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
@@ -93,18 +85,23 @@ def draft_tokens(
     sampling: Sampling,
     generator: torch.Generator | None,
     engine: Engine | None = None,
+    copied: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Draft up to `max_tokens` tokens after `pending` (at `position`), through `engine`'s draft step.
 
-    Stops early after a token whose draft top-1 probability is below `threshold`. Returns the drafted
-    ids (n,) and, when sampling, the draft distributions over the draft vocabulary (n, V').
+    `copied`: tokens already proposed from the context, which the draft reads (in one wider step)
+    before continuing after them. Stops early after a token whose draft top-1 probability is below
+    `threshold`. Returns the drafted ids (n,) and, when sampling, the draft distributions over the
+    draft vocabulary (n, V').
     """
     vocabulary = draft.vocabulary
     engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no verification products
     tokens, dists = [], []
-    token = pending.view(1, 1)
-    for i in range(max_tokens):
-        logits = engine.draft(draft, token, position + i, cache)
+    token = pending.view(1, 1) if copied is None else torch.cat([pending.view(1), copied]).view(1, -1)
+    position -= 1
+    for _ in range(max_tokens):
+        position += token.shape[-1]  # where the last token fed sits
+        logits = _draft_logits(engine, draft, token, position, cache)
         if sampling.greedy:
             index = logits.argmax(-1)
             confidence = torch.softmax(logits.float(), -1)[index] if threshold > 0 else None
@@ -119,6 +116,19 @@ def draft_tokens(
             break
     drafted = torch.cat(tokens)
     return drafted, (torch.stack(dists) if dists else None)
+
+
+def _draft_logits(engine: Engine, draft: DraftModel, tokens: torch.Tensor, last: int, cache) -> torch.Tensor:
+    """Draft logits after `tokens` (1, n), whose last token sits at position `last`."""
+    if tokens.shape[-1] == 1:
+        return engine.draft(draft, tokens, last, cache)
+    positions = torch.arange(last - tokens.shape[-1] + 1, last + 1, device=tokens.device)[None]
+    return draft(tokens, positions, cache)[0, -1]
+
+
+def _one_hot(tokens: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """A deterministic proposal as a draft distribution: all its mass on the proposed token."""
+    return nn.functional.one_hot(tokens, size).to(dtype)
 
 
 def _full_vocabulary(dists: torch.Tensor, vocabulary: torch.Tensor | None, size: int) -> torch.Tensor:
@@ -140,13 +150,21 @@ def verify(
     cache,
     sampling: Sampling,
     generator: torch.Generator | None,
+    copied: int = 0,
 ) -> tuple[int, torch.Tensor]:
-    """One full forward over [pending, drafts]; returns (drafts accepted, the full model's next token)."""
+    """One full forward over [pending, drafts]; returns (drafts accepted, the full model's next token).
+
+    The first `copied` drafts came from the context: a deterministic proposal, so its draft
+    distribution is one-hot and the same min(1, p/q) rule keeps sampling exact.
+    """
     logits = engine.verify(torch.cat([pending.view(1), drafted])[None], position, cache)
     if sampling.greedy:
         return accept_greedy(drafted, logits)
     target = probabilities(logits, sampling)
-    return accept_sampled(drafted, _full_vocabulary(draft_dists, vocabulary, target.shape[-1]), target, generator)
+    proposal = _one_hot(drafted[:copied], target.shape[-1], target.dtype)
+    if draft_dists is not None:
+        proposal = torch.cat([proposal, _full_vocabulary(draft_dists, vocabulary, target.shape[-1])])
+    return accept_sampled(drafted, proposal, target, generator)
 
 
 # --- the decoders -----------------------------------------------------------------------------
@@ -159,7 +177,7 @@ class _Run:
         model = engine.model
         self.engine = engine
         self.budget = _check_request(model, prompt_ids, max_new_tokens)
-        self.device = _device(model)
+        self.device = model_device(model)
         self.eos = eos_token_ids(model)
         self.prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
         self.generated = 0
@@ -168,11 +186,11 @@ class _Run:
         self.start = time.perf_counter()
 
     def clock(self) -> float:
-        _synchronize(self.device)
+        synchronize(self.device)  # clocks are read only after queued device work has finished
         return time.perf_counter()
 
     def commit(self, tokens: list[int], kind: str, drafted: int, accepted: int,
-               draft_seconds: float, verify_seconds: float, gamma: float | None) -> StepRecord:
+               draft_seconds: float, verify_seconds: float, gamma: float | None, copied: int = 0) -> StepRecord:
         tokens = tokens[: self.budget - self.generated]
         for i, token in enumerate(tokens):
             if token in self.eos:
@@ -184,7 +202,7 @@ class _Run:
         record = StepRecord(
             step=self.step, kind=kind, token_ids=tuple(tokens), drafted=drafted, accepted=accepted,
             draft_seconds=draft_seconds, verify_seconds=verify_seconds,
-            elapsed_seconds=time.perf_counter() - self.start, gamma=gamma,
+            elapsed_seconds=time.perf_counter() - self.start, gamma=gamma, copied=copied,
         )
         self.step += 1
         return record
@@ -265,34 +283,54 @@ def _controls_lengths(settings: DraftSettings, sampling: Sampling) -> bool:
 
 def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                       settings: DraftSettings) -> Iterator[StepRecord]:
-    cache = run.new_cache(settings.max_draft + 1)
+    cache = run.new_cache(max(settings.max_draft, settings.context_tokens) + 1)
     generator = sampling.generator(run.device)
     exit_rule = settings.new_exit()
     lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
+    context = ContextIndex(run.prompt[0].tolist()) if settings.context_tokens else None
     record, pending = run.prefill(cache, sampling, generator)
     yield record
     while not run.finished:
+        if context is not None:
+            context.extend(record.token_ids)
         position = run.prompt.shape[1] + run.generated - 1  # where the pending token goes
-        max_tokens = min(settings.max_draft, run.budget - run.generated - 1)  # one token left: no draft
-        if lengths is not None:
-            max_tokens = lengths.choose(max_tokens)
-        if max_tokens < 1:  # a plain step with the full model
+        left = run.budget - run.generated - 1  # one token left: no proposal
+        proposal = context.propose(min(settings.context_tokens, left)) if context is not None else []
+        n_copied, n_draft = _plan(lengths, settings, left, len(proposal))
+        if n_copied + n_draft < 1:  # a plain step with the full model
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
             if lengths is not None:
                 lengths.observe_plain(record.verify_seconds)
             yield record
             continue
         t0 = run.clock()
-        drafted, dists = draft_tokens(draft, pending, position, cache, max_tokens,
-                                      exit_rule.threshold, sampling, generator, run.engine)
+        copied = torch.tensor(proposal[:n_copied], dtype=torch.long, device=run.device)
+        drafted, dists = copied, None
+        if n_draft:
+            more, dists = draft_tokens(draft, pending, position, cache, n_draft, exit_rule.threshold,
+                                       sampling, generator, run.engine, copied if n_copied else None)
+            drafted = torch.cat([copied, more])
         truncate(cache, position)
         t1 = run.clock()
         accepted, pending = verify(run.engine, pending, drafted, dists, draft.vocabulary, position, cache,
-                                   sampling, generator)
+                                   sampling, generator, n_copied)
         truncate(cache, position + 1 + accepted)
         t2 = run.clock()
-        exit_rule.update(accepted, len(drafted))
+        if n_draft:
+            exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
         if lengths is not None:
-            lengths.observe_draft(len(drafted), accepted, t1 - t0, t2 - t1)
+            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1)
         tokens = drafted[:accepted].tolist() + [int(pending)]
-        yield run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1, exit_rule.threshold)
+        record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
+                            exit_rule.threshold, copied=n_copied)
+        yield record
+
+
+def _plan(lengths: DraftLength | None, settings: DraftSettings, left: int, available: int) -> tuple[int, int]:
+    """(tokens copied from the context, tokens drafted) for the next step. The controller weighs
+    both sources by what they earned in this run; without it, copied tokens (free) come first and
+    the draft continues after them up to K."""
+    if lengths is not None:
+        return lengths.plan(left, available, settings.context_tokens)
+    copied = min(available, settings.context_tokens, left)
+    return copied, max(0, min(settings.max_draft, left) - copied)

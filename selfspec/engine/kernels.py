@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from selfspec.engine.devices import synchronize
+
 
 @dataclass(frozen=True)
 class KernelChoice:
@@ -61,17 +63,12 @@ def median_milliseconds(run: Callable[[], object], device: torch.device, repeats
         run()
     times = []
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         run()
-        _synchronize(device)
+        synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def choose_fastest(

@@ -13,6 +13,7 @@ from typing import Any
 
 from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
 
+MAX_CONTEXT_TOKENS = 8  # a verification of more positions stops being cheap (and needs a wider compiled graph)
 EXIT_RULES = ("adaptive", "fixed", "off")
 DRAFT_WEIGHT_CHOICES = ("auto", "full", "int8", "int4")  # auto: measured here (profiles/draft_weights.py)  # adaptive: the paper's rule; fixed: a constant threshold; off: always K
 
@@ -31,6 +32,7 @@ class DraftSettings:
     target_acceptance: float = 0.9  # adaptive rule's alpha
     controller: bool = False  # choose each step's draft length (0 = a plain step) from measured costs
     draft_weights: str | None = None  # which draft front ends build: full, int8, int4, auto (None: auto)
+    context_tokens: int = 8  # most tokens per step copied from the context (engine/context.py); 0: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or isinstance(self.max_draft, bool) or self.max_draft < 1:
@@ -39,6 +41,9 @@ class DraftSettings:
             raise ValueError(f"exit must be {', '.join(map(repr, EXIT_RULES))}, got {self.exit!r}")
         _unit_interval("threshold", self.threshold)
         _unit_interval("target_acceptance", self.target_acceptance)
+        if not isinstance(self.context_tokens, int) or isinstance(self.context_tokens, bool) \
+                or not 0 <= self.context_tokens <= MAX_CONTEXT_TOKENS:
+            raise ValueError(f"context_tokens must be an integer in 0..{MAX_CONTEXT_TOKENS}, got {self.context_tokens!r}")
         if not isinstance(self.controller, bool):
             raise ValueError(f"controller must be true or false, got {self.controller!r}")
         if self.draft_weights not in (None, *DRAFT_WEIGHT_CHOICES):

@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from selfspec.engine.devices import model_device
+
 
 def device_name(model: nn.Module) -> str:
-    device = model.get_input_embeddings().weight.device
+    device = model_device(model)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from selfspec.engine.architectures import SUPPORTED_MODEL_TYPES
-from selfspec.models.loading import ModelLoadError, hub_endpoint
+from selfspec.models.hub_status import hub_endpoint
+from selfspec.models.loading import ModelLoadError
 from selfspec.engine.host import zero_gpu
 from selfspec.models.placement import Placement, available_memory
 

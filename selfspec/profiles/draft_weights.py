@@ -26,7 +26,7 @@ from selfspec.engine.kernels import KernelChoice, cached_choice, remember_choice
 from selfspec.engine.lowbit import DRAFT_WEIGHTS
 from selfspec.engine.settings import DRAFT_WEIGHT_CHOICES
 from selfspec.profiles.schema import SkipProfile
-from selfspec.profiles.search import agreement, full_choices
+from selfspec.profiles.ranking import agreement, full_choices
 
 WEIGHT_CHOICES = DRAFT_WEIGHT_CHOICES
 CALIBRATION_TOKENS = 32  # the full model's continuation the acceptance is measured on

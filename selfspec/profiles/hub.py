@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from selfspec.models.loading import hub_endpoint
+from selfspec.models.hub_status import hub_endpoint, hub_offline
 from selfspec.profiles.schema import ProfileError, SkipProfile, profile_filename, read_profile
 
 DEFAULT_PROFILE_REPO = "selfspec/skip-profiles"
@@ -35,12 +35,6 @@ class ResolvedProfile:
 
 def profile_repo() -> str:
     return os.environ.get("SELFSPEC_PROFILE_REPO") or DEFAULT_PROFILE_REPO
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str, str | None]:
@@ -60,7 +54,7 @@ def fetch_profile(ref: str) -> SkipProfile:
     repo_id, filename, revision = parse_hub_ref(ref)
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, endpoint=hub_endpoint(),
-                               local_files_only=_offline())
+                               local_files_only=hub_offline())
     except Exception as exc:  # the library raises many kinds; the user needs one line
         raise ProfileError(f"cannot fetch profile {ref}: {_one_line(exc)}") from None
     return read_profile(path)
@@ -76,7 +70,7 @@ def _hub_state(repo_id: str, filename: str) -> str:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    if _offline():
+    if hub_offline():
         return "unreachable"
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, endpoint=hub_endpoint()), timeout=10)
@@ -121,7 +115,7 @@ def load_profile(model_name: str, num_layers: int | None = None, model=None) -> 
             if profile := usable(path, "Hub"):
                 return ResolvedProfile(profile, "hub", f"Using the skip profile for {model_name} from the Hub ({repo}).")
     why = {"found": "", "missing": f"the Hub repo {repo} has no profile for {model_name}",
-           "unreachable": "the Hub is offline (HF_HUB_OFFLINE=1)" if _offline() else f"the Hub ({repo}) cannot be reached"}[state]
+           "unreachable": "the Hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else f"the Hub ({repo}) cannot be reached"}[state]
 
     def reasons() -> str:
         return "; ".join(r for r in [why, *problems] if r)
@@ -169,21 +163,3 @@ def push_profile(path: str | Path, repo_id: str, path_in_repo: str | None = None
     except Exception as exc:
         raise ProfileError(f"cannot upload {path} to {repo_id}: {_one_line(exc)}") from None
     return str(getattr(info, "commit_url", info))
-
-
-# --- command line -------------------------------------------------------------------------------
-
-
-def register(commands) -> None:
-    p = commands.add_parser("push-profile", help="validate a skip profile and upload it to a Hub repo")
-    p.add_argument("file", help="profile JSON file")
-    p.add_argument("--repo", default=None, help=f"Hub model repo (default: $SELFSPEC_PROFILE_REPO or {DEFAULT_PROFILE_REPO})")
-    p.add_argument("--path-in-repo", default=None, help="default: <owner>--<model>.json from the profile's model")
-    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
-    p.set_defaults(run=cmd_push_profile)
-
-
-def cmd_push_profile(args) -> int:
-    url = push_profile(args.file, args.repo or profile_repo(), args.path_in_repo, args.revision)
-    print(f"uploaded {args.file}: {url}")
-    return 0

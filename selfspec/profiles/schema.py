@@ -351,13 +351,3 @@ def profile_filename(model_name: str) -> str:
     if Path(model_name).exists():  # a local directory or file: its own name
         return Path(model_name).stem + ".json"
     return model_name.strip("/").replace("/", "--") + ".json"
-
-
-def parse_layer_list(text: str | None) -> list[int]:
-    """'3,5,7' -> [3, 5, 7]; '' or None -> []."""
-    if not text:
-        return []
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ProfileError(f"layer list must be comma-separated integers, got {text!r}") from None

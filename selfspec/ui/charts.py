@@ -50,14 +50,21 @@ def speed_figure(race: Race) -> go.Figure:
 def acceptance_figure(lane: Lane) -> go.Figure:
     """Share of drafted tokens accepted at each verification, and the running mean."""
     steps = [r for r in lane.records if r.kind == "speculate" and r.drafted]
-    rates = [r.accepted / r.drafted for r in steps]
     running = [a / d for a, d in zip(accumulate(r.accepted for r in steps), accumulate(r.drafted for r in steps))]
     x = list(range(1, len(steps) + 1))
     fig = go.Figure()
-    fig.add_bar(x=x, y=rates, name="this step", marker_color=MARKS["draft"][0],
-                customdata=[[r.accepted, r.drafted] for r in steps],
-                hovertemplate="step %{x}: %{customdata[0]} of %{customdata[1]} accepted<extra></extra>")
+    # One stacked bar per step, split by where the kept tokens came from (their sum is the step's rate).
+    kept = {"copied": [r.copied_accepted for r in steps], "draft": [r.accepted - r.copied_accepted for r in steps]}
+    for source, label in (("draft", "drafted, kept"), ("copied", "copied from the context, kept")):
+        if source == "copied" and not any(kept["copied"]):
+            continue
+        fig.add_bar(x=x, y=[k / r.drafted for k, r in zip(kept[source], steps)], name=label,
+                    marker_color=MARKS[source][0],
+                    customdata=[[k, r.drafted, r.copied] for k, r in zip(kept[source], steps)],
+                    hovertemplate="step %{x}: %{customdata[0]} kept of %{customdata[1]} proposed "
+                                  "(%{customdata[2]} copied)<extra></extra>")
     fig.add_scatter(x=x, y=running, mode="lines", name="running mean", line=dict(color=LANE_COLOURS[lane.name]))
+    fig.update_layout(barmode="stack")
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
     return _layout(fig, "Draft acceptance per verification", "verification", "accepted")
 

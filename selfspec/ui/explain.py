@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from selfspec.bench.costmodel import acceptance_per_token, bound_for_lengths
+from selfspec.bench.costmodel import bound_for_lengths
+from selfspec.engine.metrics import acceptance_per_token
 from selfspec.ui.race import Race
 
 EXPENSIVE_DRAFT = 0.7  # c above this: the draft saves too little per token

@@ -14,15 +14,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Iterator, Sequence
 
-import torch
-
 from selfspec.engine.decoding import autoregressive, self_speculative
+from selfspec.engine.devices import synchronize
 from selfspec.engine.divergence import Divergence, explain_difference
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile
-from selfspec.engine.records import StepRecord, Summary, summarize
+from selfspec.engine.metrics import Summary, summarize
+from selfspec.engine.records import StepRecord
 from selfspec.engine.sampling import Sampling
 
 RACE_RULE = (
@@ -92,11 +92,12 @@ def run_race(
     candidate: Iterator[StepRecord],
     device_lock: ContextManager | None = None,
     synchronize: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[Race]:
     """Step two decoders alternately by their own elapsed time; yields the race after every step.
 
     `device_lock` is held around each step so that nothing else decodes on the device meanwhile;
-    `synchronize` waits for queued device work before each clock reading. Closing this iterator
+    `synchronize` waits for queued device work before each clock reading (`clock`, in seconds). Closing this iterator
     closes both decoders.
     """
     race = Race(Lane("autoregressive"), Lane("self-speculative"))
@@ -107,10 +108,10 @@ def run_race(
             lane = min((lane for lane in race.lanes if not lane.done), key=lambda lane: lane.seconds)
             with lock:
                 synchronize()
-                start = time.perf_counter()
+                start = clock()
                 record = next(steps[id(lane)], None)
                 synchronize()
-                seconds = time.perf_counter() - start
+                seconds = clock() - start
             if record is None:
                 lane.done = True
             else:
@@ -142,8 +143,7 @@ def start_race(
     candidate = self_speculative(lm.model, prompt_ids, draft or profile, max_new_tokens, sampling, settings,
                                  engine=lm.engine)
     device = lm.device
-    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    return run_race(baseline, candidate, device_lock, synchronize)
+    return run_race(baseline, candidate, device_lock, lambda: synchronize(device))
 
 
 def race_divergence(lm: LanguageModel, prompt_ids: Sequence[int], race: Race,

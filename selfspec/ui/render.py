@@ -20,6 +20,7 @@ Decode = Callable[[Sequence[int]], str]
 # Translucent colours read on light and dark themes alike.
 MARKS = {
     "draft": ("rgba(34, 160, 80, 0.28)", "drafted with skipped layers, accepted by the full model"),
+    "copied": ("rgba(150, 80, 210, 0.30)", "copied from the context, accepted by the full model"),
     "correction": ("rgba(230, 120, 0, 0.38)", "full model: correction of a rejected draft"),
     "bonus": ("rgba(60, 110, 230, 0.32)", "full model: bonus token after all drafts were accepted"),
 }
@@ -29,12 +30,13 @@ TITLES = {"autoregressive": ("Autoregressive", "the full model, one token per st
 
 
 def token_sources(record: StepRecord) -> list[str]:
-    """Where each committed token of a record came from: 'full', 'draft', 'correction' or 'bonus'."""
+    """Where each committed token of a record came from: 'full', 'copied', 'draft', 'correction' or 'bonus'."""
     if record.kind != "speculate":
         return ["full"] * len(record.token_ids)
     last = "bonus" if record.accepted == record.drafted else "correction"
+    kept = ["copied"] * record.copied_accepted + ["draft"] * (record.accepted - record.copied_accepted)
     # The decoder may cut a step short (token budget, end of sequence): keep the leading sources.
-    return (["draft"] * record.accepted + [last])[: len(record.token_ids)]
+    return (kept + [last])[: len(record.token_ids)]
 
 
 def segments(decode: Decode, records: Sequence[StepRecord]) -> list[tuple[str, str]]:
