@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from selfspec.engine.divergence import Divergence
+from selfspec.engine.draft import DraftModel
 from selfspec.engine.settings import DraftSettings
 from selfspec.errors import USER_ERRORS
 from selfspec.models.loading import LanguageModel
@@ -92,10 +93,12 @@ def pick_profile(lm: LanguageModel, upload: str | None) -> tuple[SkipProfile, st
 # --- the comparison ---------------------------------------------------------------------------
 
 
-def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form, running: bool,
+def result_json(lm: LanguageModel, draft: DraftModel, race: Race, form: Form, running: bool,
                 divergence: Divergence | None = None) -> dict:
     """What API clients read: both texts, token ids and summaries (timed by each method's own clock)."""
-    out = {"model": lm.name, "profile": profile.to_dict(), "running": running}
+    # The draft's own profile: auto may leave the chosen profile's skips out (ui/draft_choice.py).
+    out = {"model": lm.name, "profile": draft.profile.to_dict(), "running": running,
+           "draft": {"weights": draft.weights, "extra_bytes": draft.extra_bytes}}
     for key, lane in (("autoregressive", race.autoregressive), ("self_speculative", race.speculative)):
         out[key] = {"text": lm.decode(lane.token_ids), "token_ids": lane.token_ids, **lane.summary().to_dict()}
     out["speedup"] = race.speedup
@@ -104,12 +107,12 @@ def result_json(lm: LanguageModel, profile: SkipProfile, race: Race, form: Form,
     return out
 
 
-def view(lm, profile, note, race: Race, form: Form, running: bool, charts: bool,
+def view(lm, draft, note, race: Race, form: Form, running: bool, charts: bool,
          divergence: Divergence | None = None) -> tuple:
     ar_html, spec_html = panels(lm.decode, race, running)
     plots = figures(race, form.max_draft) if charts else (gr.skip(),) * 4
     summary = summary_line(race, form.sampling.greedy, running, divergence) + "\n\n" + note
-    return (ar_html, spec_html, *plots, summary, result_json(lm, profile, race, form, running, divergence))
+    return (ar_html, spec_html, *plots, summary, result_json(lm, draft, race, form, running, divergence))
 
 
 @gpu_call  # ZeroGPU lends a GPU per call (ui/zero_gpu.py); elsewhere a no-op
@@ -121,10 +124,12 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
             raise ValueError("the prompt is empty: type something or pick an example")
         lm = get_model(model)
         profile, note = pick_profile(lm, profile_file)
-        note = f"{note} {device_note(lm)}"
+        settings = form.settings(profile)
+        draft, draft_note = SHELF.draft(lm, profile, settings, DEVICE_LOCK)  # weights: ui/draft_choice.py
+        note = f"{note} {draft_note} {device_note(lm)}"
         prompt_ids = lm.encode(prompt)
-        race_steps = start_race(lm, prompt_ids, profile, form.max_new_tokens, form.sampling,
-                                form.settings(profile), DEVICE_LOCK)
+        race_steps = start_race(lm, prompt_ids, profile, form.max_new_tokens, form.sampling, settings,
+                                DEVICE_LOCK, draft)
     except USER_ERRORS as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     except Exception as exc:  # never a stack trace in the page; the log keeps it
@@ -139,7 +144,7 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
             if now < next_text:
                 continue
             charts = now >= next_charts
-            update = view(lm, profile, note, race, form, running=True, charts=charts)
+            update = view(lm, draft, note, race, form, running=True, charts=charts)
             # Long texts take longer to render: space updates so rendering keeps to a small share of the time.
             pause = RENDER_SHARE * (time.monotonic() - now)
             next_text = now + max(TEXT_EVERY, pause)
@@ -152,7 +157,7 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
         race_steps.close()  # also on Stop: closes both decoders
     # Differing greedy outputs are explained: where they part, and how close the full model's choice was.
     divergence = race_divergence(lm, prompt_ids, race, DEVICE_LOCK) if form.sampling.greedy else None
-    yield view(lm, profile, note, race, form, running=False, charts=True, divergence=divergence)
+    yield view(lm, draft, note, race, form, running=False, charts=True, divergence=divergence)
 
 
 # --- sharing: the prompt and settings travel in the page's query string ------------------------
@@ -259,8 +264,12 @@ def build_demo() -> gr.Blocks:
 
 
 def start_up() -> None:
-    """The one-time load of the default model and its profile, before the first visitor (not at import)."""
-    default_profile(get_model(None))
+    """The one-time load of the default model, its profile and its draft (auto measures once), before the
+    first visitor (not at import). On ZeroGPU the draft is built in the first call, where a GPU is lent."""
+    lm = get_model(None)
+    profile, _ = default_profile(lm)
+    if not ZERO_GPU:
+        SHELF.draft(lm, profile, DraftSettings.from_profile(profile), DEVICE_LOCK)
 
 
 def main() -> None:

@@ -40,9 +40,11 @@ def loopback_hub(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def app_module():
-    # float32, the exact dtype, whatever this CPU measures: these tests check token identity.
+    # float32, the exact dtype, whatever this CPU measures: these tests check token identity. The paper's
+    # full-weight draft, so an uploaded profile is raced as uploaded (auto may leave its skips out).
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SELFSPEC_DTYPE", "float32")
+        env.setenv("SELFSPEC_DRAFT_WEIGHTS", "full")
         import app
 
         yield app

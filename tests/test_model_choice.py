@@ -100,3 +100,29 @@ def test_on_a_space_the_race_asks_zero_gpu_for_its_duration(monkeypatch):
     monkeypatch.setitem(sys.modules, "spaces", None)  # `import spaces` raises ImportError: not on a Space
     asked.clear()
     assert gpu_call(compare) is compare and asked == {}
+
+
+def test_the_shelf_builds_each_draft_once_and_auto_stays_lossless(tmp_path, monkeypatch):
+    from selfspec.engine.decoding import autoregressive, self_speculative
+    from selfspec.engine.settings import DraftSettings
+    from selfspec.profiles.schema import SkipProfile
+
+    monkeypatch.setenv("SELFSPEC_DTYPE", "float32")
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SELFSPEC_DRAFT_WEIGHTS", raising=False)
+    path = str(save_tiny(tmp_path / "m"))
+    shelf = ModelShelf([path], pinned=path)
+    lm = shelf.get(path)
+    profile = SkipProfile(4, attn=[1], mlp=[2])
+    draft, note = shelf.draft(lm, profile, DraftSettings())
+    assert "chosen automatically on this device (predicted bounds:" in note
+    assert shelf.draft(lm, profile, DraftSettings()) == (draft, note)  # built once
+    prompt = lm.encode("The sky is", raw=True)
+    ar = [t for r in autoregressive(lm.model, prompt, 16) for t in r.token_ids]
+    assert [t for r in self_speculative(lm.model, prompt, draft, 16) for t in r.token_ids] == ar
+    monkeypatch.setenv("SELFSPEC_DRAFT_WEIGHTS", "int8")
+    int8, note = shelf.draft(lm, profile, DraftSettings())
+    assert int8.weights == "int8" and int8.extra_bytes > 0 and "MiB of low-bit weights" in note
+    monkeypatch.setenv("SELFSPEC_DRAFT_WEIGHTS", "int3")
+    with pytest.raises(ValueError, match="SELFSPEC_DRAFT_WEIGHTS must be one of"):
+        shelf.draft(lm, profile, DraftSettings())

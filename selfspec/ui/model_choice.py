@@ -13,13 +13,17 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
+from selfspec.engine.draft import DraftModel
+from selfspec.engine.settings import DraftSettings
 from selfspec.models.guard import check_typed_model
 from selfspec.models.loading import DEFAULT_MODEL_ID, LanguageModel, load_model
 from selfspec.engine.compiled import compile_setting
 from selfspec.engine.host import compile_allowed
 from selfspec.models.placement import choose_placement
+from selfspec.profiles.schema import SkipProfile
+from selfspec.ui.draft_choice import draft_weights, make_draft
 
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
 KEEP_LOADED = 2  # the default choice and one other
@@ -73,6 +77,7 @@ class ModelShelf:
         self.presets, self.prepare, self.keep = presets, prepare, keep
         self.pinned = model_name(pinned) or DEFAULT_MODEL_ID  # never dropped: the default choice
         self._models: OrderedDict[str, LanguageModel] = OrderedDict()
+        self._drafts: dict[str, OrderedDict[tuple, tuple[DraftModel, str]]] = {}  # per model: its latest drafts
         self._lock = threading.Lock()
 
     def get(self, choice: str) -> LanguageModel:
@@ -89,7 +94,23 @@ class ModelShelf:
             self._models[key] = lm
             for old in [k for k in self._models if k not in (key, self.pinned)][: max(0, len(self._models) - self.keep)]:
                 del self._models[old]
+                self._drafts.pop(old, None)  # its drafts go with it
             return lm
+
+    def draft(self, lm: LanguageModel, profile: SkipProfile, settings: DraftSettings,
+              device_lock: ContextManager | None = None) -> tuple[DraftModel, str]:
+        """The draft for a loaded model and profile (ui/draft_choice.py), built once; the last `keep` per model kept."""
+        weights = draft_weights(settings)
+        key = (profile.attn, profile.mlp, weights, settings.max_draft if weights == "auto" else None)
+        with self._lock:
+            drafts = self._drafts.setdefault(lm.name, OrderedDict())
+            if key in drafts and drafts[key][0].model is lm.model:
+                drafts.move_to_end(key)
+                return drafts[key]
+            drafts[key] = made = make_draft(lm, profile, weights, settings.max_draft, device_lock)
+            while len(drafts) > self.keep:
+                drafts.popitem(last=False)
+            return made
 
     def check(self, name: str) -> None:
         """A listed local directory loads as is; any Hub id is checked first (ModelRefused says why not)."""

@@ -17,6 +17,7 @@ from typing import Callable, ContextManager, Iterator, Sequence
 from selfspec.engine.decoding import autoregressive, self_speculative
 from selfspec.engine.devices import synchronize
 from selfspec.engine.divergence import Divergence, explain_difference
+from selfspec.engine.draft import DraftModel
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.schema import SkipProfile
@@ -131,11 +132,16 @@ def start_race(
     sampling: Sampling,
     settings: DraftSettings,
     device_lock: ContextManager | None = None,
+    draft: DraftModel | None = None,
 ) -> Iterator[Race]:
-    """Both decoders on the same request; a bad request raises ValueError here, before any step."""
+    """Both decoders on the same request; a bad request raises ValueError here, before any step.
+
+    `draft`: one built for `profile` (e.g. with low-bit weights); None drafts with the full weights.
+    """
     profile.check_fits(lm.model.config.num_hidden_layers)
     baseline = autoregressive(lm.model, prompt_ids, max_new_tokens, sampling, engine=lm.engine)
-    candidate = self_speculative(lm.model, prompt_ids, profile, max_new_tokens, sampling, settings, engine=lm.engine)
+    candidate = self_speculative(lm.model, prompt_ids, draft or profile, max_new_tokens, sampling, settings,
+                                 engine=lm.engine)
     device = lm.device
     return run_race(baseline, candidate, device_lock, lambda: synchronize(device))
 
