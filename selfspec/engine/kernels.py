@@ -39,11 +39,12 @@ def machine_fingerprint(device: torch.device) -> str:
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        where = _cpu_model() + f" x{torch.get_num_threads()}"
+        where = cpu_model() + f" x{torch.get_num_threads()}"
     return f"{where} | torch {torch.__version__} | {platform.python_version()}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it (what every measurement names)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

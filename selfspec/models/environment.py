@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from selfspec.engine.devices import model_device
+from selfspec.engine.kernels import cpu_model
 
 
 def device_name(model: nn.Module) -> str:
     device = model_device(model)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def library_versions() -> dict[str, str]:
