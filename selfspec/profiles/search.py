@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from selfspec.engine.devices import dtype_name
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.lowbit import DRAFT_WEIGHTS
 from selfspec.engine.settings import DraftSettings
@@ -131,7 +132,7 @@ class SearchRun:
             objective=m.seconds_per_token, acceptance=m.acceptance, mean_accepted_tokens=m.mean_accepted_tokens,
             draft_cost_ratio=draft_ratio,
             speedup=baseline.seconds_per_token / m.seconds_per_token if baseline is not None else None,
-            device=device_name(self.model), dtype=str(self.model.dtype).removeprefix("torch."),
+            device=device_name(self.model), dtype=dtype_name(self.model.dtype),
             versions=library_versions(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             complete=complete, weights=self.weights_figures if complete else None,
         )
