@@ -289,14 +289,14 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
             for rule in ("adaptive", "off"):
                 assert f"| self-spec {name} {weights} {rule} | all |" in text
     # Under the table: the engine, AR against the floor, c and v per speculative method.
-    assert "engine: static cache, compiled off; verification products: rows 2-3:" in text
+    assert "engine: static cache, compiled off; few-row products: rows 1: " in text
     assert "ms/token =" in text and "x the floor of" in text and "(linear products," in text
     assert "self-spec K=2 V=50 int8 off: c=" in text and "v(3)=" in text
     report = json.loads((out / "bench.json").read_text())
     assert report["drafts"]["self-spec K=2 full off"]["draft_extra_bytes"] == 0
     assert report["drafts"]["self-spec K=2 int8 off"]["draft_extra_bytes"] > 0
     assert report["profile"]["attn"] == [1, 2] and report["machine"]["device"]
-    assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["verify_products"]
+    assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["products"]
     over = report["overhead"]
     assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
     # v for every width a step may verify: K = 2 drafts, or up to 8 tokens copied from the context.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from selfspec.bench.results import Row
-from selfspec.engine.verify_products import VerifyProducts
+from selfspec.engine.row_products import RowProducts
 
 COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "copied", "accept copied",
            "accept drafted", "tokens/verify", "plain steps",
@@ -70,8 +70,8 @@ def overhead_lines(detail: dict) -> list[str]:
     """What bench prints under its table: the engine, the floor and the step costs."""
     engine, floor, over = detail["engine"], detail["floor"], detail["overhead"]
     compiled = engine["compiled"] if engine["compiled"] == "off" else "on"
-    products = VerifyProducts.summary_of(engine["verify_products"])
-    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; verification products: {products}"]
+    products = RowProducts.summary_of(engine["products"])
+    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; few-row products: {products}"]
     if over["ar_ms_per_token"] is not None:
         lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
                      f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.host import compile_allowed
-from selfspec.engine.verify_products import ROW_BUCKETS
+from selfspec.engine.row_products import ROW_BUCKETS
 
 # Verification widths are padded up to these, so each needs one graph (the padded rows' logits are
 # dropped, and the K/V they write lies past the committed length: masked, then overwritten).
@@ -54,9 +54,9 @@ class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
     def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor",
-                 verifier: nn.Module | None = None):
+                 tuned: nn.Module | None = None):
         self.model = model
-        self.verifier = model if verifier is None else verifier  # the model, or its shadow with chosen products
+        self.tuned = model if tuned is None else tuned  # the model, or its shadow with this machine's products
         self.mode = mode
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
@@ -69,7 +69,7 @@ class CompiledSteps:
 
     @staticmethod
     def for_model(model: nn.Module, enabled: bool, static_cache: bool,
-                  backend: str | object = "inductor", verifier: nn.Module | None = None) -> "CompiledSteps | None":
+                  backend: str | object = "inductor", tuned: nn.Module | None = None) -> "CompiledSteps | None":
         if not enabled:
             return None
         device = model.get_input_embeddings().weight.device
@@ -78,15 +78,15 @@ class CompiledSteps:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
-        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend, verifier)
+        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend, tuned)
 
     # --- the steps, as the compiler sees them ---
 
     def _full_logits(self, tokens, positions, cache):
-        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.tuned(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
 
     def _verify_logits(self, tokens, positions, cache):
-        return self.verifier(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.tuned(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
 
     def _draft_logits(self, draft, token, positions, cache):
         return draft(token, positions, cache)[0, -1]

@@ -95,7 +95,7 @@ def draft_tokens(
     draft vocabulary (n, V').
     """
     vocabulary = draft.vocabulary
-    engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no verification products
+    engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no full-model products
     tokens, dists = [], []
     token = pending.view(1, 1) if copied is None else torch.cat([pending.view(1), copied]).view(1, -1)
     position -= 1

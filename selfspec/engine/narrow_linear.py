@@ -1,12 +1,12 @@
-"""Linear layers over a few rows computed weight-major: one of the verification forward's candidates.
+"""Linear layers over a few rows computed weight-major: one of the candidates for few-row products.
 
 Verifying K drafts runs the full model over K+1 positions. On a memory-bound CPU that should cost
 about one single-token forward (the weights are read once either way), but on some machines torch's
 CPU `linear` over 2-9 rows takes a GEMM path that costs 2-3x the one-row product, and there the same
 product computed weight-major, `W @ x.T`, streams W once. On other machines it is the weight-major
-product that is slower (docs/BENCHMARKS.md), so it is never used blindly: verify_products.py times
-both per weight shape and row count, and puts a `WeightMajorLinear` only where it won, in a shadow
-of the model (shadow.py) that the verification forward runs. The model itself is never changed.
+product that is slower (docs/BENCHMARKS.md), so it is never used blindly: row_products.py times
+both per weight shape and row count (one row too), and puts a `WeightMajorLinear` only where it won,
+in a shadow of the model (shadow.py) that the engine's forwards run. The model itself is never changed.
 
 The products are the same sums in another order, so logits can differ from the one-row path by
 float rounding, as they already did with the GEMM path.
@@ -22,9 +22,15 @@ from torch.nn import functional as F
 
 
 def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` computed as (W @ x.T).T: reads W once, row by row."""
+    """`F.linear(x, weight, bias)` computed as (W @ x.T).T: reads W once, row by row.
+
+    One row is padded with a zero row: a one-column product would take the matrix-vector path, the
+    very one this candidate is an alternative to."""
     rows = x.numel() // x.shape[-1]
-    out = torch.mm(weight, x.reshape(rows, x.shape[-1]).t()).t().contiguous()
+    flat = x.reshape(rows, x.shape[-1])
+    if rows == 1:
+        flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
+    out = torch.mm(weight, flat.t())[:, :rows].t().contiguous()
     if bias is not None:
         out = out + bias
     return out.view(*x.shape[:-1], weight.shape[0])

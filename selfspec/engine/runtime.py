@@ -1,9 +1,10 @@
-"""How one model's forward passes run on this machine: its cache, its verification products, its compiled steps.
+"""How one model's forward passes run on this machine: its cache, its few-row products, its compiled steps.
 
 An `Engine` is made once per model (it measures at creation) and serves every request after that,
 for both decoders, so that the autoregressive baseline runs exactly as fast as the engine allows:
   - the KV cache: a static one sized for the request (static_cache.py), or the dynamic fallback;
-  - the verification forward's products, chosen per machine by timing (verify_products.py);
+  - the products of its few-row forwards (a decoding step, a verification), chosen per machine by timing
+    (row_products.py);
   - the three steps (one full token, one draft token, one verification) compiled or eager (compiled.py).
 """
 
@@ -15,7 +16,7 @@ from torch import nn
 from selfspec.engine.architectures import num_layers
 from selfspec.engine.cache import new_cache
 from selfspec.engine.compiled import CompiledSteps, compile_setting, padded_width
-from selfspec.engine.verify_products import VerifyProducts, choose_verify_products
+from selfspec.engine.row_products import RowProducts, choose_row_products
 
 STATIC_ATTENTION = ("sdpa", "eager")  # implementations that take our position-built masks
 CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
@@ -37,16 +38,17 @@ class Engine:
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
-        self.use_products(choose_verify_products(model) if choose_kernels else VerifyProducts.plain())
+        self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
         self.steps = CompiledSteps.for_model(model, compile_setting(compile, self.device), self.static_cache,
-                                             compile_backend, verifier=self.verifier)
+                                             compile_backend, tuned=self.tuned)
 
-    def use_products(self, products: VerifyProducts) -> None:
-        """Verify with these products: the model itself, or a shadow of it with the chosen layers swapped."""
+    def use_products(self, products: RowProducts) -> None:
+        """Run full-model forwards with these products: the model itself, or a shadow of it with the chosen
+        layers swapped (the model is never changed)."""
         self.products = products
-        self.verifier = products.verifier(self.model)
+        self.tuned = products.tuned(self.model)
         if getattr(self, "steps", None) is not None:
-            self.steps.verifier = self.verifier
+            self.steps.tuned = self.tuned
 
     @property
     def device(self) -> torch.device:
@@ -67,14 +69,14 @@ class Engine:
         """Full-model logits (q, V) for `tokens` (1, q) at positions start..; one token may run compiled."""
         if tokens.shape[-1] == 1 and self.steps is not None:
             return self.steps.full(tokens, self._positions(start, 1), cache)
-        return forward_full(self.model, tokens, start, cache, last_only)
+        return forward_full(self.tuned, tokens, start, cache, last_only)
 
     @torch.inference_mode()
     def verify(self, tokens: torch.Tensor, start: int, cache) -> torch.Tensor:
         """Full-model logits over the few positions of a verification, with the products chosen here."""
         if self.steps is not None:
             return self.steps.verify(tokens, self._positions(start, tokens.shape[-1]), cache)
-        return forward_full(self.verifier, tokens, start, cache)
+        return forward_full(self.tuned, tokens, start, cache)
 
     @torch.inference_mode()
     def draft(self, draft, token: torch.Tensor, position: int, cache) -> torch.Tensor:
@@ -91,4 +93,4 @@ class Engine:
         """What this engine runs, for --json reports and bench output."""
         return {"cache": "static" if self.static_cache else "dynamic",
                 "compiled": self.steps.describe() if self.steps is not None else "off",
-                "verify_products": self.products.to_dict()}
+                "products": self.products.to_dict()}

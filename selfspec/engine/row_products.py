@@ -1,10 +1,12 @@
-"""Which product each of the model's linear layers uses in a verification forward, chosen by timing.
+"""Which product each of the model's linear layers uses over 1..9 rows, chosen by timing.
 
-A verification runs the full model over K+1 (2..9) positions. How fast torch's `linear` is over so few
-rows depends on the machine: on an AMD EPYC without AVX-512 the weight-major product (narrow_linear.py)
-is 3x faster for the lm_head, on an Intel Xeon with AMX it is 1.4x slower. So at load the engine
-times both, per weight shape and per row bucket, at the model's own weights and dtype, and the
-verification forward uses the faster one (kernels.py caches the choice per machine on disk).
+A decoding step runs the full model over one position, a verification over K+1 (2..9). How fast
+torch's `linear` is over so few rows depends on the machine: on an AMD EPYC without AVX-512 the
+weight-major product (narrow_linear.py) is 3x faster for the lm_head over a few rows, and even one
+row runs faster as a two-row weight-major product (torch's one-row path there uses one core of
+two); on an Intel Xeon with AMX it is 1.4x slower. So at load the engine times both, per weight
+shape and per row bucket, at the model's own weights and dtype, and every full-model forward of a
+few rows uses the faster one (kernels.py caches the choice per machine on disk).
 
 Each candidate is timed over *all* the model's weights of that shape in turn, as a forward meets
 them: a model's weights do not fit in the processor's caches, so a product timed on one hot weight
@@ -25,8 +27,9 @@ from selfspec.engine.kernels import KernelChoice, choose_fastest
 from selfspec.engine.narrow_linear import WeightMajorLinear, weight_major_linear
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
-# Verification widths K+1, grouped so the choices stay few; each is timed at its widest row count.
-ROW_BUCKETS = ((2, 3), (4, 5), (6, 9))
+# One decoding row, then verification widths K+1, grouped so the choices stay few; each is timed at
+# its widest row count.
+ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9))
 PRODUCTS = {"linear": F.linear, "weight-major": weight_major_linear}  # the candidates, same arguments
 WIN_MARGIN = 0.1  # weight-major must be >10% faster to replace torch's own product
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed with fewer repetitions: ~2 s in all
@@ -34,24 +37,24 @@ STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more 
 
 
 @dataclass(frozen=True)
-class VerifyProducts:
+class RowProducts:
     """The weight shapes that use the weight-major product, per row bucket; every other product is `linear`."""
 
     weight_major: dict[tuple[int, int], frozenset[tuple[int, int]]]  # row bucket -> (out, in) shapes
     choices: tuple[KernelChoice, ...] = ()
 
     @staticmethod
-    def plain() -> "VerifyProducts":
-        return VerifyProducts({})
+    def plain() -> "RowProducts":
+        return RowProducts({})
 
     def rows_for(self, shape: tuple[int, int]) -> frozenset[int]:
         """The row counts at which a weight of this shape is multiplied weight-major."""
         return frozenset(r for (low, high), shapes in self.weight_major.items() if shape in shapes
                          for r in range(low, high + 1))
 
-    def verifier(self, model: nn.Module) -> nn.Module:
-        """What the verification forward runs: `model` itself when every product is torch's own, else a
-        shadow of it (same tensors) whose linear layers of the chosen shapes use the weight-major product."""
+    def tuned(self, model: nn.Module) -> nn.Module:
+        """What full-model forwards run: `model` itself when every product is torch's own, else a shadow
+        of it (same tensors) whose linear layers of the chosen shapes use the weight-major product."""
         if not any(self.weight_major.values()):
             return model
         shadow = shadow_copy(model)
@@ -62,21 +65,25 @@ class VerifyProducts:
         return shadow
 
     def to_dict(self) -> dict:
-        return {"weight_major": {f"rows {lo}-{hi}": sorted(f"{o}x{i}" for o, i in shapes)
+        return {"weight_major": {f"rows {_rows(lo, hi)}": sorted(f"{o}x{i}" for o, i in shapes)
                                  for (lo, hi), shapes in self.weight_major.items() if shapes},
                 "choices": [c.to_dict() for c in self.choices]}
 
     def summary(self) -> str:
-        """One line for `bench` output, e.g. 'rows 2-3: weight-major for 49152x576; rows 4-5: linear'."""
-        return VerifyProducts.summary_of(self.to_dict())
+        """One line for `bench` output, e.g. 'rows 1: linear; rows 2-3: weight-major for 49152x576; ...'."""
+        return RowProducts.summary_of(self.to_dict())
 
     @staticmethod
     def summary_of(described: dict) -> str:
         """`summary()` from `to_dict()`'s output (as reports carry it)."""
         chosen = described["weight_major"]
-        return "; ".join(f"rows {lo}-{hi}: " + (f"weight-major for {', '.join(chosen[f'rows {lo}-{hi}'])}"
-                                                 if f"rows {lo}-{hi}" in chosen else "linear")
+        return "; ".join(f"rows {_rows(lo, hi)}: " + (f"weight-major for {', '.join(chosen[f'rows {_rows(lo, hi)}'])}"
+                                                       if f"rows {_rows(lo, hi)}" in chosen else "linear")
                          for lo, hi in ROW_BUCKETS)
+
+
+def _rows(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def linear_weights(model: nn.Module) -> dict[tuple[int, int], list[torch.Tensor]]:
@@ -108,7 +115,7 @@ def _candidates(weights: list[torch.Tensor], rows: int) -> dict:
 
 
 @torch.inference_mode()
-def choose_verify_products(model: nn.Module) -> VerifyProducts:
+def choose_row_products(model: nn.Module) -> RowProducts:
     """Time `linear` against weight-major for each weight shape and row bucket; keep the faster."""
     device = model.get_input_embeddings().weight.device
     dtype = model_dtype_name(model)
@@ -118,10 +125,10 @@ def choose_verify_products(model: nn.Module) -> VerifyProducts:
         weights = streamed(group)
         large = sum(w.numel() * w.element_size() for w in weights) > LARGE_GROUP_BYTES
         for low, high in ROW_BUCKETS:
-            choice = choose_fastest(f"verify-linear:{dtype}:{shape[0]}x{shape[1]}x{len(weights)}:rows{low}-{high}",
+            choice = choose_fastest(f"row-linear:{dtype}:{shape[0]}x{shape[1]}x{len(weights)}:rows{_rows(low, high)}",
                                     _candidates(weights, high), device, repeats=3 if large else 5,
                                     rounds=1 if large else 2, incumbent="linear", margin=WIN_MARGIN)
             choices.append(choice)
             if choice.name == "weight-major":
                 chosen[(low, high)].add(shape)
-    return VerifyProducts({b: frozenset(s) for b, s in chosen.items()}, tuple(choices))
+    return RowProducts({b: frozenset(s) for b, s in chosen.items()}, tuple(choices))

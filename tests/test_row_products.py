@@ -1,4 +1,4 @@
-"""Verification products: the weight-major candidate, the per-machine choice, and the engine's use of it."""
+"""Few-row products: the weight-major candidate, the per-machine choice, and the engine's use of it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from selfspec.engine import narrow_linear, verify_products
+from selfspec.engine import narrow_linear, row_products
 from selfspec.engine.narrow_linear import WeightMajorLinear
 from selfspec.engine.runtime import Engine, forward_full
-from selfspec.engine.verify_products import ROW_BUCKETS, VerifyProducts, choose_verify_products, linear_weights
+from selfspec.engine.row_products import ROW_BUCKETS, RowProducts, choose_row_products, linear_weights
 
 from tiny_models import tiny_model
 
@@ -33,19 +33,19 @@ def test_weight_major_layer_matches_torch_and_only_the_chosen_rows_take_the_othe
     torch.testing.assert_close(no_bias(x), F.linear(x, no_bias.weight), rtol=1e-5, atol=1e-5)
 
 
-def test_the_verifier_swaps_only_the_chosen_shapes_and_leaves_the_model_alone():
+def test_the_tuned_model_swaps_only_the_chosen_shapes_and_leaves_the_model_alone():
     model = tiny_model("qwen2", seed=3)  # Qwen2's attention projections carry biases
     before = {name: type(m) for name, m in model.named_modules()}
     params = {name: p for name, p in model.named_parameters()}
     shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     head = tuple(model.get_output_embeddings().weight.shape)
-    products = VerifyProducts({(2, 3): frozenset({head}), (4, 5): frozenset(), (6, 9): frozenset({head})})
-    verifier = products.verifier(model)
-    swapped = {tuple(m.weight.shape): m.rows for m in verifier.modules() if isinstance(m, WeightMajorLinear)}
+    products = RowProducts({(2, 3): frozenset({head}), (4, 5): frozenset(), (6, 9): frozenset({head})})
+    tuned = products.tuned(model)
+    swapped = {tuple(m.weight.shape): m.rows for m in tuned.modules() if isinstance(m, WeightMajorLinear)}
     assert swapped == {head: frozenset({2, 3, 6, 7, 8, 9})} and len(shapes) > 1
     assert {name: type(m) for name, m in model.named_modules()} == before
-    assert all(p is params[name] for name, p in verifier.named_parameters())  # every tensor shared
-    assert VerifyProducts.plain().verifier(model) is model
+    assert all(p is params[name] for name, p in tuned.named_parameters())  # every tensor shared
+    assert RowProducts.plain().tuned(model) is model
 
 
 def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_path):
@@ -64,10 +64,10 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
             return product(x, weight, bias)
         return run
 
-    monkeypatch.setitem(verify_products.PRODUCTS, "linear", slowed_unless(True, F.linear))
-    monkeypatch.setitem(verify_products.PRODUCTS, "weight-major",
+    monkeypatch.setitem(row_products.PRODUCTS, "linear", slowed_unless(True, F.linear))
+    monkeypatch.setitem(row_products.PRODUCTS, "weight-major",
                         slowed_unless(False, narrow_linear.weight_major_linear))
-    products = choose_verify_products(model)
+    products = choose_row_products(model)
     assert products.weight_major == {bucket: frozenset({(96, 32)}) for bucket in ROW_BUCKETS}
     assert len(products.choices) == len(shapes) * len(ROW_BUCKETS)
     assert "weight-major for 96x32" in products.summary()
@@ -80,7 +80,7 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
 def test_verification_forward_gives_the_full_models_logits(arch, monkeypatch, tmp_path):
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     model = tiny_model(arch, seed=4)
-    everything = VerifyProducts({b: frozenset(linear_weights(model)) for b in ROW_BUCKETS})
+    everything = RowProducts({b: frozenset(linear_weights(model)) for b in ROW_BUCKETS})
     engine = Engine(model, choose_kernels=False)
     engine.use_products(everything)  # every product weight-major, whatever this machine prefers
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
