@@ -57,17 +57,21 @@ Plan = tuple[int, int]  # (tokens copied from the context, tokens drafted by the
 
 
 def plans(copies: int, drafts: int, limit: int) -> list[Plan]:
-    """Every plan of at most `copies` copied and `drafts` drafted tokens, `limit` in all."""
-    return [(m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)]
+    """Every plan of at most `copies` copied and `drafts` drafted tokens, `limit` in all, narrowest first."""
+    return sorted(((m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)), key=sum)
 
 
 def best_plan(candidates: list[Plan], copy_acceptance: float, draft_acceptance: float, draft_seconds: float,
               verify_seconds: Callable[[int], float]) -> tuple[Plan, float]:
     """The candidate with the most expected tokens per second, and that rate."""
-    rates = {plan: plan_tokens(copy_acceptance, plan[0], draft_acceptance, plan[1])
-             / plan_seconds(*plan, draft_seconds, verify_seconds) for plan in candidates}
-    best = max(rates, key=lambda plan: (rates[plan], -sum(plan)))  # ties: the narrower plan
-    return best, rates[best]
+    copied = [expected_tokens(copy_acceptance, m) for m in range(max(m for m, _ in candidates) + 1)]
+    drafted = [expected_tokens(draft_acceptance, k) - 1 for k in range(max(k for _, k in candidates) + 1)]
+    best, best_rate = None, -1.0
+    for m, k in candidates:  # in order of width: a tie keeps the narrower plan
+        rate = (copied[m] + copy_acceptance ** m * drafted[k]) / (k * draft_seconds + verify_seconds(m + k))
+        if rate > best_rate:
+            best, best_rate = (m, k), rate
+    return best, best_rate
 
 
 def probe_waste(plan: Plan, best_rate: float, copy_acceptance: float, draft_acceptance: float,
@@ -143,17 +147,27 @@ class DraftLength:
         return self.copies.acceptance()
 
     def verify_seconds(self, n: int) -> float:
-        """Seconds to verify n proposed tokens (n = 0: a plain step): measured, else interpolated
+        """Seconds to verify n proposed tokens (n = 0: a plain step)."""
+        return self.verify_table(n)[n]
+
+    def verify_table(self, widest: int) -> list[float]:
+        """Seconds to verify 0..widest proposed tokens (0: a plain step): measured, else interpolated
         between the widths measured, else extrapolated from the two widest (never below the widest)."""
-        points = sorted((m, avg.value) for m, avg in self.verify.items() if avg.value is not None)
-        points = [(0, self.full.value)] + [p for p in points if p[0] > 0]
-        for (n0, v0), (n1, v1) in zip(points, points[1:]):
-            if n0 <= n <= n1:
-                return v0 + (v1 - v0) * (n - n0) / (n1 - n0)
-        if len(points) == 1:
-            return points[0][1]
-        (n0, v0), (n1, v1) = points[-2:]
-        return v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (n - n1)
+        points = sorted((n, avg.value) for n, avg in self.verify.items() if avg.value is not None)
+        points = [(0, self.full.value)] + points
+        table = []
+        for n in range(widest + 1):
+            below = max((p for p in points if p[0] <= n), key=lambda p: p[0])
+            above = min((p for p in points if p[0] >= n), key=lambda p: p[0], default=None)
+            if above is None and len(points) > 1:  # past the widest measured: its slope, never falling
+                (n0, v0), (n1, v1) = points[-2:]
+                table.append(v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (n - n1))
+            elif above is None or above[0] == below[0]:
+                table.append(below[1])
+            else:
+                (n0, v0), (n1, v1) = below, above
+                table.append(v0 + (v1 - v0) * (n - n0) / (n1 - n0))
+        return table
 
     def plan(self, limit: int, available: int, max_context: int) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
@@ -164,7 +178,7 @@ class DraftLength:
             return 0, 0  # measure a plain step first: it costs nothing against plain decoding
         a_c, a_d = self.copies.acceptance(), self.drafts.acceptance()
         d = self.draft.value or 0.0
-        v = [self.verify_seconds(n) for n in range(limit + 1)].__getitem__
+        v = self.verify_table(copies + drafts).__getitem__
         known = plans(copies if a_c is not None else 0, drafts if a_d is not None else 0, limit)
         best, rate = best_plan(known, a_c or 0.0, a_d or 0.0, d, v)
         if best[0]:
