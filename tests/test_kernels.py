@@ -9,6 +9,9 @@ from selfspec.engine.kernels import choose_fastest
 CPU = torch.device("cpu")
 
 
+pytestmark = pytest.mark.usefixtures("quiet_machine")
+
+
 def sleeper(seconds):
     return lambda: time.sleep(seconds)
 
@@ -55,3 +58,33 @@ def test_an_incumbent_keeps_its_place_unless_beaten_by_the_margin(tmp_path):
     keeps = choose_fastest("m2", candidates, CPU, repeats=3, rounds=1, cache_file=tmp_path / "k.json",
                            incumbent="usual", margin=0.5)
     assert wins.name == "other" and keeps.name == "usual"
+
+
+def alternating(*seconds):
+    calls = iter(range(10**6))
+    return lambda: time.sleep(seconds[next(calls) % len(seconds)])
+
+
+def test_scattered_timings_are_used_but_not_cached(tmp_path):
+    # One candidate takes 1 ms or 30 ms by turns: its median means little, so the choice holds for
+    # this process only and the next one measures again.
+    cache = tmp_path / "k.json"
+    candidates = {"erratic": alternating(0.001, 0.03), "steady": sleeper(0.002)}
+    first = choose_fastest("noisy", candidates, CPU, repeats=6, rounds=1, cache_file=cache)
+    assert not first.trusted and not cache.exists()
+    again = choose_fastest("noisy", candidates, CPU, repeats=6, rounds=1, cache_file=cache)
+    assert not again.cached
+
+
+def test_a_choice_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch):
+    import selfspec.engine.kernels as kernels
+
+    cache = tmp_path / "k.json"
+    candidates = {"slow": sleeper(0.01), "fast": sleeper(0)}
+    monkeypatch.setattr(kernels.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    busy = choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache)
+    assert busy.name == "fast" and not busy.trusted and not cache.exists()
+    monkeypatch.setattr(kernels.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    quiet = choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache)
+    assert quiet.trusted and not quiet.cached and json.loads(cache.read_text())
+    assert choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache).cached

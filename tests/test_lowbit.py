@@ -112,7 +112,7 @@ def test_bad_draft_weights_are_refused():
 # --- auto: measure the candidates, keep the one predicted fastest ----------------------------------
 
 
-def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypatch, tmp_path):
+def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypatch, tmp_path, quiet_machine):
     from selfspec.profiles.draft_weights import build_draft, model_bytes
 
     model = tiny_model("qwen3")

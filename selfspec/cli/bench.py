@@ -19,6 +19,7 @@ from selfspec.cli.options import (
     profile_from,
     use_engine_arguments,
 )
+from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.settings import EXIT_RULES, DraftSettings
 from selfspec.models.environment import device_name, library_versions
 from selfspec.models.loading import LanguageModel, load_model
@@ -130,7 +131,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     methods = build_methods(lm, profile, settings, draft_vocabularies(lm, args.draft_vocab, out),
                             names, args.prompt_lookup, early_exit)
     rows, detail = bench(lm, prompts, methods, args.max_new_tokens, args.reps, progress=not args.no_progress)
-    title = f"{lm.name}, {args.dtype}, {machine(lm)['device']}"
+    dtype = model_dtype_name(lm.model)  # what the model runs in: "auto" may settle on a 16-bit dtype
+    title = f"{lm.name}, {dtype}, {machine(lm)['device']}"
     print(f"## {title}\n")
     exits = list(dict.fromkeys(s.exit for s in settings))
     print(f"profile: attn={list(profile.attn)} mlp={list(profile.mlp)}; exit={','.join(exits)}; "
@@ -139,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(markdown_table(rows))
     print("\n" + "\n".join(overhead_lines(detail)))
     if out is not None:
-        report = write_report(out, rows, model=lm.name, dtype=args.dtype, machine=machine(lm),
+        report = write_report(out, rows, model=lm.name, dtype=dtype, placement=lm.placement, machine=machine(lm),
                               profile=profile.to_dict(),
                               settings={"max_new_tokens": args.max_new_tokens, "reps": args.reps,
                                         "draft": [asdict(s) for s in settings]},

@@ -1,4 +1,4 @@
-"""Where a model lives, and waiting for its queued work before a clock is read."""
+"""Where a model lives, in which dtype, and waiting for its queued work before a clock is read."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from torch import nn
 
 def model_device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """'float32' for torch.float32: how reports and cache keys name a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+def model_dtype_name(model: nn.Module) -> str:
+    """The dtype the model's weights are in (what it runs in, whatever was asked for)."""
+    return dtype_name(model.get_input_embeddings().weight.dtype)
 
 
 def synchronize(device: torch.device) -> None:

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from selfspec.engine.devices import dtype_name
+
 ROUNDING_STEPS = 4  # a near-tie: top-2 gap within 4 machine epsilons of the top logit's size
 
 
@@ -62,5 +64,5 @@ def explain_difference(model: nn.Module, prompt_ids: Sequence[int], reference: S
     dtype = next(model.parameters()).dtype
     tolerance = ROUNDING_STEPS * torch.finfo(dtype).eps * float(best.values[0].abs())
     tokens = tuple(seq[position] if position < len(seq) else None for seq in (reference, other))
-    return Divergence(position, tokens, tuple(best.indices.tolist()), margin, str(dtype).removeprefix("torch."),
+    return Divergence(position, tokens, tuple(best.indices.tolist()), margin, dtype_name(dtype),
                       margin <= tolerance)

@@ -4,7 +4,9 @@ The project's machines differ (an AMD EPYC without AVX-512, an Intel Xeon with A
 that is fastest on one can be several times slower on the next. So wherever there are several ways to
 compute the same thing, the engine times the candidates on this machine, at the model's own shapes,
 and uses the fastest. A choice is cached on disk per machine, library versions and key, so it costs
-its (short) measurement once.
+its (short) measurement once -- but only a trustworthy one: timings taken while other work competes
+for the cores (the load average above the core count) or that scatter widely are used for this
+process alone and measured again next time, so one busy moment never fixes a wrong choice for good.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ class KernelChoice:
     name: str  # the winning candidate
     milliseconds: dict[str, float] = field(default_factory=dict)  # median per candidate
     cached: bool = False  # read from the on-disk cache instead of measured now
+    trusted: bool = True  # measured on a quiet machine with steady timings (only such choices are cached)
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "name": self.name, "milliseconds": self.milliseconds, "cached": self.cached}
+        return {"key": self.key, "name": self.name, "milliseconds": self.milliseconds, "cached": self.cached,
+                "trusted": self.trusted}
 
 
 def machine_fingerprint(device: torch.device) -> str:
@@ -59,7 +63,12 @@ def default_cache_file() -> Path:
     return root / "kernels.json"
 
 
-def median_milliseconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+SCATTER_LIMIT = 0.25  # interquartile range over median above which a candidate's timings are not trusted
+JITTER_MS = 0.05  # ... unless the range is this small: microsecond products always scatter, harmlessly
+BUSY_LOAD_PER_CORE = 1.5  # 1-minute load average per core above which the machine counts as busy
+
+
+def millisecond_samples(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         run()
     times = []
@@ -69,7 +78,29 @@ def median_milliseconds(run: Callable[[], object], device: torch.device, repeats
         run()
         synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_milliseconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    return statistics.median(millisecond_samples(run, device, repeats, warmup))
+
+
+def steady(samples: list[float]) -> bool:
+    """One candidate's timings agree: their interquartile range is small against their median."""
+    if len(samples) < 3:
+        return True
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q3 - q1 <= max(SCATTER_LIMIT * statistics.median(samples), JITTER_MS)
+
+
+def machine_busy(device: torch.device) -> bool:
+    """Other work competes for the CPU: the 1-minute load average is well above the core count."""
+    if device.type != "cpu":
+        return False  # a GPU's timings do not suffer from a busy host the same way
+    try:
+        return os.getloadavg()[0] > BUSY_LOAD_PER_CORE * (os.cpu_count() or 1)
+    except OSError:
+        return False
 
 
 def choose_fastest(
@@ -102,7 +133,7 @@ def choose_fastest(
             if name not in samples:
                 continue
             try:
-                samples[name].append(median_milliseconds(run, device, repeats))
+                samples[name] += millisecond_samples(run, device, repeats)
             except (RuntimeError, NotImplementedError):
                 del samples[name]
     if not samples:
@@ -111,8 +142,10 @@ def choose_fastest(
     best = min(milliseconds, key=milliseconds.get)
     if incumbent in milliseconds and milliseconds[best] > milliseconds[incumbent] * (1 - margin):
         best = incumbent
-    choice = KernelChoice(key, best, milliseconds)
-    remember_choice(choice, device, cache_file)
+    trusted = all(steady(ts) for ts in samples.values()) and not machine_busy(device)
+    choice = KernelChoice(key, best, milliseconds, trusted=trusted)
+    if choice.trusted:
+        remember_choice(choice, device, cache_file)
     return choice
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.kernels import KernelChoice, choose_fastest
 from selfspec.engine.narrow_linear import NarrowLinear, weight_major_linear
 
@@ -80,7 +81,7 @@ def _candidates(weight: torch.Tensor, rows: int) -> dict:
 def choose_verify_products(model: nn.Module) -> VerifyProducts:
     """Time `linear` against weight-major for each weight shape and row bucket; keep the faster."""
     device = model.get_input_embeddings().weight.device
-    dtype = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
+    dtype = model_dtype_name(model)
     chosen: dict[tuple[int, int], set] = {bucket: set() for bucket in ROW_BUCKETS}
     choices = []
     for shape, weight in linear_weights(model).items():

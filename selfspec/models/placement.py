@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfspec.engine.devices import dtype_name
 from selfspec.engine.host import zero_gpu
 from selfspec.engine.kernels import choose_fastest
 
@@ -49,7 +50,7 @@ def choose_placement(device: str | torch.device | None = None, dtype: str | torc
     device = str(device or os.environ.get("SELFSPEC_DEVICE") or ("cuda" if _cuda_present() else "cpu"))
     dtype = dtype or os.environ.get("SELFSPEC_DTYPE") or None
     if dtype is not None:
-        return Placement(device, resolve_dtype(dtype), f"{_name(resolve_dtype(dtype))} on {device}, as asked")
+        return Placement(device, resolve_dtype(dtype), f"{dtype_name(resolve_dtype(dtype))} on {device}, as asked")
     if torch.device(device).type == "cuda":
         if zero_gpu():  # no GPU is attached outside @spaces.GPU calls; every ZeroGPU card is 8.0 or newer
             return Placement(device, torch.bfloat16, "bfloat16 on ZeroGPU (its GPUs compute it natively)")
@@ -64,10 +65,6 @@ def choose_placement(device: str | torch.device | None = None, dtype: str | torc
 
 def _cuda_present() -> bool:
     return zero_gpu() or torch.cuda.is_available()
-
-
-def _name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 @torch.inference_mode()
@@ -94,7 +91,7 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
             return copies[dtype](input_ids=ids)
         return run
 
-    candidates = {_name(dtype): forward(dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16)}
+    candidates = {dtype_name(dtype): forward(dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16)}
     ms = choose_fastest(f"cpu-dtype:{key}", candidates, torch.device("cpu"), repeats=3, rounds=2).milliseconds
     copies.clear()
     fp32 = ms.get("float32")

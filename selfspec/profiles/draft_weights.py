@@ -22,7 +22,7 @@ from selfspec.bench.costmodel import measure_draft_costs
 from selfspec.engine.controller import expected_tokens
 from selfspec.engine.decoding import autoregressive
 from selfspec.engine.draft import DraftHead, DraftModel
-from selfspec.engine.kernels import KernelChoice, cached_choice, remember_choice
+from selfspec.engine.kernels import KernelChoice, cached_choice, machine_busy, remember_choice
 from selfspec.engine.lowbit import DRAFT_WEIGHTS
 from selfspec.engine.settings import DRAFT_WEIGHT_CHOICES
 from selfspec.profiles.schema import SkipProfile
@@ -138,7 +138,8 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
     measured = rank(model, drafts, sequence, len(calibration_ids), max_draft)
     best = max(measured, key=lambda c: (c.bound, -c.extra_bytes))
     predicted = {c.weights: c.bound for c in measured}
-    remember_choice(KernelChoice(cache_key, best.weights, predicted), device)
+    if not machine_busy(device):  # costs measured while other work ran would mislead every later process
+        remember_choice(KernelChoice(cache_key, best.weights, predicted), device)
     return drafts[best.weights], WeightsChoice(best.weights, budget_bytes, tuple(measured + over), predicted, False,
                                                time.perf_counter() - t0)
 

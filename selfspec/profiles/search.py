@@ -21,6 +21,7 @@ from pathlib import Path
 
 from torch import nn
 
+from selfspec.engine.devices import dtype_name
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.environment import device_name, library_versions
 from selfspec.profiles.measure import Measurement, measure, median, warm_up
@@ -88,7 +89,7 @@ class SearchRun:
             objective=m.seconds_per_token, acceptance=m.acceptance, mean_accepted_tokens=m.mean_accepted_tokens,
             draft_cost_ratio=draft_ratio,
             speedup=baseline.seconds_per_token / m.seconds_per_token if baseline is not None else None,
-            device=device_name(self.model), dtype=str(self.model.dtype).removeprefix("torch."),
+            device=device_name(self.model), dtype=dtype_name(self.model.dtype),
             versions=library_versions(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             complete=complete,
         )
