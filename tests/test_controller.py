@@ -7,7 +7,7 @@ import math
 import pytest
 
 from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
-from selfspec.engine.controller import DraftLength, best_plan, next_interval, plan_tokens, plans
+from selfspec.engine.controller import DraftLength, best_plan, next_interval, plan_tokens, plans, probe_wait
 
 
 def expected_by_cases(a_copy, m, a_draft, k):
@@ -86,10 +86,12 @@ def test_copies_are_used_only_when_their_kept_tokens_pay_for_the_width():
 
 
 def test_the_probe_interval_doubles_and_keeps_probes_within_their_budget():
-    assert next_interval(1, waste=0.0, plain_seconds=1.0, explore=0.03, longest=64) == 2
-    assert next_interval(8, waste=0.01, plain_seconds=1.0, explore=0.03, longest=64) == 16
-    assert next_interval(1, waste=0.76, plain_seconds=1.0, explore=0.03, longest=64) == math.ceil(0.76 / 0.03)
-    assert next_interval(40, waste=0.76, plain_seconds=1.0, explore=0.03, longest=64) == 64
+    assert probe_wait(0.0, plain_seconds=1.0, explore=0.03) == 1
+    assert probe_wait(0.76, plain_seconds=2.0, explore=0.03) == math.ceil(0.38 / 0.03)
+    assert next_interval(1, wait=1, longest=64) == 2
+    assert next_interval(8, wait=3, longest=64) == 16
+    assert next_interval(1, wait=26, longest=64) == 26
+    assert next_interval(40, wait=26, longest=64) == 64
 
 
 def test_verification_cost_of_unmeasured_widths():
@@ -131,6 +133,15 @@ def test_a_bad_draft_gets_plain_steps_and_rare_one_token_probes():
     # Each probe wastes 0.43 + 1/3 of a plain step; the probes (first one included) stay within ~3%.
     assert speedup == pytest.approx(96 / (96 + len(probes) * (0.43 + 1 / 3)))
     assert speedup > 0.96
+
+
+def test_a_draft_always_kept_but_as_slow_as_the_model_gets_plain_steps():
+    # The draft is the model itself: every token kept, but drafting one costs a full step and its
+    # verification 1.45 (what auto's full-weight, skip-nothing draft measured on a loaded CPU).
+    chosen, speedup = simulate(DraftLength(4), 96, never, always, draft=1.0, verify=lambda n: 1.0 + 0.45 * n)
+    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
+    assert all(chosen[i] == (0, 1) for i in probes) and len(probes) <= 8
+    assert speedup >= 0.97
 
 
 def test_a_probe_that_is_accepted_resumes_drafting():

@@ -15,8 +15,8 @@ much slower than plain decoding.
 A source not in the best plan is probed now and then, so a source that starts to pay (the text
 became predictable, or started copying) is noticed: one token of it is added to the cheapest plan
 that can carry it. Each probe's expected loss against the best plan is known from the same numbers,
-and the next probe of that source waits at least twice as long as the last, and long enough that
-probes waste at most `explore` of the time spent meanwhile. A source nothing is known about yet is
+and the next probe of that source waits long enough that probes waste at most `explore` of the time
+spent meanwhile, and, while its probes keep failing, twice as long as the last time. A source nothing is known about yet is
 probed at its first chance, with that one token: a short first draft, never K before acceptance is
 known.
 """
@@ -82,10 +82,15 @@ def probe_waste(plan: Plan, best_rate: float, copy_acceptance: float, draft_acce
     return max(0.0, plan_seconds(*plan, draft_seconds, verify_seconds) - tokens / best_rate)
 
 
-def next_interval(interval: int, waste: float, plain_seconds: float, explore: float, longest: int) -> int:
-    """Steps before the next probe: at least twice the last interval, and enough that a probe wasting
-    `waste` seconds costs at most `explore` of the plain-step time spent meanwhile."""
-    return min(longest, max(2 * interval, math.ceil(waste / (explore * plain_seconds))))
+def probe_wait(waste: float, plain_seconds: float, explore: float) -> int:
+    """Steps a probe wasting `waste` seconds must be apart from the next so that probes cost at most
+    `explore` of the plain-step time spent meanwhile."""
+    return max(1, math.ceil(waste / (explore * plain_seconds)))
+
+
+def next_interval(interval: int, wait: int, longest: int) -> int:
+    """Steps before the next probe of a source whose probes fail: twice the last wait, at least `wait`."""
+    return min(longest, max(2 * interval, wait))
 
 
 @dataclass
@@ -119,7 +124,7 @@ class Source:
         self.kept = self.memory * self.kept + kept
         self.failures = self.memory * self.failures + failed
         if kept:
-            self.interval = 1  # the intervals grow only while probes keep failing
+            self.interval = 1  # the intervals double only while probes keep failing
 
     def due(self) -> bool:
         return self.acceptance() is None or self.idle >= self.interval
@@ -187,18 +192,18 @@ class DraftLength:
             self.drafts.interval = 1
         # A probe: one token of a source the best plan leaves out, in the cheapest plan that carries
         # it (an unknown acceptance counts as 0: the probe wastes the least if the source fails).
+        probes = []
         if not best[0] and copies and self.copies.due():
-            probe, source = plans(1, drafts if a_d is not None else 0, limit), self.copies
-            probe = [p for p in probe if p[0] == 1]
-        elif not best[1] and drafts and self.drafts.due():
-            probe, source = plans(copies if a_c is not None else 0, 1, limit), self.drafts
-            probe = [p for p in probe if p[1] == 1]
-        else:
-            return best
-        chosen, _ = best_plan(probe, a_c or 0.0, a_d or 0.0, d, v)
-        waste = probe_waste(chosen, rate, a_c or 0.0, a_d or 0.0, d, v)
-        source.interval = next_interval(source.interval, waste, self.full.value, self.explore, self.max_probe)
-        return chosen
+            probes.append((self.copies, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
+        if not best[1] and drafts and self.drafts.due():
+            probes.append((self.drafts, [p for p in plans(copies if a_c is not None else 0, 1, limit) if p[1]]))
+        for source, candidates in probes:
+            chosen, _ = best_plan(candidates, a_c or 0.0, a_d or 0.0, d, v)
+            wait = probe_wait(probe_waste(chosen, rate, a_c or 0.0, a_d or 0.0, d, v), self.full.value, self.explore)
+            if source.acceptance() is None or source.idle >= min(wait, self.max_probe):
+                source.interval = next_interval(max(source.interval, source.idle), wait, self.max_probe)
+                return chosen
+        return best
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
