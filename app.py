@@ -25,6 +25,7 @@ from selfspec.engine.host import zero_gpu
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.sampling import Sampling
 from selfspec.ui.charts import figures
+from selfspec.ui.draft_choice import WEIGHT_CHOICES, default_weights
 from selfspec.ui.form import MAX_DRAFT, MAX_NEW_TOKENS, Form, form_defaults, parse_form
 from selfspec.ui.profile_choice import default_profile as resolve_default_profile
 from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, device_note, preset_models
@@ -115,11 +116,32 @@ def view(lm, draft, note, race: Race, form: Form, running: bool, charts: bool,
     return (ar_html, spec_html, *plots, summary, result_json(lm, draft, race, form, running, divergence))
 
 
-@gpu_call  # ZeroGPU lends a GPU per call (ui/zero_gpu.py); elsewhere a no-op
-def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive):
-    """Race autoregressive and self-speculative decoding on one prompt; streams both as they go."""
+def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive,
+            draft_weights="auto", controller=True):
+    """Race autoregressive and self-speculative decoding on one prompt; streams both as they go.
+
+    The model (a typed one too) is loaded here, outside the GPU call: on ZeroGPU its weights go to cuda
+    in the main process, which lends them to every call, and a model loaded inside a call would be
+    loaded again by each call. The GPU work (the draft, the race) is `race`, the `@spaces.GPU` call."""
     try:
-        form = parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive)
+        lm = get_model(model)
+        pick_profile(lm, profile_file)  # the default one is looked up once, here, not on the GPU's time
+    except USER_ERRORS as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:  # never a stack trace in the page; the log keeps it
+        log.exception("could not load the model")
+        raise gr.Error(f"could not start: {type(exc).__name__}: {exc}", print_exception=False) from None
+    yield from race(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft,
+                    adaptive, draft_weights, controller)
+
+
+@gpu_call  # ZeroGPU lends a GPU per call (ui/zero_gpu.py); elsewhere a no-op
+def race(prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive,
+         draft_weights, controller):
+    """The GPU part of `compare`: the model is already loaded (a shelf hit), the draft is built and raced."""
+    try:
+        form = parse_form(max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive, draft_weights,
+                          controller)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: type something or pick an example")
         lm = get_model(model)
@@ -162,7 +184,8 @@ def compare(prompt, model, profile_file, max_new_tokens, mode, temperature, top_
 
 # --- sharing: the prompt and settings travel in the page's query string ------------------------
 
-SHARED = ["prompt", "model", "max_new_tokens", "mode", "temperature", "top_p", "seed", "max_draft", "adaptive"]
+SHARED = ["prompt", "model", "max_new_tokens", "mode", "temperature", "top_p", "seed", "max_draft", "adaptive",
+          "draft_weights", "controller"]
 
 SHARE_JS = """(%s) => {
   const values = {%s};
@@ -176,7 +199,8 @@ def restore(request: gr.Request):
     """Page load: fill the form from the query string (a shared link); ignore what does not parse."""
     params = dict(request.query_params) if request is not None else {}
     convert = {"prompt": str, "model": str, "max_new_tokens": int, "mode": str, "temperature": float,
-               "top_p": float, "seed": int, "max_draft": int, "adaptive": lambda v: v.lower() == "true"}
+               "top_p": float, "seed": int, "max_draft": int, "adaptive": lambda v: v.lower() == "true",
+               "draft_weights": str, "controller": lambda v: v.lower() == "true"}
     if "model" not in params:  # the draft length and exit the default profile was measured with
         params = {**form_defaults(default_profile(get_model(None))[0]), **params}
     values = []
@@ -228,6 +252,14 @@ def build_demo() -> gr.Blocks:
                     max_draft = gr.Slider(1, MAX_DRAFT, value=4, step=1, label="Max draft length K")
                     adaptive = gr.Checkbox(value=True, label="Draft exit: stop drafting when the draft is unsure "
                                                              "(the profile's rule, else adaptive)")
+                    draft_weights = gr.Dropdown(list(WEIGHT_CHOICES), value=default_weights(None),
+                                                label="Draft weights",
+                                                info="full: the paper's draft, no extra memory; int8/int4: low-bit "
+                                                     "copies beside the model (their memory is shown); auto: "
+                                                     "measured here, the fastest taken")
+                    controller = gr.Checkbox(value=True, label="Controller: choose each step's draft length from "
+                                                               "measured costs; a plain step (no draft) when "
+                                                               "drafting does not pay")
                 with gr.Accordion("Skip profile", open=False):
                     gr.Markdown("Picked automatically for the model (Hub, cache or bundled). "
                                 "Or upload one: `{\"num_layers\": L, \"attn\": [...], \"mlp\": [...]}`.")
@@ -250,12 +282,14 @@ def build_demo() -> gr.Blocks:
         with gr.Accordion("Result as JSON (what the API returns)", open=False):
             result = gr.JSON(label="result")
 
-        inputs = [prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
+        inputs = [prompt, model, profile_file, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive,
+                  draft_weights, controller]
         outputs = [ar_panel, spec_panel, race_plot, speed_plot, acceptance_plot, lengths_plot, summary, result]
         running = run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=1,
                             concurrency_id="device", show_progress="full", show_progress_on=[ar_panel, spec_panel])
         stop.click(None, None, None, cancels=[running])
-        shared = [prompt, model, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive]
+        shared = [prompt, model, max_new_tokens, mode, temperature, top_p, seed, max_draft, adaptive, draft_weights,
+                  controller]
         share.click(None, shared, [share_link], js=SHARE_JS)
         demo.load(restore, None, shared, api_visibility="private")
         mode.change(sampling_controls, mode, [temperature, top_p, seed], api_visibility="private")
@@ -268,8 +302,9 @@ def start_up() -> None:
     first visitor (not at import). On ZeroGPU the draft is built in the first call, where a GPU is lent."""
     lm = get_model(None)
     profile, _ = default_profile(lm)
-    if not ZERO_GPU:
-        SHELF.draft(lm, profile, DraftSettings.from_profile(profile), DEVICE_LOCK)
+    if not ZERO_GPU:  # the draft the page starts with
+        settings = DraftSettings.from_profile(profile, draft_weights=default_weights(profile), controller=True)
+        SHELF.draft(lm, profile, settings, DEVICE_LOCK)
 
 
 def main() -> None:

@@ -43,6 +43,32 @@ def test_token_sources_mark_tokens_copied_from_the_context():
     assert token_sources(rejected_copy) == ["copied", "correction"]
 
 
+def test_plain_steps_are_marked_in_the_panel_the_charts_and_the_summary():
+    # A controller's run: prefill, a speculative step, two plain steps (no draft), another speculative step.
+    spec = [record(0, "prefill", [1]), record(1, "speculate", [2, 3], drafted=2, accepted=1),
+            record(2, "decode", [4]), record(3, "decode", [5]), record(4, "speculate", [6, 7, 8], drafted=2, accepted=2)]
+    assert [s for r in spec for s in token_sources(r)] == ["full", "draft", "correction", "plain", "plain", "draft",
+                                                           "draft", "bonus"]
+    race = Race(Lane("autoregressive"), Lane("self-speculative"))
+    for i, r in enumerate([record(0, "prefill", [1])] + [record(i, "decode", [i + 1]) for i in range(1, 8)]):
+        race.autoregressive.add(r, 0.01)
+    for r in spec:
+        race.speculative.add(r, 0.02)
+    ar_html, spec_html = panels(lambda ids: "".join(f"w{i} " for i in ids), race, running=False)
+    assert spec_html.count(MARKS["plain"][0]) == 2  # the run "w4 w5 ", and the legend
+    assert f'title="{MARKS["plain"][1]}"' in spec_html and MARKS["plain"][0] not in ar_html
+    _, speed_fig, _, lengths_fig = figures(race, max_draft=2)
+    plain_trace = [t for t in speed_fig.data if t.name == "plain step (no draft)"]
+    assert len(plain_trace) == 1 and len(plain_trace[0].x) == 2  # the two plain steps, at their own times
+    assert list(plain_trace[0].x) == pytest.approx([0.06, 0.08])  # after 3 and 4 steps of 0.02 s
+    plain_bar = [t for t in lengths_fig.data if t.name == "plain steps (no draft)"]
+    assert len(plain_bar) == 1 and list(plain_bar[0].y) == [2]
+    assert "2 plain steps without a draft" in summary_line(race, greedy=True, running=False)
+    race.speculative.records[2:4] = []  # without plain steps, nothing is said or drawn about them
+    assert "plain step" not in summary_line(race, greedy=True, running=False)
+    assert not [t for t in figures(race, max_draft=2)[1].data if t.name == "plain step (no draft)"]
+
+
 def test_segments_reassemble_the_decoded_text_exactly():
     words = {1: "Hello", 2: ",", 3: " wor", 4: "ld", 5: "!"}
 
@@ -287,8 +313,43 @@ def test_profile_decoding_hints_set_the_exit_rule_unless_exit_is_off():
 
     hinted = SkipProfile(30, attn=(3,), decoding=DraftSettings(max_draft=2, exit="fixed", threshold=0.3))
     exit_on, exit_off = parse_form(8, "greedy", 0, 1, 0, 5, True), parse_form(8, "greedy", 0, 1, 0, 5, False)
-    assert exit_on.settings(hinted) == DraftSettings(5, "fixed", 0.3)  # K stays the user's
-    assert exit_off.settings(hinted) == DraftSettings(5, "off", 0.3)
-    assert exit_on.settings(SkipProfile(30)) == DraftSettings(max_draft=5)  # no hints: adaptive
+    page = dict(draft_weights="auto", controller=True)  # the form's own defaults
+    assert exit_on.settings(hinted) == DraftSettings(5, "fixed", 0.3, **page)  # K stays the user's
+    assert exit_off.settings(hinted) == DraftSettings(5, "off", 0.3, **page)
+    assert exit_on.settings(SkipProfile(30)) == DraftSettings(max_draft=5, **page)  # no hints: adaptive
     no_exit = SkipProfile(30, decoding=DraftSettings(max_draft=2, exit="off"))
     assert exit_on.settings(no_exit).exit == "adaptive"  # the visitor asked for an exit rule
+
+
+def test_the_draft_weights_and_controller_come_from_the_form_and_start_from_the_deployment_or_profile(monkeypatch):
+    from selfspec.engine.settings import DraftSettings
+    from selfspec.profiles.schema import SkipProfile
+    from selfspec.ui.form import form_defaults
+
+    recommends_int4 = SkipProfile(30, decoding=DraftSettings(draft_weights="int4", controller=False))
+    form = parse_form(8, "greedy", 0, 1, 0, 4, True, "int8", False)
+    assert form.settings(recommends_int4).draft_weights == "int8"  # the page's choice wins
+    assert form.settings(recommends_int4).controller is False
+    assert parse_form(8, "greedy", 0, 1, 0, 4, True).settings(recommends_int4).controller is True
+    with pytest.raises(ValueError, match="draft weights must be one of auto, full, int8, int4, got 'int3'"):
+        parse_form(8, "greedy", 0, 1, 0, 4, True, "int3")
+    monkeypatch.delenv("SELFSPEC_DRAFT_WEIGHTS", raising=False)
+    assert form_defaults(recommends_int4)["draft_weights"] == "int4"  # the page starts at the profile's
+    assert form_defaults(SkipProfile(30)) == {"draft_weights": "auto"}
+    monkeypatch.setenv("SELFSPEC_DRAFT_WEIGHTS", "full")  # the deployment's choice, for every model
+    assert form_defaults(recommends_int4)["draft_weights"] == "full"
+    monkeypatch.setenv("SELFSPEC_DRAFT_WEIGHTS", "int3")
+    with pytest.raises(ValueError, match="SELFSPEC_DRAFT_WEIGHTS must be one of"):
+        form_defaults(recommends_int4)
+
+
+def test_a_low_bit_draft_chosen_on_the_page_is_raced_its_memory_shown_and_output_unchanged(client, solo):
+    prompt = "Name two oceans."
+    final = client.predict(**args(prompt, draft_weights="int8"), api_name="/compare")
+    summary, result = final[6], final[7]
+    extra = result["draft"]["extra_bytes"]
+    assert result["draft"]["weights"] == "int8" and extra > 0
+    assert f"{extra / 1e6:.1f} MB ({extra:,} bytes) of low-bit weights" in summary
+    assert result["self_speculative"]["token_ids"] == solo(prompt, SHORT)  # fp32: still lossless
+    full = client.predict(**args(prompt, draft_weights="full"), api_name="/compare")
+    assert full[7]["draft"] == {"weights": "full", "extra_bytes": 0} and "no extra memory" in full[6]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
-from selfspec.engine.lowbit import kernel_builders, linear_slots
+from selfspec.engine.lowbit import kernel_builders
+from selfspec.engine.shadow import linear_slots
 from test_engine import _assert_same, _snapshot, generated
 from tiny_models import CONFIGS, tiny_model
 

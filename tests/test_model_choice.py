@@ -122,7 +122,60 @@ def test_the_shelf_builds_each_draft_once_and_auto_stays_lossless(tmp_path, monk
     assert [t for r in self_speculative(lm.model, prompt, draft, 16) for t in r.token_ids] == ar
     monkeypatch.setenv("SELFSPEC_DRAFT_WEIGHTS", "int8")
     int8, note = shelf.draft(lm, profile, DraftSettings())
-    assert int8.weights == "int8" and int8.extra_bytes > 0 and "MiB of low-bit weights" in note
+    assert int8.weights == "int8" and int8.extra_bytes > 0
+    assert f"{int8.extra_bytes / 1e6:.1f} MB ({int8.extra_bytes:,} bytes) of low-bit weights beside the model" in note
     monkeypatch.setenv("SELFSPEC_DRAFT_WEIGHTS", "int3")
     with pytest.raises(ValueError, match="SELFSPEC_DRAFT_WEIGHTS must be one of"):
         shelf.draft(lm, profile, DraftSettings())
+
+
+def test_on_zero_gpu_a_model_typed_at_request_time_is_loaded_outside_the_gpu_call(tmp_path, monkeypatch):
+    """ZeroGPU lends the GPU per @spaces.GPU call, to weights moved to cuda outside the calls: a model
+    chosen by a visitor must be loaded (once) before the call, and only the race run inside it."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    from selfspec.engine.decoding import autoregressive
+    from selfspec.models.loading import load_model
+    from selfspec.ui import model_choice
+
+    path = str(save_tiny(tmp_path / "typed"))
+    for name, value in {"SPACES_ZERO_GPU": "true", "SELFSPEC_DEVICE": "cpu", "SELFSPEC_DTYPE": "float32",
+                        "SELFSPEC_MODELS": path, "SELFSPEC_DRAFT_WEIGHTS": "full", "HF_HUB_OFFLINE": "1",
+                        "SELFSPEC_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(name, value)
+    lent = []  # non-empty while a call holds the GPU
+    calls = []
+
+    def GPU(duration):  # the `spaces` package on a ZeroGPU Space: a GPU only for the call
+        def mark(fn):
+            def on_gpu(*args, **kwargs):
+                calls.append(duration(*args, **kwargs))
+                lent.append(True)
+                try:
+                    yield from fn(*args, **kwargs)
+                finally:
+                    lent.pop()
+            return on_gpu
+        return mark
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+    loads, races = [], []
+    monkeypatch.setattr(model_choice, "load_model", lambda name: loads.append(bool(lent)) or load_model(name))
+    spec = importlib.util.spec_from_file_location("app_on_zero_gpu", Path(__file__).parents[1] / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)  # a fresh app.py, as the Space starts it
+    start_race = app.start_race
+    monkeypatch.setattr(app, "start_race", lambda *a, **k: races.append(bool(lent)) or start_race(*a, **k))
+
+    for _ in range(2):  # two visitors ask for the same typed model
+        *_, final = app.compare("The sky is", path, None, 8, "greedy", 0.7, 0.9, 0, 4, True, "full", True)
+        result = final[-1]
+    assert loads == [False], "loaded once, outside the GPU call"
+    assert races == [True, True] and len(calls) == 2, "every race inside the GPU call"
+    lm = app.get_model(path)
+    prompt = lm.encode("The sky is")
+    expected = [t for r in autoregressive(lm.model, prompt, 8) for t in r.token_ids]
+    assert result["self_speculative"]["token_ids"] == result["autoregressive"]["token_ids"] == expected

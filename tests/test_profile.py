@@ -113,6 +113,14 @@ def test_pre_v1_files_keep_their_extra_keys_as_metadata():
     ("search.date", "yesterday", "search.date must be an ISO 8601 date"),
     ("search.complete", "yes", "search.complete must be true or false"),
     ("search.extra", 1, "search has unknown field"),
+    ("search.weights", [1], "search.weights must be a JSON object"),
+    ("search.weights", {"int3": {}}, "search.weights has unknown draft weights 'int3'; known: full, int8, int4"),
+    ("search.weights", {"auto": {}}, "search.weights has unknown draft weights 'auto'"),  # a search measures real weights
+    ("search.weights", {"int8": 0.9}, "search.weights.int8 must be a JSON object"),
+    ("search.weights", {"int8": {"speedup": "fast"}}, "search.weights.int8.speedup must be a number"),
+    ("search.weights", {"int4": {"colour": 1}}, "search.weights.int4 has unknown field 'colour'"),
+    ("search.weights", {"int4": {"note": 3}}, "search.weights.int4.note must be a string"),
+    ("search.weights", {"full": {"speedup": 0.9, "c": None}, "int4": {"extra_bytes": 10, "note": "over"}}, None),
     ("metadata", [1], "metadata must be a JSON object"),
     ("metadata.x", float("inf"), "metadata.x must be plain JSON data"),
     ("surprise", 1, "unknown field.*surprise.*metadata"),
@@ -198,6 +206,9 @@ def test_bundled_profiles_are_valid_and_named_after_their_model():
         profile = read_profile(path)
         assert path.name == profile_filename(profile.model)
         assert profile.fingerprint is not None and profile.search is not None and profile.decoding is not None
+        # Every one says which draft weights to use: the paper's published skip sets its full-weight draft;
+        # ours, searched before the weights were, the choice measured at load (auto).
+        assert profile.decoding.draft_weights == ("full" if profile.model in PAPER else "auto"), path.name
         if profile.model in PAPER:
             assert (len(profile.attn), len(profile.mlp)) == PAPER[profile.model]
             assert "dilab-zju/self-speculative-decoding" in profile.metadata["source"]

@@ -7,14 +7,17 @@ import pytest
 
 from selfspec.profiles.calibration import CalibrationError, builtin_prompts, read_calibration
 from selfspec.cli import main
+from selfspec.engine.draft import DraftModel
 from selfspec.engine.settings import DraftSettings
 from selfspec.profiles.paired import paired, sign_test
 from selfspec.profiles.schema import SkipProfile, fingerprint, read_profile
 from selfspec.profiles.measure import compare
 from selfspec.profiles.ranking import agreement, continuations, full_choices, greedy_order
 from selfspec.profiles.search import SearchRun, run_search, state_path
-from selfspec.profiles.search_report import comparison_table, paired_table
+from selfspec.profiles.search_report import comparison_table, paired_table, weights_reason
 from selfspec.profiles.sublayers import random_profile, sublayer_ids, sublayers_profile
+from selfspec.engine.lowbit import DRAFT_WEIGHTS
+from selfspec.profiles.draft_weights import model_bytes
 from tiny_models import tiny_model
 
 LAYERS = 6
@@ -32,14 +35,15 @@ def prompts():
 
 
 def new_run(model, prompts, out, **kw):
-    kw = {"max_new_tokens": 12, "budget_seconds": 60, "final_reps": 1, "progress": False, **kw}
+    """A short search; the paper's full-weight draft only unless `weights` says otherwise (fewer timings)."""
+    kw = {"max_new_tokens": 12, "budget_seconds": 60, "final_reps": 1, "progress": False, "weights": ("full",), **kw}
     return SearchRun(model, "tiny/llama", prompts, out, **kw)
 
 
 @pytest.mark.parametrize("method", ["greedy", "bayes"])
 def test_search_writes_a_valid_measured_profile(model, prompts, tmp_path, method):
     out = tmp_path / "p.json"
-    profile = run_search(new_run(model, prompts, out, max_trials=4), method)
+    profile = run_search(new_run(model, prompts, out, max_trials=4, weights=DRAFT_WEIGHTS), method)
     saved = read_profile(out)
     assert saved.to_dict() == profile.to_dict()
     assert saved.model == "tiny/llama" and saved.num_layers == LAYERS
@@ -48,6 +52,7 @@ def test_search_writes_a_valid_measured_profile(model, prompts, tmp_path, method
     assert s.method == method and s.complete and s.trials == 4
     assert s.objective > 0 and s.speedup > 0 and s.seconds > 0 and s.calibration == "builtin"
     assert s.device and s.dtype == "float32" and "torch" in s.versions
+    assert saved.decoding.draft_weights in DRAFT_WEIGHTS and saved.decoding.draft_weights in s.weights
     saved.check_model(model)
 
 
@@ -160,6 +165,78 @@ def test_greedy_also_times_its_best_profile_without_early_exit(model, prompts, t
     timed = json.loads(state_path(out, "greedy").read_text())["timed"]
     assert sum(key.endswith("/off") for key in timed) == 1
     assert read_profile(out).decoding.exit in ("adaptive", "off")
+
+
+def test_greedy_times_every_skip_set_with_every_draft_weights_and_keeps_the_fastest(model, prompts, tmp_path):
+    out = tmp_path / "p.json"
+    run = new_run(model, prompts, out, weights=DRAFT_WEIGHTS, final_reps=2)
+    timings = []  # (weights, skipped sublayers, seconds per token) of every end-to-end timing
+    real = run.measure
+
+    def measure(profile, settings=None):
+        m = real(profile, settings)
+        if profile is not None:
+            timings.append((settings.draft_weights, sublayer_ids(profile), m.seconds_per_token))
+        return m
+
+    run.measure = measure
+    profile = run_search(run, "greedy")
+    order = json.loads(state_path(out, "greedy").read_text())["order"]
+    skip_sets = [sorted(chosen) for chosen in [[], *(c for c, _ in order)]]
+    for weights in DRAFT_WEIGHTS:  # skipping nothing and at least one prefix, with each weights
+        tried = [sorted(ids) for w, ids, _ in timings if w == weights]
+        assert [] in tried and any(ids in skip_sets and ids for ids in tried), weights
+    figures = profile.search.weights
+    assert set(figures) == set(DRAFT_WEIGHTS)
+    chosen = profile.decoding.draft_weights
+    # The chosen weights are the fastest of the final timings (median: the lower of 2), the run's last 2 x 3.
+    final = {}
+    for weights, _, seconds in timings[-6:]:
+        final.setdefault(weights, []).append(seconds)
+    medians = {w: min(t) for w, t in final.items()}
+    assert chosen == min(medians, key=medians.get)
+    assert figures[chosen]["seconds_per_token"] == pytest.approx(medians[chosen])
+    assert profile.search.speedup == pytest.approx(figures[chosen]["speedup"])
+    assert figures["full"]["extra_bytes"] == 0 < figures["int4"]["extra_bytes"] < figures["int8"]["extra_bytes"]
+    for f in figures.values():
+        assert 0 <= f["acceptance"] <= 1 and 0 <= f["predicted_acceptance"] <= 1
+        assert f["c"] > 0 and f["predicted_speedup"] > 0 and f["speedup"] > 0
+    assert read_profile(out).search.weights == figures  # written with the profile
+
+
+def test_weights_over_the_memory_budget_are_not_searched_and_say_so(model, prompts, tmp_path):
+    out = tmp_path / "p.json"
+    int4_bytes = DraftModel(model, SkipProfile.none(LAYERS), weights="int4").extra_bytes
+    run = new_run(model, prompts, out, weights=DRAFT_WEIGHTS, budget_bytes=int4_bytes, max_trials=2)
+    assert list(run.drafts) == ["full", "int4"] and list(run.over_budget) == ["int8"]
+    profile = run_search(run, "greedy")
+    assert profile.search.weights["int8"]["note"] == f"over the memory budget of {int4_bytes} bytes"
+    assert profile.decoding.draft_weights in ("full", "int4")
+    assert "int8 not tried: over the memory budget" in weights_reason(profile.search.weights,
+                                                                      profile.decoding.draft_weights)
+    with pytest.raises(ValueError, match="no draft weights fit the memory budget of 0 bytes"):
+        new_run(model, prompts, out, weights=("int8",), budget_bytes=0)
+    with pytest.raises(ValueError, match="must be some of full, int8, int4"):
+        new_run(model, prompts, out, weights=("int3",))
+    assert SearchRun(model, "m", prompts, out, progress=False).budget_bytes == model_bytes(model) // 2
+
+
+def test_search_command_explains_the_draft_weights_it_chose(tmp_path, capsys, monkeypatch):
+    from tiny_models import save_tiny
+
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "p.json"
+    calibration = tmp_path / "c.json"
+    calibration.write_text('["a short prompt", "another prompt here"]')
+    assert main(["search", "--model", str(save_tiny(tmp_path / "m")), "--dtype", "float32", "--device", "cpu",
+                 "--calibration", str(calibration), "--max-trials", "3", "--max-new-tokens", "6",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    chosen = read_profile(out).decoding.draft_weights
+    assert f"draft weights {chosen}: fastest in the final timing" in printed
+    for weights in DRAFT_WEIGHTS:
+        assert f"| {weights}" in printed or f"| **{weights}** (chosen)" in printed
+    assert "predicted speedup" in printed and " MB (" in printed
 
 
 def test_sign_test_matches_the_binomial_tails():

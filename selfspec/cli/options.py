@@ -75,21 +75,20 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="draft-exit threshold on the draft's top-1 probability, or the adaptive rule's start "
                              "(default: the profile's, else %s)" % DraftSettings.threshold)
-    add_draft_weights_arguments(parser)
-
-
-def add_draft_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--draft-weights", choices=WEIGHT_CHOICES, default=None,
-                        help="the draft's weights: full (the paper's draft, no extra memory), int8 or int4 copies "
-                             "held beside the model, or auto: measure them here and take the fastest "
-                             "(default: the profile's, else auto)")
-    parser.add_argument("--max-draft-memory", type=parse_bytes, default=None,
-                        help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
+    add_draft_weights_arguments(parser, "the draft's weights: full (the paper's draft, no extra memory), int8 or "
+                                        "int4 copies held beside the model, or auto: measure them here and take the "
+                                        "fastest (default: the profile's, else auto)")
     parser.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
                         help="choose each step's draft length from measured costs, 0 = a plain step (default: on)")
     parser.add_argument("--context-drafts", action=argparse.BooleanOptionalAction, default=None,
                         help="also propose tokens copied from the prompt and the text so far, verified like "
                              "drafts (default: the profile's, else on)")
+
+
+def add_draft_weights_arguments(parser: argparse.ArgumentParser, weights_help: str) -> None:
+    parser.add_argument("--draft-weights", choices=WEIGHT_CHOICES, default=None, help=weights_help)
+    parser.add_argument("--max-draft-memory", type=parse_bytes, default=None,
+                        help="most memory low-bit draft weights may add, e.g. 300MB (default: half the model's)")
 
 
 def add_decoding_setup_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from selfspec.cli.options import add_fetch_argument, add_model_arguments
+from selfspec.cli.options import add_draft_weights_arguments, add_fetch_argument, add_model_arguments
+from selfspec.engine.lowbit import DRAFT_WEIGHTS
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import load_model
 from selfspec.profiles.calibration import builtin_prompts, read_calibration
 from selfspec.profiles.measure import compare
 from selfspec.profiles.schema import SkipProfile, profile_filename
 from selfspec.profiles.search import METHODS, SearchRun, run_search
-from selfspec.profiles.search_report import comparison_table, paired_table
+from selfspec.profiles.search_report import comparison_table, paired_table, weights_reason, weights_table
 from selfspec.profiles.sublayers import random_profile
 
 
@@ -32,6 +33,8 @@ def register(commands) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per prompt per timing")
     p.add_argument("--max-draft", type=int, default=None,
                    help=f"K the search starts from (default {DraftSettings.max_draft}); greedy also tries others")
+    add_draft_weights_arguments(p, "the draft weights searched with the sublayers: auto (default) tries full, int8 "
+                                   "and int4 within --max-draft-memory; full, int8 or int4 searches only those")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare", action="store_true",
                    help="afterwards, also time skipping nothing and a random profile of the same size")
@@ -47,22 +50,27 @@ def cmd_search(args) -> int:
     run = SearchRun(lm.model, lm.name, [lm.encode(t) for t in texts], out,
                     calibration=args.calibration or "builtin", max_new_tokens=args.max_new_tokens,
                     settings=DraftSettings.from_profile(None, max_draft=args.max_draft), budget_seconds=60 * args.budget_minutes,
-                    max_trials=args.max_trials, seed=args.seed)
+                    max_trials=args.max_trials, seed=args.seed, budget_bytes=args.max_draft_memory,
+                    weights=DRAFT_WEIGHTS if args.draft_weights in (None, "auto") else (args.draft_weights,))
     profile = run_search(run, args.method, resume=args.resume)
     s = profile.search
     print(f"{out}: skips attention {list(profile.attn)} and MLP {list(profile.mlp)} "
-          f"({profile.skipped_sublayers} of {2 * profile.num_layers} sublayers), max_draft {profile.decoding.max_draft}")
+          f"({profile.skipped_sublayers} of {2 * profile.num_layers} sublayers), max_draft {profile.decoding.max_draft}, "
+          f"draft weights {profile.decoding.draft_weights}")
     print(f"{s.method}: {s.trials} trials in {s.seconds:.0f} s; {1000 * s.objective:.1f} ms/token, "
           f"speedup {s.speedup:.2f}x vs autoregressive, acceptance {s.acceptance or 0:.2f}, "
           f"{s.mean_accepted_tokens or 0:.2f} tokens per verification, draft cost ratio {s.draft_cost_ratio or 0:.2f}")
+    print(weights_reason(s.weights, profile.decoding.draft_weights))
+    print(weights_table(s.weights, profile.decoding.draft_weights))
     if args.compare:
         control = random_profile(profile.num_layers, profile.skipped_sublayers, random.Random(args.seed))
         settings = DraftSettings.from_profile(profile)
         searched = f"searched ({args.method})"
+        draft = run.drafts[settings.draft_weights]  # every candidate drafts with the weights the search chose
         results = compare(lm.model, run.prompts, {
-            "autoregressive": (None, settings), searched: (profile, settings),
-            "skip nothing": (SkipProfile.none(profile.num_layers), settings),
-            "random, same size": (control, settings)}, args.max_new_tokens)
+            "autoregressive": (None, settings), searched: (draft.with_profile(profile), settings),
+            "skip nothing": (draft.with_profile(SkipProfile.none(profile.num_layers)), settings),
+            "random, same size": (draft.with_profile(control), settings)}, args.max_new_tokens)
         print(comparison_table(results))
         print(paired_table(results, [searched], ["skip nothing", "random, same size"]))
     return 0

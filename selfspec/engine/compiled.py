@@ -53,8 +53,10 @@ def inductor_cache_dir() -> Path:
 class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
-    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor"):
+    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor",
+                 verifier: nn.Module | None = None):
         self.model = model
+        self.verifier = model if verifier is None else verifier  # the model, or its shadow with chosen products
         self.mode = mode
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
@@ -67,7 +69,7 @@ class CompiledSteps:
 
     @staticmethod
     def for_model(model: nn.Module, enabled: bool, static_cache: bool,
-                  backend: str | object = "inductor") -> "CompiledSteps | None":
+                  backend: str | object = "inductor", verifier: nn.Module | None = None) -> "CompiledSteps | None":
         if not enabled:
             return None
         device = model.get_input_embeddings().weight.device
@@ -76,7 +78,7 @@ class CompiledSteps:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
-        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend)
+        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend, verifier)
 
     # --- the steps, as the compiler sees them ---
 
@@ -84,7 +86,7 @@ class CompiledSteps:
         return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
 
     def _verify_logits(self, tokens, positions, cache):
-        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.verifier(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
 
     def _draft_logits(self, draft, token, positions, cache):
         return draft(token, positions, cache)[0, -1]

@@ -15,8 +15,6 @@ activations wins on an AMX Xeon, while with fp32 activations it loses there.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from selfspec.engine.kernels import choose_fastest
+from selfspec.engine.shadow import linear_slots, shadow_copy
 
 DRAFT_WEIGHTS = ("full", "int8", "int4")
 
@@ -190,22 +189,6 @@ class LowBitReport:
     def to_dict(self) -> dict:
         return {"weights": self.weights, "extra_bytes": self.extra_bytes, "kernels": dict(self.kernels),
                 "build_seconds": round(self.build_seconds, 3)}
-
-
-def shadow_copy(model: nn.Module) -> nn.Module:
-    """A copy of the module tree that shares every parameter and buffer with `model`."""
-    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    return copy.deepcopy(model, memo=shared)
-
-
-def linear_slots(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every nn.Linear, so it can be swapped in the parent."""
-    found = []
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
-                found.append((parent, name, child))
-    return found
 
 
 def layer_weights(weights: str, linear: nn.Linear, is_head: bool) -> str:

@@ -5,21 +5,20 @@ about one single-token forward (the weights are read once either way), but on so
 CPU `linear` over 2-9 rows takes a GEMM path that costs 2-3x the one-row product, and there the same
 product computed weight-major, `W @ x.T`, streams W once. On other machines it is the weight-major
 product that is slower (docs/BENCHMARKS.md), so it is never used blindly: verify_products.py times
-both per weight shape and row count, and this mode redirects only the shapes where it won.
+both per weight shape and row count, and puts a `WeightMajorLinear` only where it won, in a shadow
+of the model (shadow.py) that the verification forward runs. The model itself is never changed.
 
-`NarrowLinear` is a TorchFunctionMode: it changes `F.linear` only inside a `with` block on the
-calling thread, for inputs of 2..max_rows rows and the chosen weight shapes, and leaves every module
-untouched. The products are the same sums in another order, so logits can differ from the one-row
-path by float rounding, as they already did with the GEMM path.
+The products are the same sums in another order, so logits can differ from the one-row path by
+float rounding, as they already did with the GEMM path.
 """
 
 from __future__ import annotations
 
-from typing import Container
+from typing import Collection
 
 import torch
+from torch import nn
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 
 
 def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,17 +30,23 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
-class NarrowLinear(TorchFunctionMode):
-    def __init__(self, max_rows: int = 8, weight_shapes: Container[tuple[int, int]] | None = None):
-        super().__init__()
-        self.max_rows = max_rows
-        self.weight_shapes = weight_shapes  # (out, in) shapes to redirect; None: every shape
+class WeightMajorLinear(nn.Module):
+    """An nn.Linear's stand-in: weight-major over the chosen row counts, torch's `linear` otherwise.
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear:
-            x, weight = args[0], args[1]
-            rows = x.numel() // x.shape[-1]
-            if 1 < rows <= self.max_rows and (self.weight_shapes is None or tuple(weight.shape) in self.weight_shapes):
-                return weight_major_linear(x, weight, args[2] if len(args) > 2 else kwargs.get("bias"))
-        return func(*args, **kwargs)
+    It holds the layer's own weight and bias tensors (no copy). A module rather than a function mode,
+    so that only the swapped layers pay for the choice, not every operation of the forward.
+    """
+
+    def __init__(self, linear: nn.Linear, rows: Collection[int]):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.rows = frozenset(rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features in self.rows:
+            return weight_major_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, weight-major rows={sorted(self.rows)}"

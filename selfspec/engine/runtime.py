@@ -37,9 +37,16 @@ class Engine:
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
-        self.products = choose_verify_products(model) if choose_kernels else VerifyProducts.plain()
+        self.use_products(choose_verify_products(model) if choose_kernels else VerifyProducts.plain())
         self.steps = CompiledSteps.for_model(model, compile_setting(compile, self.device), self.static_cache,
-                                             compile_backend)
+                                             compile_backend, verifier=self.verifier)
+
+    def use_products(self, products: VerifyProducts) -> None:
+        """Verify with these products: the model itself, or a shadow of it with the chosen layers swapped."""
+        self.products = products
+        self.verifier = products.verifier(self.model)
+        if getattr(self, "steps", None) is not None:
+            self.steps.verifier = self.verifier
 
     @property
     def device(self) -> torch.device:
@@ -65,11 +72,9 @@ class Engine:
     @torch.inference_mode()
     def verify(self, tokens: torch.Tensor, start: int, cache) -> torch.Tensor:
         """Full-model logits over the few positions of a verification, with the products chosen here."""
-        width = tokens.shape[-1]
-        with self.products.mode(width):
-            if self.steps is not None:
-                return self.steps.verify(tokens, self._positions(start, width), cache)
-            return forward_full(self.model, tokens, start, cache)
+        if self.steps is not None:
+            return self.steps.verify(tokens, self._positions(start, tokens.shape[-1]), cache)
+        return forward_full(self.verifier, tokens, start, cache)
 
     @torch.inference_mode()
     def draft(self, draft, token: torch.Tensor, position: int, cache) -> torch.Tensor:

@@ -5,11 +5,15 @@ rows depends on the machine: on an AMD EPYC without AVX-512 the weight-major pro
 is 3x faster for the lm_head, on an Intel Xeon with AMX it is 1.4x slower. So at load the engine
 times both, per weight shape and per row bucket, at the model's own weights and dtype, and the
 verification forward uses the faster one (kernels.py caches the choice per machine on disk).
+
+Each candidate is timed over *all* the model's weights of that shape in turn, as a forward meets
+them: a model's weights do not fit in the processor's caches, so a product timed on one hot weight
+measures arithmetic, while a forward is paced by streaming weights from memory, and the two can
+disagree about which product is faster.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -18,13 +22,15 @@ from torch.nn import functional as F
 
 from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.kernels import KernelChoice, choose_fastest
-from selfspec.engine.narrow_linear import NarrowLinear, weight_major_linear
+from selfspec.engine.narrow_linear import WeightMajorLinear, weight_major_linear
+from selfspec.engine.shadow import linear_slots, shadow_copy
 
 # Verification widths K+1, grouped so the choices stay few; each is timed at its widest row count.
 ROW_BUCKETS = ((2, 3), (4, 5), (6, 9))
 PRODUCTS = {"linear": F.linear, "weight-major": weight_major_linear}  # the candidates, same arguments
 WIN_MARGIN = 0.1  # weight-major must be >10% faster to replace torch's own product
-LARGE_WEIGHT_BYTES = 16 << 20  # weights this large (an lm_head) are timed with fewer repetitions: ~2 s in all
+LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed with fewer repetitions: ~2 s in all
+STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,22 @@ class VerifyProducts:
     def plain() -> "VerifyProducts":
         return VerifyProducts({})
 
-    def mode(self, rows: int):
-        """A context in which the verification forward over `rows` positions uses the chosen products."""
-        for low, high in ROW_BUCKETS:
-            if low <= rows <= high and self.weight_major.get((low, high)):
-                return NarrowLinear(max_rows=high, weight_shapes=self.weight_major[(low, high)])
-        return contextlib.nullcontext()
+    def rows_for(self, shape: tuple[int, int]) -> frozenset[int]:
+        """The row counts at which a weight of this shape is multiplied weight-major."""
+        return frozenset(r for (low, high), shapes in self.weight_major.items() if shape in shapes
+                         for r in range(low, high + 1))
+
+    def verifier(self, model: nn.Module) -> nn.Module:
+        """What the verification forward runs: `model` itself when every product is torch's own, else a
+        shadow of it (same tensors) whose linear layers of the chosen shapes use the weight-major product."""
+        if not any(self.weight_major.values()):
+            return model
+        shadow = shadow_copy(model)
+        for parent, name, linear in linear_slots(shadow):
+            rows = self.rows_for(tuple(linear.weight.shape))
+            if rows:
+                setattr(parent, name, WeightMajorLinear(linear, rows))
+        return shadow
 
     def to_dict(self) -> dict:
         return {"weight_major": {f"rows {lo}-{hi}": sorted(f"{o}x{i}" for o, i in shapes)
@@ -63,18 +79,32 @@ class VerifyProducts:
                          for lo, hi in ROW_BUCKETS)
 
 
-def linear_weights(model: nn.Module) -> dict[tuple[int, int], torch.Tensor]:
-    """One weight per distinct (out, in) shape of the model's linear layers (lm_head included)."""
-    weights = {}
+def linear_weights(model: nn.Module) -> dict[tuple[int, int], list[torch.Tensor]]:
+    """The model's linear weights (lm_head included), grouped by (out, in) shape, each once."""
+    weights: dict[tuple[int, int], list[torch.Tensor]] = {}
+    seen = set()
     for module in model.modules():
-        if isinstance(module, nn.Linear):
-            weights.setdefault(tuple(module.weight.shape), module.weight)
+        if isinstance(module, nn.Linear) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            weights.setdefault(tuple(module.weight.shape), []).append(module.weight)
     return weights
 
 
-def _candidates(weight: torch.Tensor, rows: int) -> dict:
-    x = torch.randn(1, rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
-    return {name: (lambda product=product: product(x, weight)) for name, product in PRODUCTS.items()}
+def streamed(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The first weights of a group that together pass STREAM_BYTES (all of them if they do not)."""
+    taken, total = [], 0
+    for w in weights:
+        if total >= STREAM_BYTES:
+            break
+        taken.append(w)
+        total += w.numel() * w.element_size()
+    return taken
+
+
+def _candidates(weights: list[torch.Tensor], rows: int) -> dict:
+    """Each product applied to every weight of the group in turn, as one forward would."""
+    x = torch.randn(1, rows, weights[0].shape[1], dtype=weights[0].dtype, device=weights[0].device)
+    return {name: (lambda product=product: [product(x, w) for w in weights]) for name, product in PRODUCTS.items()}
 
 
 @torch.inference_mode()
@@ -84,11 +114,12 @@ def choose_verify_products(model: nn.Module) -> VerifyProducts:
     dtype = model_dtype_name(model)
     chosen: dict[tuple[int, int], set] = {bucket: set() for bucket in ROW_BUCKETS}
     choices = []
-    for shape, weight in linear_weights(model).items():
+    for shape, group in linear_weights(model).items():
+        weights = streamed(group)
+        large = sum(w.numel() * w.element_size() for w in weights) > LARGE_GROUP_BYTES
         for low, high in ROW_BUCKETS:
-            large = weight.numel() * weight.element_size() > LARGE_WEIGHT_BYTES
-            choice = choose_fastest(f"verify-linear:{dtype}:{shape[0]}x{shape[1]}:rows{low}-{high}",
-                                    _candidates(weight, high), device, repeats=3 if large else 5,
+            choice = choose_fastest(f"verify-linear:{dtype}:{shape[0]}x{shape[1]}x{len(weights)}:rows{low}-{high}",
+                                    _candidates(weights, high), device, repeats=3 if large else 5,
                                     rounds=1 if large else 2, incumbent="linear", margin=WIN_MARGIN)
             choices.append(choice)
             if choice.name == "weight-major":

@@ -58,6 +58,13 @@ def parse_bytes(text: str) -> int:
     return int(number * scale)
 
 
+def megabytes(n: int | None) -> str:
+    """Bytes for people: '0 B', or '12.3 MB (12,345,678 bytes)'."""
+    if not n:
+        return "0 B"
+    return f"{n / 1e6:.1f} MB ({n:,} bytes)"
+
+
 @dataclass(frozen=True)
 class Candidate:
     weights: str  # e.g. "int4", or "int4 skip-nothing" for the weights without the profile's skips
@@ -95,6 +102,12 @@ def best_bound(a: float, c: float, v: dict[int, float]) -> tuple[int, float]:
     return k, bounds[k]
 
 
+def calibration_sequence(model: nn.Module, calibration_ids: Sequence[int]) -> list[int]:
+    """A calibration prompt and the full model's own greedy continuation of it (what acceptance is measured on)."""
+    generated = [t for r in autoregressive(model, list(calibration_ids), CALIBRATION_TOKENS) for t in r.token_ids]
+    return list(calibration_ids) + generated
+
+
 def rank(model: nn.Module, drafts: dict[str, DraftModel], sequence: list[int], prompt_len: int,
          max_draft: int) -> list[Candidate]:
     """Each draft's c and v (timed together) and teacher-forced acceptance, and its best bound."""
@@ -124,8 +137,7 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
         chosen = nothing if cached.name.endswith(SKIP_NOTHING) else profile
         return DraftModel(model, chosen, head, weights=weights), WeightsChoice(
             cached.name, budget_bytes, (), dict(cached.milliseconds), True, time.perf_counter() - t0)
-    generated = [t for r in autoregressive(model, list(calibration_ids), CALIBRATION_TOKENS) for t in r.token_ids]
-    sequence = list(calibration_ids) + generated
+    sequence = calibration_sequence(model, calibration_ids)
     over, drafts = [], {}
     for weights in DRAFT_WEIGHTS:
         draft = DraftModel(model, profile, head, weights=weights)

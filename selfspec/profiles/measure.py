@@ -27,10 +27,12 @@ class Measurement:
     prompt_seconds_per_token: tuple[float, ...] = ()  # each prompt's own, in order (for paired comparisons)
 
 
-def measure(model: nn.Module, prompts: Sequence[Sequence[int]], profile: SkipProfile | None,
+def measure(model: nn.Module, prompts: Sequence[Sequence[int]], profile: SkipProfile | DraftModel | None,
             max_new_tokens: int, settings: DraftSettings = DraftSettings()) -> Measurement:
-    """Time greedy decoding of every prompt; the prefill is the same for both decoders, so it is left out."""
-    draft = None if profile is None else DraftModel(model, profile)
+    """Time greedy decoding of every prompt; the prefill is the same for both decoders, so it is left out.
+
+    `profile`: None for autoregressive decoding; a profile (full-weight draft) or a built draft."""
+    draft = profile if profile is None or isinstance(profile, DraftModel) else DraftModel(model, profile)
     runs = [list(autoregressive(model, prompt, max_new_tokens) if draft is None
                  else self_speculative(model, prompt, draft, max_new_tokens, settings=settings))
             for prompt in prompts]
@@ -56,7 +58,7 @@ def median(ms: list[Measurement]) -> Measurement:
     """The median rep by time per token (the lower middle one for an even count)."""
     return sorted(ms, key=lambda m: m.seconds_per_token)[(len(ms) - 1) // 2]
 
-def compare(model: nn.Module, prompts, candidates: dict[str, tuple[SkipProfile | None, DraftSettings]],
+def compare(model: nn.Module, prompts, candidates: dict[str, tuple[SkipProfile | DraftModel | None, DraftSettings]],
             max_new_tokens: int, reps: int = 3) -> dict[str, list[Measurement]]:
     """Every candidate timed `reps` times, round-robin so that noise hits all alike: {name: one per rep}."""
     times: dict[str, list[Measurement]] = {name: [] for name in candidates}

@@ -16,9 +16,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from selfspec.engine.settings import DraftSettings
+from selfspec.engine.settings import DRAFT_WEIGHT_CHOICES, DraftSettings
 
 SCHEMA_VERSION = 1
+DRAFT_WEIGHTS = tuple(w for w in DRAFT_WEIGHT_CHOICES if w != "auto")  # what a search can measure
+# What the search measured for each draft weights (search.weights.<weights>), all optional.
+WEIGHTS_FIGURES = ("extra_bytes", "skipped_sublayers", "max_draft", "seconds_per_token", "speedup", "acceptance",
+                   "draft_cost_ratio", "c", "predicted_acceptance", "predicted_speedup", "best_k")
 
 
 class ProfileError(ValueError):
@@ -83,6 +87,28 @@ def _plain_json(where: str, value: Any) -> Any:
 
 
 # --- the optional parts of a v1 profile -----------------------------------------------------------
+
+
+def _weights_figures(value: Any) -> dict[str, dict[str, Any]] | None:
+    """search.weights: {draft weights: {figure: number or null, "note": text}} (see WEIGHTS_FIGURES)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProfileError(f"search.weights must be a JSON object, got {type(value).__name__}")
+    for weights, row in value.items():
+        if weights not in DRAFT_WEIGHTS:
+            raise ProfileError(f"search.weights has unknown draft weights {weights!r}; known: {', '.join(DRAFT_WEIGHTS)}")
+        if not isinstance(row, dict):
+            raise ProfileError(f"search.weights.{weights} must be a JSON object, got {type(row).__name__}")
+        for key, figure in row.items():
+            if key == "note":
+                _text(f"search.weights.{weights}.note", figure)
+            elif key in WEIGHTS_FIGURES:
+                _optional(_number, f"search.weights.{weights}.{key}", figure)
+            else:
+                raise ProfileError(f"search.weights.{weights} has unknown field {key!r}; "
+                                   f"known: {', '.join(WEIGHTS_FIGURES)}, note")
+    return value
 
 
 def _decoding(data: Any) -> DraftSettings:
@@ -163,6 +189,7 @@ class SearchInfo:
     versions: dict[str, str] = field(default_factory=dict)  # library -> version
     date: str | None = None  # ISO 8601
     complete: bool = True  # False: interrupted, best found so far
+    weights: dict[str, dict[str, Any]] | None = None  # per draft weights: what the search measured and predicted
 
     def __post_init__(self) -> None:
         if not self.method or not isinstance(self.method, str):
@@ -185,6 +212,7 @@ class SearchInfo:
             raise ProfileError(f"search.date must be an ISO 8601 date, got {self.date!r}")
         if not isinstance(self.complete, bool):
             raise ProfileError(f"search.complete must be true or false, got {self.complete!r}")
+        _weights_figures(self.weights)
 
     @classmethod
     def from_dict(cls, data: Any) -> "SearchInfo":

@@ -9,6 +9,12 @@ in the same run, on the same machine.
   its state in a journal file, so an interrupted search resumes where it stopped.
 - `greedy` (ours): teacher forcing ranks sublayers (ranking.py); then a few prefixes of that order
   are timed end to end and the fastest is kept. Its state is a JSON file next to the profile.
+
+Both search the draft weights with the sublayers: every skip set is timed with each of `full`, `int8`
+and `int4` that fits the memory budget (bayes: one more switch). The fastest of each weights is timed
+again at the end, side by side; the fastest of those is the profile written (its `decoding.draft_weights`),
+and `search.weights` keeps, per weights, the measured speed and the cost model's prediction (c, acceptance),
+so the choice can be explained.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from selfspec.engine.devices import dtype_name
+from selfspec.engine.draft import DraftModel
+from selfspec.engine.lowbit import DRAFT_WEIGHTS
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.environment import device_name, library_versions
+from selfspec.profiles.draft_weights import calibration_sequence, model_bytes, rank
 from selfspec.profiles.measure import Measurement, measure, median, warm_up
 from selfspec.profiles.ranking import full_choices, greedy_order, ranking_text
 from selfspec.profiles.schema import SearchInfo, SkipProfile, fingerprint, write_profile
@@ -34,7 +44,9 @@ AGREEMENT_LEVELS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 DRAFT_LENGTHS = (2, 3, 4, 6)
 
 
-@dataclass
+Best = tuple[SkipProfile, Measurement, DraftSettings]  # a timed candidate: its draft weights are in the settings
+
+
 @dataclass
 class SearchRun:
     """What one search invocation works with, and the best profile found so far (kept on disk)."""
@@ -51,13 +63,37 @@ class SearchRun:
     seed: int = 0
     final_reps: int = 3  # alternating autoregressive/best timings at the end (median)
     progress: bool = True
+    weights: tuple[str, ...] = DRAFT_WEIGHTS  # draft weights searched, those within `budget_bytes`
+    budget_bytes: int | None = None  # most memory low-bit weights may add (None: half the model's)
     method: str = ""
-    best: tuple[SkipProfile, Measurement, DraftSettings] | None = None
+    best: Best | None = None
     trials: int = 0
     seconds_before: float = 0.0  # spent by earlier, interrupted runs of the same search
 
     def __post_init__(self) -> None:
         self.layers = int(self.model.config.num_hidden_layers)
+        unknown = [w for w in self.weights if w not in DRAFT_WEIGHTS]
+        if unknown or not self.weights:
+            raise ValueError(f"the search's draft weights must be some of {', '.join(DRAFT_WEIGHTS)}; got {list(self.weights)}")
+        if self.budget_bytes is None:
+            self.budget_bytes = model_bytes(self.model) // 2
+        # One draft per weights, built once: each skip set reads the same low-bit copies (with_profile).
+        nothing = SkipProfile.none(self.layers)
+        self.drafts: dict[str, DraftModel] = {}
+        self.over_budget: dict[str, int] = {}  # weights -> the bytes they would add
+        for weights in dict.fromkeys(self.weights):
+            draft = DraftModel(self.model, nothing, weights=weights)
+            if draft.extra_bytes > self.budget_bytes:
+                self.over_budget[weights] = draft.extra_bytes
+            else:
+                self.drafts[weights] = draft
+        if not self.drafts:
+            raise ValueError(f"no draft weights fit the memory budget of {self.budget_bytes} bytes: "
+                             + ", ".join(f"{w} adds {b}" for w, b in self.over_budget.items()))
+        if self.settings.draft_weights not in self.drafts:  # e.g. None: the first weights searched
+            self.settings = replace(self.settings, draft_weights=next(iter(self.drafts)))
+        self.best_by_weights: dict[str, Best] = {}
+        self.weights_figures: dict[str, dict] | None = None  # set by the final timing
         self.started = time.monotonic()
         self.deadline = self.started + self.budget_seconds
 
@@ -68,14 +104,21 @@ class SearchRun:
         return self.seconds_before + time.monotonic() - self.started
 
     def measure(self, profile: SkipProfile | None, settings: DraftSettings | None = None) -> Measurement:
-        return measure(self.model, self.prompts, profile, self.max_new_tokens, settings or self.settings)
+        """Time autoregressive decoding (profile None) or the draft of `settings.draft_weights` skipping `profile`."""
+        settings = settings or self.settings
+        draft = None if profile is None else self.drafts[settings.draft_weights].with_profile(profile)
+        return measure(self.model, self.prompts, draft, self.max_new_tokens, settings)
 
     def consider(self, profile: SkipProfile, m: Measurement, settings: DraftSettings | None = None) -> bool:
-        """Count one timed trial; keep and save the profile if it is the fastest so far."""
+        """Count one timed trial; keep the fastest of its weights, and save it if it is the fastest so far."""
+        settings = settings or self.settings
         self.trials += 1
+        kept = self.best_by_weights.get(settings.draft_weights)
+        if kept is None or m.seconds_per_token < kept[1].seconds_per_token:
+            self.best_by_weights[settings.draft_weights] = (profile, m, settings)
         if self.best is not None and m.seconds_per_token >= self.best[1].seconds_per_token:
             return False
-        self.best = (profile, m, settings or self.settings)
+        self.best = (profile, m, settings)
         self.save(complete=False)
         return True
 
@@ -91,7 +134,7 @@ class SearchRun:
             speedup=baseline.seconds_per_token / m.seconds_per_token if baseline is not None else None,
             device=device_name(self.model), dtype=dtype_name(self.model.dtype),
             versions=library_versions(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            complete=complete,
+            complete=complete, weights=self.weights_figures if complete else None,
         )
         result = replace(profile, model=self.model_name, decoding=settings, fingerprint=fingerprint(self.model),
                          search=info, metadata={"max_new_tokens": self.max_new_tokens,
@@ -106,8 +149,9 @@ class SearchRun:
 
     def show_best(self, bar) -> None:
         if self.best is not None:
-            profile, m, _ = self.best
-            bar.set_postfix_str(f"best {1000 * m.seconds_per_token:.1f} ms/token, {profile.skipped_sublayers} skipped")
+            profile, m, settings = self.best
+            bar.set_postfix_str(f"best {1000 * m.seconds_per_token:.1f} ms/token, {profile.skipped_sublayers} skipped, "
+                                f"{settings.draft_weights} weights")
 
 
 def state_path(out: Path, method: str) -> Path:
@@ -131,14 +175,42 @@ def run_search(run: SearchRun, method: str, resume: bool = False) -> SkipProfile
         raise
     if run.best is None:
         raise RuntimeError("the search budget ran out before one profile was timed")
-    # Final timing, alternating so that machine noise hits both alike: the stored speedup is from this run.
-    profile, _, settings = run.best
-    baseline, best = [], []
+    # Final timing of the fastest candidate of each draft weights, alternating with autoregressive decoding
+    # so that machine noise hits all alike: the stored speedup and the weights chosen are from this run.
+    finalists = dict(run.best_by_weights) or {run.best[2].draft_weights: run.best}
+    baseline, timed = [], {weights: [] for weights in finalists}
     for _ in range(run.final_reps):
         baseline.append(run.measure(None))
-        best.append(run.measure(profile, settings))
-    run.best = (profile, median(best), settings)
+        for weights, (profile, _, settings) in finalists.items():
+            timed[weights].append(run.measure(profile, settings))
+    finals = {w: (profile, median(timed[w]), settings) for w, (profile, _, settings) in finalists.items()}
+    run.best = min(finals.values(), key=lambda best: best[1].seconds_per_token)
+    run.weights_figures = weights_figures(run, finals, median(baseline))
     return run.save(complete=True, baseline=median(baseline))
+
+
+def weights_figures(run: SearchRun, finals: dict[str, Best], baseline: Measurement) -> dict[str, dict]:
+    """Per draft weights, why it won or lost: its final timing against autoregressive decoding, and the
+    cost model's view of its profile (c = a draft token's cost in full forwards, teacher-forced acceptance,
+    predicted speedup bound; profiles/draft_weights.py), measured after the first calibration prompt."""
+    drafts = {w: run.drafts[w].with_profile(profile) for w, (profile, _, _) in finals.items()}
+    max_draft = max(settings.max_draft for _, _, settings in finals.values())
+    with torch.inference_mode():
+        sequence = calibration_sequence(run.model, run.prompts[0])
+        predicted = {c.weights: c for c in rank(run.model, drafts, sequence, len(run.prompts[0]), max_draft)}
+    figures = {}
+    for weights, (profile, m, settings) in finals.items():
+        p = predicted[weights]
+        figures[weights] = {
+            "extra_bytes": drafts[weights].extra_bytes, "skipped_sublayers": profile.skipped_sublayers,
+            "max_draft": settings.max_draft, "seconds_per_token": m.seconds_per_token,
+            "speedup": baseline.seconds_per_token / m.seconds_per_token, "acceptance": m.acceptance,
+            "draft_cost_ratio": (m.draft_seconds_per_token / baseline.seconds_per_token
+                                 if m.draft_seconds_per_token else None),
+            "c": p.c, "predicted_acceptance": p.acceptance, "predicted_speedup": p.bound, "best_k": p.best_k}
+    for weights, extra in run.over_budget.items():
+        figures[weights] = {"extra_bytes": extra, "note": f"over the memory budget of {run.budget_bytes} bytes"}
+    return figures
 
 def bayes(run: SearchRun, journal: Path) -> None:
     """The paper's search: Bayesian optimisation (TPE) over 2L binary sublayer switches."""
@@ -156,9 +228,11 @@ def bayes(run: SearchRun, journal: Path) -> None:
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     run.trials = len(done)
     run.seconds_before = float(study.user_attrs.get("seconds", 0.0))
-    if done:  # resuming: start from the best trial so far (its time is re-measured at the end)
-        t = study.best_trial
-        run.best = (_profile_from_params(run.layers, t.params), Measurement(t.value, 0), run.settings)
+    for t in sorted(done, key=lambda t: t.value):  # resuming: the best trial of each weights so far
+        settings = _weights_setting(run, t.params.get("weights"))  # (its time is re-measured at the end)
+        if settings.draft_weights not in run.best_by_weights:
+            run.consider(_profile_from_params(run.layers, t.params), Measurement(t.value, 0), settings)
+    run.trials = len(done)
     bar = run.bar(run.max_trials)
     bar.update(run.trials)
     try:
@@ -167,19 +241,27 @@ def bayes(run: SearchRun, journal: Path) -> None:
             profile = _profile_from_params(run.layers, {
                 f"{kind}{i}": trial.suggest_int(f"{kind}{i}", 0, 1) for kind in ("attn", "mlp")
                 for i in range(run.layers)})
+            # The draft weights are one more switch (only when more than one fits the budget).
+            settings = _weights_setting(run, trial.suggest_categorical("weights", list(run.drafts))
+                                        if len(run.drafts) > 1 else None)
             try:
-                m = run.measure(profile)
+                m = run.measure(profile, settings)
             except BaseException:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
             trial.set_user_attr("acceptance", m.acceptance)
             study.tell(trial, m.seconds_per_token)
-            run.consider(profile, m)
+            run.consider(profile, m, settings)
             bar.update(1)
             run.show_best(bar)
     finally:
         study.set_user_attr("seconds", run.seconds())
         bar.close()
+
+
+def _weights_setting(run: SearchRun, weights: str | None) -> DraftSettings:
+    """The run's settings drafting with `weights` (None, or weights no longer in the budget: the run's own)."""
+    return replace(run.settings, draft_weights=weights) if weights in run.drafts else run.settings
 
 
 def _done(journal: Path) -> list[str]:
@@ -218,9 +300,10 @@ def greedy(run: SearchRun, state_file: Path) -> None:
         bar.set_description("timing prefixes")
         timed = state.setdefault("timed", {})
 
-        def time_one(chosen: list[int], max_draft: int, exit: str = run.settings.exit) -> None:
-            key = f"{sorted(chosen)}@{max_draft}" + ("" if exit == run.settings.exit else f"/{exit}")
-            settings = replace(run.settings, max_draft=max_draft, exit=exit)
+        def time_one(chosen: list[int], weights: str, max_draft: int, exit: str = run.settings.exit) -> None:
+            key = (f"{sorted(chosen)}@{max_draft}" + ("" if weights == "full" else f"#{weights}")
+                   + ("" if exit == run.settings.exit else f"/{exit}"))
+            settings = replace(run.settings, max_draft=max_draft, exit=exit, draft_weights=weights)
             profile = sublayers_profile(run.layers, chosen)
             m = Measurement(**timed[key]) if key in timed else run.measure(profile, settings)
             timed[key] = m.__dict__
@@ -230,19 +313,20 @@ def greedy(run: SearchRun, state_file: Path) -> None:
             run.show_best(bar)
 
         for chosen in [[], *_prefixes(state["order"])]:  # skipping nothing is a candidate too
-            if run.out_of_budget():
-                return
-            time_one(chosen, run.settings.max_draft)
+            for weights in run.drafts:  # every skip set with every draft weights in the budget
+                if run.out_of_budget():
+                    return
+                time_one(chosen, weights, run.settings.max_draft)
         if run.best is None:
             return
-        # Then the draft length for the fastest prefix, then whether its adaptive exit pays: with high
-        # acceptance, stopping a draft early only adds verifications.
-        best = sublayer_ids(run.best[0])
+        # Then the draft length for the fastest prefix and weights, then whether its adaptive exit pays:
+        # with high acceptance, stopping a draft early only adds verifications.
+        best, weights = sublayer_ids(run.best[0]), run.best[2].draft_weights
         for k in DRAFT_LENGTHS:
             if k != run.settings.max_draft and not run.out_of_budget():
-                time_one(best, k)
+                time_one(best, weights, k)
         if run.settings.exit != "off" and not run.out_of_budget():
-            time_one(best, run.best[2].max_draft, "off")
+            time_one(best, weights, run.best[2].max_draft, "off")
     finally:
         bar.close()
 

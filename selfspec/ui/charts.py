@@ -35,15 +35,26 @@ def race_figure(race: Race) -> go.Figure:
     return _layout(fig, "Tokens generated over time", "seconds of decoding", "tokens")
 
 
+def _step_speeds(lane: Lane, kinds: tuple[str, ...]) -> list[tuple[float, float]]:
+    """(own time, tokens per second) of the lane's steps of these kinds."""
+    return [(t, len(r.token_ids) / s) for r, s, t in zip(lane.records, lane.step_seconds, _own_times(lane))
+            if r.kind in kinds and s > 0]
+
+
 def speed_figure(race: Race) -> go.Figure:
-    """Tokens per second of every decoding step (the prefill, which reads the prompt, is left out)."""
+    """Tokens per second of every decoding step (the prefill, which reads the prompt, is left out); the
+    self-speculative lane's plain steps (no draft) are marked apart."""
     fig = go.Figure()
     for lane in race.lanes:
-        points = [(t, len(r.token_ids) / s) for r, s, t in zip(lane.records, lane.step_seconds, _own_times(lane))
-                  if r.kind != "prefill" and s > 0]
+        points = _step_speeds(lane, ("decode", "speculate"))
         fig.add_scatter(x=[t for t, _ in points], y=[v for _, v in points], mode="lines+markers",
                         name=lane.name, line=dict(color=LANE_COLOURS[lane.name], width=1.5),
                         marker=dict(size=5))
+    plain = _step_speeds(race.speculative, ("decode",))
+    if plain:
+        fig.add_scatter(x=[t for t, _ in plain], y=[v for _, v in plain], mode="markers",
+                        name="plain step (no draft)", marker=dict(size=9, symbol="circle-open", color=MARKS["plain"][0],
+                                                                  line=dict(width=2, color="rgb(110, 110, 110)")))
     return _layout(fig, "Tokens per second, step by step", "seconds of decoding", "tokens / s")
 
 
@@ -70,12 +81,17 @@ def acceptance_figure(lane: Lane) -> go.Figure:
 
 
 def accepted_lengths_figure(lane: Lane, max_draft: int) -> go.Figure:
-    """How many drafted tokens each verification kept (0 .. max draft)."""
+    """How many drafted tokens each verification kept (0 .. max draft), and how many steps had no draft."""
     counts = Counter(r.accepted for r in lane.records if r.kind == "speculate" and r.drafted)
+    plain = sum(r.kind == "decode" for r in lane.records)
     x = list(range(0, max(max_draft, max(counts, default=0)) + 1))
     fig = go.Figure()
     fig.add_bar(x=x, y=[counts.get(i, 0) for i in x], marker_color=LANE_COLOURS[lane.name], name="verifications")
-    fig.update_xaxes(dtick=1)
+    if plain:  # a bar of its own left of 0: steps the controller ran without a draft
+        fig.add_bar(x=[-1], y=[plain], marker_color=MARKS["plain"][0], name="plain steps (no draft)")
+        fig.update_xaxes(tickvals=[-1, *x], ticktext=["plain", *map(str, x)])
+    else:
+        fig.update_xaxes(dtick=1)
     return _layout(fig, "Accepted draft length", "draft tokens accepted", "verifications")
 
 

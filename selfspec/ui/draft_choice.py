@@ -1,9 +1,10 @@
 """Which draft the app races: the profile's sublayer skips, read through the draft weights asked for.
 
-SELFSPEC_DRAFT_WEIGHTS (full, int8, int4 or auto) sets the weights for every model; unset, the
-profile's own recommendation, else auto: each candidate measured once per machine and model and the
-fastest by the cost model taken, within half the model's memory (profiles/draft_weights.py). `full`
-is the paper's draft; the low-bit ones hold quantised copies beside the model (their bytes are shown).
+The page has a draft-weights choice (auto, full, int8, int4). It starts at SELFSPEC_DRAFT_WEIGHTS
+(the deployment's choice for every model), else the profile's own recommendation, else auto: each
+candidate measured once per machine and model and the fastest by the cost model taken, within half the
+model's memory (profiles/draft_weights.py). `full` is the paper's draft; the low-bit ones hold
+quantised copies beside the model (their bytes are shown).
 """
 
 from __future__ import annotations
@@ -16,16 +17,27 @@ from selfspec.engine.draft import DraftModel
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.profiles.calibration import builtin_prompts
-from selfspec.profiles.draft_weights import SKIP_NOTHING, WEIGHT_CHOICES, WeightsChoice, build_draft
+from selfspec.profiles.draft_weights import SKIP_NOTHING, WEIGHT_CHOICES, WeightsChoice, build_draft, megabytes
 from selfspec.profiles.schema import SkipProfile
 
 
-def draft_weights(settings: DraftSettings) -> str:
-    """The weights to draft with: SELFSPEC_DRAFT_WEIGHTS, else the profile's (in `settings`), else auto."""
-    weights = os.environ.get("SELFSPEC_DRAFT_WEIGHTS") or settings.draft_weights or "auto"
-    if weights not in WEIGHT_CHOICES:
+def deployment_weights() -> str | None:
+    """SELFSPEC_DRAFT_WEIGHTS, checked (None when unset)."""
+    weights = os.environ.get("SELFSPEC_DRAFT_WEIGHTS") or None
+    if weights is not None and weights not in WEIGHT_CHOICES:
         raise ValueError(f"SELFSPEC_DRAFT_WEIGHTS must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
     return weights
+
+
+def default_weights(profile: SkipProfile | None) -> str:
+    """The choice the page starts with: SELFSPEC_DRAFT_WEIGHTS, else the profile's recommendation, else auto."""
+    recommended = profile.decoding.draft_weights if profile is not None and profile.decoding is not None else None
+    return deployment_weights() or recommended or "auto"
+
+
+def draft_weights(settings: DraftSettings) -> str:
+    """The weights to draft with: those chosen on the page (in `settings`), else SELFSPEC_DRAFT_WEIGHTS, else auto."""
+    return settings.draft_weights or deployment_weights() or "auto"
 
 
 def make_draft(lm: LanguageModel, profile: SkipProfile, weights: str, max_draft: int,
@@ -39,7 +51,7 @@ def make_draft(lm: LanguageModel, profile: SkipProfile, weights: str, max_draft:
 
 
 def describe_draft(draft: DraftModel, choice: WeightsChoice | None) -> str:
-    memory = (f", {draft.extra_bytes / 2**20:.0f} MiB of low-bit weights beside the model" if draft.extra_bytes
+    memory = (f", {megabytes(draft.extra_bytes)} of low-bit weights beside the model" if draft.extra_bytes
               else ", no extra memory (the paper's draft)")
     if choice is None:
         return f"Draft weights: {draft.weights}{memory}."

@@ -2,7 +2,9 @@
 
 In a "speculate" record the first `accepted` tokens came from the draft (verified by the full
 model) and the last one from the full model: a correction when a draft was rejected, a bonus when
-every draft was accepted. Prefill and plain decode tokens come from the full model.
+every draft was accepted. The prefill's token comes from the full model; so does the token of a
+"decode" record, which in the self-speculative lane is a plain step: the controller judged that no
+draft would pay there (engine/controller.py), and it is marked as such.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ MARKS = {
     "copied": ("rgba(150, 80, 210, 0.30)", "copied from the context, accepted by the full model"),
     "correction": ("rgba(230, 120, 0, 0.38)", "full model: correction of a rejected draft"),
     "bonus": ("rgba(60, 110, 230, 0.32)", "full model: bonus token after all drafts were accepted"),
+    "plain": ("rgba(120, 120, 120, 0.25)", "full model: a plain step, no draft (drafting did not pay here)"),
 }
 LANE_COLOURS = {"autoregressive": "#6b7280", "self-speculative": "#e8710a"}
 TITLES = {"autoregressive": ("Autoregressive", "the full model, one token per step"),
@@ -30,9 +33,10 @@ TITLES = {"autoregressive": ("Autoregressive", "the full model, one token per st
 
 
 def token_sources(record: StepRecord) -> list[str]:
-    """Where each committed token of a record came from: 'full', 'copied', 'draft', 'correction' or 'bonus'."""
+    """Where each committed token of a record came from: 'full' (the prefill), 'plain' (a step without a
+    draft), 'copied', 'draft', 'correction' or 'bonus'."""
     if record.kind != "speculate":
-        return ["full"] * len(record.token_ids)
+        return ["plain" if record.kind == "decode" else "full"] * len(record.token_ids)
     last = "bonus" if record.accepted == record.drafted else "correction"
     kept = ["copied"] * record.copied_accepted + ["draft"] * (record.accepted - record.copied_accepted)
     # The decoder may cut a step short (token budget, end of sequence): keep the leading sources.
@@ -128,6 +132,8 @@ def summary_line(race: Race, greedy: bool, running: bool, divergence: Divergence
     if s.acceptance_rate is not None:
         parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} drafted tokens")
         parts.append(f"{s.mean_accepted_tokens:.2f} tokens per verification")
+    if s.plain_steps:
+        parts.append(f"{s.plain_steps} plain step{'s' if s.plain_steps > 1 else ''} without a draft")
     if not running:
         if not greedy:
             parts.append("sampling: the texts differ by chance; both follow the full model's distribution")
