@@ -55,7 +55,6 @@ def test_bad_ngram_bounds_are_refused():
 import torch  # noqa: E402
 
 from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative  # noqa: E402
-from selfspec.engine.controller import DraftLength  # noqa: E402
 from tiny_models import CONFIGS, tiny_model  # noqa: E402
 
 
@@ -88,54 +87,3 @@ def test_switching_context_drafts_off_copies_nothing():
     assert [t for r in off for t in r.token_ids] == [t for r in autoregressive(model, prompt, 16) for t in r.token_ids]
     with pytest.raises(ValueError, match="context_tokens"):
         DraftSettings(context_tokens=9)
-
-
-# --- the controller's choice between copying, drafting and a plain step ------------------------------
-
-
-def expected_by_cases(a_copy, m, a_draft, k):
-    """Tokens a step commits, summed over where the first rejection falls (not the closed form)."""
-    survive = [a_copy] * m + [a_draft] * k
-    total, p_reached = 0.0, 1.0
-    for n, a in enumerate(survive):
-        total += p_reached * (1 - a) * (n + 1)  # rejected at position n: n kept + the correction
-        p_reached *= a
-    return total + p_reached * (len(survive) + 1)  # all kept + the bonus token
-
-
-def taught(full, draft, verify, copy_kept, draft_kept, steps=40):
-    """A controller that saw one plain step, then `steps` copy-only and draft-only steps of 4 tokens
-    each, keeping `copy_kept` and `draft_kept` of them."""
-    c = DraftLength(4)
-    c.observe_plain(full)
-    for _ in range(steps):
-        c.observe_step(4, 0, copy_kept, 0.0, verify(4))
-        c.observe_step(0, 4, draft_kept, draft * 4, verify(4))
-    return c
-
-
-@pytest.mark.parametrize("copy_kept,draft_kept", [(4, 2), (0, 3), (0, 0), (2, 2), (3, 4)])
-def test_the_plan_maximises_the_expected_rate(copy_kept, draft_kept):
-    verify = lambda width: 1.0 + 0.05 * width  # noqa: E731
-    c = taught(1.0, 0.3, verify, copy_kept, draft_kept)
-    a_c, a_d = c.context_acceptance(), c.acceptance()
-    assert a_c == pytest.approx(copy_kept / (copy_kept + (copy_kept < 4)))  # geometric MLE, by hand
-    best, best_rate = None, -1.0
-    for m in range(0, 7):
-        for k in range(0, 5):
-            if m + k > 6:
-                continue
-            seconds = 1.0 if m + k == 0 else k * 0.3 + verify(4)  # only width 4 was ever measured
-            rate = expected_by_cases(a_c, m, a_d, k) / seconds
-            if rate > best_rate + 1e-12:
-                best, best_rate = (m, k), rate
-    assert c.plan(limit=6, available=6, max_context=8) == best
-
-
-def test_the_plan_learns_an_unknown_source_first_and_copies_nothing_without_a_proposal():
-    c = DraftLength(4)
-    assert c.plan(10, available=3, max_context=8) == (0, 0)  # the full model's step time first
-    c.observe_plain(1.0)
-    assert c.plan(10, available=3, max_context=8) == (3, 0)  # what copying earns is learned at once
-    assert c.plan(10, available=0, max_context=8) == (0, 4)  # no proposal: the draft alone, K tokens
-    assert c.plan(2, available=5, max_context=8) == (2, 0)  # never past the tokens left

@@ -1,87 +1,201 @@
-"""The draft-length controller's decisions, from injected costs and acceptance (no clocks involved)."""
+"""The step controller's decisions, from injected costs and acceptance (no clocks involved)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-import selfspec.engine.decoding as decoding
 from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
-from selfspec.engine.controller import DraftLength
-from tiny_models import tiny_model
+from selfspec.engine.controller import DraftLength, best_plan, next_interval, plan_tokens, plans, probe_wait
 
 
-def rate(a: float, k: int, draft: float, verify: float) -> float:
-    """Tokens per second of a k-token draft step, summed term by term (not the closed form)."""
-    return sum(a ** i for i in range(k + 1)) / (k * draft + verify)
+def expected_by_cases(a_copy, m, a_draft, k):
+    """Tokens a step commits, summed over where the first rejection falls (not the closed form)."""
+    survive = [a_copy] * m + [a_draft] * k
+    total, p_reached = 0.0, 1.0
+    for n, a in enumerate(survive):
+        total += p_reached * (1 - a) * (n + 1)  # rejected at position n: n kept + the correction
+        p_reached *= a
+    return total + p_reached * (len(survive) + 1)  # all kept + the bonus token
 
 
-def learned(k: int, full: float, draft: float, verify: float, accepted: int, drafted: int, steps: int) -> DraftLength:
-    """A controller that has seen one plain step and `steps` identical draft steps."""
-    c = DraftLength(k)
-    c.observe_plain(full)
+def linear_verify(n: int) -> float:
+    """Injected costs in units of a plain step: verifying n proposed tokens costs 1 + n/3."""
+    return 1.0 + n / 3
+
+
+def simulate(c: DraftLength, steps: int, copy_kept, draft_kept, draft=0.43, verify=linear_verify,
+             available=0, limit=1000):
+    """Drive the controller against injected costs (a plain step costs 1.0). `copy_kept(i)` and
+    `draft_kept(i)` say whether the i-th copied / drafted token of a step would be kept.
+    Returns the plans and the speedup over plain decoding (tokens per unit of time)."""
+    chosen, seconds, tokens = [], 0.0, 0
     for _ in range(steps):
-        c.observe_draft(drafted, accepted, draft * drafted, verify)
-    return c
-
-
-def test_first_a_plain_step_then_the_full_draft_length():
-    c = DraftLength(5)
-    assert c.choose(10) == 0  # measures the full model first
-    c.observe_plain(0.05)
-    assert c.choose(10) == 5  # nothing known about the draft: try it at full length
-    assert c.choose(3) == 3  # never more than the tokens left
-    assert DraftLength(5).choose(0) == 0
-
-
-@pytest.mark.parametrize("a_steps,draft,verify", [
-    ((4, 4), 0.2, 1.0),  # every draft accepted, cheap draft: draft K
-    ((3, 4), 0.3, 1.0),  # a = 3/4: somewhere in between
-    ((1, 4), 0.3, 1.0),  # mostly rejected
-    ((0, 4), 0.5, 1.2),  # always rejected: plain steps
-])
-def test_picks_the_length_with_the_highest_expected_rate(a_steps, draft, verify):
-    accepted, drafted = a_steps
-    c = learned(4, 1.0, draft, verify, accepted, drafted, steps=30)
-    a = accepted / (accepted + (1 if accepted < drafted else 0))  # the geometric MLE, by hand
-    rates = {0: 1.0, **{k: rate(a, k, draft, verify) for k in range(1, 5)}}
-    best = max(rates, key=rates.get)
-    assert c.choose(10) == best
-
-
-def test_falls_back_to_plain_steps_on_a_bad_draft_and_probes_at_doubling_intervals():
-    c = learned(4, full=1.0, draft=0.4, verify=1.1, accepted=0, drafted=4, steps=1)
-    decisions = []
-    for _ in range(40):
-        k = c.choose(100)
-        decisions.append(k)
-        if k == 0:
+        m, k = c.plan(limit, available, 8)
+        chosen.append((m, k))
+        if m + k == 0:
             c.observe_plain(1.0)
-        else:
-            c.observe_draft(k, 0, 0.4 * k, 1.1)  # the probe is rejected too
-    probes = [i for i, k in enumerate(decisions) if k]
-    assert all(decisions[i] == 1 for i in probes)  # probes draft one token: cheap
-    gaps = [b - a - 1 for a, b in zip([-1] + probes, probes)]  # plain steps before each probe
-    assert gaps[:3] == [4, 8, 16]
-    assert sum(decisions) <= 3
+            seconds, tokens = seconds + 1.0, tokens + 1
+            continue
+        kept = next((i for i in range(m) if not copy_kept(i)), m)
+        if kept == m:  # the drafts are reached only when every copy survived
+            kept += next((i for i in range(k) if not draft_kept(i)), k)
+        c.observe_step(m, k, kept, draft * k, verify(m + k))
+        seconds, tokens = seconds + draft * k + verify(m + k), tokens + kept + 1
+    return chosen, tokens / seconds
+
+
+never = lambda i: False  # noqa: E731
+always = lambda i: True  # noqa: E731
+
+
+# --- the pure decision functions -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("a_copy,a_draft", [(0.0, 0.0), (0.5, 0.9), (1.0, 0.3), (0.8, 1.0)])
+def test_plan_tokens_is_the_sum_over_where_the_first_rejection_falls(a_copy, a_draft):
+    for m in range(5):
+        for k in range(5):
+            assert plan_tokens(a_copy, m, a_draft, k) == pytest.approx(expected_by_cases(a_copy, m, a_draft, k))
+
+
+@pytest.mark.parametrize("a_copy,a_draft,draft", [
+    (0.0, 0.0, 0.4),  # nothing is kept: a plain step
+    (0.0, 0.9, 0.3),  # failing copies, a good draft: draft only
+    (0.95, 0.0, 0.4),  # good copies, a bad draft: copy only, as wide as it pays
+    (0.7, 0.7, 0.2),
+    (0.3, 0.8, 0.6),
+])
+def test_best_plan_has_the_highest_rate_of_all_plans(a_copy, a_draft, draft):
+    candidates = plans(6, 4, limit=8)
+    assert (6, 2) in candidates and (6, 3) not in candidates and (0, 4) in candidates
+    rates = {(m, k): expected_by_cases(a_copy, m, a_draft, k) / (k * draft + linear_verify(m + k))
+             for m in range(7) for k in range(5) if m + k <= 8}
+    best, rate = best_plan(candidates, a_copy, a_draft, draft, linear_verify)
+    assert rate == pytest.approx(max(rates.values()))
+    assert rates[best] == pytest.approx(max(rates.values()))
+
+
+def test_copies_are_used_only_when_their_kept_tokens_pay_for_the_width():
+    # One copied token adds a_c tokens for 1/3 of a plain step of width: it pays when 1 + a_c > 4/3.
+    assert best_plan(plans(1, 0, 8), 0.3, 0.0, 0.4, linear_verify)[0] == (0, 0)
+    assert best_plan(plans(1, 0, 8), 0.4, 0.0, 0.4, linear_verify)[0] == (1, 0)
+    # Free width (a GPU-like verification): even a poor copy pays.
+    assert best_plan(plans(8, 0, 8), 0.2, 0.0, 0.4, lambda n: 1.0)[0] == (8, 0)
+
+
+def test_the_probe_interval_doubles_and_keeps_probes_within_their_budget():
+    assert probe_wait(0.0, plain_seconds=1.0, explore=0.03) == 1
+    assert probe_wait(0.76, plain_seconds=2.0, explore=0.03) == math.ceil(0.38 / 0.03)
+    assert next_interval(1, wait=1, longest=64) == 2
+    assert next_interval(8, wait=3, longest=64) == 16
+    assert next_interval(1, wait=26, longest=64) == 26
+    assert next_interval(40, wait=26, longest=64) == 64
+
+
+def test_verification_cost_of_unmeasured_widths():
+    c = DraftLength(4)
+    c.observe_plain(1.0)
+    assert c.verify_seconds(0) == 1.0 and c.verify_seconds(3) == 1.0  # nothing else measured yet
+    c.observe_step(0, 2, 0, 0.8, 1.6)
+    assert c.verify_seconds(1) == pytest.approx(1.3)  # between a plain step and 2 verified
+    assert c.verify_seconds(6) == pytest.approx(1.6 + 4 * 0.3)  # beyond: the last slope
+    c.observe_step(0, 4, 0, 1.6, 1.6)
+    assert c.verify_seconds(3) == pytest.approx(1.6) and c.verify_seconds(8) == pytest.approx(1.6)  # never falls
+
+
+# --- the controller over a run ---------------------------------------------------------------------
+
+
+def test_first_a_plain_step_then_a_one_token_draft():
+    c = DraftLength(5)
+    assert c.plan(10, 0, 8) == (0, 0)  # measures the full model first
+    c.observe_plain(1.0)
+    assert c.plan(10, 0, 8) == (0, 1)  # nothing known about the draft: a short first draft, not K
+    assert c.plan(0, 0, 8) == (0, 0)  # nothing left to propose
+
+
+def test_a_good_draft_is_drafted_at_full_length_once_it_is_known():
+    chosen, speedup = simulate(DraftLength(4), 30, never, always, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
+    assert chosen[:3] == [(0, 0), (0, 1), (0, 4)]
+    assert set(chosen[2:]) == {(0, 4)}
+    assert speedup == pytest.approx((1 + 2 + 28 * 5) / (1 + 1.25 + 28 * 2.0))  # 1 plain, 1 probe, 28 at K
+
+
+def test_a_bad_draft_gets_plain_steps_and_rare_one_token_probes():
+    chosen, speedup = simulate(DraftLength(4), 96, never, never)
+    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
+    assert all(chosen[i] == (0, 1) for i in probes)  # cheap probes, never a K-token draft
+    plain_between = [b - a - 1 for a, b in zip(probes, probes[1:])]
+    assert len(probes) <= 4 and all(b >= 2 * a for a, b in zip(plain_between, plain_between[1:]))
+    assert plain_between[-1] >= 40  # grown well past the doubling alone: each probe wastes ~3/4 of a step
+    # Each probe wastes 0.43 + 1/3 of a plain step; the probes (first one included) stay within ~3%.
+    assert speedup == pytest.approx(96 / (96 + len(probes) * (0.43 + 1 / 3)))
+    assert speedup > 0.96
+
+
+def test_a_draft_always_kept_but_as_slow_as_the_model_gets_plain_steps():
+    # The draft is the model itself: every token kept, but drafting one costs a full step and its
+    # verification 1.45 (what auto's full-weight, skip-nothing draft measured on a loaded CPU).
+    chosen, speedup = simulate(DraftLength(4), 96, never, always, draft=1.0, verify=lambda n: 1.0 + 0.45 * n)
+    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
+    assert all(chosen[i] == (0, 1) for i in probes) and len(probes) <= 8
+    assert speedup >= 0.97
 
 
 def test_a_probe_that_is_accepted_resumes_drafting():
-    c = learned(4, full=1.0, draft=0.2, verify=1.0, accepted=0, drafted=4, steps=2)
-    k = c.choose(100)
-    while k == 0:
-        c.observe_plain(1.0)
-        k = c.choose(100)
-    assert k == 1  # the probe
-    for _ in range(12):  # the text became predictable: every probe and draft accepted
-        if k == 0:
-            c.observe_plain(1.0)
-        else:
-            c.observe_draft(k, k, 0.2 * k, 1.0)
-        k = c.choose(100)
-    assert k == 4
+    c = DraftLength(4)
+    simulate(c, 40, never, never, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
+    chosen, _ = simulate(c, 70, never, always, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
+    first = next(i for i, plan in enumerate(chosen) if plan != (0, 0))
+    assert chosen[first] == (0, 1)  # the probe, kept
+    assert first < 64  # the longest wait
+    # The text became predictable: drafting resumes within a few steps and reaches K.
+    resumed = next(i for i in range(first, len(chosen)) if chosen[i:i + 10] == [(0, 4)] * 10)
+    assert resumed - first <= 8
+
+
+# --- copies from the context against the model's draft ----------------------------------------------
+
+
+def test_copies_that_always_fail_stop_being_proposed():
+    verify = lambda n: 1.0 + 0.05 * n  # noqa: E731  (cheap width: the hardest case to stop copying in)
+    with_copies, speedup = simulate(DraftLength(4), 200, never, always, draft=0.3, verify=verify, available=8)
+    _, draft_alone = simulate(DraftLength(4), 200, never, always, draft=0.3, verify=verify)
+    copying = [i for i, (m, k) in enumerate(with_copies) if m]
+    assert all(with_copies[i][0] == 1 for i in copying)  # only one-token probes, never a wide copy
+    assert len(copying) <= 6 and copying[-1] - copying[-2] >= 32  # at growing intervals
+    assert speedup >= 0.97 * draft_alone
+
+
+def test_copies_that_succeed_are_used_as_wide_as_they_pay():
+    chosen, speedup = simulate(DraftLength(4), 60, always, never, available=8)
+    assert chosen[:2] == [(0, 0), (1, 0)]  # measure a plain step; then one copied token to learn from
+    assert sum(m == 8 for m, _ in chosen) >= 50  # then every step copies all it may
+    assert speedup > 2.0
+
+
+def test_the_plan_maximises_the_expected_rate_when_no_probe_is_due():
+    c = DraftLength(4)
+    c.observe_plain(1.0)
+    for _ in range(40):  # copies keep 2 of 4, drafts 3 of 4; verifying 4 costs 1.2
+        c.observe_step(4, 0, 2, 0.0, 1.2)
+        c.observe_step(0, 4, 3, 4 * 0.3, 1.2)
+    a_c, a_d = c.context_acceptance(), c.acceptance()
+    assert a_c == pytest.approx(2 / 3) and a_d == pytest.approx(3 / 4)  # geometric MLE, by hand
+    c.copies.interval = c.drafts.interval = 100  # no probe due
+    rates = {(m, k): expected_by_cases(a_c, m, a_d, k) / (k * 0.3 + 1.0 + 0.05 * (m + k))  # v: from 1.0 to 1.2
+             for m in range(7) for k in range(5) if m + k <= 6}
+    assert c.plan(limit=6, available=6, max_context=8) == max(rates, key=rates.get)
+    assert c.plan(limit=6, available=0, max_context=8) == max({p: r for p, r in rates.items() if not p[0]},
+                                                             key=rates.get)
+    assert sum(c.plan(limit=2, available=5, max_context=8)) <= 2  # never past the tokens left
 
 
 def test_plain_steps_are_recorded_and_lossless(monkeypatch):
+    from tiny_models import tiny_model
+
     model = tiny_model("llama")
     expected = [t for r in autoregressive(model, [5, 6, 7], 20) for t in r.token_ids]
     monkeypatch.setattr(DraftLength, "plan", lambda self, limit, available, max_context: (0, 0))  # never drafts

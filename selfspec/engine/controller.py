@@ -1,19 +1,31 @@
-"""How many tokens to draft next, from the run's own measured costs and acceptance.
+"""What to verify next, from the run's own measured costs and acceptance.
 
-The cost model of draft-and-verify: a step that drafts k tokens at `d` seconds each and verifies
-them in `v_k` seconds commits E(a, k) = 1 + a + ... + a^k tokens on average, where a is the chance
-that a draft token survives; a plain step commits one token in `f` seconds. So the expected rate is
-E(a, k) / (k*d + v_k) tokens per second for k >= 1, and 1/f for k = 0. `DraftLength` keeps running
-estimates of d, v_k, f and a from the steps the decoder has already taken and picks the k with the
-highest rate: 0 (a plain step with the full model) whenever drafting does not pay, which is what
-keeps self-speculation from ever being much slower than plain decoding. While it stays plain, it
-probes with a one-token draft now and then (at doubling intervals), so a draft that starts to pay
-(the text became predictable) is noticed again.
+The cost model of draft-and-verify: a step that verifies n proposed tokens, each surviving with
+chance a_i given the previous ones survived, commits 1 + a_1 + a_1 a_2 + ... tokens on average
+(the full model's own token comes with every verification). Two sources propose: tokens copied from
+the context (engine/context.py), free to propose, and the model's draft, d seconds a token. Copies
+come first, the draft continues after them, so a plan (m copies, k drafts) commits
+    E(m, k) = 1 + a_c + ... + a_c^m + a_c^m (a + ... + a^k)
+tokens in k d + v(m + k) seconds, where v(n) is the measured verification of n proposed tokens and
+v(0) = f, a plain one-token step. `best_plan` takes the plan with the most tokens per second, so a
+source is used only when the tokens it is expected to add pay for the width and draft time it adds,
+and (0, 0), a plain step, whenever nothing pays: that is what keeps self-speculation from being
+much slower than plain decoding.
+
+A source not in the best plan is probed now and then, so a source that starts to pay (the text
+became predictable, or started copying) is noticed: one token of it is added to the cheapest plan
+that can carry it. Each probe's expected loss against the best plan is known from the same numbers,
+and the next probe of that source waits long enough that probes waste at most `explore` of the time
+spent meanwhile, and, while its probes keep failing, twice as long as the last time. A source nothing is known about yet is
+probed at its first chance, with that one token: a short first draft, never K before acceptance is
+known.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -30,6 +42,57 @@ def speedup_bound(a: float, c: float, v: float, k: int) -> float:
     return expected_tokens(a, k) / (k * c + v)
 
 
+def plan_tokens(copy_acceptance: float, copies: int, draft_acceptance: float, drafts: int) -> float:
+    """E(m, k): expected tokens committed by a step verifying `copies` copied tokens, then `drafts` drafted."""
+    reach_drafts = copy_acceptance ** copies
+    return expected_tokens(copy_acceptance, copies) + reach_drafts * (expected_tokens(draft_acceptance, drafts) - 1)
+
+
+def plan_seconds(copies: int, drafts: int, draft_seconds: float, verify_seconds: Callable[[int], float]) -> float:
+    """k d + v(m + k); v(0) is a plain step."""
+    return drafts * draft_seconds + verify_seconds(copies + drafts)
+
+
+Plan = tuple[int, int]  # (tokens copied from the context, tokens drafted by the model)
+
+
+def plans(copies: int, drafts: int, limit: int) -> list[Plan]:
+    """Every plan of at most `copies` copied and `drafts` drafted tokens, `limit` in all, narrowest first."""
+    return sorted(((m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)), key=sum)
+
+
+def best_plan(candidates: list[Plan], copy_acceptance: float, draft_acceptance: float, draft_seconds: float,
+              verify_seconds: Callable[[int], float]) -> tuple[Plan, float]:
+    """The candidate with the most expected tokens per second, and that rate."""
+    copied = [expected_tokens(copy_acceptance, m) for m in range(max(m for m, _ in candidates) + 1)]
+    drafted = [expected_tokens(draft_acceptance, k) - 1 for k in range(max(k for _, k in candidates) + 1)]
+    best, best_rate = None, -1.0
+    for m, k in candidates:  # in order of width: a tie keeps the narrower plan
+        rate = (copied[m] + copy_acceptance ** m * drafted[k]) / (k * draft_seconds + verify_seconds(m + k))
+        if rate > best_rate:
+            best, best_rate = (m, k), rate
+    return best, best_rate
+
+
+def probe_waste(plan: Plan, best_rate: float, copy_acceptance: float, draft_acceptance: float,
+                draft_seconds: float, verify_seconds: Callable[[int], float]) -> float:
+    """Seconds a step of `plan` is expected to lose against the best plan: its time less the time the
+    best plan takes to commit as many tokens."""
+    tokens = plan_tokens(copy_acceptance, plan[0], draft_acceptance, plan[1])
+    return max(0.0, plan_seconds(*plan, draft_seconds, verify_seconds) - tokens / best_rate)
+
+
+def probe_wait(waste: float, plain_seconds: float, explore: float) -> int:
+    """Steps a probe wasting `waste` seconds must be apart from the next so that probes cost at most
+    `explore` of the plain-step time spent meanwhile."""
+    return max(1, math.ceil(waste / (explore * plain_seconds)))
+
+
+def next_interval(interval: int, wait: int, longest: int) -> int:
+    """Steps before the next probe of a source whose probes fail: twice the last wait, at least `wait`."""
+    return min(longest, max(2 * interval, wait))
+
+
 @dataclass
 class Average:
     """Exponentially weighted mean; None until the first sample."""
@@ -42,78 +105,110 @@ class Average:
 
 
 @dataclass
+class Source:
+    """What one source of proposed tokens (context copies, or the model's draft) earned in this run."""
+
+    memory: float = 0.9  # per observed step, how much of the earlier evidence is kept
+    kept: float = 0.0  # decayed count of its tokens the full model kept
+    failures: float = 0.0  # decayed count of its steps that ended in a rejected token of it
+    idle: int = 0  # steps since one of its tokens was last verified
+    interval: int = 1  # idle steps before the next probe, while it is not in the best plan
+
+    def acceptance(self) -> float | None:
+        """Per-token acceptance, maximum likelihood under the cost model: a step keeps a geometric
+        number of a source's tokens, so a = kept / (kept + steps that rejected one)."""
+        seen = self.kept + self.failures
+        return self.kept / seen if seen > 0 else None
+
+    def observe(self, kept: int, failed: bool) -> None:
+        self.kept = self.memory * self.kept + kept
+        self.failures = self.memory * self.failures + failed
+        if kept:
+            self.interval = 1  # the intervals double only while probes keep failing
+
+    def due(self) -> bool:
+        return self.acceptance() is None or self.idle >= self.interval
+
+
+@dataclass
 class DraftLength:
     max_draft: int  # K: the most tokens one step drafts
-    first_probe: int = 4  # plain steps before drafting is tried again; doubles while it keeps not paying
-    max_probe: int = 64
-    memory: float = 0.9  # per observed step, how much of the acceptance evidence is kept
+    explore: float = 0.03  # the most of the run's time probes may waste
+    max_probe: int = 64  # the longest a source waits for its next probe
     full: Average = field(default_factory=Average)  # seconds of a plain (one-token) step
     draft: Average = field(default_factory=Average)  # seconds per drafted token
-    verify: dict[int, Average] = field(default_factory=dict)  # drafted count -> seconds of its verification
-    accepted: float = 0.0  # decayed counts for the draft's acceptance estimate (see acceptance())
-    rejected: float = 0.0
-    context_accepted: float = 0.0  # the same for tokens copied from the context (engine/context.py)
-    context_rejected: float = 0.0
-    plain_run: int = 0  # plain steps since the last draft
-    probe_interval: int = 0  # plain steps before the next probe
+    verify: dict[int, Average] = field(default_factory=dict)  # tokens verified -> seconds of the verification
+    copies: Source = field(default_factory=Source)  # tokens copied from the context
+    drafts: Source = field(default_factory=Source)  # tokens drafted by the model
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or self.max_draft < 1:
             raise ValueError(f"max_draft must be a positive integer, got {self.max_draft!r}")
-        self.probe_interval = self.probe_interval or self.first_probe
 
     def acceptance(self) -> float | None:
-        """Per-token acceptance, maximum likelihood under the cost model: a step keeps a geometric
-        number of its drafts, so a = accepted / (accepted + steps that rejected one)."""
-        seen = self.accepted + self.rejected
-        return self.accepted / seen if seen > 0 else None
+        return self.drafts.acceptance()
 
     def context_acceptance(self) -> float | None:
-        """The same estimate for tokens copied from the context."""
-        seen = self.context_accepted + self.context_rejected
-        return self.context_accepted / seen if seen > 0 else None
+        return self.copies.acceptance()
 
-    def verify_seconds(self, k: int) -> float | None:
-        """Measured verification time for k drafts, else that of the nearest k measured."""
-        known = [n for n, avg in self.verify.items() if avg.value is not None]
-        if not known:
-            return None
-        return self.verify[min(known, key=lambda n: (abs(n - k), -n))].value
+    def verify_seconds(self, n: int) -> float:
+        """Seconds to verify n proposed tokens (n = 0: a plain step)."""
+        return self.verify_table(n)[n]
 
-    def rate(self, k: int) -> float | None:
-        """Expected tokens per second of a step drafting k tokens (k = 0: a plain step)."""
-        if k == 0:
-            return 1 / self.full.value if self.full.value else None
-        a, v = self.acceptance(), self.verify_seconds(k)
-        if a is None or v is None or self.draft.value is None:
-            return None
-        return expected_tokens(a, k) / (k * self.draft.value + v)
+    def verify_table(self, widest: int) -> list[float]:
+        """Seconds to verify 0..widest proposed tokens (0: a plain step): measured, else interpolated
+        between the widths measured, else extrapolated from the two widest (never below the widest)."""
+        points = sorted((n, avg.value) for n, avg in self.verify.items() if avg.value is not None)
+        points = [(0, self.full.value)] + points
+        table = []
+        for n in range(widest + 1):
+            below = max((p for p in points if p[0] <= n), key=lambda p: p[0])
+            above = min((p for p in points if p[0] >= n), key=lambda p: p[0], default=None)
+            if above is None and len(points) > 1:  # past the widest measured: its slope, never falling
+                (n0, v0), (n1, v1) = points[-2:]
+                table.append(v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (n - n1))
+            elif above is None or above[0] == below[0]:
+                table.append(below[1])
+            else:
+                (n0, v0), (n1, v1) = below, above
+                table.append(v0 + (v1 - v0) * (n - n0) / (n1 - n0))
+        return table
 
-    def choose(self, limit: int) -> int:
-        """Tokens to draft in the next step (0..min(K, limit)); a probe doubles the next interval."""
-        limit = min(self.max_draft, limit)
-        if limit < 1:
-            return 0
-        if self.full.value is None:
-            return 0  # measure one plain step first: it costs nothing against plain decoding
-        if self.acceptance() is None or self.draft.value is None:
-            return limit  # nothing known about the draft yet: try it
-        rates = {k: self.rate(k) for k in range(limit + 1)}
-        best = max(rates, key=lambda k: rates[k])
-        if best > 0:
-            self.probe_interval = self.first_probe
-            return best
-        if self.plain_run >= self.probe_interval:
-            self.probe_interval = min(2 * self.probe_interval, self.max_probe)
-            return 1  # a cheap probe: one draft token costs little and refreshes the acceptance
-        return 0
+    def plan(self, limit: int, available: int, max_context: int) -> Plan:
+        """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
+        proposes at most `max_context` are used, up to `limit` tokens in all, at most K drafted."""
+        copies = min(available, max_context, limit)
+        drafts = min(self.max_draft, limit)
+        if limit < 1 or self.full.value is None:
+            return 0, 0  # measure a plain step first: it costs nothing against plain decoding
+        a_c, a_d = self.copies.acceptance(), self.drafts.acceptance()
+        d = self.draft.value or 0.0
+        v = self.verify_table(copies + drafts).__getitem__
+        known = plans(copies if a_c is not None else 0, drafts if a_d is not None else 0, limit)
+        best, rate = best_plan(known, a_c or 0.0, a_d or 0.0, d, v)
+        if best[0]:
+            self.copies.interval = 1  # it pays: once it stops paying, probe it again soon
+        if best[1]:
+            self.drafts.interval = 1
+        # A probe: one token of a source the best plan leaves out, in the cheapest plan that carries
+        # it (an unknown acceptance counts as 0: the probe wastes the least if the source fails).
+        probes = []
+        if not best[0] and copies and self.copies.due():
+            probes.append((self.copies, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
+        if not best[1] and drafts and self.drafts.due():
+            probes.append((self.drafts, [p for p in plans(copies if a_c is not None else 0, 1, limit) if p[1]]))
+        for source, candidates in probes:
+            chosen, _ = best_plan(candidates, a_c or 0.0, a_d or 0.0, d, v)
+            wait = probe_wait(probe_waste(chosen, rate, a_c or 0.0, a_d or 0.0, d, v), self.full.value, self.explore)
+            if source.acceptance() is None or source.idle >= min(wait, self.max_probe):
+                source.interval = next_interval(max(source.interval, source.idle), wait, self.max_probe)
+                return chosen
+        return best
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
-        self.plain_run += 1
-
-    def observe_draft(self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
-        self.observe_step(0, drafted, accepted, draft_seconds, verify_seconds)
+        self.copies.idle += 1
+        self.drafts.idle += 1
 
     def observe_step(self, context: int, drafted: int, accepted: int, draft_seconds: float,
                      verify_seconds: float) -> None:
@@ -121,50 +216,12 @@ class DraftLength:
         full model kept the first `accepted`."""
         if context + drafted < 1:
             return
-        self.plain_run = 0
         self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
-        m = self.memory
+        self.copies.idle = 0 if context else self.copies.idle + 1
+        self.drafts.idle = 0 if drafted else self.drafts.idle + 1
         if context:
-            self.context_accepted = m * self.context_accepted + min(accepted, context)
-            self.context_rejected = m * self.context_rejected + (1 if accepted < context else 0)
+            self.copies.observe(min(accepted, context), accepted < context)
         if drafted:
             self.draft.add(draft_seconds / drafted)
             if accepted >= context:  # the drafts were reached: their acceptance was observed
-                self.accepted = m * self.accepted + accepted - context
-                self.rejected = m * self.rejected + (1 if accepted < context + drafted else 0)
-
-    # --- steps that may copy from the context -------------------------------------------------------
-
-    def plan(self, limit: int, available: int, max_context: int) -> tuple[int, int]:
-        """(context tokens, draft tokens) for the next step: `available` tokens the context proposes
-        (at most `max_context` of them used), up to `limit` tokens in all, of which at most K drafted.
-
-        Each candidate's expected rate is (1 + sum_i a_c^i + a_c^m sum_j a^j) / (j d + v_{m+j}): copied
-        tokens cost no forward pass, only verification width. Unknown estimates are learned first.
-        """
-        usable = min(available, max_context, limit)
-        if usable < 1:
-            return 0, self.choose(limit)
-        if self.full.value is None:
-            return 0, 0
-        a_c = self.context_acceptance()
-        if a_c is None or self.verify_seconds(usable) is None:
-            return usable, 0  # learn what copying earns: it costs one verification
-        candidates = {(0, k): self.rate(k) for k in range(min(self.max_draft, limit) + 1)}
-        a, d = self.acceptance(), self.draft.value
-        for n in range(1, usable + 1):
-            copied = sum(a_c ** i for i in range(1, n + 1))
-            for k in range(0, min(self.max_draft, limit - n) + 1):
-                if k and (a is None or d is None):
-                    break
-                drafted = a_c ** n * sum(a ** i for i in range(1, k + 1)) if k else 0.0
-                candidates[(n, k)] = (1 + copied + drafted) / (k * (d or 0.0) + self.verify_seconds(n + k))
-        known = {plan: rate for plan, rate in candidates.items() if rate is not None}
-        best = max(known, key=known.get)
-        if best != (0, 0):
-            self.probe_interval = self.first_probe
-            return best
-        if self.plain_run >= self.probe_interval:
-            self.probe_interval = min(2 * self.probe_interval, self.max_probe)
-            return (1, 0) if a_c >= (a or 0.0) else (0, 1)  # a cheap probe of the better-earning source
-        return 0, 0
+                self.drafts.observe(accepted - context, accepted < context + drafted)
