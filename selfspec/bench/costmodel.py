@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.cache import truncate
-from selfspec.engine.controller import expected_tokens, speedup_bound  # noqa: F401 (the formulas live with their user)
+from selfspec.engine.controller import expected_tokens, speedup_bound, verify_costs  # noqa: F401 (the formulas live with their user)
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine
 from selfspec.engine.devices import synchronize
@@ -32,13 +32,15 @@ from selfspec.engine.devices import synchronize
 def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int],
                       copied: Iterable[int] | None = None) -> float | None:
     """The bound for the draft lengths a run actually used (the adaptive exit varies K per step);
-    `copied[i]` of step i's tokens came from the context and cost no draft forward."""
+    `copied[i]` of step i's tokens came from the context and cost no draft forward. `v` (unit: one
+    forward) may lack widths the run used (copies can be longer than K): those are interpolated."""
     lengths = list(lengths)
     if not lengths:
         return None
     copied = list(copied) if copied is not None else [0] * len(lengths)
     tokens = sum(expected_tokens(a, n) for n in lengths)
-    cost = sum((n - m) * c + v[n] for n, m in zip(lengths, copied))
+    table = verify_costs([(0, 1.0)] + [(int(n), x) for n, x in v.items()], max(lengths))
+    cost = sum((n - m) * c + table[n] for n, m in zip(lengths, copied))
     return tokens / cost
 
 

@@ -93,6 +93,26 @@ def next_interval(interval: int, wait: int, longest: int) -> int:
     return min(longest, max(2 * interval, wait))
 
 
+def verify_costs(points: list[tuple[int, float]], widest: int) -> list[float]:
+    """Cost of verifying 0..widest proposed tokens from (tokens, cost) points (0: a plain step):
+    measured, else interpolated between the widths measured, else extrapolated from the two widest
+    (never below the widest)."""
+    points = sorted(points)
+    table = []
+    for n in range(widest + 1):
+        below = max((p for p in points if p[0] <= n), key=lambda p: p[0])
+        above = min((p for p in points if p[0] >= n), key=lambda p: p[0], default=None)
+        if above is None and len(points) > 1:  # past the widest measured: its slope, never falling
+            (n0, v0), (n1, v1) = points[-2:]
+            table.append(v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (n - n1))
+        elif above is None or above[0] == below[0]:
+            table.append(below[1])
+        else:
+            (n0, v0), (n1, v1) = below, above
+            table.append(v0 + (v1 - v0) * (n - n0) / (n1 - n0))
+    return table
+
+
 @dataclass
 class Average:
     """Exponentially weighted mean; None until the first sample."""
@@ -156,23 +176,9 @@ class DraftLength:
         return self.verify_table(n)[n]
 
     def verify_table(self, widest: int) -> list[float]:
-        """Seconds to verify 0..widest proposed tokens (0: a plain step): measured, else interpolated
-        between the widths measured, else extrapolated from the two widest (never below the widest)."""
-        points = sorted((n, avg.value) for n, avg in self.verify.items() if avg.value is not None)
-        points = [(0, self.full.value)] + points
-        table = []
-        for n in range(widest + 1):
-            below = max((p for p in points if p[0] <= n), key=lambda p: p[0])
-            above = min((p for p in points if p[0] >= n), key=lambda p: p[0], default=None)
-            if above is None and len(points) > 1:  # past the widest measured: its slope, never falling
-                (n0, v0), (n1, v1) = points[-2:]
-                table.append(v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (n - n1))
-            elif above is None or above[0] == below[0]:
-                table.append(below[1])
-            else:
-                (n0, v0), (n1, v1) = below, above
-                table.append(v0 + (v1 - v0) * (n - n0) / (n1 - n0))
-        return table
+        """Seconds to verify 0..widest proposed tokens (0: a plain step), from what this run measured."""
+        points = [(n, avg.value) for n, avg in self.verify.items() if avg.value is not None]
+        return verify_costs([(0, self.full.value)] + points, widest)
 
     def plan(self, limit: int, available: int, max_context: int) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
