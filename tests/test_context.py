@@ -72,7 +72,9 @@ def test_greedy_output_is_identical_with_tokens_copied_from_the_context(arch, co
     records = list(self_speculative(model, prompt, SkipProfile(4, attn=[1], mlp=[2]), 24, settings=settings))
     assert [t for r in records for t in r.token_ids] == reference(model, prompt, 24)
     copying = [r for r in records if r.copied]
-    assert copying, "the context proposed nothing"
+    # Without the controller copies always go first. With it they are verified only while the full
+    # model's own choices show them paying, which on a random model they do not.
+    assert copying or controller, "the context proposed nothing"
     for r in records:
         assert 0 <= r.copied <= min(6, r.drafted) and r.drafted - r.copied <= 3
         assert r.copied_accepted == min(r.accepted, r.copied)

@@ -210,3 +210,32 @@ def test_plain_steps_are_recorded_and_lossless(monkeypatch):
 def test_bad_controller_settings_are_refused():
     with pytest.raises(ValueError, match="max_draft must be a positive integer"):
         DraftLength(0)
+
+
+def test_copies_a_step_did_not_verify_are_scored_against_what_the_full_model_committed():
+    lengths = DraftLength(4)
+    assert lengths.context_acceptance() is None
+    # The context proposed 3, 4, 5; the full model committed 3, 4, 9: two kept, then a rejection.
+    lengths.observe_unverified_copies([3, 4, 5], [3, 4, 9])
+    assert lengths.context_acceptance() == pytest.approx(2 / 3)
+    # All it could be checked on matched (the step committed fewer tokens than were proposed): kept,
+    # no rejection seen.
+    lengths.observe_unverified_copies([7, 8, 9, 10], [7, 8])
+    kept, failures = 0.9 * 2 + 2, 0.9 * 1
+    assert lengths.context_acceptance() == pytest.approx(kept / (kept + failures))
+    assert lengths.copies.idle == 0  # observed: no probe is due for it
+    lengths.observe_unverified_copies([], [1, 2])  # nothing proposed: nothing learned
+    assert lengths.context_acceptance() == pytest.approx(kept / (kept + failures))
+
+
+def test_the_context_earns_its_place_without_probes_once_the_text_copies():
+    # A run where the full model's output starts copying the context after a first wrong guess:
+    # scored for free at every step, the copies enter the plan as soon as they pay.
+    lengths = DraftLength(4)
+    lengths.observe_plain(0.1)
+    lengths.observe_unverified_copies([1, 2, 3], [9])  # wrong once
+    lengths.observe_step(0, 2, 2, 0.1, 0.12)  # a draft step measures d and v(2)
+    assert lengths.plan(limit=16, available=8, max_context=8)[0] == 0
+    for _ in range(6):
+        lengths.observe_unverified_copies([4, 5, 6, 7, 8], [4, 5, 6, 7, 8])
+    assert lengths.plan(limit=16, available=8, max_context=8)[0] > 0

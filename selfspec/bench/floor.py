@@ -2,7 +2,8 @@
 
 A decoding step of a small-batch LLM is dominated by reading the weights. On a CPU the floor is
 measured directly: the model's own linear products, each over one row, run back to back (no
-attention, no norms, no Python around them). On a GPU, where one product is too short to time
+attention, no norms), each with the product the engine chose for one row on this machine
+(row_products.py), so that the floor is never slower than what the step itself runs. On a GPU, where one product is too short to time
 alone, it is the weight bytes over the memory bandwidth measured by a large device-to-device copy.
 Bench reports the autoregressive ms/token against this floor, measured in the same run.
 """
@@ -13,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from selfspec.engine.kernels import median_milliseconds
+from selfspec.engine.narrow_linear import WeightMajorLinear
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,10 @@ class Floor:
         return asdict(self)
 
 
-def linear_layers(model: nn.Module) -> list[nn.Linear]:
-    """Every linear layer a decoding step runs, in order (the lm_head included, tied or not)."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+def linear_layers(model: nn.Module) -> list[nn.Module]:
+    """Every linear layer a decoding step runs, in order (the lm_head included, tied or not): the
+    model's own, or their weight-major stand-ins in the engine's tuned shadow of it."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, WeightMajorLinear))]
 
 
 def weight_bytes(model: nn.Module) -> int:
@@ -49,7 +51,7 @@ def linear_products_seconds(model: nn.Module, reps: int = 5) -> float:
 
     def run():
         for m in layers:
-            F.linear(inputs[m.in_features], m.weight, m.bias)
+            m(inputs[m.in_features])
 
     return median_milliseconds(run, device, reps, warmup=1) / 1e3
 

@@ -175,7 +175,7 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
     runs = run_methods(methods, ids, max_new_tokens, reps, lm.device, progress=progress)
     costs = measure_category_costs(lm, methods, categories, ids, reps=max(reps, 5))
     rows = summarize_runs(methods, categories, runs, costs)
-    floor = measure_floor(lm.model, reps=max(reps, 5))
+    floor = measure_floor(lm.engine.tuned, reps=max(reps, 5))  # with the products the engine chose
     detail = {"engine": lm.engine.describe(), "floor": floor.to_dict(),
               "overhead": step_overhead(runs, costs, floor),
               "costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},

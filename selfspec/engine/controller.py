@@ -211,6 +211,22 @@ class DraftLength:
                 return chosen
         return best
 
+    def observe_unverified_copies(self, proposal: list[int], committed: list[int]) -> None:
+        """Score copies the step did not verify against the tokens the full model committed instead.
+
+        A copied token is a deterministic proposal, so whether the full model would have kept it is
+        whether it equals the token the full model chose there (in sampling too: a one-hot proposal
+        is kept with probability p(token), the probability that the sampled token equals it). So the
+        context's acceptance is observed at every step for free, and a source that failed once is not
+        left unprobed while the text turns to copying."""
+        if not proposal or not committed:
+            return
+        matched = 0
+        while matched < min(len(proposal), len(committed)) and proposal[matched] == committed[matched]:
+            matched += 1
+        self.copies.observe(matched, matched < min(len(proposal), len(committed)))
+        self.copies.idle = 0  # observed: no probe needed
+
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
         self.copies.idle += 1

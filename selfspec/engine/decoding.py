@@ -301,6 +301,7 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
             if lengths is not None:
                 lengths.observe_plain(record.verify_seconds)
+                lengths.observe_unverified_copies(proposal, list(record.token_ids))
             yield record
             continue
         t0 = run.clock()
@@ -318,9 +319,11 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
         t2 = run.clock()
         if n_draft:
             exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
+        tokens = drafted[:accepted].tolist() + [int(pending)]
         if lengths is not None:
             lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1)
-        tokens = drafted[:accepted].tolist() + [int(pending)]
+            if not n_copied:
+                lengths.observe_unverified_copies(proposal, tokens)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
                             exit_rule.threshold, copied=n_copied)
         yield record
