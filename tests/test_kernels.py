@@ -12,6 +12,14 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("quiet_machine")
 
 
+@pytest.fixture
+def steady_timings(monkeypatch):
+    """Sleeps of a few ms count as steady whatever else runs (the scattered case is tested on its own)."""
+    import selfspec.engine.kernels as kernels
+
+    monkeypatch.setattr(kernels, "steady", lambda samples: True)
+
+
 def sleeper(seconds):
     return lambda: time.sleep(seconds)
 
@@ -35,7 +43,7 @@ def test_a_candidate_that_fails_is_left_out(tmp_path):
         choose_fastest("k2", {"broken": broken}, CPU, cache_file=tmp_path / "k.json")
 
 
-def test_the_choice_is_cached_per_key_and_a_damaged_cache_is_measured_again(tmp_path):
+def test_the_choice_is_cached_per_key_and_a_damaged_cache_is_measured_again(tmp_path, steady_timings):
     cache = tmp_path / "k.json"
     calls = []
     candidates = {"a": lambda: calls.append("a"), "b": sleeper(0.005)}
@@ -76,7 +84,7 @@ def test_scattered_timings_are_used_but_not_cached(tmp_path):
     assert not again.cached
 
 
-def test_a_choice_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch):
+def test_a_choice_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch, steady_timings):
     import selfspec.engine.kernels as kernels
 
     cache = tmp_path / "k.json"
