@@ -53,10 +53,8 @@ def inductor_cache_dir() -> Path:
 class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
-    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor",
-                 tuned: nn.Module | None = None):
-        self.model = model
-        self.tuned = model if tuned is None else tuned  # the model, or its shadow with this machine's products
+    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor"):
+        self.model = model  # what the steps run: the model, or the engine's shadow of it with this machine's products
         self.mode = mode
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
@@ -69,7 +67,7 @@ class CompiledSteps:
 
     @staticmethod
     def for_model(model: nn.Module, enabled: bool, static_cache: bool,
-                  backend: str | object = "inductor", tuned: nn.Module | None = None) -> "CompiledSteps | None":
+                  backend: str | object = "inductor") -> "CompiledSteps | None":
         if not enabled:
             return None
         device = model.get_input_embeddings().weight.device
@@ -78,15 +76,15 @@ class CompiledSteps:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
-        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend, tuned)
+        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend)
 
     # --- the steps, as the compiler sees them ---
 
     def _full_logits(self, tokens, positions, cache):
-        return self.tuned(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
 
     def _verify_logits(self, tokens, positions, cache):
-        return self.tuned(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
 
     def _draft_logits(self, draft, token, positions, cache):
         return draft(token, positions, cache)[0, -1]

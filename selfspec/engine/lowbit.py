@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from selfspec.engine.devices import dtype_name
 from selfspec.engine.kernels import choose_fastest
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
@@ -110,7 +111,7 @@ def _int8pack(linear: nn.Linear, act_dtype: torch.dtype | None) -> LowBitLinear:
     dtype = act_dtype or linear.weight.dtype
     q, scale = q.to(linear.weight.device), scale.to(linear.weight.device, dtype)
     product = lambda x: torch.ops.aten._weight_int8pack_mm(x.to(dtype), q, scale)  # noqa: E731
-    name = "int8pack" if act_dtype is None else f"int8pack-{str(act_dtype).split('.')[-1]}"
+    name = "int8pack" if act_dtype is None else f"int8pack-{dtype_name(act_dtype)}"
     return LowBitLinear(linear, name, product, {"q": q, "scale": scale}, _nbytes(q, scale))
 
 
@@ -138,7 +139,7 @@ def _int4pack(linear: nn.Linear, act_dtype: torch.dtype) -> LowBitLinear:
         packed = torch.ops.aten._convert_weight_to_int4pack(pairs, 8)
         kernel = torch.ops.aten._weight_int4pack_mm
     product = lambda x: kernel(x.to(act_dtype), packed, group, scales_and_zeros)  # noqa: E731
-    name = f"int4pack-{str(act_dtype).split('.')[-1]}"
+    name = f"int4pack-{dtype_name(act_dtype)}"
     return LowBitLinear(linear, name, product, {"packed": packed, "scales_and_zeros": scales_and_zeros},
                         _nbytes(packed, scales_and_zeros))
 
@@ -211,7 +212,7 @@ def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]
         except (RuntimeError, NotImplementedError):
             continue  # this build or device lacks the kernel
         candidates[name] = (lambda layer=layer: layer(x))
-    key = f"draft-linear:{weights}:{str(linear.weight.dtype).split('.')[-1]}:{linear.out_features}x{linear.in_features}"
+    key = f"draft-linear:{weights}:{dtype_name(linear.weight.dtype)}:{linear.out_features}x{linear.in_features}"
     with torch.inference_mode():
         return choose_fastest(key, candidates, device, repeats=5, rounds=2).name
 

@@ -1,14 +1,13 @@
 """Which product each of the model's linear layers uses over 1..9 rows, chosen by timing.
 
 A decoding step runs the full model over one position, a verification over K+1 (2..9). How fast
-torch's `linear` is over so few rows depends on the machine: on an AMD EPYC without AVX-512 the
-weight-major product (narrow_linear.py) is 3x faster for the lm_head over a few rows, and even one
-row runs faster as a two-row weight-major product (torch's one-row path there uses one core of
-two); on an Intel Xeon with AMX it is 1.4x slower. So at load the engine times both, per weight
-shape and per row bucket, at the model's own weights and dtype, and every full-model forward of a
-few rows uses the faster one (kernels.py caches the choice per machine on disk).
+torch's `linear` is over so few rows depends on the machine: on one CPU the weight-major product
+(narrow_linear.py) is much faster, even for one row padded to two (torch's one-row path may use a
+single core), on another it is slower (figures in docs/BENCHMARKS.md). So at load the engine times
+both, per weight shape and per row bucket, at the model's own weights and dtype, and every
+full-model forward of a few rows uses the faster one (kernels.py caches the choice per machine).
 
-Each candidate is timed over *all* the model's weights of that shape in turn, as a forward meets
+Each candidate is timed over the model's own weights of that shape in turn (more than the caches hold), as a forward meets
 them: a model's weights do not fit in the processor's caches, so a product timed on one hot weight
 measures arithmetic, while a forward is paced by streaming weights from memory, and the two can
 disagree about which product is faster.

@@ -39,8 +39,8 @@ class Engine:
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
-        self.steps = CompiledSteps.for_model(model, compile_setting(compile, self.device), self.static_cache,
-                                             compile_backend, tuned=self.tuned)
+        self.steps = CompiledSteps.for_model(self.tuned, compile_setting(compile, self.device), self.static_cache,
+                                             compile_backend)
 
     def use_products(self, products: RowProducts) -> None:
         """Run full-model forwards with these products: the model itself, or a shadow of it with the chosen
@@ -48,7 +48,7 @@ class Engine:
         self.products = products
         self.tuned = products.tuned(self.model)
         if getattr(self, "steps", None) is not None:
-            self.steps.tuned = self.tuned
+            self.steps.model = self.tuned
 
     @property
     def device(self) -> torch.device:

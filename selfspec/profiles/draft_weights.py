@@ -21,6 +21,7 @@ from torch import nn
 from selfspec.bench.costmodel import measure_draft_costs
 from selfspec.engine.controller import expected_tokens
 from selfspec.engine.decoding import autoregressive
+from selfspec.engine.devices import dtype_name
 from selfspec.engine.draft import DraftHead, DraftModel
 from selfspec.engine.kernels import KernelChoice, cached_choice, machine_busy, remember_choice
 from selfspec.engine.lowbit import DRAFT_WEIGHTS
@@ -128,7 +129,7 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
     """Measure every candidate within `budget_bytes` and return the draft predicted fastest."""
     t0 = time.perf_counter()
     device = model.get_input_embeddings().weight.device
-    cache_key = (f"draft-weights:{key}:{str(model.dtype).split('.')[-1]}:attn{list(profile.attn)}"
+    cache_key = (f"draft-weights:{key}:{dtype_name(model.dtype)}:attn{list(profile.attn)}"
                  f":mlp{list(profile.mlp)}:K{max_draft}:budget{budget_bytes}:head{'' if head is None else len(head.vocabulary)}")
     nothing = SkipProfile.none(profile.num_layers, model=profile.model)
     cached = cached_choice(cache_key, device)
