@@ -77,3 +77,30 @@ def test_a_host_without_a_compiler_runs_eager(monkeypatch):
     monkeypatch.setenv("PATH", "")  # no c++, g++, cc or gcc to be found
     monkeypatch.delenv("CXX", raising=False)
     assert "compiler" in compile_allowed(CPU) and "none found" in compile_allowed(CPU)
+
+
+def test_a_step_compiles_once_whatever_tensor_the_caller_passes():
+    """Graphs guard on strides and on inference-ness: a slice of a longer tensor, a tensor made
+    outside inference mode and one made inside must all reuse the one graph of a step."""
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    model = tiny_model("llama")
+    engine = Engine(model, compile=True, choose_kernels=False, compile_backend=counting_backend)
+    n = len(PROMPT)
+    cache = engine.new_cache(n, 4)
+    engine.full(torch.tensor([PROMPT]), 0, cache)  # the prompt: eager, not compiled
+    row = torch.tensor([PROMPT * 2])
+    with torch.inference_mode():
+        made_inside = torch.tensor([[7]])
+    logits = []
+    for tokens in (row[:, 3:4], torch.tensor([[7]]), made_inside):
+        logits.append(engine.full(tokens, n, cache))
+        cache.rollback(n)
+    assert len(graphs) == 1
+    assert torch.equal(logits[1], logits[2])  # same token, same position: same logits
+    compiled = engine.describe()["compiled"]
+    assert compiled["failed"] is None and set(compiled["compile_seconds"]) == {"one token"}

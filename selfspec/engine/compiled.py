@@ -56,6 +56,7 @@ class CompiledSteps:
     def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor"):
         self.model = model  # what the steps run: the model, or the engine's shadow of it with this machine's products
         self.mode = mode
+        self.replays_graphs = mode == "reduce-overhead" or backend == "cudagraphs"  # outputs reused by the next replay
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
         self._announced = False
@@ -76,7 +77,9 @@ class CompiledSteps:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
-        return CompiledSteps(model, "reduce-overhead" if device.type == "cuda" else None, backend)
+        # CUDA graphs come with the inductor backend as a mode; the cudagraphs backend is them alone.
+        graphs = device.type == "cuda" and backend == "inductor"
+        return CompiledSteps(model, "reduce-overhead" if graphs else None, backend)
 
     # --- the steps, as the compiler sees them ---
 
@@ -92,14 +95,17 @@ class CompiledSteps:
     # --- what the engine calls ---
 
     def full(self, tokens, positions, cache):
+        tokens = _as_graph_input(tokens)
         return self._run("one token", self._full, self._full_logits, (tokens, positions, cache), positions, cache)
 
     def draft(self, draft, token, positions, cache):
+        token = _as_graph_input(token)
         return self._run("draft token", self._draft, self._draft_logits, (draft, token, positions, cache),
                          positions, cache)
 
     def verify(self, tokens, positions, cache):
         width = tokens.shape[-1]
+        tokens = _as_graph_input(tokens)
         padded = padded_width(width)
         if padded is None or self.failed:
             return self._verify_logits(tokens, positions, cache)
@@ -128,10 +134,17 @@ class CompiledSteps:
             return eager(*args)
         if first:
             self.compile_seconds[name] = round(time.perf_counter() - t0, 2)
-        return out.clone() if self.mode == "reduce-overhead" else out  # CUDA graphs reuse their outputs
+        return out.clone() if self.replays_graphs else out  # CUDA graphs reuse their outputs
 
     def describe(self) -> dict:
         return {"mode": self.mode or "default", "failed": self.failed, "compile_seconds": dict(self.compile_seconds)}
+
+
+def _as_graph_input(tokens: torch.Tensor) -> torch.Tensor:
+    """A contiguous inference-mode copy (the engine calls under inference mode): the graphs guard on
+    strides and on whether a tensor is an inference tensor, so a caller's slice or a tensor made
+    outside inference mode would otherwise compile the same step again."""
+    return tokens.clone(memory_format=torch.contiguous_format)
 
 
 def _one_line(exc: BaseException) -> str:

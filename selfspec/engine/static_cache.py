@@ -13,6 +13,7 @@ valid); the entries past it are stale, hidden by position-built masks and overwr
 
 from __future__ import annotations
 
+import torch
 from transformers.cache_utils import Cache, StaticLayer
 
 
@@ -22,9 +23,12 @@ class PositionalCache(Cache):
             raise ValueError(f"a cache must hold at least one position, got {capacity}")
         # A request never writes past `capacity` (the decoders size it): no per-layer check here,
         # which on a GPU would cost a device sync per layer and step.
-        super().__init__(layers=[StaticLayer(max_cache_len=capacity) for _ in range(num_layers)])
+        # Made in inference mode, like every tensor a forward gives it: compiled graphs guard on that.
+        with torch.inference_mode():
+            super().__init__(layers=[StaticLayer(max_cache_len=capacity) for _ in range(num_layers)])
         self.capacity = capacity
 
+    @torch.inference_mode()
     def rollback(self, length: int) -> None:
         """Keep the first `length` positions of every layer (layers already shorter are left alone)."""
         for layer in self.layers:
