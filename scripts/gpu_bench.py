@@ -7,6 +7,8 @@ decoders run it (static cache; compiled steps with CUDA graphs unless --no-compi
 - autoregressive ms/token against the bound of the weight bytes over the measured memory bandwidth;
 - our autoregressive loop against transformers' generate(), default and static-cache-compiled;
 - c for the paper's Llama-2-13B skip set (an even 45% spread for the other shapes), v for widths 2..9;
+- c for low-bit draft weights (--draft-weights: int8, int4), alone and with the skip set, in the same
+  interleaved rounds, each through the kernel this GPU measures fastest;
 - SYNTHETIC: an end-to-end self-speculative run with planted redundancy — the output projections of
   the sublayers the profile skips are scaled down until the draft agrees with the full model at
   --planted-acceptance on random tokens — so that the loop's efficiency (measured speedup / the cost
@@ -15,11 +17,15 @@ decoders run it (static cache; compiled steps with CUDA graphs unless --no-compi
 
     python scripts/gpu_bench.py --out gpu-bench          # one GPU, a few minutes per shape
     python scripts/gpu_bench.py --shape tiny             # the same code on tiny shapes, on CPU (CI)
+
+Each part of a shape is saved as soon as it is measured, and a part that fails is recorded and the
+next one runs: a lent GPU's minutes are few, and a timeout or one error must not lose the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -30,7 +36,7 @@ from pathlib import Path
 import torch
 
 from gpu_projection import SHAPES, build_model, even_spread, make_skipped_sublayers_small, synthetic_prompt, tiny
-from selfspec.bench.costmodel import bound_for_lengths, measure_costs
+from selfspec.bench.costmodel import bound_for_lengths, measure_draft_costs
 from selfspec.bench.floor import measure_floor
 from selfspec.bench.results import AR
 from selfspec.bench.runner import (
@@ -49,6 +55,7 @@ from selfspec.profiles.schema import SkipProfile, read_profile
 PROFILES = Path(__file__).resolve().parent.parent / "selfspec" / "profiles" / "bundled"
 DEFAULT_MODELS = ("Llama-2-7B", "Llama-2-13B", "Qwen2.5-7B")
 PAPER_13B = "meta-llama--Llama-2-13b-hf.json"
+PARTS = ("floor", "methods", "costs", "planted", "synthetic_speculation")
 
 
 def skip_profile(name: str, layers: int) -> tuple[str, SkipProfile]:
@@ -145,7 +152,28 @@ def speculative_run(lm: LanguageModel, draft: DraftModel, costs, args, prompts: 
     return out
 
 
-def bench_shape(name: str, args, device: str) -> dict:
+def draft_costs(model, lm: LanguageModel, name: str, args, prompt: list[int]) -> tuple[DraftModel, object, dict]:
+    """c of the skip draft and of each low-bit draft (alone and with the skips), v for widths 2..9."""
+    layers = model.config.num_hidden_layers
+    label, profile = skip_profile(name, layers)
+    skip = DraftModel(model, profile)
+    drafts = {f"skip: {label}": skip}
+    for weights in args.draft_weights:
+        low_bit = DraftModel(model, SkipProfile(layers, model=name), weights=weights)
+        drafts[weights] = low_bit
+        drafts[f"{weights} + skip"] = low_bit.with_profile(profile)
+    costs = measure_draft_costs(model, drafts, prompt, max_k=8, reps=args.reps * 3, engine=lm.engine)
+    skip_costs = costs[f"skip: {label}"]
+    report = {"profile": label, "skipped": profile.skipped_sublayers, "c": skip_costs.c,
+              "full_ms": skip_costs.full_seconds * 1e3,
+              "c_by_draft": {d: costs[d].c for d in drafts},
+              "draft_kernels": {w: drafts[w].lowbit.to_dict() for w in args.draft_weights},
+              "v_by_width": {k + 1: v for k, v in skip_costs.v.items()}}
+    return skip, skip_costs, report
+
+
+def bench_shape(name: str, args, device: str, save) -> dict:
+    """One shape, part by part; `save(result)` after each, so a timeout keeps what was measured."""
     shape = tiny(SHAPES[name]) if args.shape == "tiny" else SHAPES[name]
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     t0 = time.perf_counter()
@@ -153,47 +181,72 @@ def bench_shape(name: str, args, device: str) -> dict:
     model.generation_config.eos_token_id = None  # every method decodes the same number of tokens
     model.generation_config.pad_token_id = 0
     lm = LanguageModel(model, None, name)
-    lm.engine = Engine(model, compile=args.compile)
+    lm.engine = Engine(model, compile=args.compile, compile_backend=args.compile_backend)
     vocab, layers = model.config.vocab_size, model.config.num_hidden_layers
     prompts = [synthetic_prompt(vocab, args.context, seed) for seed in (1, 2)]
-    result = {"shape": name, "dtype": str(dtype), "layers": layers}
-    floor = measure_floor(model)
-    result["floor"] = floor.to_dict()
-    result["methods"] = timed_methods(lm, args, prompts)
-    ar = result["methods"][AR]["decode_ms_per_token"]
-    result["ar_over_floor"] = ar / (floor.seconds * 1e3) if ar else None
-    label, profile = skip_profile(name, layers)
-    draft = DraftModel(model, profile)
-    costs = measure_costs(model, draft, prompts[0], max_k=8, reps=args.reps * 3, engine=lm.engine)
-    result["costs"] = {"profile": label, "skipped": profile.skipped_sublayers, "c": costs.c,
-                       "v_by_width": {k + 1: v for k, v in costs.v.items()}}
-    calibration = [synthetic_prompt(vocab, args.context, seed) for seed in (7, 8)]
-    result["planted"] = plant_redundancy(model, profile, args.planted_acceptance, calibration)
-    result["synthetic_speculation"] = speculative_run(lm, draft, costs, args, prompts)
-    result["engine"] = lm.engine.describe()
-    result["seconds"] = time.perf_counter() - t0
+    result = {"shape": name, "dtype": str(dtype), "layers": layers, "errors": {}}
+
+    def part(key: str, measure) -> None:
+        if key not in args.parts:
+            return
+        progress(f"{name}: {key}")
+        try:
+            result[key] = measure()
+        except Exception:  # recorded; the next part still runs
+            result["errors"][key] = traceback.format_exc()
+            print(result["errors"][key], file=sys.stderr, flush=True)
+        result["engine"] = lm.engine.describe()
+        result["seconds"] = time.perf_counter() - t0
+        save(result)
+
+    part("floor", lambda: measure_floor(model).to_dict())
+    part("methods", lambda: timed_methods(lm, args, prompts))
+    if "floor" in result and "methods" in result:
+        ar = result["methods"][AR]["decode_ms_per_token"]
+        result["ar_over_floor"] = ar / (result["floor"]["seconds"] * 1e3) if ar else None
+    drafted = {}
+
+    def costs():
+        drafted["draft"], drafted["costs"], report = draft_costs(model, lm, name, args, prompts[0])
+        return report
+
+    part("costs", costs)
+    if "draft" in drafted:
+        draft, profile = drafted["draft"], drafted["draft"].profile
+        calibration = [synthetic_prompt(vocab, args.context, seed) for seed in (7, 8)]
+        part("planted", lambda: plant_redundancy(model, profile, args.planted_acceptance, calibration))
+        if "planted" in result:
+            part("synthetic_speculation", lambda: speculative_run(lm, draft, drafted["costs"], args, prompts))
     return result
 
 
+def progress(what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def summary_lines(result: dict) -> list[str]:
-    m, c, floor = result["methods"], result["costs"], result["floor"]
-    lines = [f"### {result['shape']} ({result['dtype']}, {result['layers']} layers)",
-             f"- autoregressive {m[AR]['decode_ms_per_token']:.2f} ms/token = {result['ar_over_floor']:.2f}x the "
-             f"floor {floor['seconds'] * 1e3:.2f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.1f} MB)"]
-    for name, r in m.items():
+    lines = [f"### {result['shape']} ({result['dtype']}, {result['layers']} layers)"]
+    m, floor = result.get("methods"), result.get("floor")
+    if m and floor and result.get("ar_over_floor"):
+        lines.append(f"- autoregressive {m[AR]['decode_ms_per_token']:.2f} ms/token = {result['ar_over_floor']:.2f}x "
+                     f"the floor {floor['seconds'] * 1e3:.2f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.1f} MB)")
+    for name, r in (m or {}).items():
         if name != AR:
             lines.append(f"- our AR vs {name}: {r['our_ar_speedup']:.2f}x (identical: {r['identical']})")
-    lines.append(f"- {c['profile']} ({c['skipped']} sublayers skipped): c = {c['c']:.3f}; "
-                 + ", ".join(f"v({w}) = {v:.2f}" for w, v in c["v_by_width"].items()))
-    p = result["planted"]
-    lines.append(f"- SYNTHETIC planted redundancy (scale {p['scale']:.4f}, draft agreement {p['agreement']:.2f}, "
-                 f"target {p['target']:.2f}):")
-    for name, r in result["synthetic_speculation"].items():
+    if c := result.get("costs"):
+        lines.append(f"- {c['profile']} ({c['skipped']} sublayers skipped): c = {c['c']:.3f}; "
+                     + ", ".join(f"v({w}) = {v:.2f}" for w, v in c["v_by_width"].items()))
+        lines.append("- c by draft: " + ", ".join(f"{d} {v:.3f}" for d, v in c["c_by_draft"].items()))
+    if p := result.get("planted"):
+        lines.append(f"- SYNTHETIC planted redundancy (scale {p['scale']:.4f}, draft agreement {p['agreement']:.2f}, "
+                     f"target {p['target']:.2f}):")
+    for name, r in result.get("synthetic_speculation", {}).items():
         a = "–" if r["a"] is None else f"{r['a']:.2f}"
         bound = "–" if r["bound"] is None else f"{r['bound']:.2f}x"
         eff = "–" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
         lines.append(f"  - {name}: {r['speedup']:.2f}x, a = {a}, bound {bound}, efficiency {eff} "
                      f"(identical: {r['identical']})")
+    lines.extend(f"- FAILED {key}: {text.strip().splitlines()[-1]}" for key, text in result["errors"].items())
     return lines
 
 
@@ -209,8 +262,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (real: 3; tiny: 1)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compiled steps (default: on for CUDA)")
+    parser.add_argument("--compile-backend", choices=("inductor", "cudagraphs"), default="inductor",
+                        help="torch.compile backend of the steps; cudagraphs captures the eager kernels (seconds "
+                             "to compile, not minutes)")
+    parser.add_argument("--draft-weights", default="int8,int4",
+                        help="low-bit draft weights to time c for (comma-separated; '' for none)")
     parser.add_argument("--generate-static", action=argparse.BooleanOptionalAction, default=None,
                         help="also time generate() static-compiled (default: on for real shapes)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"which parts to run (comma-separated; {', '.join(PARTS)})")
     parser.add_argument("--out", default=None, help="folder for gpu_bench.json")
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -220,6 +280,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 < args.planted_acceptance <= 1:
         parser.error("--planted-acceptance must be in (0, 1]")
     args.models = names
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if set(args.parts) - set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)}")
+    args.draft_weights = [w.strip() for w in args.draft_weights.split(",") if w.strip()]
+    if set(args.draft_weights) - {"int8", "int4"}:
+        parser.error("--draft-weights takes int8 and/or int4")
     real = args.shape == "real"
     args.context = args.context or (256 if real else 32)
     args.tokens = args.tokens or (64 if real else 8)
@@ -237,20 +303,27 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": machine_fingerprint(torch.device(device)), "shape": args.shape,
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": [], "errors": []}
     print(f"## gpu_bench on {report['device']} ({args.shape} shapes)\n")
-    for name in args.models:
-        try:
-            result = bench_shape(name, args, device)
+    def save(result: dict | None = None) -> None:
+        if result is not None and all(r is not result for r in report["results"]):
             report["results"].append(result)
-            print("\n".join(summary_lines(result)) + "\n", flush=True)
-        except Exception:  # one shape's failure must not lose the others' numbers on a lent machine
-            report["errors"].append(f"{name}: {traceback.format_exc()}")
-            print(report["errors"][-1], file=sys.stderr, flush=True)
-        if device == "cuda":
-            torch.cuda.empty_cache()
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "gpu_bench.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+    for name in args.models:
+        try:
+            result = bench_shape(name, args, device, save)
+            print("\n".join(summary_lines(result)) + "\n", flush=True)
+            report["errors"].extend(f"{name} {key}: {text}" for key, text in result["errors"].items())
+        except Exception:  # one shape's failure must not lose the others' numbers on a lent machine
+            report["errors"].append(f"{name}: {traceback.format_exc()}")
+            print(report["errors"][-1], file=sys.stderr, flush=True)
+        if device == "cuda":  # the compiled graphs hold the last model; let it go before the next
+            torch._dynamo.reset()
+            gc.collect()
+            torch.cuda.empty_cache()
+        save()
     return 1 if report["errors"] else 0
 
 

@@ -32,6 +32,9 @@ def test_tiny_shapes_run_every_part_and_label_the_planted_run(gpu_bench, tmp_pat
     assert set(result["methods"]) == {"autoregressive", "generate"}
     assert all(m["identical"] for m in result["methods"].values())  # float32 on CPU: exact
     assert sorted(int(w) for w in result["costs"]["v_by_width"]) == list(range(2, 10))
+    drafts = result["costs"]["c_by_draft"]
+    assert set(drafts) == {"skip: even 45%", "int8", "int8 + skip", "int4", "int4 + skip"}
+    assert all(c > 0 for c in drafts.values()) and result["errors"] == {}
     assert abs(result["planted"]["agreement"] - 0.8) < 0.1
     for run in result["synthetic_speculation"].values():
         assert run["identical"] and run["speedup"] > 0
