@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
-from selfspec.engine.lowbit import kernel_builders
+from selfspec.engine.cache import new_cache
+from selfspec.engine.fused_sublayers import FUSABLE_MODEL_TYPES
+from selfspec.engine.lowbit import kernel_builders, low_bit_shadow
 from selfspec.engine.shadow import linear_slots
 from test_engine import _assert_same, _snapshot, generated
 from tiny_models import CONFIGS, tiny_model
@@ -38,6 +40,30 @@ def test_greedy_low_bit_drafts_are_token_identical(arch, weights):
         for prompt in prompts:
             got = generated(self_speculative(model, prompt, draft, 24, settings=setting))
             assert got == expected[tuple(prompt)], (profile, setting, prompt)
+
+
+FIXED_KERNELS = {"int8": {"int8": "int8pack"}, "int4": {"int4": "int4pack-float32", "int8": "int8pack"}}
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_fused_sublayers_compute_what_the_layers_own_modules_compute(arch, weights):
+    """The reference is transformers' own forward of the unfused low-bit shadow (the same quantised
+    weights, every module the model's own class); the draft must match it over a whole prompt and
+    token by token through the static cache, and fuse exactly the Llama-family layers."""
+    model = tiny_model(arch)
+    layers = model.config.num_hidden_layers
+    reference, _ = low_bit_shadow(model, weights, FIXED_KERNELS[weights], fuse=False)
+    ids = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3, 11, 70]])
+    with torch.inference_mode():
+        expected = reference(ids).logits[0]
+        draft = DraftModel(model, SkipProfile(layers), weights=weights, kernels=FIXED_KERNELS[weights])
+        assert draft.lowbit.fused == (arch in FUSABLE_MODEL_TYPES)
+        whole = draft(ids, torch.arange(ids.shape[1])[None], new_cache())[0]
+        cache = new_cache(layers, 32)
+        stepwise = torch.cat([draft(ids[:, i:i + 1], torch.tensor([[i]]), cache)[0] for i in range(ids.shape[1])])
+    torch.testing.assert_close(whole, expected, atol=2e-4, rtol=2e-4)
+    torch.testing.assert_close(stepwise, expected, atol=2e-4, rtol=2e-4)
 
 
 def _expected_bytes(model, weights: str) -> int:

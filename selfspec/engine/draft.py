@@ -5,7 +5,8 @@ low-bit copies of its linear weights.
 so it registers no hooks and flips no switches: the model is exactly as it was after every call,
 whatever happens during one. With `weights="full"` (the paper's draft) it copies nothing; with
 "int8"/"int4" it walks a shadow module tree that shares every tensor with the model except the
-quantised linear weights it adds (lowbit.py). Positions are always passed explicitly, and masks are
+quantised linear weights it adds (lowbit.py), in Llama-family layers fused and run in fewer tensor
+operations (fused_sublayers.py). Positions are always passed explicitly, and masks are
 built from them, because the cache of a skipped layer is shorter than the others while drafting.
 """
 
@@ -28,6 +29,7 @@ from selfspec.engine.architectures import (
     num_layers,
 )
 from selfspec.engine.cache import is_static, layer_length
+from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_sublayer
 from selfspec.engine.lowbit import DRAFT_WEIGHTS, low_bit_shadow
 from selfspec.profiles.schema import SkipProfile
 
@@ -43,6 +45,9 @@ class DraftModel:
         self.profile = profile
         self.weights = weights
         body, self.lowbit = (model, None) if weights == "full" else low_bit_shadow(model, weights, kernels)
+        fused = self.lowbit is not None and self.lowbit.fused
+        self._attention = fused_attention_sublayer if fused else attention_sublayer
+        self._mlp = fused_mlp_sublayer if fused else mlp_sublayer
         self.head = head or FullHead(body)
         self._decoder = decoder(body)
         self._layers = list(decoder_layers(body))
@@ -90,11 +95,11 @@ class DraftModel:
         for i, layer, run_attn, run_mlp in self._plan:
             if run_attn:
                 mask = self._mask(i, position_ids, cache, hidden.dtype, masks)
-                hidden = attention_sublayer(
+                hidden = self._attention(
                     layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
                 )
             if run_mlp:
-                hidden = mlp_sublayer(layer, hidden)
+                hidden = self._mlp(layer, hidden)
         hidden = self._decoder.norm(hidden)
         logits = self.head(hidden)
         if self._softcap is not None:

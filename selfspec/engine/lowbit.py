@@ -23,7 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from selfspec.engine.architectures import decoder_layers
 from selfspec.engine.devices import dtype_name
+from selfspec.engine.fused_sublayers import fusable, fuse_projections
 from selfspec.engine.kernels import choose_fastest
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
@@ -88,8 +90,13 @@ class LowBitLinear(nn.Module):
             self.register_buffer(name, tensor, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.native(x).to(x.dtype)
+
+    def native(self, x: torch.Tensor) -> torch.Tensor:
+        """The product in the dtype the kernel returns (bfloat16 for most), not cast back: for a caller
+        whose next operation mixes dtypes anyway, one cast a layer fewer (fused_sublayers.py)."""
         shape = x.shape
-        y = self.product(x.reshape(-1, self.in_features)).to(x.dtype)
+        y = self.product(x.reshape(-1, self.in_features))
         if self.bias is not None:
             y = y + self.bias
         return y.view(*shape[:-1], self.out_features)
@@ -186,10 +193,11 @@ class LowBitReport:
     extra_bytes: int  # memory the low-bit copies add beside the model
     kernels: dict[str, str] = field(default_factory=dict)  # "out x in" -> the kernel chosen for that shape
     build_seconds: float = 0.0
+    fused: bool = False  # q/k/v and gate/up fused into one product each (fused_sublayers.py)
 
     def to_dict(self) -> dict:
         return {"weights": self.weights, "extra_bytes": self.extra_bytes, "kernels": dict(self.kernels),
-                "build_seconds": round(self.build_seconds, 3)}
+                "build_seconds": round(self.build_seconds, 3), "fused": self.fused}
 
 
 def layer_weights(weights: str, linear: nn.Linear, is_head: bool) -> str:
@@ -217,12 +225,13 @@ def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]
         return choose_fastest(key, candidates, device, repeats=5, rounds=2).name
 
 
-def low_bit_shadow(model: nn.Module, weights: str,
-                   kernels: dict[str, str] | None = None) -> tuple[nn.Module, LowBitReport]:
+def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | None = None,
+                   fuse: bool = True) -> tuple[nn.Module, LowBitReport]:
     """A shadow of `model` whose every nn.Linear holds `weights` ("int8" or "int4") copies.
 
     `kernels` forces a kernel per bit width, e.g. {"int8": "int8pack"} (tests, benchmarks); by
-    default each shape gets the fastest measured on this machine.
+    default each shape gets the fastest measured on this machine. With `fuse`, Llama-family layers
+    get fused q/k/v and gate/up products (fused_sublayers.py); `report.fused` says whether they did.
     """
     t0 = time.perf_counter()
     probe = model.get_input_embeddings().weight
@@ -234,14 +243,22 @@ def low_bit_shadow(model: nn.Module, weights: str,
     head = shadow.get_output_embeddings()
     chosen: dict[tuple[str, int, int], str] = {}
     extra = 0
-    for parent, name, linear in linear_slots(shadow):
+
+    def quantise(linear: nn.Linear) -> LowBitLinear:
+        nonlocal extra
         kind = layer_weights(weights, linear, linear is head)
         shape = (kind, linear.out_features, linear.in_features)
         if shape not in chosen:
-            forced = (kernels or {}).get(kind)
-            chosen[shape] = forced or choose_kernel(kind, linear, builders[kind])
+            chosen[shape] = (kernels or {}).get(kind) or choose_kernel(kind, linear, builders[kind])
         layer = builders[kind][chosen[shape]](linear)
-        setattr(parent, name, layer)
         extra += layer.extra_bytes
+        return layer
+
+    fused = fuse and fusable(shadow)
+    if fused:
+        for layer in decoder_layers(shadow):
+            fuse_projections(layer, quantise)
+    for parent, name, linear in linear_slots(shadow):
+        setattr(parent, name, quantise(linear))
     report = {f"{kind} {o}x{i}": name for (kind, o, i), name in chosen.items()}
-    return shadow, LowBitReport(weights, extra, report, time.perf_counter() - t0)
+    return shadow, LowBitReport(weights, extra, report, time.perf_counter() - t0, fused)

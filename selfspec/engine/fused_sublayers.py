@@ -1,0 +1,111 @@
+"""The low-bit draft's sublayers in few tensor operations: fused projections, one rotary, fused norms.
+
+A draft token is cheap only if its step is: at batch 1 on a CPU each tensor operation costs several
+microseconds of dispatch whatever its size, and a transformers decoder layer runs dozens of them. The
+low-bit draft's weights are copies anyway (lowbit.py), so they can be laid out for speed at no cost:
+q/k/v become one product and gate/up another (each row of a fused matrix is quantised exactly as it
+was alone), the rotary embedding is applied to queries and keys together, each RMS norm is four
+operations instead of eight (x * w / sqrt(mean(x^2) + eps) = x / hypot(||x||, sqrt(d eps)) * w sqrt(d)),
+and products stay in the kernel's dtype where the next operation casts anyway. The draft only proposes — the full model verifies with its own modules — so the
+few-ulp differences of another operation order cannot change the output.
+
+Only plain Llama-family layers are fused (pre-norm RMSNorm, SiLU-gated MLP, full rotary, no q/k
+norms): the families in FUSABLE_MODEL_TYPES. Others keep transformers' modules (architectures.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from selfspec.engine.architectures import decoder_layers
+
+FUSABLE_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def fusable(model: nn.Module) -> bool:
+    """Whether every decoder layer of `model` has the plain Llama shape this module computes."""
+    config = model.config
+    attention = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
+    return (getattr(config, "model_type", None) in FUSABLE_MODEL_TYPES
+            and getattr(config, "hidden_act", None) == "silu"
+            and getattr(config, "pretraining_tp", 1) == 1
+            and attention in ("sdpa", "eager")
+            and all(_plain_layer(layer) for layer in decoder_layers(model)))
+
+
+def _plain_layer(layer: nn.Module) -> bool:
+    attn, mlp = layer.self_attn, layer.mlp
+    projections = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    projections += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    norms = (getattr(layer, "input_layernorm", None), getattr(layer, "post_attention_layernorm", None))
+    return (all(isinstance(p, nn.Linear) for p in projections)
+            and not hasattr(attn, "q_norm")
+            and all(n is not None and hasattr(n, "variance_epsilon") for n in norms))
+
+
+def _concatenated(*linears: nn.Linear) -> nn.Linear:
+    """One nn.Linear whose rows are the given layers' rows, in order (a temporary to quantise)."""
+    first = linears[0]
+    fused = nn.Linear(first.in_features, sum(lin.out_features for lin in linears), bias=first.bias is not None,
+                      device="meta")
+    fused.weight = nn.Parameter(torch.cat([lin.weight.detach() for lin in linears]), requires_grad=False)
+    if first.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in linears]), requires_grad=False)
+    return fused
+
+
+def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module]) -> None:
+    """Give a shadow layer `self_attn.qkv_proj` and `mlp.gate_up_proj` (quantised), dropping the parts,
+    and its norms the constants of `_rms_normed`."""
+    attn, mlp = layer.self_attn, layer.mlp
+    for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+        width = norm.weight.shape[-1]
+        norm.scaled_weight = norm.weight.detach() * width ** 0.5
+        norm.epsilon_norm = torch.tensor((width * norm.variance_epsilon) ** 0.5, dtype=torch.float32,
+                                         device=norm.weight.device)
+    attn.qkv_proj = quantise(_concatenated(attn.q_proj, attn.k_proj, attn.v_proj))
+    mlp.gate_up_proj = quantise(_concatenated(mlp.gate_proj, mlp.up_proj))
+    attn.query_width = attn.q_proj.out_features
+    attn.key_width = attn.k_proj.out_features
+    for module, names in ((attn, ("q_proj", "k_proj", "v_proj")), (mlp, ("gate_proj", "up_proj"))):
+        for name in names:
+            delattr(module, name)
+
+
+def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_embeddings, attention_mask,
+                             position_ids: torch.Tensor, cache) -> torch.Tensor:
+    """hidden + Attention(norm(hidden)) for a layer `fuse_projections` prepared (same call as
+    architectures.attention_sublayer)."""
+    attn = layer.self_attn
+    width = hidden.shape[1]
+    head_dim = attn.head_dim
+    qkv = attn.qkv_proj.native(_rms_normed(hidden, layer.input_layernorm)).to(hidden.dtype)  # the cache's dtype
+    query_keys = qkv[..., :attn.query_width + attn.key_width].view(1, width, -1, head_dim).transpose(1, 2)
+    values = qkv[..., attn.query_width + attn.key_width:].view(1, width, -1, head_dim).transpose(1, 2)
+    cos, sin = position_embeddings
+    half = head_dim // 2
+    rotated = torch.cat((-query_keys[..., half:], query_keys[..., :half]), dim=-1)
+    query_keys = query_keys * cos[:, None] + rotated * sin[:, None]
+    heads = attn.query_width // head_dim
+    keys, values = cache.update(query_keys[:, heads:], values, attn.layer_idx)
+    out = F.scaled_dot_product_attention(query_keys[:, :heads], keys, values, attn_mask=attention_mask,
+                                         scale=attn.scaling, enable_gqa=keys.shape[1] != heads)
+    return hidden + attn.o_proj.native(out.transpose(1, 2).reshape(1, width, attn.query_width))
+
+
+def fused_mlp_sublayer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """hidden + MLP(norm(hidden)) for a layer `fuse_projections` prepared."""
+    mlp = layer.mlp
+    gate, up = mlp.gate_up_proj.native(_rms_normed(hidden, layer.post_attention_layernorm)).chunk(2, -1)
+    return hidden + mlp.down_proj.native(F.silu(gate) * up)
+
+
+def _rms_normed(hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """RMSNorm in four operations (on CPU torch's `rms_norm` runs eight): sqrt(||x||^2 + d eps) is
+    sqrt(d) times the root mean square with its epsilon, so a zero vector stays zero."""
+    length = torch.hypot(torch.linalg.vector_norm(hidden, dim=-1, keepdim=True), norm.epsilon_norm)
+    return hidden / length * norm.scaled_weight
