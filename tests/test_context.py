@@ -55,6 +55,7 @@ def test_bad_ngram_bounds_are_refused():
 import torch  # noqa: E402
 
 from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative  # noqa: E402
+from selfspec.engine.settings import MAX_CONTEXT_TOKENS  # noqa: E402
 from tiny_models import CONFIGS, tiny_model  # noqa: E402
 
 
@@ -88,4 +89,4 @@ def test_switching_context_drafts_off_copies_nothing():
     assert all(r.copied == 0 for r in off)
     assert [t for r in off for t in r.token_ids] == [t for r in autoregressive(model, prompt, 16) for t in r.token_ids]
     with pytest.raises(ValueError, match="context_tokens"):
-        DraftSettings(context_tokens=9)
+        DraftSettings(context_tokens=MAX_CONTEXT_TOKENS + 1)

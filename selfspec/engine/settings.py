@@ -13,7 +13,7 @@ from typing import Any
 
 from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
 
-MAX_CONTEXT_TOKENS = 8  # a verification of more positions stops being cheap (and needs a wider compiled graph)
+MAX_CONTEXT_TOKENS = 16  # the controller verifies as many as pay (widths past the compiled buckets run eager)
 EXIT_RULES = ("adaptive", "fixed", "off")
 DRAFT_WEIGHT_CHOICES = ("auto", "full", "int8", "int4")  # auto: measured here (profiles/draft_weights.py)  # adaptive: the paper's rule; fixed: a constant threshold; off: always K
 
@@ -32,7 +32,7 @@ class DraftSettings:
     target_acceptance: float = 0.9  # adaptive rule's alpha
     controller: bool = False  # choose each step's draft length (0 = a plain step) from measured costs
     draft_weights: str | None = None  # which draft front ends build: full, int8, int4, auto (None: auto)
-    context_tokens: int = 8  # most tokens per step copied from the context (engine/context.py); 0: off
+    context_tokens: int = 16  # most tokens per step copied from the context (engine/context.py); 0: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or isinstance(self.max_draft, bool) or self.max_draft < 1:
