@@ -304,8 +304,9 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["products"]
     over = report["overhead"]
     assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
-    # v for every width a step may verify: K = 2 drafts, or up to 8 tokens copied from the context.
-    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {str(n) for n in range(1, 9)}
+    # v for every width a step may verify: K = 2 drafts, or as many tokens as a step may copy by default.
+    widest = max(2, DraftSettings().context_tokens)
+    assert set(over["methods"]["self-spec K=2 full off"]["v"]) == {str(n) for n in range(1, widest + 1)}
     assert {r["category"] for r in report["rows"]} == {"a", "b", "all"}
     assert len(read_vocabulary(out / "vocab-50.json")) == 50
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()
