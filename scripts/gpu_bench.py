@@ -186,37 +186,34 @@ def bench_shape(name: str, args, device: str, save) -> dict:
     prompts = [synthetic_prompt(vocab, args.context, seed) for seed in (1, 2)]
     result = {"shape": name, "dtype": str(dtype), "layers": layers, "errors": {}}
 
-    def part(key: str, measure) -> None:
+    def part(key: str, measure, report=lambda measured: measured):
+        """Run one part; record `report(what it measured)` and return what it measured (None: skipped or failed)."""
         if key not in args.parts:
-            return
+            return None
         progress(f"{name}: {key}")
+        measured = None
         try:
-            result[key] = measure()
+            measured = measure()
+            result[key] = report(measured)
         except Exception:  # recorded; the next part still runs
             result["errors"][key] = traceback.format_exc()
             print(result["errors"][key], file=sys.stderr, flush=True)
         result["engine"] = lm.engine.describe()
         result["seconds"] = time.perf_counter() - t0
         save(result)
+        return measured
 
     part("floor", lambda: measure_floor(model).to_dict())
     part("methods", lambda: timed_methods(lm, args, prompts))
     if "floor" in result and "methods" in result:
         ar = result["methods"][AR]["decode_ms_per_token"]
         result["ar_over_floor"] = ar / (result["floor"]["seconds"] * 1e3) if ar else None
-    drafted = {}
-
-    def costs():
-        drafted["draft"], drafted["costs"], report = draft_costs(model, lm, name, args, prompts[0])
-        return report
-
-    part("costs", costs)
-    if "draft" in drafted:
-        draft, profile = drafted["draft"], drafted["draft"].profile
+    drafted = part("costs", lambda: draft_costs(model, lm, name, args, prompts[0]), report=lambda out: out[2])
+    if drafted is not None:
+        draft, costs, _ = drafted
         calibration = [synthetic_prompt(vocab, args.context, seed) for seed in (7, 8)]
-        part("planted", lambda: plant_redundancy(model, profile, args.planted_acceptance, calibration))
-        if "planted" in result:
-            part("synthetic_speculation", lambda: speculative_run(lm, draft, drafted["costs"], args, prompts))
+        if part("planted", lambda: plant_redundancy(model, draft.profile, args.planted_acceptance, calibration)):
+            part("synthetic_speculation", lambda: speculative_run(lm, draft, costs, args, prompts))
     return result
 
 

@@ -6,8 +6,9 @@ low-bit draft's weights are copies anyway (lowbit.py), so they can be laid out f
 q/k/v become one product and gate/up another (each row of a fused matrix is quantised exactly as it
 was alone), the rotary embedding is applied to queries and keys together, each RMS norm is four
 operations instead of eight (x * w / sqrt(mean(x^2) + eps) = x / hypot(||x||, sqrt(d eps)) * w sqrt(d)),
-and products stay in the kernel's dtype where the next operation casts anyway. The draft only proposes — the full model verifies with its own modules — so the
-few-ulp differences of another operation order cannot change the output.
+and products stay in the kernel's dtype where the next operation casts anyway. The draft only
+proposes — the full model verifies with its own modules — so the few-ulp differences of another
+operation order cannot change the output.
 
 Only plain Llama-family layers are fused (pre-norm RMSNorm, SiLU-gated MLP, full rotary, no q/k
 norms): the families in FUSABLE_MODEL_TYPES. Others keep transformers' modules (architectures.py).
@@ -69,8 +70,10 @@ def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module
                                          device=norm.weight.device)
     attn.qkv_proj = quantise(_concatenated(attn.q_proj, attn.k_proj, attn.v_proj))
     mlp.gate_up_proj = quantise(_concatenated(mlp.gate_proj, mlp.up_proj))
+    # Where the fused output splits, worked out once rather than every step.
     attn.query_width = attn.q_proj.out_features
-    attn.key_width = attn.k_proj.out_features
+    attn.query_key_width = attn.q_proj.out_features + attn.k_proj.out_features
+    attn.query_heads = attn.q_proj.out_features // attn.head_dim
     for module, names in ((attn, ("q_proj", "k_proj", "v_proj")), (mlp, ("gate_proj", "up_proj"))):
         for name in names:
             delattr(module, name)
@@ -84,13 +87,13 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     width = hidden.shape[1]
     head_dim = attn.head_dim
     qkv = attn.qkv_proj.native(_rms_normed(hidden, layer.input_layernorm)).to(hidden.dtype)  # the cache's dtype
-    query_keys = qkv[..., :attn.query_width + attn.key_width].view(1, width, -1, head_dim).transpose(1, 2)
-    values = qkv[..., attn.query_width + attn.key_width:].view(1, width, -1, head_dim).transpose(1, 2)
+    query_keys = qkv[..., :attn.query_key_width].view(1, width, -1, head_dim).transpose(1, 2)
+    values = qkv[..., attn.query_key_width:].view(1, width, -1, head_dim).transpose(1, 2)
     cos, sin = position_embeddings
     half = head_dim // 2
     rotated = torch.cat((-query_keys[..., half:], query_keys[..., :half]), dim=-1)
     query_keys = query_keys * cos[:, None] + rotated * sin[:, None]
-    heads = attn.query_width // head_dim
+    heads = attn.query_heads
     keys, values = cache.update(query_keys[:, heads:], values, attn.layer_idx)
     out = F.scaled_dot_product_attention(query_keys[:, :heads], keys, values, attn_mask=attention_mask,
                                          scale=attn.scaling, enable_gqa=keys.shape[1] != heads)
