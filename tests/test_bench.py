@@ -169,7 +169,7 @@ def test_vocabulary_head_drafts_only_its_tokens():
 
     cache = new_cache()
     forward_full(model, torch.tensor([[2, 3, 4]]), 0, cache)
-    drafted, _ = draft_tokens(draft, torch.tensor(7), 3, cache, 6, 0.0, Sampling(), None)
+    drafted = draft_tokens(draft, torch.tensor(7), 3, cache, 6, 0.0, Sampling(), None).tokens
     assert len(drafted) == 6 and all(int(t) in allowed for t in drafted)
 
 

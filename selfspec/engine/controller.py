@@ -7,18 +7,26 @@ the context (engine/context.py), free to propose, and the model's draft, d secon
 come first, the draft continues after them, so a plan (m copies, k drafts) commits
     E(m, k) = 1 + a_c + ... + a_c^m + a_c^m (a + ... + a^k)
 tokens in k d + v(m + k) seconds, where v(n) is the measured verification of n proposed tokens and
-v(0) = f, a plain one-token step. `best_plan` takes the plan with the most tokens per second, so a
+v(0) = f, a plain one-token step. A draft that continues after m copies must first read them: its first
+forward is m + 1 tokens wide, measured as r(m) (r(0) = d), so that plan costs r(m) + (k - 1) d + v(m + k);
+a wide low-bit forward can cost several drafted tokens, which keeps the draft off the end of long copies. `best_plan` takes the plan with the most tokens per second, so a
 source is used only when the tokens it is expected to add pay for the width and draft time it adds,
 and (0, 0), a plain step, whenever nothing pays: that is what keeps self-speculation from being
 much slower than plain decoding.
 
 A source not in the best plan is probed now and then, so a source that starts to pay (the text
 became predictable, or started copying) is noticed: one token of it is added to the cheapest plan
-that can carry it. Each probe's expected loss against the best plan is known from the same numbers,
+that can carry it (a draft token goes alone: behind copies it would be observed only if all of them
+survived, and its drafting time would be mixed with reading them). Each probe's expected loss against the best plan is known from the same numbers,
 and the next probe of that source waits long enough that probes waste at most `explore` of the time
 spent meanwhile, and, while its probes keep failing, twice as long as the last time. A source nothing is known about yet is
 probed at its first chance, with that one token: a short first draft, never K before acceptance is
 known.
+
+Acceptance is estimated from few steps, where a bare maximum-likelihood estimate swings to 1 or 0 on a
+single token (one matched copied token made a 16-token copy look certain). Each source's estimate
+therefore starts from a few pseudo-tokens of prior (`Source.prior_kept`, `prior_failures`) that the
+run's own evidence soon outweighs.
 """
 
 from __future__ import annotations
@@ -48,9 +56,20 @@ def plan_tokens(copy_acceptance: float, copies: int, draft_acceptance: float, dr
     return expected_tokens(copy_acceptance, copies) + reach_drafts * (expected_tokens(draft_acceptance, drafts) - 1)
 
 
-def plan_seconds(copies: int, drafts: int, draft_seconds: float, verify_seconds: Callable[[int], float]) -> float:
-    """k d + v(m + k); v(0) is a plain step."""
-    return drafts * draft_seconds + verify_seconds(copies + drafts)
+def drafting_seconds(copies: int, drafts: int, draft_seconds: float,
+                     reading_seconds: Callable[[int], float] | None = None) -> float:
+    """The draft's time in a plan: r(m) + (k - 1) d, nothing when k = 0. Without `reading_seconds` (r),
+    reading the copies is taken as free: k d."""
+    if not drafts:
+        return 0.0
+    first = reading_seconds(copies) if copies and reading_seconds is not None else draft_seconds
+    return first + (drafts - 1) * draft_seconds
+
+
+def plan_seconds(copies: int, drafts: int, draft_seconds: float, verify_seconds: Callable[[int], float],
+                 reading_seconds: Callable[[int], float] | None = None) -> float:
+    """Drafting plus v(m + k); v(0) is a plain step."""
+    return drafting_seconds(copies, drafts, draft_seconds, reading_seconds) + verify_seconds(copies + drafts)
 
 
 Plan = tuple[int, int]  # (tokens copied from the context, tokens drafted by the model)
@@ -62,24 +81,27 @@ def plans(copies: int, drafts: int, limit: int) -> list[Plan]:
 
 
 def best_plan(candidates: list[Plan], copy_acceptance: float, draft_acceptance: float, draft_seconds: float,
-              verify_seconds: Callable[[int], float]) -> tuple[Plan, float]:
+              verify_seconds: Callable[[int], float],
+              reading_seconds: Callable[[int], float] | None = None) -> tuple[Plan, float]:
     """The candidate with the most expected tokens per second, and that rate."""
     copied = [expected_tokens(copy_acceptance, m) for m in range(max(m for m, _ in candidates) + 1)]
     drafted = [expected_tokens(draft_acceptance, k) - 1 for k in range(max(k for _, k in candidates) + 1)]
     best, best_rate = None, -1.0
     for m, k in candidates:  # in order of width: a tie keeps the narrower plan
-        rate = (copied[m] + copy_acceptance ** m * drafted[k]) / (k * draft_seconds + verify_seconds(m + k))
+        seconds = plan_seconds(m, k, draft_seconds, verify_seconds, reading_seconds)
+        rate = (copied[m] + copy_acceptance ** m * drafted[k]) / seconds
         if rate > best_rate:
             best, best_rate = (m, k), rate
     return best, best_rate
 
 
 def probe_waste(plan: Plan, best_rate: float, copy_acceptance: float, draft_acceptance: float,
-                draft_seconds: float, verify_seconds: Callable[[int], float]) -> float:
+                draft_seconds: float, verify_seconds: Callable[[int], float],
+                reading_seconds: Callable[[int], float] | None = None) -> float:
     """Seconds a step of `plan` is expected to lose against the best plan: its time less the time the
     best plan takes to commit as many tokens."""
     tokens = plan_tokens(copy_acceptance, plan[0], draft_acceptance, plan[1])
-    return max(0.0, plan_seconds(*plan, draft_seconds, verify_seconds) - tokens / best_rate)
+    return max(0.0, plan_seconds(*plan, draft_seconds, verify_seconds, reading_seconds) - tokens / best_rate)
 
 
 def probe_wait(waste: float, plain_seconds: float, explore: float) -> int:
@@ -133,12 +155,16 @@ class Source:
     failures: float = 0.0  # decayed count of its steps that ended in a rejected token of it
     idle: int = 0  # steps since one of its tokens was last verified
     interval: int = 1  # idle steps before the next probe, while it is not in the best plan
+    prior_kept: float = 0.5  # pseudo-counts the estimate starts from (they never decay): a prior
+    prior_failures: float = 0.5  # acceptance of prior_kept / (prior_kept + prior_failures)
 
     def acceptance(self) -> float | None:
-        """Per-token acceptance, maximum likelihood under the cost model: a step keeps a geometric
-        number of a source's tokens, so a = kept / (kept + steps that rejected one)."""
-        seen = self.kept + self.failures
-        return self.kept / seen if seen > 0 else None
+        """Per-token acceptance once anything was observed, else None. A step keeps a geometric number
+        of a source's tokens, so the maximum-likelihood estimate is kept / (kept + steps that rejected
+        one); the prior's pseudo-counts are added to both."""
+        if self.kept + self.failures <= 0:
+            return None
+        return (self.kept + self.prior_kept) / (self.kept + self.failures + self.prior_kept + self.prior_failures)
 
     def observe(self, kept: int, failed: bool) -> None:
         self.kept = self.memory * self.kept + kept
@@ -158,8 +184,10 @@ class DraftLength:
     full: Average = field(default_factory=Average)  # seconds of a plain (one-token) step
     draft: Average = field(default_factory=Average)  # seconds per drafted token
     verify: dict[int, Average] = field(default_factory=dict)  # tokens verified -> seconds of the verification
-    copies: Source = field(default_factory=Source)  # tokens copied from the context
-    drafts: Source = field(default_factory=Source)  # tokens drafted by the model
+    reading: dict[int, Average] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
+    copies: Source = field(default_factory=Source)  # tokens copied from the context: even odds at first
+    # The model's own draft: a draft worth building keeps most of its tokens (3 in 4 at first).
+    drafts: Source = field(default_factory=lambda: Source(prior_kept=1.5, prior_failures=0.5))
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or self.max_draft < 1:
@@ -180,6 +208,17 @@ class DraftLength:
         points = [(n, avg.value) for n, avg in self.verify.items() if avg.value is not None]
         return verify_costs([(0, self.full.value)] + points, widest)
 
+    def reading_table(self, widest: int) -> list[float]:
+        """r(0..widest): seconds of a draft forward that reads m copied tokens and drafts one (r(0) = d).
+        Measured where it was, else interpolated; before anything is measured, d scaled as the full
+        model's verification scales with width (v(m) / f)."""
+        d = self.draft.value or 0.0
+        points = [(m, avg.value) for m, avg in self.reading.items() if avg.value is not None]
+        if points:
+            return verify_costs([(0, d)] + points, widest)
+        full = self.full.value
+        return [d * v / full if full else d for v in self.verify_table(widest)]
+
     def plan(self, limit: int, available: int, max_context: int) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
         proposes at most `max_context` are used, up to `limit` tokens in all, at most K drafted."""
@@ -190,8 +229,9 @@ class DraftLength:
         a_c, a_d = self.copies.acceptance(), self.drafts.acceptance()
         d = self.draft.value or 0.0
         v = self.verify_table(copies + drafts).__getitem__
+        r = self.reading_table(copies).__getitem__
         known = plans(copies if a_c is not None else 0, drafts if a_d is not None else 0, limit)
-        best, rate = best_plan(known, a_c or 0.0, a_d or 0.0, d, v)
+        best, rate = best_plan(known, a_c or 0.0, a_d or 0.0, d, v, r)
         if best[0]:
             self.copies.interval = 1  # it pays: once it stops paying, probe it again soon
         if best[1]:
@@ -202,10 +242,11 @@ class DraftLength:
         if not best[0] and copies and self.copies.due():
             probes.append((self.copies, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
         if not best[1] and drafts and self.drafts.due():
-            probes.append((self.drafts, [p for p in plans(copies if a_c is not None else 0, 1, limit) if p[1]]))
+            probes.append((self.drafts, [(0, 1)]))  # alone: behind copies it is seen only if they all survive
         for source, candidates in probes:
-            chosen, _ = best_plan(candidates, a_c or 0.0, a_d or 0.0, d, v)
-            wait = probe_wait(probe_waste(chosen, rate, a_c or 0.0, a_d or 0.0, d, v), self.full.value, self.explore)
+            chosen, _ = best_plan(candidates, a_c or 0.0, a_d or 0.0, d, v, r)
+            wait = probe_wait(probe_waste(chosen, rate, a_c or 0.0, a_d or 0.0, d, v, r), self.full.value,
+                              self.explore)
             if source.acceptance() is None or source.idle >= min(wait, self.max_probe):
                 source.interval = next_interval(max(source.interval, source.idle), wait, self.max_probe)
                 return chosen
@@ -233,9 +274,10 @@ class DraftLength:
         self.drafts.idle += 1
 
     def observe_step(self, context: int, drafted: int, accepted: int, draft_seconds: float,
-                     verify_seconds: float) -> None:
+                     verify_seconds: float, reading_seconds: float | None = None) -> None:
         """A verified step of `context` copied tokens followed by `drafted` draft tokens, of which the
-        full model kept the first `accepted`."""
+        full model kept the first `accepted`. `reading_seconds`: of `draft_seconds`, the draft's first
+        forward, which read the copies (without it the copies' reading counts as drafting)."""
         if context + drafted < 1:
             return
         self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
@@ -243,7 +285,12 @@ class DraftLength:
         self.drafts.idle = 0 if drafted else self.drafts.idle + 1
         if context:
             self.copies.observe(min(accepted, context), accepted < context)
-        if drafted:
+        if drafted and context and reading_seconds is not None:
+            self.reading.setdefault(context, Average()).add(reading_seconds)
+            if drafted > 1:
+                self.draft.add((draft_seconds - reading_seconds) / (drafted - 1))
+        elif drafted:
             self.draft.add(draft_seconds / drafted)
+        if drafted:
             if accepted >= context:  # the drafts were reached: their acceptance was observed
                 self.drafts.observe(accepted - context, accepted < context + drafted)

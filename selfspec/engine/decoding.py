@@ -14,7 +14,7 @@ A self-speculative step:
 from __future__ import annotations
 
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -74,6 +74,12 @@ def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
     return sample(probabilities(logits, sampling), generator)
 
 
+class Drafted(NamedTuple):
+    tokens: torch.Tensor  # (n,) drafted ids
+    dists: torch.Tensor | None  # (n, V') draft distributions over the draft's vocabulary, when sampling
+    first_seconds: float | None  # the first draft forward (the one that read the copies), with a clock
+
+
 @torch.inference_mode()
 def draft_tokens(
     draft: DraftModel,
@@ -86,19 +92,20 @@ def draft_tokens(
     generator: torch.Generator | None,
     engine: Engine | None = None,
     copied: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    clock: Callable[[], float] | None = None,
+) -> Drafted:
     """Draft up to `max_tokens` tokens after `pending` (at `position`), through `engine`'s draft step.
 
     `copied`: tokens already proposed from the context, which the draft reads (in one wider step)
     before continuing after them. Stops early after a token whose draft top-1 probability is below
-    `threshold`. Returns the drafted ids (n,) and, when sampling, the draft distributions over the
-    draft vocabulary (n, V').
+    `threshold`. With a `clock`, the first forward (wider when it reads copies) is timed apart.
     """
     vocabulary = draft.vocabulary
     engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no full-model products
-    tokens, dists = [], []
+    tokens, dists, first_seconds = [], [], None
     token = pending.view(1, 1) if copied is None else torch.cat([pending.view(1), copied]).view(1, -1)
     position -= 1
+    start = clock() if clock is not None else None
     for _ in range(max_tokens):
         position += token.shape[-1]  # where the last token fed sits
         logits = _draft_logits(engine, draft, token, position, cache)
@@ -112,10 +119,11 @@ def draft_tokens(
             dists.append(q)
         token = (index if vocabulary is None else vocabulary[index]).view(1, 1)
         tokens.append(token.view(1))
+        if start is not None and first_seconds is None:
+            first_seconds = clock() - start
         if confidence is not None and float(confidence) < threshold:
             break
-    drafted = torch.cat(tokens)
-    return drafted, (torch.stack(dists) if dists else None)
+    return Drafted(torch.cat(tokens), torch.stack(dists) if dists else None, first_seconds)
 
 
 def _draft_logits(engine: Engine, draft: DraftModel, tokens: torch.Tensor, last: int, cache) -> torch.Tensor:
@@ -306,10 +314,11 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             continue
         t0 = run.clock()
         copied = torch.tensor(proposal[:n_copied], dtype=torch.long, device=run.device)
-        drafted, dists = copied, None
+        drafted, dists, reading = copied, None, None
         if n_draft:
-            more, dists = draft_tokens(draft, pending, position, cache, n_draft, exit_rule.threshold,
-                                       sampling, generator, run.engine, copied if n_copied else None)
+            more, dists, reading = draft_tokens(draft, pending, position, cache, n_draft, exit_rule.threshold,
+                                                sampling, generator, run.engine, copied if n_copied else None,
+                                                clock=run.clock if n_copied and lengths is not None else None)
             drafted = torch.cat([copied, more])
         truncate(cache, position)
         t1 = run.clock()
@@ -321,7 +330,7 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         if lengths is not None:
-            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1)
+            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading)
             if not n_copied:
                 lengths.observe_unverified_copies(proposal, tokens)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
