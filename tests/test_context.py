@@ -6,13 +6,14 @@ from selfspec.engine.context import ContextIndex
 
 
 def brute_force(tokens, max_ngram, min_ngram, max_tokens):
-    """The definition, by scanning: latest earlier occurrence of the longest matching suffix."""
+    """The definition, by scanning: latest earlier occurrence of the longest matching suffix; with
+    the length of that suffix (0: none)."""
     for n in range(min(max_ngram, len(tokens)), min_ngram - 1, -1):
         suffix = tokens[-n:]
         for start in range(len(tokens) - n - 1, -1, -1):  # an occurrence that has a follower
             if tokens[start:start + n] == suffix:
-                return tokens[start + n:start + n + max_tokens]
-    return []
+                return tokens[start + n:start + n + max_tokens], n
+    return [], 0
 
 
 def test_copies_what_followed_the_latest_occurrence():
@@ -26,6 +27,8 @@ def test_copies_what_followed_the_latest_occurrence():
 def test_falls_back_to_shorter_ngrams_and_to_nothing():
     index = ContextIndex([1, 2, 3, 4, 3], max_ngram=3)
     assert index.propose(2) == [4, 3]  # only the 1-gram "3" matches
+    assert index.propose_matched(2) == ([4, 3], 1)
+    assert ContextIndex([1, 2, 3, 1, 2], max_ngram=3).propose_matched(5) == ([3, 1, 2], 2)
     assert ContextIndex([1, 2, 3], max_ngram=3).propose(4) == []  # 3 never occurred before
     assert ContextIndex([], max_ngram=3).propose(4) == []
     assert ContextIndex([7, 7, 7], max_ngram=2).propose(5) == [7]  # overlapping run: what follows the latest "7 7"
@@ -42,7 +45,8 @@ def test_matches_the_definition_on_random_text(seed):
         if i > 10:
             index.extend(tokens[i - 1:i])
         k = rng.randrange(1, 8)
-        assert index.propose(k) == brute_force(tokens[:i], max_ngram, min_ngram, k)
+        assert index.propose_matched(k) == brute_force(tokens[:i], max_ngram, min_ngram, k)
+        assert index.propose(k) == brute_force(tokens[:i], max_ngram, min_ngram, k)[0]
 
 
 def test_bad_ngram_bounds_are_refused():

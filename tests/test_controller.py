@@ -207,7 +207,7 @@ def test_plain_steps_are_recorded_and_lossless(monkeypatch):
 
     model = tiny_model("llama")
     expected = [t for r in autoregressive(model, [5, 6, 7], 20) for t in r.token_ids]
-    monkeypatch.setattr(DraftLength, "plan", lambda self, limit, available, max_context: (0, 0))  # never drafts
+    monkeypatch.setattr(DraftLength, "plan", lambda self, limit, available, max_context, match: (0, 0))  # never drafts
     settings = DraftSettings(max_draft=4, controller=True)
     records = list(self_speculative(model, [5, 6, 7], SkipProfile(4, attn=[0]), 20, settings=settings))
     assert [t for r in records for t in r.token_ids] == expected
@@ -270,3 +270,17 @@ def test_a_draft_after_copies_pays_for_reading_them_and_leaves_the_drafting_cost
     a_c, a_d = c.context_acceptance(), c.acceptance()
     assert expected_by_cases(a_c, 2, a_d, 4) / (1.5 + 3 * 0.2 + 1.3) < expected_by_cases(a_c, 2, a_d, 0) / 1.1
     assert c.plan(limit=16, available=2, max_context=8) == (2, 0)  # copying alone now wins
+
+
+def test_copies_after_one_token_matches_are_learned_apart_from_longer_matches():
+    lengths = DraftLength(4)
+    lengths.observe_plain(0.1)
+    lengths.observe_step(0, 2, 2, 0.06, 0.12)  # a draft step measures d and v(2)
+    for _ in range(6):  # one-token matches keep being wrong; longer ones right
+        lengths.observe_unverified_copies([4, 5, 6], [9], match=1)
+        lengths.observe_unverified_copies([4, 5, 6], [4, 5, 6], match=3)
+    weight = sum(0.9 ** i for i in range(6))
+    assert lengths.context_acceptance(match=1) == pytest.approx(0.25 / (weight + 1))  # prior 0.25 : 0.75
+    assert lengths.context_acceptance(match=2) == pytest.approx((3 * weight + 0.5) / (3 * weight + 1))
+    assert lengths.plan(limit=16, available=8, max_context=8, match=1)[0] == 0
+    assert lengths.plan(limit=16, available=8, max_context=8, match=2)[0] > 0

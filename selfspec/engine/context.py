@@ -35,10 +35,16 @@ class ContextIndex:
     def propose(self, max_tokens: int) -> list[int]:
         """Up to `max_tokens` tokens that followed the latest earlier occurrence of the longest
         matching suffix (n from max_ngram down to min_ngram); empty when nothing matches."""
+        return self.propose_matched(max_tokens)[0]
+
+    def propose_matched(self, max_tokens: int) -> tuple[list[int], int]:
+        """`propose`, and the length n of the suffix it matched (0: no proposal). A one-token match is
+        a much weaker guess than a longer one (docs/BENCHMARKS.md), so the controller learns the two
+        apart."""
         if max_tokens < 1:
-            return []
+            return [], 0
         for n in range(min(self.max_ngram, len(self.tokens)), self.min_ngram - 1, -1):
             start = self._follower_at.get(tuple(self.tokens[-n:]))
             if start is not None:
-                return self.tokens[start:start + max_tokens]
-        return []
+                return self.tokens[start:start + max_tokens], n
+        return [], 0

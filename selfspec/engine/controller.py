@@ -185,7 +185,9 @@ class DraftLength:
     draft: Average = field(default_factory=Average)  # seconds per drafted token
     verify: dict[int, Average] = field(default_factory=dict)  # tokens verified -> seconds of the verification
     reading: dict[int, Average] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
-    copies: Source = field(default_factory=Source)  # tokens copied from the context: even odds at first
+    copies: Source = field(default_factory=Source)  # copies after a match of 2+ tokens: even odds at first
+    # Copies after a one-token match, a weaker guess (1 in 4 at first).
+    short_copies: Source = field(default_factory=lambda: Source(prior_kept=0.25, prior_failures=0.75))
     # The model's own draft: a draft worth building keeps most of its tokens (3 in 4 at first).
     drafts: Source = field(default_factory=lambda: Source(prior_kept=1.5, prior_failures=0.5))
 
@@ -196,8 +198,12 @@ class DraftLength:
     def acceptance(self) -> float | None:
         return self.drafts.acceptance()
 
-    def context_acceptance(self) -> float | None:
-        return self.copies.acceptance()
+    def context_acceptance(self, match: int = 2) -> float | None:
+        return self.copy_source(match).acceptance()
+
+    def copy_source(self, match: int) -> Source:
+        """The copies' source for a proposal whose context match was `match` tokens long."""
+        return self.short_copies if match < 2 else self.copies
 
     def verify_seconds(self, n: int) -> float:
         """Seconds to verify n proposed tokens (n = 0: a plain step)."""
@@ -219,28 +225,30 @@ class DraftLength:
         full = self.full.value
         return [d * v / full if full else d for v in self.verify_table(widest)]
 
-    def plan(self, limit: int, available: int, max_context: int) -> Plan:
+    def plan(self, limit: int, available: int, max_context: int, match: int = 2) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
-        proposes at most `max_context` are used, up to `limit` tokens in all, at most K drafted."""
+        proposes (after a match of `match` tokens) at most `max_context` are used, up to `limit`
+        tokens in all, at most K drafted."""
         copies = min(available, max_context, limit)
         drafts = min(self.max_draft, limit)
         if limit < 1 or self.full.value is None:
             return 0, 0  # measure a plain step first: it costs nothing against plain decoding
-        a_c, a_d = self.copies.acceptance(), self.drafts.acceptance()
+        copying = self.copy_source(match)
+        a_c, a_d = copying.acceptance(), self.drafts.acceptance()
         d = self.draft.value or 0.0
         v = self.verify_table(copies + drafts).__getitem__
         r = self.reading_table(copies).__getitem__
         known = plans(copies if a_c is not None else 0, drafts if a_d is not None else 0, limit)
         best, rate = best_plan(known, a_c or 0.0, a_d or 0.0, d, v, r)
         if best[0]:
-            self.copies.interval = 1  # it pays: once it stops paying, probe it again soon
+            copying.interval = 1  # it pays: once it stops paying, probe it again soon
         if best[1]:
             self.drafts.interval = 1
         # A probe: one token of a source the best plan leaves out, in the cheapest plan that carries
         # it (an unknown acceptance counts as 0: the probe wastes the least if the source fails).
         probes = []
-        if not best[0] and copies and self.copies.due():
-            probes.append((self.copies, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
+        if not best[0] and copies and copying.due():
+            probes.append((copying, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
         if not best[1] and drafts and self.drafts.due():
             probes.append((self.drafts, [(0, 1)]))  # alone: behind copies it is seen only if they all survive
         for source, candidates in probes:
@@ -252,7 +260,7 @@ class DraftLength:
                 return chosen
         return best
 
-    def observe_unverified_copies(self, proposal: list[int], committed: list[int]) -> None:
+    def observe_unverified_copies(self, proposal: list[int], committed: list[int], match: int = 2) -> None:
         """Score copies the step did not verify against the tokens the full model committed instead.
 
         A copied token is a deterministic proposal, so whether the full model would have kept it is
@@ -265,26 +273,30 @@ class DraftLength:
         matched = 0
         while matched < min(len(proposal), len(committed)) and proposal[matched] == committed[matched]:
             matched += 1
-        self.copies.observe(matched, matched < min(len(proposal), len(committed)))
-        self.copies.idle = 0  # observed: no probe needed
+        source = self.copy_source(match)
+        source.observe(matched, matched < min(len(proposal), len(committed)))
+        source.idle = 0  # observed: no probe needed
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
-        self.copies.idle += 1
-        self.drafts.idle += 1
+        for source in (self.copies, self.short_copies, self.drafts):
+            source.idle += 1
 
     def observe_step(self, context: int, drafted: int, accepted: int, draft_seconds: float,
-                     verify_seconds: float, reading_seconds: float | None = None) -> None:
+                     verify_seconds: float, reading_seconds: float | None = None, match: int = 2) -> None:
         """A verified step of `context` copied tokens followed by `drafted` draft tokens, of which the
         full model kept the first `accepted`. `reading_seconds`: of `draft_seconds`, the draft's first
-        forward, which read the copies (without it the copies' reading counts as drafting)."""
+        forward, which read the copies (without it the copies' reading counts as drafting). `match`:
+        the length of the context match the copies followed."""
         if context + drafted < 1:
             return
         self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
-        self.copies.idle = 0 if context else self.copies.idle + 1
-        self.drafts.idle = 0 if drafted else self.drafts.idle + 1
+        copying = self.copy_source(match)
+        for source, used in ((self.copies, context and copying is self.copies),
+                             (self.short_copies, context and copying is self.short_copies), (self.drafts, drafted)):
+            source.idle = 0 if used else source.idle + 1
         if context:
-            self.copies.observe(min(accepted, context), accepted < context)
+            copying.observe(min(accepted, context), accepted < context)
         if drafted and context and reading_seconds is not None:
             self.reading.setdefault(context, Average()).add(reading_seconds)
             if drafted > 1:

@@ -303,13 +303,13 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             context.extend(record.token_ids)
         position = run.prompt.shape[1] + run.generated - 1  # where the pending token goes
         left = run.budget - run.generated - 1  # one token left: no proposal
-        proposal = context.propose(min(settings.context_tokens, left)) if context is not None else []
-        n_copied, n_draft = _plan(lengths, settings, left, len(proposal))
+        proposal, match = ([], 0) if context is None else context.propose_matched(min(settings.context_tokens, left))
+        n_copied, n_draft = _plan(lengths, settings, left, len(proposal), match)
         if n_copied + n_draft < 1:  # a plain step with the full model
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
             if lengths is not None:
                 lengths.observe_plain(record.verify_seconds)
-                lengths.observe_unverified_copies(proposal, list(record.token_ids))
+                lengths.observe_unverified_copies(proposal, list(record.token_ids), match)
             yield record
             continue
         t0 = run.clock()
@@ -330,19 +330,20 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         if lengths is not None:
-            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading)
+            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading, match)
             if not n_copied:
-                lengths.observe_unverified_copies(proposal, tokens)
+                lengths.observe_unverified_copies(proposal, tokens, match)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
                             exit_rule.threshold, copied=n_copied)
         yield record
 
 
-def _plan(lengths: DraftLength | None, settings: DraftSettings, left: int, available: int) -> tuple[int, int]:
+def _plan(lengths: DraftLength | None, settings: DraftSettings, left: int, available: int,
+          match: int) -> tuple[int, int]:
     """(tokens copied from the context, tokens drafted) for the next step. The controller weighs
     both sources by what they earned in this run; without it, copied tokens (free) come first and
     the draft continues after them up to K."""
     if lengths is not None:
-        return lengths.plan(left, available, settings.context_tokens)
+        return lengths.plan(left, available, settings.context_tokens, match)
     copied = min(available, settings.context_tokens, left)
     return copied, max(0, min(settings.max_draft, left) - copied)
