@@ -251,7 +251,7 @@ def build_demo() -> gr.Blocks:
                     seed = gr.Number(value=0, precision=0, label="Seed (sampling; empty = random)", interactive=False)
                     max_draft = gr.Slider(1, MAX_DRAFT, value=4, step=1, label="Max draft length K")
                     adaptive = gr.Checkbox(value=True, label="Draft exit: stop drafting when the draft is unsure "
-                                                             "(the profile's rule, else adaptive)")
+                                                             "(the profile's rule, else adaptive; drafts that skip sublayers only)")
                     draft_weights = gr.Dropdown(list(WEIGHT_CHOICES), value=default_weights(None),
                                                 label="Draft weights",
                                                 info="full: the paper's draft, no extra memory; int8/int4: low-bit "

@@ -424,3 +424,17 @@ def test_unsupported_architecture_names_the_supported_ones():
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50))
     with pytest.raises(UnsupportedModelError, match="gpt2.*Llama.*Qwen3.*Phi-3"):
         DraftModel(model, SkipProfile(2))
+
+
+def test_the_draft_exit_stops_only_drafts_that_skip_sublayers():
+    model = tiny_model("llama")
+    prompt = [5, 9, 14, 3]
+    expected = reference(model, prompt, 24)
+    # A threshold of 1.0 stops a draft after its first token whenever the rule applies.
+    settings = DraftSettings(max_draft=4, exit="fixed", threshold=1.0, context_tokens=0)
+    for profile, drafted in ((SkipProfile(4, attn=[1]), {1}), (SkipProfile(4), {4})):
+        records = list(self_speculative(model, prompt, profile, 24, settings=settings))
+        assert generated(records) == expected
+        steps = [r for r in records if r.kind == "speculate"]
+        # Every step but one near the end (fewer tokens left than K) drafts exactly this many.
+        assert {r.drafted for r in steps[:-2]} == drafted, profile

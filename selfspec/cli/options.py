@@ -69,7 +69,8 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-draft", type=int, default=None,
                         help=f"K, most tokens drafted per step (default: the profile's, else {DraftSettings.max_draft})")
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
-                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule); "
+                        help="adapt the draft-exit threshold to the acceptance rate (paper's rule; drafts that "
+                             "skip sublayers only: one that skips nothing drafts the planned length); "
                              "--no-adaptive: a fixed threshold, or none without --threshold "
                              "(default: the profile's exit rule, else adaptive)")
     parser.add_argument("--threshold", type=float, default=None,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.cache import truncate
+from selfspec.engine.adaptive import no_exit
 from selfspec.engine.context import ContextIndex
 from selfspec.engine.controller import DraftLength
 from selfspec.engine.devices import model_device, synchronize
@@ -293,7 +294,9 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                       settings: DraftSettings) -> Iterator[StepRecord]:
     cache = run.new_cache(max(settings.max_draft, settings.context_tokens) + 1)
     generator = sampling.generator(run.device)
-    exit_rule = settings.new_exit()
+    # A draft that skips nothing is the model itself up to its weights' rounding: its top-1 probability
+    # says how sure the model is, not whether the two will disagree, so it drafts the whole planned length.
+    exit_rule = settings.new_exit() if draft.profile.skipped_sublayers else no_exit()
     lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
     context = ContextIndex(run.prompt[0].tolist()) if settings.context_tokens else None
     record, pending = run.prefill(cache, sampling, generator)
