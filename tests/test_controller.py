@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
+from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
 from selfspec.engine.controller import DraftLength, best_plan, next_interval, plan_tokens, plans, probe_wait
 
 
@@ -284,3 +284,34 @@ def test_copies_after_one_token_matches_are_learned_apart_from_longer_matches():
     assert lengths.context_acceptance(match=2) == pytest.approx((3 * weight + 0.5) / (3 * weight + 1))
     assert lengths.plan(limit=16, available=8, max_context=8, match=1)[0] == 0
     assert lengths.plan(limit=16, available=8, max_context=8, match=2)[0] > 0
+
+
+def test_a_run_starts_from_what_the_last_run_with_the_draft_measured():
+    first = DraftLength(4)
+    simulate(first, 30, never, always, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
+    carried = first.carried()
+    assert carried.full == pytest.approx(1.0) and carried.draft == pytest.approx(0.2)
+    assert carried.verify[4] == pytest.approx(1.2)
+    kept, failures = carried.sources["drafts"]
+    assert kept + failures == pytest.approx(3.0)  # discounted to a few tokens of evidence
+    assert failures == pytest.approx(3.0 * first.drafts.failures / (first.drafts.kept + first.drafts.failures))
+    second = DraftLength(4)
+    second.start_from(carried)
+    # No plain step to learn f, no one-token probe: the draft, known good, at full length at once.
+    assert second.plan(10, 0, 8) == (0, 4)
+    assert DraftLength(4).plan(10, 0, 8) == (0, 0)  # a controller with no past measures a plain step first
+
+
+def test_a_draft_remembers_its_last_run_for_the_next():
+    from tiny_models import tiny_model
+
+    model = tiny_model("llama")
+    expected = [t for r in autoregressive(model, [5, 6, 7], 20) for t in r.token_ids]
+    draft = DraftModel(model, SkipProfile(4), weights="int8")
+    settings = DraftSettings(max_draft=4, controller=True, context_tokens=0)
+    first = list(self_speculative(model, [5, 6, 7], draft, 20, settings=settings))
+    assert first[1].kind == "decode" and draft.carried is not None and draft.carried.full is not None
+    second = list(self_speculative(model, [5, 6, 7], draft, 20, settings=settings))
+    assert second[1].kind == "speculate"  # starts from the first run's measured costs
+    assert [t for r in second for t in r.token_ids] == expected
+    assert draft.with_profile(SkipProfile(4, attn=[1])).carried is None  # another skip set starts afresh

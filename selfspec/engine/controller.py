@@ -176,6 +176,21 @@ class Source:
         return self.acceptance() is None or self.idle >= self.interval
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What a run leaves the next run with the same draft: the costs it measured (a machine's costs barely
+    change between prompts) and each source's evidence, discounted to at most `EVIDENCE` tokens (the
+    prompts differ: it is a prior, which the new run's own steps soon outweigh)."""
+
+    full: float | None
+    draft: float | None
+    verify: dict[int, float]
+    reading: dict[int, float]
+    sources: dict[str, tuple[float, float]]  # source -> (kept, failures)
+
+    EVIDENCE = 3.0
+
+
 @dataclass
 class DraftLength:
     max_draft: int  # K: the most tokens one step drafts
@@ -224,6 +239,27 @@ class DraftLength:
             return verify_costs([(0, d)] + points, widest)
         full = self.full.value
         return [d * v / full if full else d for v in self.verify_table(widest)]
+
+    def carried(self) -> Carried:
+        """This run's costs and discounted evidence, for the next run with the same draft."""
+        def discounted(source: Source) -> tuple[float, float]:
+            scale = min(1.0, Carried.EVIDENCE / max(source.kept + source.failures, 1e-9))
+            return source.kept * scale, source.failures * scale
+
+        def values(table: dict[int, Average]) -> dict[int, float]:
+            return {n: avg.value for n, avg in table.items() if avg.value is not None}
+        return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
+                       {name: discounted(getattr(self, name)) for name in ("copies", "short_copies", "drafts")})
+
+    def start_from(self, carried: Carried) -> None:
+        """Begin with what an earlier run with the same draft measured: no plain step is needed to
+        learn f, and a source with evidence is not probed at its first chance."""
+        self.full.value, self.draft.value = carried.full, carried.draft
+        self.verify = {n: Average(value=v) for n, v in carried.verify.items()}
+        self.reading = {m: Average(value=r) for m, r in carried.reading.items()}
+        for name, (kept, failures) in carried.sources.items():
+            source = getattr(self, name)
+            source.kept, source.failures = kept, failures
 
     def plan(self, limit: int, available: int, max_context: int, match: int = 2) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context

@@ -298,6 +298,8 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
     # says how sure the model is, not whether the two will disagree, so it drafts the whole planned length.
     exit_rule = settings.new_exit() if draft.profile.skipped_sublayers else no_exit()
     lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
+    if lengths is not None and draft.carried is not None:
+        lengths.start_from(draft.carried)
     context = ContextIndex(run.prompt[0].tolist()) if settings.context_tokens else None
     record, pending = run.prefill(cache, sampling, generator)
     yield record
@@ -313,6 +315,7 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             if lengths is not None:
                 lengths.observe_plain(record.verify_seconds)
                 lengths.observe_unverified_copies(proposal, list(record.token_ids), match)
+                draft.carried = lengths.carried()
             yield record
             continue
         t0 = run.clock()
@@ -338,6 +341,8 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                 lengths.observe_unverified_copies(proposal, tokens, match)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
                             exit_rule.threshold, copied=n_copied)
+        if lengths is not None:
+            draft.carried = lengths.carried()  # a new object each step: concurrent runs never share one
         yield record
 
 

@@ -59,6 +59,9 @@ class DraftModel:
         self._layer_types = [layer_type(self._config, i) for i in range(len(self._layers))]
         self._windows = [attention_window(self._config, i) for i in range(len(self._layers))]
         self._softcap = getattr(self._config, "final_logit_softcapping", None)
+        # What the last self-speculative run with this draft measured (engine/controller.py `Carried`):
+        # the next run's controller starts from it instead of from nothing.
+        self.carried = None
 
     def _plan_for(self, profile: SkipProfile) -> list:
         """Planned once (not per step): which sublayers run in each layer."""
@@ -70,6 +73,7 @@ class DraftModel:
         profile.check_fits(len(self._layers))
         twin = copy.copy(self)
         twin.profile, twin._plan = profile, self._plan_for(profile)
+        twin.carried = None  # another skip set: other costs and acceptance
         return twin
 
     @property
