@@ -6,27 +6,28 @@ chance a_i given the previous ones survived, commits 1 + a_1 + a_1 a_2 + ... tok
 the context (engine/context.py), free to propose, and the model's draft, d seconds a token. Copies
 come first, the draft continues after them, so a plan (m copies, k drafts) commits
     E(m, k) = 1 + a_c + ... + a_c^m + a_c^m (a + ... + a^k)
-tokens in k d + v(m + k) seconds, where v(n) is the measured verification of n proposed tokens and
-v(0) = f, a plain one-token step. A draft that continues after m copies must first read them: its first
-forward is m + 1 tokens wide, measured as r(m) (r(0) = d), so that plan costs r(m) + (k - 1) d + v(m + k);
-a wide low-bit forward can cost several drafted tokens, which keeps the draft off the end of long copies. `best_plan` takes the plan with the most tokens per second, so a
-source is used only when the tokens it is expected to add pay for the width and draft time it adds,
-and (0, 0), a plain step, whenever nothing pays: that is what keeps self-speculation from being
-much slower than plain decoding.
+tokens in r(m) + (k - 1) d + v(m + k) seconds, where v(n) is the measured verification of n proposed
+tokens, v(0) = f is a plain one-token step, and r(m) is the draft's first forward, which must read the
+m copies before drafting after them (r(0) = d; a wide low-bit forward can cost several drafted tokens,
+which keeps the draft off the end of long copies). `best_plan` takes the plan with the most tokens per
+second, so a source is used only when the tokens it is expected to add pay for the width and draft
+time it adds, and (0, 0), a plain step, whenever nothing pays: that is what keeps self-speculation
+from being much slower than plain decoding.
 
 A source not in the best plan is probed now and then, so a source that starts to pay (the text
 became predictable, or started copying) is noticed: one token of it is added to the cheapest plan
 that can carry it (a draft token goes alone: behind copies it would be observed only if all of them
-survived, and its drafting time would be mixed with reading them). Each probe's expected loss against the best plan is known from the same numbers,
-and the next probe of that source waits long enough that probes waste at most `explore` of the time
-spent meanwhile, and, while its probes keep failing, twice as long as the last time. A source nothing is known about yet is
-probed at its first chance, with that one token: a short first draft, never K before acceptance is
-known.
+survived, and its drafting time would be mixed with reading them). Each probe's expected loss
+against the best plan is known from the same numbers, and the next probe of that source waits long
+enough that probes waste at most `explore` of the time spent meanwhile, and, while its probes keep
+failing, twice as long as the last time. A source nothing is known about yet is probed at its first
+chance, with that one token: a short first draft, never K before acceptance is known.
 
 Acceptance is estimated from few steps, where a bare maximum-likelihood estimate swings to 1 or 0 on a
 single token (one matched copied token made a 16-token copy look certain). Each source's estimate
 therefore starts from a few pseudo-tokens of prior (`Source.prior_kept`, `prior_failures`) that the
-run's own evidence soon outweighs.
+run's own evidence soon outweighs. A run starts from what the last run with the same draft measured
+(`Carried`), when there was one.
 """
 
 from __future__ import annotations
