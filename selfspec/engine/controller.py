@@ -318,6 +318,10 @@ class DraftLength:
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
+        self._age_sources()
+
+    def _age_sources(self) -> None:
+        """One more step since each source was last verified (a step that verifies one resets it)."""
         for source in (self.copies, self.short_copies, self.drafts):
             source.idle += 1
 
@@ -331,11 +335,12 @@ class DraftLength:
             return
         self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
         copying = self.copy_source(match)
-        for source, used in ((self.copies, context and copying is self.copies),
-                             (self.short_copies, context and copying is self.short_copies), (self.drafts, drafted)):
-            source.idle = 0 if used else source.idle + 1
+        self._age_sources()
         if context:
+            copying.idle = 0
             copying.observe(min(accepted, context), accepted < context)
+        if drafted:
+            self.drafts.idle = 0
         if drafted and context and reading_seconds is not None:
             self.reading.setdefault(context, Average()).add(reading_seconds)
             if drafted > 1:

@@ -19,8 +19,8 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from selfspec.engine.cache import truncate
 from selfspec.engine.adaptive import no_exit
+from selfspec.engine.cache import truncate
 from selfspec.engine.context import ContextIndex
 from selfspec.engine.controller import DraftLength
 from selfspec.engine.devices import model_device, synchronize
@@ -292,14 +292,30 @@ def _controls_lengths(settings: DraftSettings, sampling: Sampling) -> bool:
 
 def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                       settings: DraftSettings) -> Iterator[StepRecord]:
+    lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
+    if lengths is None:
+        return _speculative_steps(draft, run, sampling, settings, None)
+    if draft.carried is not None:
+        lengths.start_from(draft.carried)
+    return _remembering(draft, lengths, _speculative_steps(draft, run, sampling, settings, lengths))
+
+
+def _remembering(draft: DraftModel, lengths: DraftLength, steps: Iterator[StepRecord]) -> Iterator[StepRecord]:
+    """The steps; when the run ends (finished or stopped), what its controller measured is left on the
+    draft for the next run with it (a new object: concurrent runs never share one)."""
+    try:
+        yield from steps
+    finally:
+        draft.carried = lengths.carried()
+
+
+def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, settings: DraftSettings,
+                       lengths: DraftLength | None) -> Iterator[StepRecord]:
     cache = run.new_cache(max(settings.max_draft, settings.context_tokens) + 1)
     generator = sampling.generator(run.device)
     # A draft that skips nothing is the model itself up to its weights' rounding: its top-1 probability
     # says how sure the model is, not whether the two will disagree, so it drafts the whole planned length.
     exit_rule = settings.new_exit() if draft.profile.skipped_sublayers else no_exit()
-    lengths = DraftLength(settings.max_draft) if _controls_lengths(settings, sampling) else None
-    if lengths is not None and draft.carried is not None:
-        lengths.start_from(draft.carried)
     context = ContextIndex(run.prompt[0].tolist()) if settings.context_tokens else None
     record, pending = run.prefill(cache, sampling, generator)
     yield record
@@ -315,7 +331,6 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
             if lengths is not None:
                 lengths.observe_plain(record.verify_seconds)
                 lengths.observe_unverified_copies(proposal, list(record.token_ids), match)
-                draft.carried = lengths.carried()
             yield record
             continue
         t0 = run.clock()
@@ -341,8 +356,6 @@ def _self_speculative(draft: DraftModel, run: _Run, sampling: Sampling,
                 lengths.observe_unverified_copies(proposal, tokens, match)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
                             exit_rule.threshold, copied=n_copied)
-        if lengths is not None:
-            draft.carried = lengths.carried()  # a new object each step: concurrent runs never share one
         yield record
 
 
