@@ -5,23 +5,52 @@ import pytest
 from selfspec.engine.context import ContextIndex
 
 
-def brute_force(tokens, max_ngram, min_ngram, max_tokens):
-    """The definition, by scanning: latest earlier occurrence of the longest matching suffix; with
-    the length of that suffix (0: none)."""
+def latest_match(tokens, max_ngram, min_ngram):
+    """By scanning: where the latest earlier occurrence of the longest matching suffix was followed
+    from, and the suffix's length; (None, 0) when nothing matches."""
     for n in range(min(max_ngram, len(tokens)), min_ngram - 1, -1):
         suffix = tokens[-n:]
         for start in range(len(tokens) - n - 1, -1, -1):  # an occurrence that has a follower
             if tokens[start:start + n] == suffix:
-                return tokens[start + n:start + n + max_tokens], n
-    return [], 0
+                return start + n, n
+    return None, 0
+
+
+def brute_force(tokens, max_ngram, min_ngram, max_tokens):
+    """The definition, token by token: follow the occurrence being copied while each new token matches
+    what followed it, else take the latest occurrence of the longest matching suffix. The proposal is
+    what follows the followed occurrence, with how many tokens matched it (0: none)."""
+    copy_at, matched = None, 0
+    for i in range(1, len(tokens) + 1):
+        if copy_at is not None and tokens[copy_at] == tokens[i - 1]:
+            copy_at, matched = copy_at + 1, matched + 1
+        else:
+            copy_at, matched = latest_match(tokens[:i], max_ngram, min_ngram)
+    if copy_at is None:
+        return [], 0
+    return tokens[copy_at:copy_at + max_tokens], matched
 
 
 def test_copies_what_followed_the_latest_occurrence():
     index = ContextIndex([5, 6, 7, 8, 1, 5, 6, 9, 2, 5, 6], max_ngram=2)
     assert index.propose(3) == [9, 2, 5]  # "5 6" last occurred before "9 2 5", not before "7 8"
+    assert index.propose_matched(3)[1] == 2
     index.extend([9])
     assert index.propose(2) == [2, 5]
     assert index.propose(0) == []
+
+
+def test_a_copy_is_followed_past_a_phrase_that_recurs_elsewhere():
+    passage, question = [10, 11, 12, 13, 14, 15, 16, 17], [20, 11, 12, 13, 99]
+    index = ContextIndex(passage + question + [10, 11, 12, 13], max_ngram=3)
+    # The latest occurrence of the suffix "11 12 13" is the question's, followed by 99; the answer is
+    # copying the passage from its "10", so the copy goes on with the passage.
+    assert latest_match(index.tokens, 3, 1) == (len(passage) + 4, 3)
+    assert index.propose_matched(2) == ([14, 15], 4)
+    index.extend([14, 50])  # the answer leaves the passage: the latest occurrence again ("50": none)
+    assert index.propose(2) == []
+    index.extend([11])
+    assert index.propose_matched(2) == ([12, 13], 1)  # the latest "11", the answer's own
 
 
 def test_falls_back_to_shorter_ngrams_and_to_nothing():
@@ -31,10 +60,10 @@ def test_falls_back_to_shorter_ngrams_and_to_nothing():
     assert ContextIndex([1, 2, 3, 1, 2], max_ngram=3).propose_matched(5) == ([3, 1, 2], 2)
     assert ContextIndex([1, 2, 3], max_ngram=3).propose(4) == []  # 3 never occurred before
     assert ContextIndex([], max_ngram=3).propose(4) == []
-    assert ContextIndex([7, 7, 7], max_ngram=2).propose(5) == [7]  # overlapping run: what follows the latest "7 7"
+    assert ContextIndex([7, 7, 7], max_ngram=2).propose(5) == [7]  # overlapping run: the copy follows itself
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(30))
 def test_matches_the_definition_on_random_text(seed):
     rng = random.Random(seed)
     vocab = rng.choice([2, 3, 5, 50])
@@ -47,6 +76,8 @@ def test_matches_the_definition_on_random_text(seed):
         k = rng.randrange(1, 8)
         assert index.propose_matched(k) == brute_force(tokens[:i], max_ngram, min_ngram, k)
         assert index.propose(k) == brute_force(tokens[:i], max_ngram, min_ngram, k)[0]
+        # Committed in one batch or token by token, the index ends in the same state.
+        assert ContextIndex(tokens[:i], max_ngram, min_ngram).propose_matched(k) == index.propose_matched(k)
 
 
 def test_bad_ngram_bounds_are_refused():

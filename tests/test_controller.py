@@ -7,12 +7,15 @@ import math
 import pytest
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
-from selfspec.engine.controller import DraftLength, best_plan, next_interval, plan_tokens, plans, probe_wait
+from selfspec.engine.controller import (CopyOdds, DraftLength, best_plan, next_interval, plan_tokens, plans,
+                                       probe_wait)
 
 
-def expected_by_cases(a_copy, m, a_draft, k):
-    """Tokens a step commits, summed over where the first rejection falls (not the closed form)."""
-    survive = [a_copy] * m + [a_draft] * k
+def expected_by_cases(copy, m, a_draft, k):
+    """Tokens a step commits, summed over where the first rejection falls (not the closed form).
+    `copy`: (acceptance of the first copy, of each later one), or one acceptance for all copies."""
+    first, then = copy if isinstance(copy, tuple) else (copy, copy)
+    survive = ([first] + [then] * (m - 1) if m else []) + [a_draft] * k
     total, p_reached = 0.0, 1.0
     for n, a in enumerate(survive):
         total += p_reached * (1 - a) * (n + 1)  # rejected at position n: n kept + the correction
@@ -25,23 +28,33 @@ def linear_verify(n: int) -> float:
     return 1.0 + n / 3
 
 
+def committed_against(proposal, kept, copy_kept):
+    """What a step that kept `kept` proposed tokens committed, as the context's proposal sees it: the
+    i-th token equals the i-th copy exactly when `copy_kept(i)` (-1: another token)."""
+    return [proposal[i] if i < len(proposal) and copy_kept(i) else -1 for i in range(kept + 1)]
+
+
 def simulate(c: DraftLength, steps: int, copy_kept, draft_kept, draft=0.43, verify=linear_verify,
              available=0, limit=1000):
     """Drive the controller against injected costs (a plain step costs 1.0). `copy_kept(i)` and
-    `draft_kept(i)` say whether the i-th copied / drafted token of a step would be kept.
+    `draft_kept(i)` say whether the i-th copied / drafted token of a step would be kept; the context
+    proposes `available` tokens every step.
     Returns the plans and the speedup over plain decoding (tokens per unit of time)."""
     chosen, seconds, tokens = [], 0.0, 0
+    proposal = list(range(available))
     for _ in range(steps):
         m, k = c.plan(limit, available, 8)
         chosen.append((m, k))
         if m + k == 0:
             c.observe_plain(1.0)
+            c.observe_copies(proposal, committed_against(proposal, 0, copy_kept))
             seconds, tokens = seconds + 1.0, tokens + 1
             continue
         kept = next((i for i in range(m) if not copy_kept(i)), m)
         if kept == m:  # the drafts are reached only when every copy survived
             kept += next((i for i in range(k) if not draft_kept(i)), k)
         c.observe_step(m, k, kept, draft * k, verify(m + k))
+        c.observe_copies(proposal, committed_against(proposal, kept, copy_kept))
         seconds, tokens = seconds + draft * k + verify(m + k), tokens + kept + 1
     return chosen, tokens / seconds
 
@@ -53,36 +66,42 @@ always = lambda i: True  # noqa: E731
 # --- the pure decision functions -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("a_copy,a_draft", [(0.0, 0.0), (0.5, 0.9), (1.0, 0.3), (0.8, 1.0)])
-def test_plan_tokens_is_the_sum_over_where_the_first_rejection_falls(a_copy, a_draft):
+@pytest.mark.parametrize("copy,a_draft", [((0.0, 0.0), 0.0), ((0.5, 0.5), 0.9), ((1.0, 1.0), 0.3), ((0.8, 0.8), 1.0),
+                                          ((0.3, 0.95), 0.8), ((0.9, 0.2), 0.5), ((0.0, 1.0), 1.0)])
+def test_plan_tokens_is_the_sum_over_where_the_first_rejection_falls(copy, a_draft):
     for m in range(5):
         for k in range(5):
-            assert plan_tokens(a_copy, m, a_draft, k) == pytest.approx(expected_by_cases(a_copy, m, a_draft, k))
+            assert plan_tokens(CopyOdds(*copy), m, a_draft, k) == pytest.approx(expected_by_cases(copy, m, a_draft, k))
 
 
-@pytest.mark.parametrize("a_copy,a_draft,draft", [
-    (0.0, 0.0, 0.4),  # nothing is kept: a plain step
-    (0.0, 0.9, 0.3),  # failing copies, a good draft: draft only
-    (0.95, 0.0, 0.4),  # good copies, a bad draft: copy only, as wide as it pays
-    (0.7, 0.7, 0.2),
-    (0.3, 0.8, 0.6),
+@pytest.mark.parametrize("copy,a_draft,draft", [
+    ((0.0, 0.0), 0.0, 0.4),  # nothing is kept: a plain step
+    ((0.0, 0.0), 0.9, 0.3),  # failing copies, a good draft: draft only
+    ((0.95, 0.95), 0.0, 0.4),  # good copies, a bad draft: copy only, as wide as it pays
+    ((0.7, 0.7), 0.7, 0.2),
+    ((0.3, 0.3), 0.8, 0.6),
+    ((0.5, 0.98), 0.3, 0.5),  # copies that fail at the first token or not at all
 ])
-def test_best_plan_has_the_highest_rate_of_all_plans(a_copy, a_draft, draft):
+def test_best_plan_has_the_highest_rate_of_all_plans(copy, a_draft, draft):
     candidates = plans(6, 4, limit=8)
     assert (6, 2) in candidates and (6, 3) not in candidates and (0, 4) in candidates
-    rates = {(m, k): expected_by_cases(a_copy, m, a_draft, k) / (k * draft + linear_verify(m + k))
+    rates = {(m, k): expected_by_cases(copy, m, a_draft, k) / (k * draft + linear_verify(m + k))
              for m in range(7) for k in range(5) if m + k <= 8}
-    best, rate = best_plan(candidates, a_copy, a_draft, draft, linear_verify)
+    best, rate = best_plan(candidates, CopyOdds(*copy), a_draft, draft, linear_verify)
     assert rate == pytest.approx(max(rates.values()))
     assert rates[best] == pytest.approx(max(rates.values()))
 
 
 def test_copies_are_used_only_when_their_kept_tokens_pay_for_the_width():
     # One copied token adds a_c tokens for 1/3 of a plain step of width: it pays when 1 + a_c > 4/3.
-    assert best_plan(plans(1, 0, 8), 0.3, 0.0, 0.4, linear_verify)[0] == (0, 0)
-    assert best_plan(plans(1, 0, 8), 0.4, 0.0, 0.4, linear_verify)[0] == (1, 0)
+    assert best_plan(plans(1, 0, 8), CopyOdds(0.3, 0.3), 0.0, 0.4, linear_verify)[0] == (0, 0)
+    assert best_plan(plans(1, 0, 8), CopyOdds(0.4, 0.3), 0.0, 0.4, linear_verify)[0] == (1, 0)
     # Free width (a GPU-like verification): even a poor copy pays.
-    assert best_plan(plans(8, 0, 8), 0.2, 0.0, 0.4, lambda n: 1.0)[0] == (8, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(0.2, 0.2), 0.0, 0.4, lambda n: 1.0)[0] == (8, 0)
+    # A first copy kept one time in two, but a copy that starts goes on: copy all 8 (1 + 0.5 * 7.7
+    # tokens for 11/3 of a plain step), where one acceptance of 0.5 for all would copy one (1.5 for 4/3).
+    assert best_plan(plans(8, 0, 8), CopyOdds(0.5, 0.99), 0.0, 0.4, linear_verify)[0] == (8, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(0.5, 0.5), 0.0, 0.4, linear_verify)[0] == (1, 0)
 
 
 def test_the_probe_interval_doubles_and_keeps_probes_within_their_budget():
@@ -171,16 +190,19 @@ def test_copies_that_always_fail_stop_being_proposed():
     verify = lambda n: 1.0 + 0.05 * n  # noqa: E731  (cheap width: the hardest case to stop copying in)
     with_copies, speedup = simulate(DraftLength(4), 200, never, always, draft=0.3, verify=verify, available=8)
     _, draft_alone = simulate(DraftLength(4), 200, never, always, draft=0.3, verify=verify)
-    copying = [i for i, (m, k) in enumerate(with_copies) if m]
-    assert all(with_copies[i][0] == 1 for i in copying)  # only one-token probes, never a wide copy
-    assert len(copying) <= 6 and copying[-1] - copying[-2] >= 32  # at growing intervals
+    # Scored for free against what the full model commits at every step, copies that never match are
+    # never verified, not even probed.
+    assert not any(m for m, _ in with_copies)
     assert speedup >= 0.97 * draft_alone
 
 
 def test_copies_that_succeed_are_used_as_wide_as_they_pay():
     chosen, speedup = simulate(DraftLength(4), 60, always, never, available=8)
-    assert chosen[:2] == [(0, 0), (1, 0)]  # measure a plain step; then one copied token to learn from
-    assert sum(m == 8 for m, _ in chosen) >= 50  # then every step copies all it may
+    # A plain step measures f, and shows the copy matching what the full model chose; the draft, not
+    # known yet, gets its one-token probe; within a few steps every step copies all it may, but for
+    # the failing draft's rare probes.
+    assert chosen[:2] == [(0, 0), (0, 1)]
+    assert all(plan in ((8, 0), (0, 1)) for plan in chosen[4:]) and chosen.count((8, 0)) >= 50
     assert speedup > 2.0
 
 
@@ -189,18 +211,20 @@ def test_the_plan_maximises_the_expected_rate_when_no_probe_is_due():
     c.observe_plain(1.0)
     for _ in range(40):  # copies keep 2 of 4, drafts 3 of 4; verifying 4 costs 1.2
         c.observe_step(4, 0, 2, 0.0, 1.2)
+        c.observe_copies([1, 2, 3, 4], [1, 2, 9])
         c.observe_step(0, 4, 3, 4 * 0.3, 1.2)
-    a_c, a_d = c.context_acceptance(), c.acceptance()
+    odds, a_d = c.copy_odds(), c.acceptance()
     weight = sum(0.9 ** i for i in range(40))  # each step's evidence decays by 0.9 per later step
-    # Geometric MLE, by hand, from the sources' pseudo-counts (copies 0.5 : 0.5, drafts 1.5 : 0.5) on.
-    assert a_c == pytest.approx((2 * weight + 0.5) / (3 * weight + 1))
+    # Geometric MLE, by hand, from the sources' pseudo-counts on: a first copy always kept (prior
+    # 0.5 : 0.5); of the later ones one kept, one rejected a step (prior 1.5 : 0.5); drafts 3 : 1 (1.5 : 0.5).
+    assert odds == pytest.approx(((weight + 0.5) / (weight + 1), (weight + 1.5) / (2 * weight + 2)))
     assert a_d == pytest.approx((3 * weight + 1.5) / (4 * weight + 2))
     c.copies.interval = c.drafts.interval = 100  # no probe due
 
     def seconds(m, k):  # v from 1.0 to 1.2; a draft after m copies first reads them: d scaled like v
         drafting = 0.0 if not k else (0.3 * (1.0 + 0.05 * m) if m else 0.3) + (k - 1) * 0.3
         return drafting + 1.0 + 0.05 * (m + k)
-    rates = {(m, k): expected_by_cases(a_c, m, a_d, k) / seconds(m, k)
+    rates = {(m, k): expected_by_cases(tuple(odds), m, a_d, k) / seconds(m, k)
              for m in range(7) for k in range(5) if m + k <= 6}
     assert c.plan(limit=6, available=6, max_context=8) == max(rates, key=rates.get)
     assert c.plan(limit=6, available=0, max_context=8) == max({p: r for p, r in rates.items() if not p[0]},
@@ -227,20 +251,27 @@ def test_bad_controller_settings_are_refused():
         DraftLength(0)
 
 
-def test_copies_a_step_did_not_verify_are_scored_against_what_the_full_model_committed():
+def test_copies_are_scored_against_what_the_full_model_committed_first_token_apart():
     lengths = DraftLength(4)
-    assert lengths.context_acceptance() is None
-    # The context proposed 3, 4, 5; the full model committed 3, 4, 9: two kept, then a rejection.
-    lengths.observe_unverified_copies([3, 4, 5], [3, 4, 9])
-    assert lengths.context_acceptance() == pytest.approx((2 + 0.5) / (2 + 1 + 1))  # with the prior's 0.5 : 0.5
+    assert lengths.copy_odds() is None
+    # The context proposed 3, 4, 5; the full model committed 3, 4, 9: the first copy kept, of the later
+    # ones one kept, then a rejection. Each with its prior (first 0.5 : 0.5, later ones 1.5 : 0.5).
+    lengths.observe_copies([3, 4, 5], [3, 4, 9])
+    assert lengths.copy_odds() == pytest.approx(((1 + 0.5) / (1 + 1), (1 + 1.5) / (2 + 2)))
     # All it could be checked on matched (the step committed fewer tokens than were proposed): kept,
     # no rejection seen.
-    lengths.observe_unverified_copies([7, 8, 9, 10], [7, 8])
-    kept, failures = 0.9 * 2 + 2 + 0.5, 0.9 * 1 + 0.5
-    assert lengths.context_acceptance() == pytest.approx(kept / (kept + failures))
+    lengths.observe_copies([7, 8, 9, 10], [7, 8])
+    first = (0.9 + 1 + 0.5) / (0.9 + 1 + 1)
+    later = (0.9 + 1 + 1.5) / (0.9 + 1 + 0.9 + 2)
+    assert lengths.copies.acceptance() == pytest.approx(first)
+    # ... so the text is copying: the next step's first copy continues that run, at the later odds.
+    assert lengths.copy_odds() == pytest.approx((later, later))
     assert lengths.copies.idle == 0  # observed: no probe is due for it
-    lengths.observe_unverified_copies([], [1, 2])  # nothing proposed: nothing learned
-    assert lengths.context_acceptance() == pytest.approx(kept / (kept + failures))
+    lengths.observe_copies([], [1, 2])  # nothing proposed: nothing learned
+    assert lengths.copy_odds() == pytest.approx((later, later))
+    lengths.observe_copies([5, 6], [9])  # the run ends at that continuing token
+    later = (0.9 * 1.9 + 1.5) / (0.9 * 1.9 + 0.9 * 0.9 + 1 + 2)
+    assert lengths.copy_odds() == pytest.approx((first, later))  # the next copy starts afresh
 
 
 def test_the_context_earns_its_place_without_probes_once_the_text_copies():
@@ -248,11 +279,12 @@ def test_the_context_earns_its_place_without_probes_once_the_text_copies():
     # scored for free at every step, the copies enter the plan as soon as they pay.
     lengths = DraftLength(4)
     lengths.observe_plain(0.1)
-    lengths.observe_unverified_copies([1, 2, 3], [9])  # wrong once
+    for _ in range(3):
+        lengths.observe_copies([1, 2, 3], [9])  # wrong
     lengths.observe_step(0, 2, 2, 0.1, 0.12)  # a draft step measures d and v(2)
     assert lengths.plan(limit=16, available=8, max_context=8)[0] == 0
     for _ in range(6):
-        lengths.observe_unverified_copies([4, 5, 6, 7, 8], [4, 5, 6, 7, 8])
+        lengths.observe_copies([4, 5, 6, 7, 8], [4, 5, 6, 7, 9])
     assert lengths.plan(limit=16, available=8, max_context=8)[0] > 0
 
 
@@ -262,19 +294,21 @@ def test_a_draft_after_copies_pays_for_reading_them_and_leaves_the_drafting_cost
     for _ in range(30):  # both sources always kept; d = 0.2; v(n) = 1 + 0.05 n
         c.observe_step(0, 4, 4, 4 * 0.2, 1.2)
         c.observe_step(2, 0, 2, 0.0, 1.1)
+        c.observe_copies([1, 2], [1, 2, 3])
     c.copies.interval = c.drafts.interval = 100  # no probe due
     # Before it is measured, reading 2 copies is priced as d scaled like the verification: 0.2 * 1.1.
     assert c.reading_table(2)[2] == pytest.approx(0.2 * 1.1)
-    a_c, a_d = c.context_acceptance(), c.acceptance()
-    copy_only = expected_by_cases(a_c, 2, a_d, 0) / 1.1
-    assert expected_by_cases(a_c, 2, a_d, 4) / (0.22 + 3 * 0.2 + 1.3) > copy_only
+    odds, a_d = tuple(c.copy_odds()), c.acceptance()
+    copy_only = expected_by_cases(odds, 2, a_d, 0) / 1.1
+    assert expected_by_cases(odds, 2, a_d, 4) / (0.22 + 3 * 0.2 + 1.3) > copy_only
     assert c.plan(limit=16, available=2, max_context=8) == (2, 4)
     # Measured: the draft's forward over the 2 copies took 1.5, the 3 tokens after them 0.2 each.
     c.observe_step(2, 4, 6, 1.5 + 3 * 0.2, 1.3, reading_seconds=1.5)
     assert c.draft.value == pytest.approx(0.2)  # the wide forward is not counted as drafting
     assert c.reading_table(2)[2] == pytest.approx(1.5)
-    a_c, a_d = c.context_acceptance(), c.acceptance()
-    assert expected_by_cases(a_c, 2, a_d, 4) / (1.5 + 3 * 0.2 + 1.3) < expected_by_cases(a_c, 2, a_d, 0) / 1.1
+    c.observe_copies([1, 2], [1, 2, 3, 4, 5, 6, 7])
+    odds, a_d = tuple(c.copy_odds()), c.acceptance()
+    assert expected_by_cases(odds, 2, a_d, 4) / (1.5 + 3 * 0.2 + 1.3) < expected_by_cases(odds, 2, a_d, 0) / 1.1
     assert c.plan(limit=16, available=2, max_context=8) == (2, 0)  # copying alone now wins
 
 
@@ -282,12 +316,13 @@ def test_copies_after_one_token_matches_are_learned_apart_from_longer_matches():
     lengths = DraftLength(4)
     lengths.observe_plain(0.1)
     lengths.observe_step(0, 2, 2, 0.06, 0.12)  # a draft step measures d and v(2)
-    for _ in range(6):  # one-token matches keep being wrong; longer ones right
-        lengths.observe_unverified_copies([4, 5, 6], [9], match=1)
-        lengths.observe_unverified_copies([4, 5, 6], [4, 5, 6], match=3)
+    for _ in range(6):  # copies after one-token matches keep being wrong; after longer ones right till the 3rd
+        lengths.observe_copies([4, 5, 6], [9], match=1)
+        lengths.observe_copies([4, 5, 6], [4, 5, 7], match=3)
     weight = sum(0.9 ** i for i in range(6))
-    assert lengths.context_acceptance(match=1) == pytest.approx(0.25 / (weight + 1))  # prior 0.25 : 0.75
-    assert lengths.context_acceptance(match=2) == pytest.approx((3 * weight + 0.5) / (3 * weight + 1))
+    later = (weight + 1.5) / (2 * weight + 2)  # shared: once a copy has started, how it began no longer matters
+    assert lengths.copy_odds(match=1) == pytest.approx((0.25 / (weight + 1), later))  # prior 0.25 : 0.75
+    assert lengths.copy_odds(match=2) == pytest.approx(((weight + 0.5) / (weight + 1), later))
     assert lengths.plan(limit=16, available=8, max_context=8, match=1)[0] == 0
     assert lengths.plan(limit=16, available=8, max_context=8, match=2)[0] > 0
 

@@ -4,8 +4,11 @@ The cost model of draft-and-verify: a step that verifies n proposed tokens, each
 chance a_i given the previous ones survived, commits 1 + a_1 + a_1 a_2 + ... tokens on average
 (the full model's own token comes with every verification). Two sources propose: tokens copied from
 the context (engine/context.py), free to propose, and the model's draft, d seconds a token. Copies
-come first, the draft continues after them, so a plan (m copies, k drafts) commits
-    E(m, k) = 1 + a_c + ... + a_c^m + a_c^m (a + ... + a^k)
+come in runs: once the text is copying it goes on copying for many tokens, and a copy fails mostly at
+its first token (the text was not copying there). So a copy's first token is kept with chance b and
+each later one, given the ones before it were kept, with chance a_c (`CopyOdds`). Copies come first,
+the draft continues after them, so a plan (m copies, k drafts) commits
+    E(m, k) = 1 + b (1 + a_c + ... + a_c^(m-1)) + b a_c^(m-1) (a + ... + a^k)
 tokens in r(m) + (k - 1) d + v(m + k) seconds, where v(n) is the measured verification of n proposed
 tokens, v(0) = f is a plain one-token step, and r(m) is the draft's first forward, which must read the
 m copies before drafting after them (r(0) = d; a wide low-bit forward can cost several drafted tokens,
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -51,10 +54,26 @@ def speedup_bound(a: float, c: float, v: float, k: int) -> float:
     return expected_tokens(a, k) / (k * c + v)
 
 
-def plan_tokens(copy_acceptance: float, copies: int, draft_acceptance: float, drafts: int) -> float:
+class CopyOdds(NamedTuple):
+    """How likely copied tokens are kept: the first of a step's copies with chance `first`, each later
+    one, given the ones before it were kept, with chance `then`. One acceptance for all (first = then)
+    undervalues long copies: on copy-heavy text nearly every failure falls on a first token."""
+
+    first: float
+    then: float
+
+    def tokens(self, copies: int) -> float:
+        """Expected tokens a step verifying `copies` copies (and nothing else) commits."""
+        return 1.0 if not copies else 1.0 + self.first * expected_tokens(self.then, copies - 1)
+
+    def reach(self, copies: int) -> float:
+        """The chance that all `copies` copies are kept."""
+        return 1.0 if not copies else self.first * self.then ** (copies - 1)
+
+
+def plan_tokens(copy: CopyOdds, copies: int, draft_acceptance: float, drafts: int) -> float:
     """E(m, k): expected tokens committed by a step verifying `copies` copied tokens, then `drafts` drafted."""
-    reach_drafts = copy_acceptance ** copies
-    return expected_tokens(copy_acceptance, copies) + reach_drafts * (expected_tokens(draft_acceptance, drafts) - 1)
+    return copy.tokens(copies) + copy.reach(copies) * (expected_tokens(draft_acceptance, drafts) - 1)
 
 
 def drafting_seconds(copies: int, drafts: int, draft_seconds: float,
@@ -81,27 +100,28 @@ def plans(copies: int, drafts: int, limit: int) -> list[Plan]:
     return sorted(((m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)), key=sum)
 
 
-def best_plan(candidates: list[Plan], copy_acceptance: float, draft_acceptance: float, draft_seconds: float,
+def best_plan(candidates: list[Plan], copy: CopyOdds, draft_acceptance: float, draft_seconds: float,
               verify_seconds: Callable[[int], float],
               reading_seconds: Callable[[int], float] | None = None) -> tuple[Plan, float]:
     """The candidate with the most expected tokens per second, and that rate."""
-    copied = [expected_tokens(copy_acceptance, m) for m in range(max(m for m, _ in candidates) + 1)]
+    copied = [(copy.tokens(m), copy.reach(m)) for m in range(max(m for m, _ in candidates) + 1)]
     drafted = [expected_tokens(draft_acceptance, k) - 1 for k in range(max(k for _, k in candidates) + 1)]
     best, best_rate = None, -1.0
     for m, k in candidates:  # in order of width: a tie keeps the narrower plan
         seconds = plan_seconds(m, k, draft_seconds, verify_seconds, reading_seconds)
-        rate = (copied[m] + copy_acceptance ** m * drafted[k]) / seconds
+        tokens, reach = copied[m]
+        rate = (tokens + reach * drafted[k]) / seconds
         if rate > best_rate:
             best, best_rate = (m, k), rate
     return best, best_rate
 
 
-def probe_waste(plan: Plan, best_rate: float, copy_acceptance: float, draft_acceptance: float,
+def probe_waste(plan: Plan, best_rate: float, copy: CopyOdds, draft_acceptance: float,
                 draft_seconds: float, verify_seconds: Callable[[int], float],
                 reading_seconds: Callable[[int], float] | None = None) -> float:
     """Seconds a step of `plan` is expected to lose against the best plan: its time less the time the
     best plan takes to commit as many tokens."""
-    tokens = plan_tokens(copy_acceptance, plan[0], draft_acceptance, plan[1])
+    tokens = plan_tokens(copy, plan[0], draft_acceptance, plan[1])
     return max(0.0, plan_seconds(*plan, draft_seconds, verify_seconds, reading_seconds) - tokens / best_rate)
 
 
@@ -161,6 +181,9 @@ class Source:
     prior_kept: float = 0.5  # pseudo-counts the estimate starts from (they never decay): a prior
     prior_failures: float = 0.5  # acceptance of prior_kept / (prior_kept + prior_failures)
 
+    def prior(self) -> float:
+        return self.prior_kept / (self.prior_kept + self.prior_failures)
+
     def acceptance(self) -> float | None:
         """Per-token acceptance once anything was observed, else None. A step keeps a geometric number
         of a source's tokens, so the maximum-likelihood estimate is kept / (kept + steps that rejected
@@ -203,11 +226,20 @@ class DraftLength:
     draft: Average = field(default_factory=Average)  # seconds per drafted token
     verify: dict[int, Average] = field(default_factory=dict)  # tokens verified -> seconds of the verification
     reading: dict[int, Average] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
-    copies: Source = field(default_factory=Source)  # copies after a match of 2+ tokens: even odds at first
-    # Copies after a one-token match, a weaker guess (1 in 4 at first).
+    # A step's first copied token after a context match of 2+ tokens: even odds at first.
+    copies: Source = field(default_factory=Source)
+    # A step's first copied token after a one-token match, a weaker guess (1 in 4 at first).
     short_copies: Source = field(default_factory=lambda: Source(prior_kept=0.25, prior_failures=0.75))
+    # Each later copied token, given the ones before it were kept: a copy that has started goes on
+    # (9 in 10 at first, a light prior: one run's tokens soon outweigh it).
+    copy_runs: Source = field(default_factory=lambda: Source(prior_kept=0.9, prior_failures=0.1))
+    # The last proposal matched all the full model committed: the text is copying, and this step's
+    # first copied token continues that run (it is a later token of the run, not a first one).
+    copying: bool = False
     # The model's own draft: a draft worth building keeps most of its tokens (3 in 4 at first).
     drafts: Source = field(default_factory=lambda: Source(prior_kept=1.5, prior_failures=0.5))
+
+    SOURCES = ("copies", "short_copies", "copy_runs", "drafts")
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or self.max_draft < 1:
@@ -216,11 +248,18 @@ class DraftLength:
     def acceptance(self) -> float | None:
         return self.drafts.acceptance()
 
-    def context_acceptance(self, match: int = 2) -> float | None:
-        return self.copy_source(match).acceptance()
+    def copy_odds(self, match: int = 2) -> CopyOdds | None:
+        """The odds of the next copies, after a context match of `match` tokens; None while nothing is
+        known of them (no first copied token after such a match observed, and no run going on)."""
+        then = self.copy_runs.acceptance()
+        then = self.copy_runs.prior() if then is None else then
+        if self.copying:
+            return CopyOdds(then, then)
+        first = self.copy_source(match).acceptance()
+        return None if first is None else CopyOdds(first, then)
 
     def copy_source(self, match: int) -> Source:
-        """The copies' source for a proposal whose context match was `match` tokens long."""
+        """The source of first copied tokens for a proposal whose context match was `match` tokens long."""
         return self.short_copies if match < 2 else self.copies
 
     def verify_seconds(self, n: int) -> float:
@@ -252,7 +291,7 @@ class DraftLength:
         def values(table: dict[int, Average]) -> dict[int, float]:
             return {n: avg.value for n, avg in table.items() if avg.value is not None}
         return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
-                       {name: discounted(getattr(self, name)) for name in ("copies", "short_copies", "drafts")})
+                       {name: discounted(getattr(self, name)) for name in self.SOURCES})
 
     def start_from(self, carried: Carried) -> None:
         """Begin with what an earlier run with the same draft measured: no plain step is needed to
@@ -273,48 +312,60 @@ class DraftLength:
         if limit < 1 or self.full.value is None:
             return 0, 0  # measure a plain step first: it costs nothing against plain decoding
         copying = self.copy_source(match)
-        a_c, a_d = copying.acceptance(), self.drafts.acceptance()
+        odds, a_d = self.copy_odds(match), self.drafts.acceptance()
         d = self.draft.value or 0.0
         v = self.verify_table(copies + drafts).__getitem__
         r = self.reading_table(copies).__getitem__
-        known = plans(copies if a_c is not None else 0, drafts if a_d is not None else 0, limit)
-        best, rate = best_plan(known, a_c or 0.0, a_d or 0.0, d, v, r)
+        known = plans(copies if odds is not None else 0, drafts if a_d is not None else 0, limit)
+        # An unknown source's acceptance counts as 0 (in a probe it wastes the least if it fails).
+        odds = odds or CopyOdds(0.0, 0.0)
+        best, rate = best_plan(known, odds, a_d or 0.0, d, v, r)
         if best[0]:
             copying.interval = 1  # it pays: once it stops paying, probe it again soon
         if best[1]:
             self.drafts.interval = 1
-        # A probe: one token of a source the best plan leaves out, in the cheapest plan that carries
-        # it (an unknown acceptance counts as 0: the probe wastes the least if the source fails).
+        # A probe: one token of a source the best plan leaves out, in the cheapest plan that carries it.
         probes = []
         if not best[0] and copies and copying.due():
             probes.append((copying, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
         if not best[1] and drafts and self.drafts.due():
             probes.append((self.drafts, [(0, 1)]))  # alone: behind copies it is seen only if they all survive
         for source, candidates in probes:
-            chosen, _ = best_plan(candidates, a_c or 0.0, a_d or 0.0, d, v, r)
-            wait = probe_wait(probe_waste(chosen, rate, a_c or 0.0, a_d or 0.0, d, v, r), self.full.value,
+            chosen, _ = best_plan(candidates, odds, a_d or 0.0, d, v, r)
+            wait = probe_wait(probe_waste(chosen, rate, odds, a_d or 0.0, d, v, r), self.full.value,
                               self.explore)
             if source.acceptance() is None or source.idle >= min(wait, self.max_probe):
                 source.interval = next_interval(max(source.interval, source.idle), wait, self.max_probe)
                 return chosen
         return best
 
-    def observe_unverified_copies(self, proposal: list[int], committed: list[int], match: int = 2) -> None:
-        """Score copies the step did not verify against the tokens the full model committed instead.
+    def observe_copies(self, proposal: list[int], committed: list[int], match: int = 2) -> None:
+        """Score the context's proposal for a step against the tokens the full model committed in it,
+        whether the step verified the copies or not.
 
         A copied token is a deterministic proposal, so whether the full model would have kept it is
         whether it equals the token the full model chose there (in sampling too: a one-hot proposal
         is kept with probability p(token), the probability that the sampled token equals it). So the
-        context's acceptance is observed at every step for free, and a source that failed once is not
-        left unprobed while the text turns to copying."""
+        context's acceptance is observed at every step for free, a source that failed once is not
+        left unprobed while the text turns to copying, and a step that verified m copies and kept
+        them all still shows whether the copy went on past them (else such a step is censored
+        evidence, and estimates lowered early recover only m tokens a step)."""
         if not proposal or not committed:
             return
+        compared = min(len(proposal), len(committed))
         matched = 0
-        while matched < min(len(proposal), len(committed)) and proposal[matched] == committed[matched]:
+        while matched < compared and proposal[matched] == committed[matched]:
             matched += 1
-        source = self.copy_source(match)
-        source.observe(matched, matched < min(len(proposal), len(committed)))
-        source.idle = 0  # observed: no probe needed
+        failed = matched < compared
+        first = self.copy_source(match)
+        first.idle = 0  # observed: no probe needed
+        if self.copying:  # every token continued the run
+            self.copy_runs.observe(matched, failed)
+        else:
+            first.observe(min(matched, 1), not matched)
+            if matched and (matched > 1 or failed):
+                self.copy_runs.observe(matched - 1, failed)
+        self.copying = not failed
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
@@ -322,23 +373,19 @@ class DraftLength:
 
     def _age_sources(self) -> None:
         """One more step since each source was last verified (a step that verifies one resets it)."""
-        for source in (self.copies, self.short_copies, self.drafts):
-            source.idle += 1
+        for name in self.SOURCES:
+            getattr(self, name).idle += 1
 
     def observe_step(self, context: int, drafted: int, accepted: int, draft_seconds: float,
-                     verify_seconds: float, reading_seconds: float | None = None, match: int = 2) -> None:
+                     verify_seconds: float, reading_seconds: float | None = None) -> None:
         """A verified step of `context` copied tokens followed by `drafted` draft tokens, of which the
         full model kept the first `accepted`. `reading_seconds`: of `draft_seconds`, the draft's first
-        forward, which read the copies (without it the copies' reading counts as drafting). `match`:
-        the length of the context match the copies followed."""
+        forward, which read the copies (without it the copies' reading counts as drafting). The copies'
+        acceptance is learned from `observe_copies`, which sees past the verified ones."""
         if context + drafted < 1:
             return
         self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
-        copying = self.copy_source(match)
         self._age_sources()
-        if context:
-            copying.idle = 0
-            copying.observe(min(accepted, context), accepted < context)
         if drafted:
             self.drafts.idle = 0
         if drafted and context and reading_seconds is not None:

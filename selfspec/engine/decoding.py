@@ -330,7 +330,7 @@ def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, setting
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
             if lengths is not None:
                 lengths.observe_plain(record.verify_seconds)
-                lengths.observe_unverified_copies(proposal, list(record.token_ids), match)
+                lengths.observe_copies(proposal, list(record.token_ids), match)
             yield record
             continue
         t0 = run.clock()
@@ -351,9 +351,8 @@ def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, setting
             exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         if lengths is not None:
-            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading, match)
-            if not n_copied:
-                lengths.observe_unverified_copies(proposal, tokens, match)
+            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading)
+            lengths.observe_copies(proposal, tokens, match)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
                             exit_rule.threshold, copied=n_copied)
         yield record
