@@ -13,9 +13,8 @@ from selfspec.engine.controller import (CopyOdds, DraftLength, best_plan, next_i
 
 def expected_by_cases(copy, m, a_draft, k):
     """Tokens a step commits, summed over where the first rejection falls (not the closed form).
-    `copy`: (acceptance of the first copy, of each later one), or one acceptance for all copies."""
-    first, then = copy if isinstance(copy, tuple) else (copy, copy)
-    survive = ([first] + [then] * (m - 1) if m else []) + [a_draft] * k
+    `copy`: the acceptance of each copy in turn (given the ones before it were kept)."""
+    survive = list(copy[:m]) + [a_draft] * k
     total, p_reached = 0.0, 1.0
     for n, a in enumerate(survive):
         total += p_reached * (1 - a) * (n + 1)  # rejected at position n: n kept + the correction
@@ -66,42 +65,48 @@ always = lambda i: True  # noqa: E731
 # --- the pure decision functions -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("copy,a_draft", [((0.0, 0.0), 0.0), ((0.5, 0.5), 0.9), ((1.0, 1.0), 0.3), ((0.8, 0.8), 1.0),
-                                          ((0.3, 0.95), 0.8), ((0.9, 0.2), 0.5), ((0.0, 1.0), 1.0)])
+def run(first, then, n=8):
+    """Copy odds: the first copy kept with chance `first`, each later one with chance `then`."""
+    return [first] + [then] * (n - 1)
+
+
+@pytest.mark.parametrize("copy,a_draft", [(run(0.0, 0.0), 0.0), (run(0.5, 0.5), 0.9), (run(1.0, 1.0), 0.3),
+                                          (run(0.8, 0.8), 1.0), (run(0.3, 0.95), 0.8), (run(0.9, 0.2), 0.5),
+                                          (run(0.0, 1.0), 1.0), ([0.2, 0.9, 0.4, 1.0, 0.7], 0.6)])
 def test_plan_tokens_is_the_sum_over_where_the_first_rejection_falls(copy, a_draft):
     for m in range(5):
         for k in range(5):
-            assert plan_tokens(CopyOdds(*copy), m, a_draft, k) == pytest.approx(expected_by_cases(copy, m, a_draft, k))
+            assert plan_tokens(CopyOdds(copy), m, a_draft, k) == pytest.approx(expected_by_cases(copy, m, a_draft, k))
 
 
 @pytest.mark.parametrize("copy,a_draft,draft", [
-    ((0.0, 0.0), 0.0, 0.4),  # nothing is kept: a plain step
-    ((0.0, 0.0), 0.9, 0.3),  # failing copies, a good draft: draft only
-    ((0.95, 0.95), 0.0, 0.4),  # good copies, a bad draft: copy only, as wide as it pays
-    ((0.7, 0.7), 0.7, 0.2),
-    ((0.3, 0.3), 0.8, 0.6),
-    ((0.5, 0.98), 0.3, 0.5),  # copies that fail at the first token or not at all
+    (run(0.0, 0.0), 0.0, 0.4),  # nothing is kept: a plain step
+    (run(0.0, 0.0), 0.9, 0.3),  # failing copies, a good draft: draft only
+    (run(0.95, 0.95), 0.0, 0.4),  # good copies, a bad draft: copy only, as wide as it pays
+    (run(0.7, 0.7), 0.7, 0.2),
+    (run(0.3, 0.3), 0.8, 0.6),
+    (run(0.5, 0.98), 0.3, 0.5),  # copies that fail at the first token or not at all
 ])
 def test_best_plan_has_the_highest_rate_of_all_plans(copy, a_draft, draft):
     candidates = plans(6, 4, limit=8)
     assert (6, 2) in candidates and (6, 3) not in candidates and (0, 4) in candidates
     rates = {(m, k): expected_by_cases(copy, m, a_draft, k) / (k * draft + linear_verify(m + k))
              for m in range(7) for k in range(5) if m + k <= 8}
-    best, rate = best_plan(candidates, CopyOdds(*copy), a_draft, draft, linear_verify)
+    best, rate = best_plan(candidates, CopyOdds(copy), a_draft, draft, linear_verify)
     assert rate == pytest.approx(max(rates.values()))
     assert rates[best] == pytest.approx(max(rates.values()))
 
 
 def test_copies_are_used_only_when_their_kept_tokens_pay_for_the_width():
     # One copied token adds a_c tokens for 1/3 of a plain step of width: it pays when 1 + a_c > 4/3.
-    assert best_plan(plans(1, 0, 8), CopyOdds(0.3, 0.3), 0.0, 0.4, linear_verify)[0] == (0, 0)
-    assert best_plan(plans(1, 0, 8), CopyOdds(0.4, 0.3), 0.0, 0.4, linear_verify)[0] == (1, 0)
+    assert best_plan(plans(1, 0, 8), CopyOdds([0.3]), 0.0, 0.4, linear_verify)[0] == (0, 0)
+    assert best_plan(plans(1, 0, 8), CopyOdds([0.4]), 0.0, 0.4, linear_verify)[0] == (1, 0)
     # Free width (a GPU-like verification): even a poor copy pays.
-    assert best_plan(plans(8, 0, 8), CopyOdds(0.2, 0.2), 0.0, 0.4, lambda n: 1.0)[0] == (8, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.2, 0.2)), 0.0, 0.4, lambda n: 1.0)[0] == (8, 0)
     # A first copy kept one time in two, but a copy that starts goes on: copy all 8 (1 + 0.5 * 7.7
     # tokens for 11/3 of a plain step), where one acceptance of 0.5 for all would copy one (1.5 for 4/3).
-    assert best_plan(plans(8, 0, 8), CopyOdds(0.5, 0.99), 0.0, 0.4, linear_verify)[0] == (8, 0)
-    assert best_plan(plans(8, 0, 8), CopyOdds(0.5, 0.5), 0.0, 0.4, linear_verify)[0] == (1, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.5, 0.99)), 0.0, 0.4, linear_verify)[0] == (8, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.5, 0.5)), 0.0, 0.4, linear_verify)[0] == (1, 0)
 
 
 def test_the_probe_interval_doubles_and_keeps_probes_within_their_budget():
@@ -202,7 +207,7 @@ def test_copies_that_succeed_are_used_as_wide_as_they_pay():
     # known yet, gets its one-token probe; within a few steps every step copies all it may, but for
     # the failing draft's rare probes.
     assert chosen[:2] == [(0, 0), (0, 1)]
-    assert all(plan in ((8, 0), (0, 1)) for plan in chosen[4:]) and chosen.count((8, 0)) >= 50
+    assert all(plan in ((8, 0), (0, 1)) for plan in chosen[6:]) and chosen.count((8, 0)) >= 50
     assert speedup > 2.0
 
 
@@ -211,15 +216,17 @@ def test_the_plan_maximises_the_expected_rate_when_no_probe_is_due():
     c.observe_plain(1.0)
     for _ in range(40):  # copies keep 2 of 4, drafts 3 of 4; verifying 4 costs 1.2
         c.observe_step(4, 0, 2, 0.0, 1.2)
-        c.observe_copies([1, 2, 3, 4], [1, 2, 9])
+        c.observe_copies([1, 2, 3, 4], [1, 2, 9], match=2)
         c.observe_step(0, 4, 3, 4 * 0.3, 1.2)
-    odds, a_d = c.copy_odds(), c.acceptance()
+    odds, a_d = c.copy_odds(2, 6).kept, c.acceptance()
     weight = sum(0.9 ** i for i in range(40))  # each step's evidence decays by 0.9 per later step
-    # Geometric MLE, by hand, from the sources' pseudo-counts on: a first copy always kept (prior
-    # 0.5 : 0.5); of the later ones one kept, one rejected a step (prior 1.5 : 0.5); drafts 3 : 1 (1.5 : 0.5).
-    assert odds == pytest.approx(((weight + 0.5) / (weight + 1), (weight + 1.5) / (2 * weight + 2)))
+    # Geometric MLE, by hand, from the sources' pseudo-counts on: copies extending a match of 2 or 3
+    # tokens always kept (prior 0.5 : 0.5), of 4 to 7 always rejected (prior 0.7 : 0.3); drafts 3 : 1
+    # (prior 1.5 : 0.5).
+    extend_2_3, extend_4_7 = (2 * weight + 0.5) / (2 * weight + 1), 0.7 / (weight + 1)
+    assert odds == pytest.approx([extend_2_3] * 2 + [extend_4_7] * 4)
     assert a_d == pytest.approx((3 * weight + 1.5) / (4 * weight + 2))
-    c.copies.interval = c.drafts.interval = 100  # no probe due
+    c.drafts.interval = 100  # no probe due
 
     def seconds(m, k):  # v from 1.0 to 1.2; a draft after m copies first reads them: d scaled like v
         drafting = 0.0 if not k else (0.3 * (1.0 + 0.05 * m) if m else 0.3) + (k - 1) * 0.3
@@ -251,27 +258,24 @@ def test_bad_controller_settings_are_refused():
         DraftLength(0)
 
 
-def test_copies_are_scored_against_what_the_full_model_committed_first_token_apart():
+def test_copies_are_scored_against_what_the_full_model_committed_by_the_match_they_extend():
     lengths = DraftLength(4)
-    assert lengths.copy_odds() is None
-    # The context proposed 3, 4, 5; the full model committed 3, 4, 9: the first copy kept, of the later
-    # ones one kept, then a rejection. Each with its prior (first 0.5 : 0.5, later ones 1.5 : 0.5).
-    lengths.observe_copies([3, 4, 5], [3, 4, 9])
-    assert lengths.copy_odds() == pytest.approx(((1 + 0.5) / (1 + 1), (1 + 1.5) / (2 + 2)))
+    # Before any evidence, the priors: copies extending a match of 1, 2-3, 4-7, 8-15 and 16+ tokens.
+    assert lengths.copy_odds(1, 17).kept == pytest.approx([0.25, 0.5, 0.5] + [0.7] * 4 + [0.8] * 8 + [0.9] * 2)
+    # The context proposed 3, 4, 5 after a 2-token match; the full model committed 3, 4, 9: the copies
+    # extending matches of 2 and 3 kept, the one extending 4 rejected.
+    lengths.observe_copies([3, 4, 5], [3, 4, 9], match=2)
+    assert lengths.copy_odds(2, 3).kept == pytest.approx([(2 + 0.5) / (2 + 1)] * 2 + [0.7 / (1 + 1)])
     # All it could be checked on matched (the step committed fewer tokens than were proposed): kept,
-    # no rejection seen.
-    lengths.observe_copies([7, 8, 9, 10], [7, 8])
-    first = (0.9 + 1 + 0.5) / (0.9 + 1 + 1)
-    later = (0.9 + 1 + 1.5) / (0.9 + 1 + 0.9 + 2)
-    assert lengths.copies.acceptance() == pytest.approx(first)
-    # ... so the text is copying: the next step's first copy continues that run, at the later odds.
-    assert lengths.copy_odds() == pytest.approx((later, later))
-    assert lengths.copies.idle == 0  # observed: no probe is due for it
-    lengths.observe_copies([], [1, 2])  # nothing proposed: nothing learned
-    assert lengths.copy_odds() == pytest.approx((later, later))
-    lengths.observe_copies([5, 6], [9])  # the run ends at that continuing token
-    later = (0.9 * 1.9 + 1.5) / (0.9 * 1.9 + 0.9 * 0.9 + 1 + 2)
-    assert lengths.copy_odds() == pytest.approx((first, later))  # the next copy starts afresh
+    # no rejection seen; the earlier evidence decays by 0.9.
+    lengths.observe_copies([7, 8, 9, 10], [7, 8], match=6)
+    assert lengths.copy_odds(6, 2).kept == pytest.approx([(2 + 0.7) / (2 + 0.9 + 1)] * 2)
+    lengths.observe_copies([], [1, 2], match=2)  # nothing proposed: nothing learned
+    lengths.observe_copies([1, 2], [], match=2)  # nothing committed: nothing learned
+    assert lengths.copy_odds(2, 1).kept == pytest.approx([(2 + 0.5) / (2 + 1)])
+    # A long copy's tokens are evidence for the lengths they extend: 15, then 16 and 17.
+    lengths.observe_copies([1, 2, 3], [1, 2, 3, 4], match=15)
+    assert lengths.copy_odds(15, 3).kept == pytest.approx([(1 + 0.8) / (1 + 1)] + [(2 + 0.9) / (2 + 1)] * 2)
 
 
 def test_the_context_earns_its_place_without_probes_once_the_text_copies():
@@ -280,7 +284,7 @@ def test_the_context_earns_its_place_without_probes_once_the_text_copies():
     lengths = DraftLength(4)
     lengths.observe_plain(0.1)
     for _ in range(3):
-        lengths.observe_copies([1, 2, 3], [9])  # wrong
+        lengths.observe_copies([1, 2, 3], [9])  # wrong at once
     lengths.observe_step(0, 2, 2, 0.1, 0.12)  # a draft step measures d and v(2)
     assert lengths.plan(limit=16, available=8, max_context=8)[0] == 0
     for _ in range(6):
@@ -295,10 +299,10 @@ def test_a_draft_after_copies_pays_for_reading_them_and_leaves_the_drafting_cost
         c.observe_step(0, 4, 4, 4 * 0.2, 1.2)
         c.observe_step(2, 0, 2, 0.0, 1.1)
         c.observe_copies([1, 2], [1, 2, 3])
-    c.copies.interval = c.drafts.interval = 100  # no probe due
+    c.drafts.interval = 100  # no probe due
     # Before it is measured, reading 2 copies is priced as d scaled like the verification: 0.2 * 1.1.
     assert c.reading_table(2)[2] == pytest.approx(0.2 * 1.1)
-    odds, a_d = tuple(c.copy_odds()), c.acceptance()
+    odds, a_d = c.copy_odds(2, 2).kept, c.acceptance()
     copy_only = expected_by_cases(odds, 2, a_d, 0) / 1.1
     assert expected_by_cases(odds, 2, a_d, 4) / (0.22 + 3 * 0.2 + 1.3) > copy_only
     assert c.plan(limit=16, available=2, max_context=8) == (2, 4)
@@ -307,7 +311,7 @@ def test_a_draft_after_copies_pays_for_reading_them_and_leaves_the_drafting_cost
     assert c.draft.value == pytest.approx(0.2)  # the wide forward is not counted as drafting
     assert c.reading_table(2)[2] == pytest.approx(1.5)
     c.observe_copies([1, 2], [1, 2, 3, 4, 5, 6, 7])
-    odds, a_d = tuple(c.copy_odds()), c.acceptance()
+    odds, a_d = c.copy_odds(2, 2).kept, c.acceptance()
     assert expected_by_cases(odds, 2, a_d, 4) / (1.5 + 3 * 0.2 + 1.3) < expected_by_cases(odds, 2, a_d, 0) / 1.1
     assert c.plan(limit=16, available=2, max_context=8) == (2, 0)  # copying alone now wins
 
@@ -320,9 +324,9 @@ def test_copies_after_one_token_matches_are_learned_apart_from_longer_matches():
         lengths.observe_copies([4, 5, 6], [9], match=1)
         lengths.observe_copies([4, 5, 6], [4, 5, 7], match=3)
     weight = sum(0.9 ** i for i in range(6))
-    later = (weight + 1.5) / (2 * weight + 2)  # shared: once a copy has started, how it began no longer matters
-    assert lengths.copy_odds(match=1) == pytest.approx((0.25 / (weight + 1), later))  # prior 0.25 : 0.75
-    assert lengths.copy_odds(match=2) == pytest.approx(((weight + 0.5) / (weight + 1), later))
+    assert lengths.copy_odds(1, 1).kept == pytest.approx([0.25 / (weight + 1)])  # prior 0.25 : 0.75
+    assert lengths.copy_odds(2, 1).kept == pytest.approx([(weight + 0.5) / (weight + 1)])  # prior 0.5 : 0.5
+    assert lengths.copy_odds(4, 1).kept == pytest.approx([(weight + 0.7) / (2 * weight + 1)])  # one of two
     assert lengths.plan(limit=16, available=8, max_context=8, match=1)[0] == 0
     assert lengths.plan(limit=16, available=8, max_context=8, match=2)[0] > 0
 

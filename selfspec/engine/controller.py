@@ -4,11 +4,12 @@ The cost model of draft-and-verify: a step that verifies n proposed tokens, each
 chance a_i given the previous ones survived, commits 1 + a_1 + a_1 a_2 + ... tokens on average
 (the full model's own token comes with every verification). Two sources propose: tokens copied from
 the context (engine/context.py), free to propose, and the model's draft, d seconds a token. Copies
-come in runs: once the text is copying it goes on copying for many tokens, and a copy fails mostly at
-its first token (the text was not copying there). So a copy's first token is kept with chance b and
-each later one, given the ones before it were kept, with chance a_c (`CopyOdds`). Copies come first,
-the draft continues after them, so a plan (m copies, k drafts) commits
-    E(m, k) = 1 + b (1 + a_c + ... + a_c^(m-1)) + b a_c^(m-1) (a + ... + a^k)
+come in runs: the longer the text has matched the copied occurrence, the likelier it goes on matching
+(a RAG answer copies its passage for dozens of tokens; in maths a match of 2 or 3 tokens is mostly
+coincidence and ends at once). So the i-th copy is kept with a chance c_i learned per length of the
+match it extends (`COPY_RUNS`), and the draft, kept with chance a a token, continues after the copies:
+a plan (m copies, k drafts) commits
+    E(m, k) = 1 + c_1 + c_1 c_2 + ... + c_1...c_m + c_1...c_m (a + ... + a^k)
 tokens in r(m) + (k - 1) d + v(m + k) seconds, where v(n) is the measured verification of n proposed
 tokens, v(0) = f is a plain one-token step, and r(m) is the draft's first forward, which must read the
 m copies before drafting after them (r(0) = d; a wide low-bit forward can cost several drafted tokens,
@@ -17,14 +18,14 @@ second, so a source is used only when the tokens it is expected to add pay for t
 time it adds, and (0, 0), a plain step, whenever nothing pays: that is what keeps self-speculation
 from being much slower than plain decoding.
 
-A source not in the best plan is probed now and then, so a source that starts to pay (the text
-became predictable, or started copying) is noticed: one token of it is added to the cheapest plan
-that can carry it (a draft token goes alone: behind copies it would be observed only if all of them
-survived, and its drafting time would be mixed with reading them). Each probe's expected loss
-against the best plan is known from the same numbers, and the next probe of that source waits long
-enough that probes waste at most `explore` of the time spent meanwhile, and, while its probes keep
-failing, twice as long as the last time. A source nothing is known about yet is probed at its first
-chance, with that one token: a short first draft, never K before acceptance is known.
+Copies are scored at every step for free (`observe_copies`). The draft, when the best plan leaves it
+out, is probed now and then, so a draft that starts to pay (the text became predictable) is noticed:
+one drafted token, alone (behind copies it would be observed only if all of them survived, and its
+drafting time would be mixed with reading them). Each probe's expected loss against the best plan is
+known from the same numbers, and the next probe waits long enough that probes waste at most `explore`
+of the time spent meanwhile, and, while its probes keep failing, twice as long as the last time. A
+draft nothing is known about yet is probed at its first chance, with that one token: a short first
+draft, never K before acceptance is known.
 
 Acceptance is estimated from few steps, where a bare maximum-likelihood estimate swings to 1 or 0 on a
 single token (one matched copied token made a 16-token copy look certain). Each source's estimate
@@ -35,9 +36,11 @@ run's own evidence soon outweighs. A run starts from what the last run with the 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Sequence
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -54,21 +57,36 @@ def speedup_bound(a: float, c: float, v: float, k: int) -> float:
     return expected_tokens(a, k) / (k * c + v)
 
 
-class CopyOdds(NamedTuple):
-    """How likely copied tokens are kept: the first of a step's copies with chance `first`, each later
-    one, given the ones before it were kept, with chance `then`. One acceptance for all (first = then)
-    undervalues long copies: on copy-heavy text nearly every failure falls on a first token."""
+class CopyOdds:
+    """How likely a step's copied tokens are kept: `kept[i]`, the chance of the (i+1)-th given the ones
+    before it were kept. One acceptance for all undervalues long copies: on copy-heavy text nearly
+    every failure falls on a copy's first tokens."""
 
-    first: float
-    then: float
+    def __init__(self, kept: Sequence[float]):
+        self.kept = tuple(kept)
+        self._reach = [1.0]
+        for a in self.kept:
+            self._reach.append(self._reach[-1] * a)
+        self._tokens = list(itertools.accumulate(self._reach))
 
     def tokens(self, copies: int) -> float:
         """Expected tokens a step verifying `copies` copies (and nothing else) commits."""
-        return 1.0 if not copies else 1.0 + self.first * expected_tokens(self.then, copies - 1)
+        return self._tokens[copies]
 
     def reach(self, copies: int) -> float:
         """The chance that all `copies` copies are kept."""
-        return 1.0 if not copies else self.first * self.then ** (copies - 1)
+        return self._reach[copies]
+
+
+# Copied tokens are learned apart by the length of the match they extend: 1, 2-3, 4-7, 8-15, 16 or more
+# tokens (the copy's n-gram match plus what the text has copied since), each with its prior acceptance.
+COPY_RUNS = (1, 2, 4, 8, 16)
+COPY_PRIORS = (0.25, 0.5, 0.7, 0.8, 0.9)
+
+
+def copy_run(matched: int) -> int:
+    """Which of `COPY_RUNS` a copied token extending a match of `matched` tokens falls in."""
+    return bisect.bisect_right(COPY_RUNS, max(matched, 1)) - 1
 
 
 def plan_tokens(copy: CopyOdds, copies: int, draft_acceptance: float, drafts: int) -> float:
@@ -181,8 +199,10 @@ class Source:
     prior_kept: float = 0.5  # pseudo-counts the estimate starts from (they never decay): a prior
     prior_failures: float = 0.5  # acceptance of prior_kept / (prior_kept + prior_failures)
 
-    def prior(self) -> float:
-        return self.prior_kept / (self.prior_kept + self.prior_failures)
+    def estimate(self) -> float:
+        """The acceptance, or the prior's while nothing was observed."""
+        observed = self.acceptance()
+        return self.prior_kept / (self.prior_kept + self.prior_failures) if observed is None else observed
 
     def acceptance(self) -> float | None:
         """Per-token acceptance once anything was observed, else None. A step keeps a geometric number
@@ -226,20 +246,12 @@ class DraftLength:
     draft: Average = field(default_factory=Average)  # seconds per drafted token
     verify: dict[int, Average] = field(default_factory=dict)  # tokens verified -> seconds of the verification
     reading: dict[int, Average] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
-    # A step's first copied token after a context match of 2+ tokens: even odds at first.
-    copies: Source = field(default_factory=Source)
-    # A step's first copied token after a one-token match, a weaker guess (1 in 4 at first).
-    short_copies: Source = field(default_factory=lambda: Source(prior_kept=0.25, prior_failures=0.75))
-    # Each later copied token, given the ones before it were kept: a copy that has started goes on
-    # (9 in 10 at first, a light prior: one run's tokens soon outweigh it).
-    copy_runs: Source = field(default_factory=lambda: Source(prior_kept=0.9, prior_failures=0.1))
-    # The last proposal matched all the full model committed: the text is copying, and this step's
-    # first copied token continues that run (it is a later token of the run, not a first one).
-    copying: bool = False
+    # Copied tokens, one source per length of the match they extend (`COPY_RUNS`); a light prior (one
+    # pseudo-token) that a copy's own tokens soon outweigh.
+    copies: tuple[Source, ...] = field(default_factory=lambda: tuple(
+        Source(prior_kept=p, prior_failures=1 - p) for p in COPY_PRIORS))
     # The model's own draft: a draft worth building keeps most of its tokens (3 in 4 at first).
     drafts: Source = field(default_factory=lambda: Source(prior_kept=1.5, prior_failures=0.5))
-
-    SOURCES = ("copies", "short_copies", "copy_runs", "drafts")
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or self.max_draft < 1:
@@ -248,19 +260,13 @@ class DraftLength:
     def acceptance(self) -> float | None:
         return self.drafts.acceptance()
 
-    def copy_odds(self, match: int = 2) -> CopyOdds | None:
-        """The odds of the next copies, after a context match of `match` tokens; None while nothing is
-        known of them (no first copied token after such a match observed, and no run going on)."""
-        then = self.copy_runs.acceptance()
-        then = self.copy_runs.prior() if then is None else then
-        if self.copying:
-            return CopyOdds(then, then)
-        first = self.copy_source(match).acceptance()
-        return None if first is None else CopyOdds(first, then)
+    def copy_odds(self, match: int, copies: int) -> CopyOdds:
+        """The odds of `copies` copied tokens extending a context match of `match` tokens."""
+        return CopyOdds([self.copies[copy_run(match + i)].estimate() for i in range(copies)])
 
-    def copy_source(self, match: int) -> Source:
-        """The source of first copied tokens for a proposal whose context match was `match` tokens long."""
-        return self.short_copies if match < 2 else self.copies
+    def sources(self) -> dict[str, Source]:
+        """Every source by name: the draft, and the copies by the length of the match they extend."""
+        return {"drafts": self.drafts} | {f"copies after {n}": s for n, s in zip(COPY_RUNS, self.copies)}
 
     def verify_seconds(self, n: int) -> float:
         """Seconds to verify n proposed tokens (n = 0: a plain step)."""
@@ -291,17 +297,17 @@ class DraftLength:
         def values(table: dict[int, Average]) -> dict[int, float]:
             return {n: avg.value for n, avg in table.items() if avg.value is not None}
         return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
-                       {name: discounted(getattr(self, name)) for name in self.SOURCES})
+                       {name: discounted(source) for name, source in self.sources().items()})
 
     def start_from(self, carried: Carried) -> None:
         """Begin with what an earlier run with the same draft measured: no plain step is needed to
-        learn f, and a source with evidence is not probed at its first chance."""
+        learn f, and a draft with evidence is not probed at its first chance."""
         self.full.value, self.draft.value = carried.full, carried.draft
         self.verify = {n: Average(value=v) for n, v in carried.verify.items()}
         self.reading = {m: Average(value=r) for m, r in carried.reading.items()}
+        sources = self.sources()
         for name, (kept, failures) in carried.sources.items():
-            source = getattr(self, name)
-            source.kept, source.failures = kept, failures
+            sources[name].kept, sources[name].failures = kept, failures
 
     def plan(self, limit: int, available: int, max_context: int, match: int = 2) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
@@ -311,32 +317,21 @@ class DraftLength:
         drafts = min(self.max_draft, limit)
         if limit < 1 or self.full.value is None:
             return 0, 0  # measure a plain step first: it costs nothing against plain decoding
-        copying = self.copy_source(match)
-        odds, a_d = self.copy_odds(match), self.drafts.acceptance()
+        odds, a_d = self.copy_odds(match, copies), self.drafts.acceptance()
         d = self.draft.value or 0.0
         v = self.verify_table(copies + drafts).__getitem__
         r = self.reading_table(copies).__getitem__
-        known = plans(copies if odds is not None else 0, drafts if a_d is not None else 0, limit)
-        # An unknown source's acceptance counts as 0 (in a probe it wastes the least if it fails).
-        odds = odds or CopyOdds(0.0, 0.0)
-        best, rate = best_plan(known, odds, a_d or 0.0, d, v, r)
-        if best[0]:
-            copying.interval = 1  # it pays: once it stops paying, probe it again soon
+        best, rate = best_plan(plans(copies, drafts if a_d is not None else 0, limit), odds, a_d or 0.0, d, v, r)
         if best[1]:
-            self.drafts.interval = 1
-        # A probe: one token of a source the best plan leaves out, in the cheapest plan that carries it.
-        probes = []
-        if not best[0] and copies and copying.due():
-            probes.append((copying, [p for p in plans(1, drafts if a_d is not None else 0, limit) if p[0]]))
-        if not best[1] and drafts and self.drafts.due():
-            probes.append((self.drafts, [(0, 1)]))  # alone: behind copies it is seen only if they all survive
-        for source, candidates in probes:
-            chosen, _ = best_plan(candidates, odds, a_d or 0.0, d, v, r)
-            wait = probe_wait(probe_waste(chosen, rate, odds, a_d or 0.0, d, v, r), self.full.value,
-                              self.explore)
-            if source.acceptance() is None or source.idle >= min(wait, self.max_probe):
-                source.interval = next_interval(max(source.interval, source.idle), wait, self.max_probe)
-                return chosen
+            self.drafts.interval = 1  # it pays: once it stops paying, probe it again soon
+        elif drafts and self.drafts.due():
+            # A probe: one drafted token, alone (behind copies it is seen only if they all survive).
+            # An unknown acceptance counts as 0: the probe wastes the least if the draft fails.
+            waste = probe_waste((0, 1), rate, odds, a_d or 0.0, d, v, r)
+            wait = probe_wait(waste, self.full.value, self.explore)
+            if a_d is None or self.drafts.idle >= min(wait, self.max_probe):
+                self.drafts.interval = next_interval(max(self.drafts.interval, self.drafts.idle), wait, self.max_probe)
+                return 0, 1
         return best
 
     def observe_copies(self, proposal: list[int], committed: list[int], match: int = 2) -> None:
@@ -346,35 +341,24 @@ class DraftLength:
         A copied token is a deterministic proposal, so whether the full model would have kept it is
         whether it equals the token the full model chose there (in sampling too: a one-hot proposal
         is kept with probability p(token), the probability that the sampled token equals it). So the
-        context's acceptance is observed at every step for free, a source that failed once is not
-        left unprobed while the text turns to copying, and a step that verified m copies and kept
-        them all still shows whether the copy went on past them (else such a step is censored
-        evidence, and estimates lowered early recover only m tokens a step)."""
-        if not proposal or not committed:
-            return
+        context's acceptance is observed at every step for free (copies need no probes), and a step
+        that verified m copies and kept them all still shows whether the copy went on past them.
+        `match`: the length of the context match the proposal extends; the i-th copied token is
+        evidence for copies extending a match of `match + i`."""
         compared = min(len(proposal), len(committed))
         matched = 0
         while matched < compared and proposal[matched] == committed[matched]:
             matched += 1
-        failed = matched < compared
-        first = self.copy_source(match)
-        first.idle = 0  # observed: no probe needed
-        if self.copying:  # every token continued the run
-            self.copy_runs.observe(matched, failed)
-        else:
-            first.observe(min(matched, 1), not matched)
-            if matched and (matched > 1 or failed):
-                self.copy_runs.observe(matched - 1, failed)
-        self.copying = not failed
+        kept = [0] * len(self.copies)
+        for i in range(matched):
+            kept[copy_run(match + i)] += 1
+        failed_in = copy_run(match + matched) if matched < compared else None
+        for run in sorted({copy_run(match + i) for i in range(min(matched + 1, compared))}):
+            self.copies[run].observe(kept[run], run == failed_in)
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
-        self._age_sources()
-
-    def _age_sources(self) -> None:
-        """One more step since each source was last verified (a step that verifies one resets it)."""
-        for name in self.SOURCES:
-            getattr(self, name).idle += 1
+        self.drafts.idle += 1  # one more step since a drafted token was verified
 
     def observe_step(self, context: int, drafted: int, accepted: int, draft_seconds: float,
                      verify_seconds: float, reading_seconds: float | None = None) -> None:
@@ -385,9 +369,7 @@ class DraftLength:
         if context + drafted < 1:
             return
         self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
-        self._age_sources()
-        if drafted:
-            self.drafts.idle = 0
+        self.drafts.idle = 0 if drafted else self.drafts.idle + 1
         if drafted and context and reading_seconds is not None:
             self.reading.setdefault(context, Average()).add(reading_seconds)
             if drafted > 1:
