@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -165,6 +166,19 @@ def test_a_bad_draft_gets_plain_steps_and_rare_one_token_probes():
     # Each probe wastes 0.43 + 1/3 of a plain step; the probes (first one included) stay within ~3%.
     assert speedup == pytest.approx(96 / (96 + len(probes) * (0.43 + 1 / 3)))
     assert speedup > 0.96
+
+
+def test_a_draft_kept_now_and_then_but_never_paying_is_probed_ever_more_rarely():
+    # What the bench's bad draft does: one probe in five kept. A kept probe that does not make the draft
+    # pay must not restart the probes' schedule (it did, and probes cost that draft 5% on a QA prompt).
+    probes_made = itertools.count()
+    sometimes = lambda i: i == 0 and next(probes_made) % 5 == 4  # noqa: E731
+    chosen, speedup = simulate(DraftLength(4), 300, never, sometimes, draft=0.5, verify=lambda n: 1.0 + 0.3 * n)
+    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
+    assert all(chosen[i] == (0, 1) for i in probes)
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] >= 32
+    assert speedup >= 0.97
 
 
 def test_a_draft_always_kept_but_as_slow_as_the_model_gets_plain_steps():

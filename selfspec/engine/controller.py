@@ -23,7 +23,8 @@ out, is probed now and then, so a draft that starts to pay (the text became pred
 one drafted token, alone (behind copies it would be observed only if all of them survived, and its
 drafting time would be mixed with reading them). Each probe's expected loss against the best plan is
 known from the same numbers, and the next probe waits long enough that probes waste at most `explore`
-of the time spent meanwhile, and, while its probes keep failing, twice as long as the last time. A
+of the time spent meanwhile, and, while the draft stays out of the best plan (a probe it keeps but that
+leaves it not paying changes nothing), twice as long as the last time. A
 draft nothing is known about yet is probed at its first chance, with that one token: a short first
 draft, never K before acceptance is known.
 
@@ -150,7 +151,7 @@ def probe_wait(waste: float, plain_seconds: float, explore: float) -> int:
 
 
 def next_interval(interval: int, wait: int, longest: int) -> int:
-    """Steps before the next probe of a source whose probes fail: twice the last wait, at least `wait`."""
+    """Steps before the next probe of a source that still does not pay: twice the last wait, at least `wait`."""
     return min(longest, max(2 * interval, wait))
 
 
@@ -215,8 +216,6 @@ class Source:
     def observe(self, kept: int, failed: bool) -> None:
         self.kept = self.memory * self.kept + kept
         self.failures = self.memory * self.failures + failed
-        if kept:
-            self.interval = 1  # the intervals double only while probes keep failing
 
     def due(self) -> bool:
         return self.acceptance() is None or self.idle >= self.interval
