@@ -34,7 +34,7 @@ def test_the_flag_wins_then_the_environment_then_the_device(monkeypatch):
 
 
 def test_verification_widths_share_few_graphs():
-    assert [padded_width(w) for w in range(2, 11)] == [3, 3, 5, 5, 9, 9, 9, 9, None]
+    assert [padded_width(w) for w in range(2, 19)] == [3, 3, 5, 5, 9, 9, 9, 9, 13, 13, 13, 13, 17, 17, 17, 17, None]
 
 
 def test_a_host_that_forbids_compiling_runs_eager_with_one_notice(monkeypatch, capsys):

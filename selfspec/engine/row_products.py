@@ -1,6 +1,7 @@
-"""Which product each of the model's linear layers uses over 1..9 rows, chosen by timing.
+"""Which product each of the model's linear layers uses over 1..17 rows, chosen by timing.
 
-A decoding step runs the full model over one position, a verification over K+1 (2..9). How fast
+A decoding step runs the full model over one position, a verification over K+1 (2..9) or over copied
+context tokens and drafts (up to 17). How fast
 torch's `linear` is over so few rows depends on the machine: on one CPU the weight-major product
 (narrow_linear.py) is much faster, even for one row padded to two (torch's one-row path may use a
 single core), on another it is slower (figures in docs/BENCHMARKS.md). So at load the engine times
@@ -26,9 +27,9 @@ from selfspec.engine.kernels import KernelChoice, choose_fastest
 from selfspec.engine.narrow_linear import WeightMajorLinear, weight_major_linear
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
-# One decoding row, then verification widths K+1, grouped so the choices stay few; each is timed at
-# its widest row count.
-ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9))
+# One decoding row, then verification widths K+1 and copies (up to 16 and the pending token), grouped so
+# the choices stay few; each is timed at its widest row count.
+ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9), (10, 13), (14, 17))
 PRODUCTS = {"linear": F.linear, "weight-major": weight_major_linear}  # the candidates, same arguments
 WIN_MARGIN = 0.1  # weight-major must be >10% faster to replace torch's own product
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed with fewer repetitions: ~2 s in all

@@ -13,7 +13,7 @@ from typing import Any
 
 from selfspec.engine.adaptive import AdaptiveThreshold, DraftExit, FixedThreshold
 
-MAX_CONTEXT_TOKENS = 16  # the controller verifies as many as pay (widths past the compiled buckets run eager)
+MAX_CONTEXT_TOKENS = 16  # the controller verifies as many as pay (with the pending token: 17, the widest product bucket)
 EXIT_RULES = ("adaptive", "fixed", "off")
 DRAFT_WEIGHT_CHOICES = ("auto", "full", "int8", "int4")  # auto: measured here (profiles/draft_weights.py)  # adaptive: the paper's rule; fixed: a constant threshold; off: always K
 
