@@ -201,17 +201,14 @@ class Source:
     prior_failures: float = 0.5  # acceptance of prior_kept / (prior_kept + prior_failures)
 
     def estimate(self) -> float:
-        """The acceptance, or the prior's while nothing was observed."""
-        observed = self.acceptance()
-        return self.prior_kept / (self.prior_kept + self.prior_failures) if observed is None else observed
+        """Per-token acceptance: a step keeps a geometric number of a source's tokens, so the
+        maximum-likelihood estimate is kept / (kept + steps that rejected one); the prior's pseudo-counts
+        are added to both (with nothing observed, it is the prior's)."""
+        return (self.kept + self.prior_kept) / (self.kept + self.failures + self.prior_kept + self.prior_failures)
 
     def acceptance(self) -> float | None:
-        """Per-token acceptance once anything was observed, else None. A step keeps a geometric number
-        of a source's tokens, so the maximum-likelihood estimate is kept / (kept + steps that rejected
-        one); the prior's pseudo-counts are added to both."""
-        if self.kept + self.failures <= 0:
-            return None
-        return (self.kept + self.prior_kept) / (self.kept + self.failures + self.prior_kept + self.prior_failures)
+        """`estimate()` once anything was observed, else None."""
+        return self.estimate() if self.kept + self.failures > 0 else None
 
     def observe(self, kept: int, failed: bool) -> None:
         self.kept = self.memory * self.kept + kept
@@ -348,12 +345,15 @@ class DraftLength:
         matched = 0
         while matched < compared and proposal[matched] == committed[matched]:
             matched += 1
-        kept = [0] * len(self.copies)
-        for i in range(matched):
-            kept[copy_run(match + i)] += 1
-        failed_in = copy_run(match + matched) if matched < compared else None
-        for run in sorted({copy_run(match + i) for i in range(min(matched + 1, compared))}):
-            self.copies[run].observe(kept[run], run == failed_in)
+        evidence: dict[int, list] = {}  # run -> [tokens kept, whether one was rejected]
+        for i in range(min(matched + 1, compared)):  # the kept copies, then the rejected one if any
+            counts = evidence.setdefault(copy_run(match + i), [0, False])
+            if i < matched:
+                counts[0] += 1
+            else:
+                counts[1] = True
+        for run, (kept, failed) in evidence.items():
+            self.copies[run].observe(kept, failed)
 
     def observe_plain(self, seconds: float) -> None:
         self.full.add(seconds)
