@@ -1,4 +1,4 @@
-"""Few-row products: the weight-major candidate, the per-machine choice, and the engine's use of it."""
+"""Few-row products: the candidates (weight-major, oneDNN), the per-machine choice, and the engine's use of it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from selfspec.engine import narrow_linear, row_products
-from selfspec.engine.narrow_linear import WeightMajorLinear
+from selfspec.engine.narrow_linear import RowChosenLinear, onednn_available, onednn_linear, weight_major_linear
 from selfspec.engine.runtime import Engine, forward_full
 from selfspec.engine.row_products import ROW_BUCKETS, RowProducts, choose_row_products, linear_weights
 
@@ -17,20 +17,43 @@ from tiny_models import tiny_model
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 8, 9, 20])
-def test_weight_major_layer_matches_torch_and_only_the_chosen_rows_take_the_other_path(rows):
+def test_stand_in_layer_matches_torch_and_only_the_chosen_rows_take_the_other_products(rows):
     torch.manual_seed(rows)
     linear = torch.nn.Linear(32, 48)
     x = torch.randn(1, rows, 32)  # batch, positions, features, as the model passes them
-    expected = F.linear(x, linear.weight, linear.bias)
-    layer = WeightMajorLinear(linear, rows=range(2, 9))
+    expected = x @ linear.weight.T + linear.bias  # the definition, not torch's linear
+    calls = []
+
+    def spy(product):
+        def run(x, weight, bias=None):
+            calls.append(product.__name__)
+            return product(x, weight, bias)
+        run.__name__ = product.__name__
+        return run
+
+    chosen = {r: spy(weight_major_linear) for r in range(2, 9)} | {5: spy(onednn_linear), 8: spy(onednn_linear)}
+    if not onednn_available(x.device):
+        chosen = {r: spy(weight_major_linear) for r in range(2, 9)}
+    layer = RowChosenLinear(linear, chosen)
     got = layer(x)
     assert got.shape == expected.shape and got.is_contiguous()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert layer.weight is linear.weight and layer.bias is linear.bias  # shared, not copied
-    if rows == 1 or rows > 8:  # passed through untouched: bit-identical
-        assert torch.equal(got, expected)
-    no_bias = WeightMajorLinear(torch.nn.Linear(32, 48, bias=False), rows=[rows])
-    torch.testing.assert_close(no_bias(x), F.linear(x, no_bias.weight), rtol=1e-5, atol=1e-5)
+    assert calls == ([chosen[rows].__name__] if rows in chosen else [])
+    if rows == 1 or rows > 8:  # passed through to torch's linear: bit-identical
+        assert torch.equal(got, F.linear(x, linear.weight, linear.bias))
+    no_bias = RowChosenLinear(torch.nn.Linear(32, 48, bias=False), {rows: onednn_linear if onednn_available(
+        x.device) else weight_major_linear})
+    torch.testing.assert_close(no_bias(x), x @ no_bias.weight.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not onednn_available(torch.device("cpu")), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("shape", [(3, 16), (2, 7, 16), (1, 1, 16)])
+def test_onednn_product_is_a_linear_layer(shape):
+    torch.manual_seed(len(shape))
+    x, weight, bias = torch.randn(*shape), torch.randn(24, 16), torch.randn(24)
+    torch.testing.assert_close(onednn_linear(x, weight, bias), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(onednn_linear(x, weight), x @ weight.T, rtol=1e-5, atol=1e-5)
 
 
 def test_the_tuned_model_swaps_only_the_chosen_shapes_and_leaves_the_model_alone():
@@ -39,10 +62,12 @@ def test_the_tuned_model_swaps_only_the_chosen_shapes_and_leaves_the_model_alone
     params = {name: p for name, p in model.named_parameters()}
     shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     head = tuple(model.get_output_embeddings().weight.shape)
-    products = RowProducts({(2, 3): frozenset({head}), (4, 5): frozenset(), (6, 9): frozenset({head})})
+    products = RowProducts({(2, 3): {head: "weight-major"}, (4, 5): {}, (6, 9): {head: "onednn"}})
     tuned = products.tuned(model)
-    swapped = {tuple(m.weight.shape): m.rows for m in tuned.modules() if isinstance(m, WeightMajorLinear)}
-    assert swapped == {head: frozenset({2, 3, 6, 7, 8, 9})} and len(shapes) > 1
+    swapped = {tuple(m.weight.shape): {r: p.__name__ for r, p in m.products.items()}
+               for m in tuned.modules() if isinstance(m, RowChosenLinear)}
+    assert swapped == {head: {2: "weight_major_linear", 3: "weight_major_linear", **{
+        r: "onednn_linear" for r in (6, 7, 8, 9)}}} and len(shapes) > 1
     assert {name: type(m) for name, m in model.named_modules()} == before
     assert all(p is params[name] for name, p in tuned.named_parameters())  # every tensor shared
     assert RowProducts.plain().tuned(model) is model
@@ -53,25 +78,29 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     model = tiny_model("llama", seed=1)
     shapes = set(linear_weights(model))
     assert (96, 32) in shapes and (64, 32) in shapes  # lm_head and the MLP's up projection
-    # Make the weight-major product slow for every shape but the lm_head's: that is what must be chosen.
+    # Make the weight-major product slow for every shape but the lm_head's, and oneDNN's always: that is
+    # what must be chosen.
     seen = set()
 
-    def slowed_unless(lm_head: bool, product):
+    def slowed(product, unless=lambda shape: False):
         def run(x, weight, bias=None):
             seen.add(id(weight))
-            if (tuple(weight.shape) == (96, 32)) == lm_head:
+            if not unless(tuple(weight.shape)):
                 time.sleep(0.002)
             return product(x, weight, bias)
         return run
 
-    monkeypatch.setitem(row_products.PRODUCTS, "linear", slowed_unless(True, F.linear))
+    monkeypatch.setitem(row_products.PRODUCTS, "linear", slowed(F.linear, unless=lambda shape: shape != (96, 32)))
     monkeypatch.setitem(row_products.PRODUCTS, "weight-major",
-                        slowed_unless(False, narrow_linear.weight_major_linear))
+                        slowed(narrow_linear.weight_major_linear, unless=lambda shape: shape == (96, 32)))
+    monkeypatch.setitem(row_products.PRODUCTS, "onednn", slowed(F.linear))
+    monkeypatch.setattr(row_products, "onednn_available", lambda device: True)  # a candidate on any build
     products = choose_row_products(model)
-    assert products.weight_major == {bucket: frozenset({(96, 32)}) for bucket in ROW_BUCKETS}
+    assert products.chosen == {bucket: {(96, 32): "weight-major"} for bucket in ROW_BUCKETS}
+    assert all(set(c.milliseconds) == {"linear", "weight-major", "onednn"} for c in products.choices)
     assert len(products.choices) == len(shapes) * len(ROW_BUCKETS)
     assert "weight-major for 96x32" in products.summary()
-    assert products.to_dict()["weight_major"]["rows 2-3"] == ["96x32"]
+    assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}
     # Timed as a forward meets them: every weight of each shape in turn, not one hot weight.
     assert seen == {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
 
@@ -80,9 +109,11 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
 def test_verification_forward_gives_the_full_models_logits(arch, monkeypatch, tmp_path):
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     model = tiny_model(arch, seed=4)
-    everything = RowProducts({b: frozenset(linear_weights(model)) for b in ROW_BUCKETS})
+    other = "onednn" if onednn_available(torch.device("cpu")) else "weight-major"
+    everything = RowProducts({b: {shape: ("weight-major", other)[i % 2] for shape in linear_weights(model)}
+                              for i, b in enumerate(ROW_BUCKETS)})
     engine = Engine(model, choose_kernels=False)
-    engine.use_products(everything)  # every product weight-major, whatever this machine prefers
+    engine.use_products(everything)  # every product another than linear, whatever this machine prefers
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
     for width in (2, 5, 8):
         cache_a, cache_b = engine.new_cache(10, 0, 8), engine.new_cache(10, 0, 8)

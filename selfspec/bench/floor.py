@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.kernels import median_milliseconds
-from selfspec.engine.narrow_linear import WeightMajorLinear
+from selfspec.engine.narrow_linear import RowChosenLinear
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class Floor:
 
 def linear_layers(model: nn.Module) -> list[nn.Module]:
     """Every linear layer a decoding step runs, in order (the lm_head included, tied or not): the
-    model's own, or their weight-major stand-ins in the engine's tuned shadow of it."""
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, WeightMajorLinear))]
+    model's own, or their stand-ins in the engine's tuned shadow of it."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, RowChosenLinear))]
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -1,12 +1,13 @@
-"""Linear layers over a few rows computed weight-major: one of the candidates for few-row products.
+"""Linear layers over a few rows: the candidate products, and the stand-in layer that uses the chosen ones.
 
 Verifying K drafts runs the full model over K+1 positions. On a memory-bound CPU that should cost
-about one single-token forward (the weights are read once either way), but on some machines torch's
-CPU `linear` over 2-9 rows takes a GEMM path that costs 2-3x the one-row product, and there the same
-product computed weight-major, `W @ x.T`, streams W once. On other machines it is the weight-major
-product that is slower (docs/BENCHMARKS.md), so it is never used blindly: row_products.py times
-both per weight shape and row count (one row too), and puts a `WeightMajorLinear` only where it won,
-in a shadow of the model (shadow.py) that the engine's forwards run. The model itself is never changed.
+about one single-token forward (the weights are read once either way), but how close torch's CPU
+`linear` comes depends on the machine and the row count: on one CPU its GEMM path over 2-9 rows costs
+2-3x the one-row product, and there the same product computed weight-major, `W @ x.T`, streams W once;
+over 10-17 rows oneDNN's matmul can beat both; on another CPU plain `linear` wins everywhere
+(docs/BENCHMARKS.md). So no candidate is used blindly: row_products.py times them per weight shape and
+row count (one row too) and puts a `RowChosenLinear` only where another product won, in a shadow of the
+model (shadow.py) that the engine's forwards run. The model itself is never changed.
 
 The products are the same sums in another order, so logits can differ from the one-row path by
 float rounding, as they already did with the GEMM path.
@@ -14,11 +15,13 @@ float rounding, as they already did with the GEMM path.
 
 from __future__ import annotations
 
-from typing import Collection
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+Product = Callable[..., torch.Tensor]  # (x, weight, bias=None) -> x @ weight.T + bias, like F.linear
 
 
 def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,23 +39,50 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
-class WeightMajorLinear(nn.Module):
-    """An nn.Linear's stand-in: weight-major over the chosen row counts, torch's `linear` otherwise.
+def onednn_available(device: torch.device) -> bool:
+    """Whether this build has oneDNN's linear for dense CPU tensors (the op torch's inductor emits)."""
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                                                     "_linear_pointwise")
+
+
+# An op of its own, so that a compiled step calls it as it is: inductor's lowering of the oneDNN op
+# expects the packed weights of its own weight-prepacking pass and fails on a plain one.
+@torch.library.custom_op("selfspec::onednn_linear", mutates_args=())
+def _onednn_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@_onednn_rows.register_fake
+def _(x, weight, bias):
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` through oneDNN's matmul, on the weight as it is (no packed copy)."""
+    out = _onednn_rows(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class RowChosenLinear(nn.Module):
+    """An nn.Linear's stand-in: the chosen product for each chosen row count, torch's `linear` otherwise.
 
     It holds the layer's own weight and bias tensors (no copy). A module rather than a function mode,
     so that only the swapped layers pay for the choice, not every operation of the forward.
     """
 
-    def __init__(self, linear: nn.Linear, rows: Collection[int]):
+    def __init__(self, linear: nn.Linear, products: Mapping[int, Product]):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        self.rows = frozenset(rows)
+        self.products = dict(products)  # rows -> product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() // self.in_features in self.rows:
-            return weight_major_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        product = self.products.get(x.numel() // self.in_features, F.linear)
+        return product(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, weight-major rows={sorted(self.rows)}"
+        named: dict[str, list[int]] = {}
+        for rows, product in sorted(self.products.items()):
+            named.setdefault(product.__name__, []).append(rows)
+        return f"in={self.in_features}, out={self.out_features}, " + "; ".join(
+            f"{name} rows={rows}" for name, rows in named.items())
