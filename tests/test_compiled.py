@@ -7,6 +7,7 @@ import torch
 
 from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative
 from selfspec.engine.compiled import compile_allowed, compile_setting, padded_width
+from selfspec.engine.draft import DraftModel
 from selfspec.engine.narrow_linear import onednn_available
 from selfspec.engine.row_products import RowProducts, linear_weights
 from selfspec.engine.runtime import Engine
@@ -110,3 +111,39 @@ def test_a_step_compiles_once_whatever_tensor_the_caller_passes():
     assert torch.equal(logits[1], logits[2])  # same token, same position: same logits
     compiled = engine.describe()["compiled"]
     assert compiled["failed"] is None and set(compiled["compile_seconds"]) == {"one token"}
+
+
+def counting_engine(model):
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    return Engine(model, compile=True, choose_kernels=False, compile_backend=counting_backend), graphs
+
+
+def test_warming_up_compiles_every_step_a_request_may_run_so_none_compiles_mid_request():
+    model = tiny_model("llama")
+    engine, graphs = counting_engine(model)
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 2], mlp=[3]))
+    settings = DraftSettings(max_draft=4, exit="off", context_tokens=8)  # widths up to 9: buckets 3, 5, 9
+    engine.warm_up(len(PROMPT), 16, max(settings.max_draft, settings.context_tokens) + 1, [draft])
+    compiled = set(engine.describe()["compiled"]["compile_seconds"])
+    assert compiled == {"one token", "draft token", "verify 3", "verify 5", "verify 9"}
+    warmed = len(graphs)
+    expected = model.generate(torch.tensor([PROMPT * 3]), max_new_tokens=16, do_sample=False)[0, 30:].tolist()
+    assert generated(self_speculative(model, PROMPT * 3, draft, 16, settings=settings, engine=engine)) == expected
+    assert generated(autoregressive(model, PROMPT * 3, 16, engine=engine)) == expected
+    assert len(graphs) == warmed  # same cache size (the prompt fits the same 256 positions): nothing new
+
+
+def test_a_step_keeps_compiling_past_torchs_default_of_eight_shapes():
+    """Each cache size is a shape of its own; a long-lived process meets many. Past torch's default
+    recompile limit a new shape would run eager without a word."""
+    model = tiny_model("llama")
+    engine, graphs = counting_engine(model)
+    sizes = 10
+    for i in range(sizes):  # requests whose caches round up to 256, 512, ... positions
+        engine.warm_up(256 * i + 1, 8)
+    assert len(graphs) == sizes and engine.describe()["compiled"]["failed"] is None

@@ -41,6 +41,7 @@ class Method:
     draft: DraftModel | None = None
     settings: DraftSettings | None = None
     compiled: bool = False  # warmed up on every prompt at full length, so no timed run compiles
+    warm_up: Callable[[int, int], None] | None = None  # (prompt length, new tokens): compile every step now
 
 
 # --- methods ------------------------------------------------------------------------------------
@@ -50,14 +51,16 @@ def ours_autoregressive(lm: LanguageModel) -> Method:
     def decode(ids, n):
         records = list(autoregressive(lm.model, ids, n, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(AR, decode, compiled=lm.engine.steps is not None)
+    return Method(AR, decode, compiled=lm.engine.steps is not None, warm_up=lm.engine.warm_up)
 
 
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
     def decode(ids, n):
         records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
-    return Method(name, decode, draft, settings, compiled=lm.engine.steps is not None)
+    def warm_up(prompt_length, n):
+        lm.engine.warm_up(prompt_length, n, max(settings.max_draft, settings.context_tokens) + 1, [draft])
+    return Method(name, decode, draft, settings, compiled=lm.engine.steps is not None, warm_up=warm_up)
 
 
 def transformers_generate(lm: LanguageModel, name: str, compiled: bool = False, **options) -> Method:
@@ -105,6 +108,8 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
         if method.compiled:  # every shape the timed runs will meet, longest first (static caches fit it)
             for ids in sorted(prompts, key=len, reverse=True):
                 method.decode(ids, max_new_tokens)
+                if method.warm_up is not None:  # steps the controller did not choose this time, too
+                    method.warm_up(len(ids), max_new_tokens)
     seconds = {m.name: [[] for _ in prompts] for m in methods}
     outputs: dict[str, list] = {m.name: [None] * len(prompts) for m in methods}
     with tqdm(total=len(methods) * len(prompts) * reps, desc="bench", unit="run", disable=not progress) as bar:

@@ -26,6 +26,9 @@ from selfspec.engine.row_products import ROW_BUCKETS
 # Verification widths are padded up to these, so each needs one graph (the padded rows' logits are
 # dropped, and the K/V they write lies past the committed length: masked, then overwritten).
 WIDTH_BUCKETS = tuple(high for _, high in ROW_BUCKETS)
+# Graphs one step may keep: every width bucket for each cache size a long-lived process meets (sizes step
+# by 256 positions). Past torch's default of 8, a new shape would silently run eager.
+RECOMPILE_LIMIT = 64
 
 
 def compile_setting(flag: bool | None, device: torch.device) -> bool:
@@ -126,7 +129,8 @@ class CompiledSteps:
             self._announced = True
         t0 = time.perf_counter()
         try:
-            out = compiled(*args)
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):  # for this call only
+                out = compiled(*args)
         except Exception as exc:  # a compiler that is missing or fails: eager from now on
             self.failed = _one_line(exc)
             print(f"selfspec: compiling failed, running eager ({self.failed})", file=sys.stderr)

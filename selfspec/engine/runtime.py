@@ -10,6 +10,8 @@ for both decoders, so that the autoregressive baseline runs exactly as fast as t
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -63,6 +65,24 @@ class Engine:
         # Compiled graphs are specialised to the cache's shape: round it up so requests share them.
         capacity = prompt_length + new_tokens + max(max_width, padded_width(max_width) or 0) + 1
         return new_cache(num_layers(self.model), -(-capacity // CAPACITY_STEP) * CAPACITY_STEP)
+
+    @torch.inference_mode()
+    def warm_up(self, prompt_length: int, new_tokens: int, max_width: int = 1, drafts: Sequence = ()) -> None:
+        """Compile now every step a request of this size may run (compiled engines only; eager ones have
+        nothing to do), so that none compiles in the middle of a timed or streamed request: the one-token
+        step, each draft's step, and each verification bucket up to `max_width` positions."""
+        if self.steps is None:
+            return
+        cache = self.new_cache(prompt_length, new_tokens, max_width)
+        token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        forward_full(self.tuned, token, 0, cache)  # the prefill (eager), as a request starts: the steps see a filled cache
+        self.full(token, 1, cache)
+        for draft in drafts:
+            cache.rollback(1)
+            self.draft(draft, token, 1, cache)
+        for width in sorted({padded_width(w) for w in range(2, max_width + 1)} - {None}):
+            cache.rollback(1)
+            self.verify(token.expand(1, width), 1, cache)
 
     @torch.inference_mode()
     def full(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
