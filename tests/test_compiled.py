@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -147,3 +149,26 @@ def test_a_step_keeps_compiling_past_torchs_default_of_eight_shapes():
     for i in range(sizes):  # requests whose caches round up to 256, 512, ... positions
         engine.warm_up(256 * i + 1, 8)
     assert len(graphs) == sizes and engine.describe()["compiled"]["failed"] is None
+
+
+def test_the_time_a_step_spent_compiling_is_not_taken_for_its_cost():
+    """The controller prices steps by their measured times and leaves them to the next run with the same
+    draft; a step that compiled measured the compiler (minutes on a CPU), which would make drafting look
+    hopeless to every later request."""
+    compile_seconds = 0.5
+
+    def slow_backend(graph, example_inputs):
+        time.sleep(compile_seconds)
+        return graph.forward
+
+    model = tiny_model("llama")
+    engine = Engine(model, compile=True, choose_kernels=False, compile_backend=slow_backend)
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 2], mlp=[3]))
+    settings = DraftSettings(max_draft=3, exit="off", context_tokens=0, controller=True)
+    records = list(self_speculative(model, PROMPT, draft, 16, settings=settings, engine=engine))
+    assert engine.compilations >= 3  # one token, draft token, a verification: each compiled mid-run
+    assert max(r.draft_seconds + r.verify_seconds for r in records) >= compile_seconds  # the records tell it
+    carried = draft.carried
+    costs = [carried.full, carried.draft, *carried.verify.values()]
+    assert any(c is not None for c in costs)
+    assert all(c < compile_seconds / 5 for c in costs if c is not None), carried

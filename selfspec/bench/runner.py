@@ -104,12 +104,12 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
     from tqdm.auto import tqdm
 
     for method in methods:
-        method.decode(prompts[0], warmup_tokens)
         if method.compiled:  # every shape the timed runs will meet, longest first (static caches fit it)
             for ids in sorted(prompts, key=len, reverse=True):
-                method.decode(ids, max_new_tokens)
-                if method.warm_up is not None:  # steps the controller did not choose this time, too
+                if method.warm_up is not None:  # each step the controller may choose, compiled before use
                     method.warm_up(len(ids), max_new_tokens)
+                method.decode(ids, max_new_tokens)
+        method.decode(prompts[0], warmup_tokens)
     seconds = {m.name: [[] for _ in prompts] for m in methods}
     outputs: dict[str, list] = {m.name: [None] * len(prompts) for m in methods}
     with tqdm(total=len(methods) * len(prompts) * reps, desc="bench", unit="run", disable=not progress) as bar:

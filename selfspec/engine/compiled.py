@@ -62,6 +62,7 @@ class CompiledSteps:
         self.replays_graphs = mode == "reduce-overhead" or backend == "cudagraphs"  # outputs reused by the next replay
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
+        self.compilations = 0  # calls that compiled a graph (a first use, or a new shape of a step)
         self._announced = False
         # Separate functions, so each step has its own graphs and recompile budget.
         options = dict(dynamic=False, backend=backend, **({"mode": mode} if mode else {}))
@@ -127,7 +128,7 @@ class CompiledSteps:
             print(f"selfspec: compiling the model's steps on first use (cached in {inductor_cache_dir()})",
                   file=sys.stderr)
             self._announced = True
-        t0 = time.perf_counter()
+        t0, graphs = time.perf_counter(), _graphs_compiled()
         try:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):  # for this call only
                 out = compiled(*args)
@@ -138,10 +139,19 @@ class CompiledSteps:
             return eager(*args)
         if first:
             self.compile_seconds[name] = round(time.perf_counter() - t0, 2)
+        if _graphs_compiled() != graphs:
+            self.compilations += 1
         return out.clone() if self.replays_graphs else out  # CUDA graphs reuse their outputs
 
     def describe(self) -> dict:
         return {"mode": self.mode or "default", "failed": self.failed, "compile_seconds": dict(self.compile_seconds)}
+
+
+def _graphs_compiled() -> int:
+    """Graphs dynamo has compiled in this process so far (its own statistics, read only)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _as_graph_input(tokens: torch.Tensor) -> torch.Tensor:

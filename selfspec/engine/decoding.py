@@ -326,10 +326,12 @@ def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, setting
         left = run.budget - run.generated - 1  # one token left: no proposal
         proposal, match = ([], 0) if context is None else context.propose_matched(min(settings.context_tokens, left))
         n_copied, n_draft = _plan(lengths, settings, left, len(proposal), match)
+        compilations = run.engine.compilations
         if n_copied + n_draft < 1:  # a plain step with the full model
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
             if lengths is not None:
-                lengths.observe_plain(record.verify_seconds)
+                if run.engine.compilations == compilations:  # a step that compiled timed the compiler
+                    lengths.observe_plain(record.verify_seconds)
                 lengths.observe_copies(proposal, list(record.token_ids), match)
             yield record
             continue
@@ -351,7 +353,8 @@ def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, setting
             exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         if lengths is not None:
-            lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading)
+            if run.engine.compilations == compilations:
+                lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading)
             lengths.observe_copies(proposal, tokens, match)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
                             exit_rule.threshold, copied=n_copied)

@@ -53,6 +53,11 @@ class Engine:
             self.steps.model = self.tuned
 
     @property
+    def compilations(self) -> int:
+        """Steps so far that compiled a graph: the time of such a step is the compiler's, not the step's."""
+        return self.steps.compilations if self.steps is not None else 0
+
+    @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 
