@@ -7,7 +7,8 @@ not possible — no compiler, or a host that forbids it, such as a Hugging Face 
 it fails, the eager step runs instead, after a one-line notice, never a crash.
 
 Switched by `--compile/--no-compile`, else the SELFSPEC_COMPILE environment variable (1/0), else on
-for CUDA and off for CPU (on a 2-core CPU compiling takes minutes and gains little: docs/BENCHMARKS.md).
+for CUDA and off for CPU (on a 2-core CPU the first compile takes minutes, then steps run nearer their
+product floor: docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
