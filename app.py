@@ -58,6 +58,7 @@ EXAMPLE_LABELS = ["Summarise", "Code", "Q&A", "Translate", "Maths"]
 
 # One decoding job per device at a time; this lock also covers a cancelled run's last step.
 DEVICE_LOCK = threading.Lock()
+DEFAULT_NEW_TOKENS = 96  # the page's token slider starts here
 _PROFILES: dict[str, tuple[SkipProfile, str]] = {}
 
 # --- models and profiles ----------------------------------------------------------------------
@@ -69,12 +70,15 @@ def get_model(choice: str | None) -> LanguageModel:
 
 
 def warm_up(lm: LanguageModel) -> None:
-    """A two-token race: the first forwards pay one-off costs, which stay off the first real race."""
+    """A two-token race: the first forwards pay one-off costs, which stay off the first real race. With
+    compiled steps, every step a request of the page's default size may run is compiled here too."""
     if ZERO_GPU:  # ZeroGPU attaches a GPU only inside @spaces.GPU calls
         return
+    prompt, settings = lm.encode("Hi"), DraftSettings()
     with DEVICE_LOCK:
-        for _ in start_race(lm, lm.encode("Hi"), SkipProfile.none(lm.model.config.num_hidden_layers), 2, Sampling(), DraftSettings()):
+        for _ in start_race(lm, prompt, SkipProfile.none(lm.model.config.num_hidden_layers), 2, Sampling(), settings):
             pass
+        lm.engine.warm_up(len(prompt), DEFAULT_NEW_TOKENS, max(MAX_DRAFT, settings.context_tokens) + 1)
 
 
 SHELF = ModelShelf(PRESETS, DEFAULT_CHOICE, prepare=warm_up)  # device and dtype: models/placement.py
@@ -242,7 +246,7 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2, min_width=300):
                 model = gr.Dropdown([DEFAULT_LABEL, *PRESETS], value=DEFAULT_CHOICE, label="Model",
                                     allow_custom_value=True, info="or type a Hub model id")
-                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=96, step=1, label="Max new tokens")
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_NEW_TOKENS, step=1, label="Max new tokens")
                 with gr.Accordion("Decoding and drafting", open=False):
                     mode = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
                     temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="Temperature (sampling)",

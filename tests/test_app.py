@@ -353,3 +353,20 @@ def test_a_low_bit_draft_chosen_on_the_page_is_raced_its_memory_shown_and_output
     assert result["self_speculative"]["token_ids"] == solo(prompt, SHORT)  # fp32: still lossless
     full = client.predict(**args(prompt, draft_weights="full"), api_name="/compare")
     assert full[7]["draft"] == {"weights": "full", "extra_bytes": 0} and "no extra memory" in full[6]
+
+
+def test_start_up_compiles_every_step_a_default_request_may_run_where_steps_are_compiled(app_module):
+    """Compiling happens before the first visitor's race, not in the middle of it (CPU runs eager by
+    default, so here the engine is compiled with a backend that only counts)."""
+    from selfspec.engine.runtime import Engine
+    from selfspec.models.loading import LanguageModel
+    from test_bench import CharTokenizer
+    from tiny_models import tiny_model
+
+    lm = LanguageModel(tiny_model("llama"), CharTokenizer(), "tiny-llama")
+    lm.engine = Engine(lm.model, compile=True, choose_kernels=False,
+                       compile_backend=lambda graph, example_inputs: graph.forward)
+    app_module.warm_up(lm)
+    compiled = lm.engine.describe()["compiled"]
+    assert compiled["failed"] is None
+    assert {"one token", "verify 3", "verify 5", "verify 9", "verify 13", "verify 17"} <= set(compiled["compile_seconds"])
