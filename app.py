@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def warm_up(lm: LanguageModel) -> None:
     with DEVICE_LOCK:
         for _ in start_race(lm, prompt, SkipProfile.none(lm.model.config.num_hidden_layers), 2, Sampling(), settings):
             pass
-        lm.engine.warm_up(len(prompt), DEFAULT_NEW_TOKENS, max(MAX_DRAFT, settings.context_tokens) + 1)
+        lm.engine.warm_up(len(prompt), DEFAULT_NEW_TOKENS, replace(settings, max_draft=MAX_DRAFT).widest_step)
 
 
 SHELF = ModelShelf(PRESETS, DEFAULT_CHOICE, prepare=warm_up)  # device and dtype: models/placement.py

@@ -59,7 +59,7 @@ def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, setti
         records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         return [t for r in records for t in r.token_ids], records
     def warm_up(prompt_length, n):
-        lm.engine.warm_up(prompt_length, n, max(settings.max_draft, settings.context_tokens) + 1, [draft])
+        lm.engine.warm_up(prompt_length, n, settings.widest_step, [draft])
     return Method(name, decode, draft, settings, compiled=lm.engine.steps is not None, warm_up=warm_up)
 
 

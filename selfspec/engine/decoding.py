@@ -311,7 +311,7 @@ def _remembering(draft: DraftModel, lengths: DraftLength, steps: Iterator[StepRe
 
 def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, settings: DraftSettings,
                        lengths: DraftLength | None) -> Iterator[StepRecord]:
-    cache = run.new_cache(max(settings.max_draft, settings.context_tokens) + 1)
+    cache = run.new_cache(settings.widest_step)
     generator = sampling.generator(run.device)
     # A draft that skips nothing is the model itself up to its weights' rounding: its top-1 probability
     # says how sure the model is, not whether the two will disagree, so it drafts the whole planned length.

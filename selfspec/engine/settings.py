@@ -60,6 +60,11 @@ class DraftSettings:
             raise TypeError(f"unknown decoding setting(s): {', '.join(unknown)}")
         return replace(recommended, **{k: v for k, v in overrides.items() if v is not None})
 
+    @property
+    def widest_step(self) -> int:
+        """The most positions one verification may cover: the pending token and K drafts or the copies."""
+        return max(self.max_draft, self.context_tokens) + 1
+
     def new_exit(self) -> DraftExit:
         if self.exit == "adaptive":
             return AdaptiveThreshold(gamma=self.threshold, target=self.target_acceptance)
