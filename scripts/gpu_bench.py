@@ -46,6 +46,7 @@ from selfspec.bench.runner import (
 from selfspec.engine.metrics import acceptance_per_token, decode_metrics
 from selfspec.engine.cache import new_cache
 from selfspec.engine.decoding import DraftSettings
+from selfspec.engine.devices import synchronize
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine, forward_full
 from selfspec.engine.kernels import machine_fingerprint
@@ -55,7 +56,7 @@ from selfspec.profiles.schema import SkipProfile, read_profile
 PROFILES = Path(__file__).resolve().parent.parent / "selfspec" / "profiles" / "bundled"
 DEFAULT_MODELS = ("Llama-2-7B", "Llama-2-13B", "Qwen2.5-7B")
 PAPER_13B = "meta-llama--Llama-2-13b-hf.json"
-PARTS = ("floor", "methods", "costs", "planted", "synthetic_speculation")
+PARTS = ("floor", "methods", "profile", "costs", "planted", "synthetic_speculation")
 
 
 def skip_profile(name: str, layers: int) -> tuple[str, SkipProfile]:
@@ -152,6 +153,56 @@ def speculative_run(lm: LanguageModel, draft: DraftModel, costs, args, prompts: 
     return out
 
 
+@torch.inference_mode()
+def step_profile(lm: LanguageModel, prompt: list[int], steps: int = 20) -> dict:
+    """Where one compiled one-token step's time goes: the step replayed back to back (no host sync) and
+    synced every step as the loop does, and the device kernels of the synced step by name (profiler)."""
+    engine, device = lm.engine, lm.device
+    cache = engine.new_cache(len(prompt), 64)
+    forward_full(engine.tuned, torch.tensor([prompt], device=device), 0, cache)
+    token, start = torch.zeros(1, 1, dtype=torch.long, device=device), len(prompt)
+
+    def step(sync: bool):
+        cache.rollback(start)  # the same position every time: the same work
+        logits = engine.full(token, start, cache)
+        if sync:
+            int(logits[-1].argmax())  # the loop reads each token back before the next step
+
+    def ms_per_step(sync: bool) -> float:
+        for _ in range(3):
+            step(sync)
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(sync)
+        synchronize(device)
+        return 1e3 * (time.perf_counter() - t0) / steps
+
+    out = {"back_to_back_ms": ms_per_step(False), "synced_ms": ms_per_step(True)}
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"  # on the CPU (the rehearsal) the operators stand in for kernels
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(steps):
+            step(True)
+        synchronize(device)
+    by_name: dict[str, list[float]] = {}
+    for e in prof.events():
+        if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
+            by_name.setdefault(e.name, []).append(e.device_time_total / 1e3)  # microseconds -> ms
+        elif not cuda and e.name.startswith("aten::") and e.self_cpu_time_total > 0:
+            by_name.setdefault(e.name, []).append(e.self_cpu_time_total / 1e3)
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:12]
+    matmul = ("gemm", "gemv", "nvjet", "cutlass", "sm90", "mm", "splitk", "linear")
+    out.update({"kernel_ms": sum(sum(t) for t in by_name.values()) / steps,
+                "kernels_per_step": sum(len(t) for t in by_name.values()) / steps,
+                "matmul_kernel_ms": sum(sum(t) for n, t in by_name.items()
+                                        if any(m in n.lower() for m in matmul)) / steps,
+                "top_kernels": [{"name": n[:90], "ms_per_step": sum(t) / steps, "calls_per_step": len(t) / steps}
+                                for n, t in top]})
+    return out
+
+
 def draft_costs(model, lm: LanguageModel, name: str, args, prompt: list[int]) -> tuple[DraftModel, object, dict]:
     """c of the skip draft and of each low-bit draft (alone and with the skips), v for widths 2..9."""
     layers = model.config.num_hidden_layers
@@ -175,13 +226,13 @@ def draft_costs(model, lm: LanguageModel, name: str, args, prompt: list[int]) ->
 def bench_shape(name: str, args, device: str, save) -> dict:
     """One shape, part by part; `save(result)` after each, so a timeout keeps what was measured."""
     shape = tiny(SHAPES[name]) if args.shape == "tiny" else SHAPES[name]
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = getattr(torch, args.dtype) if args.dtype else torch.float32 if device == "cpu" else torch.bfloat16
     t0 = time.perf_counter()
     model = build_model(shape, dtype, device)
     model.generation_config.eos_token_id = None  # every method decodes the same number of tokens
     model.generation_config.pad_token_id = 0
     lm = LanguageModel(model, None, name)
-    lm.engine = Engine(model, compile=args.compile, compile_backend=args.compile_backend)
+    lm.engine = Engine(model, compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode)
     vocab, layers = model.config.vocab_size, model.config.num_hidden_layers
     prompts = [synthetic_prompt(vocab, args.context, seed) for seed in (1, 2)]
     result = {"shape": name, "dtype": str(dtype), "layers": layers, "errors": {}}
@@ -208,6 +259,7 @@ def bench_shape(name: str, args, device: str, save) -> dict:
     if "floor" in result and "methods" in result:
         ar = result["methods"][AR]["decode_ms_per_token"]
         result["ar_over_floor"] = ar / (result["floor"]["seconds"] * 1e3) if ar else None
+    part("profile", lambda: step_profile(lm, prompts[0]))
     drafted = part("costs", lambda: draft_costs(model, lm, name, args, prompts[0]), report=lambda out: out[2])
     if drafted is not None:
         draft, costs, _ = drafted
@@ -230,6 +282,12 @@ def summary_lines(result: dict) -> list[str]:
     for name, r in (m or {}).items():
         if name != AR:
             lines.append(f"- our AR vs {name}: {r['our_ar_speedup']:.2f}x (identical: {r['identical']})")
+    if p := result.get("profile"):
+        lines.append(f"- one-token step: {p['back_to_back_ms']:.2f} ms back to back, {p['synced_ms']:.2f} ms synced"
+                     + (f"; kernels {p['kernel_ms']:.2f} ms/step ({p['kernels_per_step']:.0f} launches), "
+                        f"matrix products {p['matmul_kernel_ms']:.2f} ms" if "kernel_ms" in p else ""))
+        for k in p.get("top_kernels", [])[:8]:
+            lines.append(f"  - {k['ms_per_step']:.3f} ms x{k['calls_per_step']:.0f} {k['name'][:70]}")
     if c := result.get("costs"):
         lines.append(f"- {c['profile']} ({c['skipped']} sublayers skipped): c = {c['c']:.3f}; "
                      + ", ".join(f"v({w}) = {v:.2f}" for w, v in c["v_by_width"].items()))
@@ -262,6 +320,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-backend", choices=("inductor", "cudagraphs"), default="inductor",
                         help="torch.compile backend of the steps; cudagraphs captures the eager kernels (seconds "
                              "to compile, not minutes)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="where to run (default: cuda for real shapes, cpu for tiny ones; tiny shapes on "
+                             "cuda in float32 check that every path decodes identically there)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="weights' dtype (default: float32 on cpu, bfloat16 on cuda)")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode of the inductor steps (default: the engine's; e.g. max-autotune)")
+    parser.add_argument("--coordinate-descent", action="store_true",
+                        help="inductor's coordinate-descent tuning of its kernels (as gpt-fast sets it)")
     parser.add_argument("--draft-weights", default="int8,int4",
                         help="low-bit draft weights to time c for (comma-separated; '' for none)")
     parser.add_argument("--generate-static", action=argparse.BooleanOptionalAction, default=None,
@@ -293,8 +360,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = "cuda" if args.shape == "real" and torch.cuda.is_available() else "cpu"
-    if args.shape == "real" and device == "cpu":
+    if args.coordinate_descent:  # this process only: a benchmark's explicit choice
+        import torch._inductor.config as inductor_config
+
+        inductor_config.coordinate_descent_tuning = True
+    device = args.device or ("cuda" if args.shape == "real" and torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available() or args.shape == "real" and device == "cpu":
         print("no GPU here: real shapes need one (try --shape tiny)", file=sys.stderr)
         return 2
     report = {"device": machine_fingerprint(torch.device(device)), "shape": args.shape,

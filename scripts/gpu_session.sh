@@ -19,8 +19,18 @@ step() {  # step NAME SECONDS ARGS...: one gpu_bench run, its log and JSON under
   timeout "$limit" "$PY" scripts/gpu_bench.py --shape "$SHAPE" --out "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1
   echo "== $name exit $?"; grep -E "^(#|-|  -|\[)|Recompiling|guard fail|FAILED|Error" "$OUT/$name.log" | cut -c1-220 | tail -25
 }
-# CUDA graphs over the eager kernels first: seconds to compile, so every part gets measured.
-step llama7-cudagraphs ${STEP_7B:-190} --models Llama-2-7B --compile-backend cudagraphs --no-generate-static --draft-weights int4
-step llama13-cudagraphs ${STEP_13B:-170} --models Llama-2-13B --compile-backend cudagraphs --no-generate-static --draft-weights ''
-# inductor like for like against generate() static-compiled (also inductor): minutes of compiling.
-step llama7-inductor ${STEP_INDUCTOR:-190} --models Llama-2-7B --compile-backend inductor --parts floor,methods
+# 0. Correctness first: tiny shapes in float32 on the GPU, every part (compiled steps captured as CUDA
+#    graphs); our AR, generate() and self-speculation must decode identically.
+step tiny-cuda-check ${STEP_CHECK:-100} --shape tiny --device cuda --dtype float32 --models Llama-2-7B \
+  --no-generate-static --draft-weights int4
+# 1. The engine's default on CUDA (inductor, CUDA graphs captured by hand) against generate()
+#    static-compiled, with the one-token step's kernels by name: where the time above the floor goes.
+step llama7 ${STEP_7B:-150} --models Llama-2-7B --parts floor,methods,profile
+# 2. 13B, the same.
+step llama13 ${STEP_13B:-110} --models Llama-2-13B --parts floor,methods,profile --no-generate-static
+# 3. A/B: torch.compile's own CUDA graphs (reduce-overhead, the engine's default before), 7B.
+step llama7-reduce-overhead ${STEP_RO:-90} --models Llama-2-7B --parts floor,methods,profile \
+  --no-generate-static --compile-mode reduce-overhead
+# 4. With what is left: c and v, the int4 draft, and the planted-redundancy run, through captured graphs.
+step llama7-costs ${STEP_COSTS:-120} --models Llama-2-7B --parts costs,planted,synthetic_speculation \
+  --no-generate-static --draft-weights int4

@@ -35,6 +35,9 @@ def test_tiny_shapes_run_every_part_and_label_the_planted_run(gpu_bench, tmp_pat
     drafts = result["costs"]["c_by_draft"]
     assert set(drafts) == {"skip: even 45%", "int8", "int8 + skip", "int4", "int4 + skip"}
     assert all(c > 0 for c in drafts.values()) and result["errors"] == {}
+    profile = result["profile"]  # on the CPU, operators stand in for the GPU's kernels
+    assert profile["back_to_back_ms"] > 0 and profile["synced_ms"] > 0
+    assert 0 < profile["matmul_kernel_ms"] <= profile["kernel_ms"] and profile["top_kernels"]
     assert abs(result["planted"]["agreement"] - 0.8) < 0.1
     for run in result["synthetic_speculation"].values():
         assert run["identical"] and run["speedup"] > 0
