@@ -98,3 +98,44 @@ def test_flash_style_attention_falls_back_to_the_dynamic_cache():
     model = tiny_model("llama")
     model.config._attn_implementation = "flash_attention_2"  # takes no position-built masks
     assert not Engine(model, choose_kernels=False).static_cache
+
+
+def _reference(model, prompt: list[int], max_new_tokens: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, len(prompt):].tolist()
+
+
+def test_a_finished_requests_cache_is_reused_and_concurrent_ones_get_their_own():
+    engine = Engine(tiny_model("llama"), choose_kernels=False)
+    with engine.request_cache(10, 6, 3) as first:
+        with engine.request_cache(10, 6, 3) as concurrent:
+            assert concurrent is not first
+    with engine.request_cache(10, 6, 3) as later:
+        assert later is first or later is concurrent  # a finished one, not a new one
+    with engine.request_cache(10, 7, 3) as other_size:
+        assert other_size is not first and other_size is not concurrent
+
+
+def test_requests_through_reused_and_interleaved_caches_decode_exactly():
+    # Stale entries of an earlier, longer request lie in a reused cache; two requests interleave step by
+    # step on one engine. Every output must still be the model's own greedy continuation.
+    model = tiny_model("llama")
+    model.generation_config.eos_token_id = None
+    engine = Engine(model, choose_kernels=False)
+    draft = DraftModel(model, SkipProfile(4, attn=[1, 3], mlp=[2]))
+    rng = random.Random(5)
+    prompts = [[rng.randrange(1, 64) for _ in range(12)] for _ in range(3)]
+    settings = DraftSettings(max_draft=3, context_tokens=0)
+    for prompt in prompts:  # sequential: each reuses the cache the one before left behind
+        assert generated(autoregressive(model, prompt, 8, engine=engine)) == _reference(model, prompt, 8)
+        assert generated(self_speculative(model, prompt, draft, 8, settings=settings, engine=engine)) == \
+            _reference(model, prompt, 8)
+    a = autoregressive(model, prompts[0], 8, engine=engine)
+    b = self_speculative(model, prompts[1], draft, 8, settings=settings, engine=engine)
+    outputs = {0: [], 1: []}
+    for pair in zip(a, b):
+        for i, record in enumerate(pair):
+            outputs[i].extend(record.token_ids)
+    outputs[0].extend(generated(a))
+    outputs[1].extend(generated(b))
+    assert outputs[0] == _reference(model, prompts[0], 8) and outputs[1] == _reference(model, prompts[1], 8)

@@ -1,7 +1,7 @@
 """The three steps compiled: one full token, one draft token, one verification per width bucket.
 
-Compiling (torch.compile; on CUDA with CUDA graphs, mode="reduce-overhead") happens on first use of
-each step and prints one line; inductor's artefacts are kept under ~/.cache/selfspec/inductor, so a
+Compiling (torch.compile; on CUDA each compiled step is then captured as a CUDA graph by hand,
+captured.py) happens on first use of each step and prints one line; inductor's artefacts are kept under ~/.cache/selfspec/inductor, so a
 later process reuses them. It needs the static cache (tensors that keep their addresses). Where it is
 not possible — no compiler, or a host that forbids it, such as a Hugging Face ZeroGPU Space — or where
 it fails, the eager step runs instead, after a one-line notice, never a crash.
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from selfspec.engine.captured import CapturedGraphs
 from selfspec.engine.host import compile_allowed
 from selfspec.engine.row_products import ROW_BUCKETS
 
@@ -57,13 +58,16 @@ def inductor_cache_dir() -> Path:
 class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
-    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor"):
+    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor",
+                 capture: bool = False):
         self.model = model  # what the steps run: the model, or the engine's shadow of it with this machine's products
         self.mode = mode
-        self.replays_graphs = mode == "reduce-overhead" or backend == "cudagraphs"  # outputs reused by the next replay
+        self.graphs = CapturedGraphs() if capture else None
+        # torch.compile's own CUDA graphs reuse their outputs at the next replay.
+        self.replays_graphs = mode in ("reduce-overhead", "max-autotune") or backend == "cudagraphs"
         self.failed: str | None = None
         self.compile_seconds: dict[str, float] = {}
-        self.compilations = 0  # calls that compiled a graph (a first use, or a new shape of a step)
+        self.compilations = 0  # calls that compiled or captured a graph (a first use, a new shape, a new cache)
         self._announced = False
         # Separate functions, so each step has its own graphs and recompile budget.
         options = dict(dynamic=False, backend=backend, **({"mode": mode} if mode else {}))
@@ -73,7 +77,7 @@ class CompiledSteps:
 
     @staticmethod
     def for_model(model: nn.Module, enabled: bool, static_cache: bool,
-                  backend: str | object = "inductor") -> "CompiledSteps | None":
+                  backend: str | object = "inductor", mode: str | None = None) -> "CompiledSteps | None":
         if not enabled:
             return None
         device = model.get_input_embeddings().weight.device
@@ -82,9 +86,10 @@ class CompiledSteps:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
-        # CUDA graphs come with the inductor backend as a mode; the cudagraphs backend is them alone.
-        graphs = device.type == "cuda" and backend == "inductor"
-        return CompiledSteps(model, "reduce-overhead" if graphs else None, backend)
+        # On CUDA, inductor's steps are captured as CUDA graphs by hand (captured.py), unless a mode asks for
+        # torch.compile's own (reduce-overhead, max-autotune); the cudagraphs backend is CUDA graphs alone.
+        capture = device.type == "cuda" and backend == "inductor" and mode in (None, "max-autotune-no-cudagraphs")
+        return CompiledSteps(model, mode, backend, capture)
 
     # --- the steps, as the compiler sees them ---
 
@@ -101,12 +106,11 @@ class CompiledSteps:
 
     def full(self, tokens, positions, cache):
         tokens = _as_graph_input(tokens)
-        return self._run("one token", self._full, self._full_logits, (tokens, positions, cache), positions, cache)
+        return self._run("one token", self._full, self._full_logits, (tokens, positions), cache)
 
     def draft(self, draft, token, positions, cache):
         token = _as_graph_input(token)
-        return self._run("draft token", self._draft, self._draft_logits, (draft, token, positions, cache),
-                         positions, cache)
+        return self._run("draft token", self._draft, self._draft_logits, (token, positions), cache, draft)
 
     def verify(self, tokens, positions, cache):
         width = tokens.shape[-1]
@@ -117,35 +121,52 @@ class CompiledSteps:
         if padded > width:  # repeat the last token; its rows are dropped
             tokens = torch.cat([tokens, tokens[:, -1:].expand(1, padded - width)], dim=1)
             positions = torch.arange(padded, device=positions.device)[None] + positions[:, :1]
-        logits = self._run(f"verify {padded}", self._verify, self._verify_logits, (tokens, positions, cache),
-                           positions, cache)
+        logits = self._run(f"verify {padded}", self._verify, self._verify_logits, (tokens, positions), cache)
         return logits[:width]
 
-    def _run(self, name, compiled, eager, args, positions, cache):
+    def _run(self, name, compiled, eager, inputs, cache, draft=None):
+        """One step: `inputs` (tokens, positions) change from call to call; the cache and the draft are held."""
+        def step(fn):
+            return lambda *x: fn(*x, cache) if draft is None else fn(draft, *x, cache)
+
         if self.failed:
-            return eager(*args)
+            return step(eager)(*inputs)
         first = name not in self.compile_seconds
         if first and not self._announced:
             print(f"selfspec: compiling the model's steps on first use (cached in {inductor_cache_dir()})",
                   file=sys.stderr)
             self._announced = True
-        t0, graphs = time.perf_counter(), _graphs_compiled()
+        def restore():  # the cache as before this step (read only when needed: it waits for the device)
+            cache.rollback(int(inputs[1][0, 0]))
+
+        t0, graphs, captured = time.perf_counter(), _graphs_compiled(), False
         try:
             with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):  # for this call only
-                out = compiled(*args)
+                if self.graphs is not None:
+                    key = (name, id(cache), id(draft))
+                    holds = [cache] + ([draft] if draft is not None else [])
+                    out, captured = self.graphs.run(key, holds, step(compiled), inputs, restore)
+                else:
+                    out = step(compiled)(*inputs)
         except Exception as exc:  # a compiler that is missing or fails: eager from now on
             self.failed = _one_line(exc)
             print(f"selfspec: compiling failed, running eager ({self.failed})", file=sys.stderr)
-            cache.rollback(int(positions[0, 0]))  # a step that ran part way wrote nothing we keep
-            return eager(*args)
+            restore()  # a step that ran part way wrote nothing we keep
+            return step(eager)(*inputs)
         if first:
             self.compile_seconds[name] = round(time.perf_counter() - t0, 2)
-        if _graphs_compiled() != graphs:
+        if captured or _graphs_compiled() != graphs:
             self.compilations += 1
-        return out.clone() if self.replays_graphs else out  # CUDA graphs reuse their outputs
+        return out.clone() if self.replays_graphs else out  # torch.compile's CUDA graphs reuse their outputs
 
     def describe(self) -> dict:
-        return {"mode": self.mode or "default", "failed": self.failed, "compile_seconds": dict(self.compile_seconds)}
+        return {"mode": self.mode or "default", "cuda_graphs": self._cuda_graphs(), "failed": self.failed,
+                "compile_seconds": dict(self.compile_seconds)}
+
+    def _cuda_graphs(self) -> str:
+        if self.graphs is not None:
+            return "captured by hand"
+        return "torch.compile's" if self.replays_graphs else "none"
 
 
 def _graphs_compiled() -> int:

@@ -216,8 +216,9 @@ class _Run:
         self.step += 1
         return record
 
-    def new_cache(self, max_width: int = 1):
-        return self.engine.new_cache(self.prompt.shape[1], self.budget, max_width)
+    def request_cache(self, max_width: int = 1):
+        """The request's cache, handed back to the engine when the run ends (finished or stopped)."""
+        return self.engine.request_cache(self.prompt.shape[1], self.budget, max_width)
 
     def prefill(self, cache, sampling: Sampling, generator) -> tuple[StepRecord, torch.Tensor]:
         t0 = self.clock()
@@ -253,13 +254,13 @@ def autoregressive(
 
 
 def _autoregressive(run: _Run, sampling: Sampling) -> Iterator[StepRecord]:
-    cache = run.new_cache()
-    generator = sampling.generator(run.device)
-    record, pending = run.prefill(cache, sampling, generator)
-    yield record
-    while not run.finished:
-        record, pending = run.decode_one(cache, pending, sampling, generator, None)
+    with run.request_cache() as cache:
+        generator = sampling.generator(run.device)
+        record, pending = run.prefill(cache, sampling, generator)
         yield record
+        while not run.finished:
+            record, pending = run.decode_one(cache, pending, sampling, generator, None)
+            yield record
 
 
 def self_speculative(
@@ -311,7 +312,12 @@ def _remembering(draft: DraftModel, lengths: DraftLength, steps: Iterator[StepRe
 
 def _speculative_steps(draft: DraftModel, run: _Run, sampling: Sampling, settings: DraftSettings,
                        lengths: DraftLength | None) -> Iterator[StepRecord]:
-    cache = run.new_cache(settings.widest_step)
+    with run.request_cache(settings.widest_step) as cache:
+        yield from _speculating(draft, run, sampling, settings, lengths, cache)
+
+
+def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: DraftSettings,
+                 lengths: DraftLength | None, cache) -> Iterator[StepRecord]:
     generator = sampling.generator(run.device)
     # A draft that skips nothing is the model itself up to its weights' rounding: its top-1 probability
     # says how sure the model is, not whether the two will disagree, so it drafts the whole planned length.

@@ -10,7 +10,9 @@ for both decoders, so that the autoregressive baseline runs exactly as fast as t
 
 from __future__ import annotations
 
-from typing import Sequence
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +24,7 @@ from selfspec.engine.row_products import RowProducts, choose_row_products
 
 STATIC_ATTENTION = ("sdpa", "eager")  # implementations that take our position-built masks
 CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
+FREE_CACHES = 2  # finished requests' caches kept per size for the next ones
 
 
 @torch.inference_mode()
@@ -35,14 +38,18 @@ def forward_full(model: nn.Module, tokens: torch.Tensor, start: int, cache, last
 
 class Engine:
     def __init__(self, model: nn.Module, *, static_cache: bool = True, compile: bool | None = False,
-                 choose_kernels: bool = True, compile_backend: str | object = "inductor"):
-        """`compile`: True/False, or None for SELFSPEC_COMPILE / the device's default (compiled.py)."""
+                 choose_kernels: bool = True, compile_backend: str | object = "inductor",
+                 compile_mode: str | None = None):
+        """`compile`: True/False, or None for SELFSPEC_COMPILE / the device's default (compiled.py);
+        `compile_mode`: torch.compile's mode for the inductor backend (None: the device's default)."""
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
+        self._free_caches: dict[int, list] = {}  # capacity -> caches of finished requests
+        self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
         self.steps = CompiledSteps.for_model(self.tuned, compile_setting(compile, self.device), self.static_cache,
-                                             compile_backend)
+                                             compile_backend, compile_mode)
 
     def use_products(self, products: RowProducts) -> None:
         """Run full-model forwards with these products: the model itself, or a shadow of it with the chosen
@@ -63,13 +70,37 @@ class Engine:
 
     def new_cache(self, prompt_length: int, new_tokens: int, max_width: int = 1):
         """A cache for one request: the prompt, `new_tokens` more, and forwards of up to `max_width` positions."""
+        capacity = self._capacity(prompt_length, new_tokens, max_width)
+        return new_cache() if capacity is None else new_cache(num_layers(self.model), capacity)
+
+    def _capacity(self, prompt_length: int, new_tokens: int, max_width: int) -> int | None:
+        """Positions of a request's static cache (None: the dynamic cache)."""
         if not self.static_cache:
-            return new_cache()
+            return None
         if self.steps is None:
-            return new_cache(num_layers(self.model), prompt_length + new_tokens + max_width + 1)
+            return prompt_length + new_tokens + max_width + 1
         # Compiled graphs are specialised to the cache's shape: round it up so requests share them.
         capacity = prompt_length + new_tokens + max(max_width, padded_width(max_width) or 0) + 1
-        return new_cache(num_layers(self.model), -(-capacity // CAPACITY_STEP) * CAPACITY_STEP)
+        return -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
+
+    @contextmanager
+    def request_cache(self, prompt_length: int, new_tokens: int, max_width: int = 1) -> Iterator:
+        """`new_cache` for one request, reusing a finished request's static cache of the same size where
+        there is one (emptied: its stale entries lie past the length, masked, then overwritten), so that
+        the CUDA graphs captured for it stay valid (captured.py). Concurrent requests get caches of their own."""
+        capacity = self._capacity(prompt_length, new_tokens, max_width)
+        with self._free_lock:
+            free = self._free_caches.get(capacity)
+            cache = free.pop() if free else self.new_cache(prompt_length, new_tokens, max_width)
+        try:
+            yield cache
+        finally:
+            if capacity is not None:
+                cache.rollback(0)
+                with self._free_lock:
+                    kept = self._free_caches.setdefault(capacity, [])
+                    if len(kept) < FREE_CACHES:
+                        kept.append(cache)
 
     @torch.inference_mode()
     def warm_up(self, prompt_length: int, new_tokens: int, max_width: int = 1, drafts: Sequence = ()) -> None:
@@ -78,16 +109,16 @@ class Engine:
         step, each draft's step, and each verification bucket up to `max_width` positions."""
         if self.steps is None:
             return
-        cache = self.new_cache(prompt_length, new_tokens, max_width)
-        token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-        forward_full(self.tuned, token, 0, cache)  # the prefill (eager), as a request starts: the steps see a filled cache
-        self.full(token, 1, cache)
-        for draft in drafts:
-            cache.rollback(1)
-            self.draft(draft, token, 1, cache)
-        for width in sorted({padded_width(w) for w in range(2, max_width + 1)} - {None}):
-            cache.rollback(1)
-            self.verify(token.expand(1, width), 1, cache)
+        with self.request_cache(prompt_length, new_tokens, max_width) as cache:  # its captured graphs stay for the next request
+            token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+            forward_full(self.tuned, token, 0, cache)  # the prefill (eager), as a request starts: the steps see a filled cache
+            self.full(token, 1, cache)
+            for draft in drafts:
+                cache.rollback(1)
+                self.draft(draft, token, 1, cache)
+            for width in sorted({padded_width(w) for w in range(2, max_width + 1)} - {None}):
+                cache.rollback(1)
+                self.verify(token.expand(1, width), 1, cache)
 
     @torch.inference_mode()
     def full(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
