@@ -20,6 +20,7 @@ from selfspec import (
     self_speculative,
     summarize,
 )
+from selfspec.engine.runtime import Engine
 from selfspec.engine.sampling import probabilities, sample
 from tiny_models import CONFIGS, tiny_model
 
@@ -225,10 +226,11 @@ def _sampled_second_third(model, prompt, draft, sampling, draws: int, context_to
     vocab = model.config.vocab_size
     counts = torch.zeros(vocab * vocab, dtype=torch.float64)
     settings = DraftSettings(max_draft=2, exit="off", context_tokens=context_tokens)
+    engine = Engine(model)  # one for every draw, as a caller serving many requests keeps (LanguageModel.engine)
     for seed in range(draws):
         s = Sampling(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=seed)
         # Budget 4 and K = 2: the 2nd and 3rd tokens both come out of the first draft/verify step.
-        tokens = generated(self_speculative(model, prompt, draft, 4, s, settings))
+        tokens = generated(self_speculative(model, prompt, draft, 4, s, settings, engine=engine))
         counts[tokens[1] * vocab + tokens[2]] += 1
     return counts
 

@@ -96,3 +96,18 @@ def test_a_choice_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch
     quiet = choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache)
     assert quiet.trusted and not quiet.cached and json.loads(cache.read_text())
     assert choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache).cached
+
+
+def test_the_cache_file_is_parsed_once_until_it_is_replaced(tmp_path, monkeypatch):
+    import selfspec.engine.kernels as kernels
+    from selfspec.engine.kernels import KernelChoice, cached_choice, remember_choice
+
+    cache = tmp_path / "k.json"
+    remember_choice(KernelChoice("shape-1", "a"), CPU, cache)
+    parses = []
+    loads = kernels.json.loads
+    monkeypatch.setattr(kernels.json, "loads", lambda text: parses.append(text) or loads(text))
+    assert [cached_choice("shape-1", CPU, cache).name for _ in range(3)] == ["a"] * 3
+    assert len(parses) == 1
+    remember_choice(KernelChoice("shape-1", "b"), CPU, cache)  # replaces the file, as another process's write does
+    assert cached_choice("shape-1", CPU, cache).name == "b"

@@ -11,6 +11,7 @@ process alone and measured again next time, so one busy moment never fixes a wro
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -47,6 +48,7 @@ def machine_fingerprint(device: torch.device) -> str:
     return f"{where} | torch {torch.__version__} | {platform.python_version()}"
 
 
+@functools.cache  # the processor does not change while the process runs; every cache lookup names it
 def cpu_model() -> str:
     """The processor's name as the kernel reports it (what every measurement names)."""
     try:
@@ -160,7 +162,7 @@ def cached_choice(key: str, device: torch.device, cache_file: Path | None = None
     cached = _read_cache(cache_file or default_cache_file()).get(f"{machine_fingerprint(device)} | {key}")
     if not cached or "name" not in cached:
         return None
-    return KernelChoice(key, cached["name"], cached.get("milliseconds", {}), cached=True)
+    return KernelChoice(key, cached["name"], dict(cached.get("milliseconds", {})), cached=True)
 
 
 def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path | None = None) -> None:
@@ -168,16 +170,30 @@ def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path
         _write_cache(cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {choice.key}", choice)
 
 
+# Each cache file as last parsed, with the version of the file it came from. Building an engine looks up
+# some 30 choices, and the file grows with every model and machine measured: parsing it on every lookup
+# cost more than a small model's whole request.
+_parsed: dict[Path, tuple[tuple[int, int, int], dict]] = {}
+
+
 def _read_cache(path: Path) -> dict:
+    """The cache's contents, parsed again only when the file changed (shared: do not modify)."""
     try:
+        stat = path.stat()
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a write replaces the file (_write_cache)
+        parsed = _parsed.get(path)
+        if parsed is not None and parsed[0] == version:
+            return parsed[1]
         data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}  # a missing or damaged cache only means measuring again
+    data = data if isinstance(data, dict) else {}
+    _parsed[path] = (version, data)
+    return data
 
 
 def _write_cache(path: Path, full_key: str, choice: KernelChoice) -> None:
-    data = _read_cache(path)
+    data = dict(_read_cache(path))
     data[full_key] = {"name": choice.name, "milliseconds": choice.milliseconds}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
