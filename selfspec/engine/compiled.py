@@ -75,6 +75,12 @@ class CompiledSteps:
         self._verify = torch.compile(self._verify_logits, **options)
         self._draft = torch.compile(self._draft_logits, **options)
 
+    def use_model(self, model: nn.Module) -> None:
+        """Run the steps through `model` from now on (graphs captured through the old one are dropped)."""
+        self.model = model
+        if self.graphs is not None:
+            self.graphs = CapturedGraphs()
+
     @staticmethod
     def for_model(model: nn.Module, enabled: bool, static_cache: bool,
                   backend: str | object = "inductor", mode: str | None = None) -> "CompiledSteps | None":

@@ -57,7 +57,7 @@ class Engine:
         self.products = products
         self.tuned = products.tuned(self.model)
         if getattr(self, "steps", None) is not None:
-            self.steps.model = self.tuned
+            self.steps.use_model(self.tuned)
 
     @property
     def compilations(self) -> int:
