@@ -111,3 +111,21 @@ def test_the_cache_file_is_parsed_once_until_it_is_replaced(tmp_path, monkeypatc
     assert len(parses) == 1
     remember_choice(KernelChoice("shape-1", "b"), CPU, cache)  # replaces the file, as another process's write does
     assert cached_choice("shape-1", CPU, cache).name == "b"
+
+
+def test_a_candidate_far_slower_in_its_first_samples_is_timed_no_more(tmp_path):
+    # 30 ms against 2 ms twice: more samples of the slow one cannot change the choice, only cost time;
+    # one that is slow once and fast once stays in (it may be the fastest, or erratic).
+    calls = {"slow": 0, "fast": 0, "once": 0}
+
+    def counted(name, seconds):
+        def run():
+            calls[name] += 1
+            time.sleep(seconds[(calls[name] - 1) % len(seconds)])
+        return run
+
+    candidates = {"slow": counted("slow", [0.03]), "fast": counted("fast", [0.002]),
+                  "once": counted("once", [0.002, 0.03, 0.002])}  # warm-up, slow, fast
+    choice = choose_fastest("prune", candidates, CPU, repeats=6, rounds=1, cache_file=tmp_path / "k.json")
+    assert choice.name in ("fast", "once") and "slow" in choice.milliseconds
+    assert calls["slow"] == 3 and calls["fast"] == calls["once"] == 7  # warm-up + 2, or warm-up + all 6

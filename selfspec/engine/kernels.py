@@ -67,6 +67,8 @@ def default_cache_file() -> Path:
 
 SCATTER_LIMIT = 0.25  # interquartile range over median above which a candidate's timings are not trusted
 JITTER_MS = 0.05  # ... unless the range is this small: microsecond products always scatter, harmlessly
+CONTENDER_RATIO = 1.5  # a candidate this much slower than the fastest in its first samples is timed no more
+FIRST_SAMPLES = 2
 BUSY_LOAD_PER_CORE = 1.5  # 1-minute load average per core above which the machine counts as busy
 
 
@@ -116,7 +118,8 @@ def choose_fastest(
     incumbent: str | None = None,
     margin: float = 0.0,
 ) -> KernelChoice:
-    """Time every candidate (interleaved, `rounds` x `repeats`, median) and return the fastest.
+    """Time every candidate (interleaved, `rounds` x `repeats` samples, median) and return the fastest;
+    a candidate far slower than the fastest in its first samples is not timed again (_contenders).
 
     With an `incumbent` (the usual kernel), another candidate wins only if it is faster by more than
     `margin` (a fraction): a near-tie is noise, not a reason to leave the usual path.
@@ -129,14 +132,19 @@ def choose_fastest(
     cached = cached_choice(key, device, cache_file)
     if cached is not None and cached.name in candidates:
         return cached
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):  # interleaved, so a noisy moment does not favour one candidate
-        for name, run in candidates.items():
-            if name not in samples:
-                continue
+    samples: dict[str, list[float]] = {}
+    for name, run in candidates.items():  # one warm-up each, then two samples: which are contenders at all
+        try:
+            samples[name] = millisecond_samples(run, device, FIRST_SAMPLES, warmup=1)
+        except (RuntimeError, NotImplementedError):
+            pass
+    contenders = _contenders(samples)
+    for _ in range(rounds * repeats - FIRST_SAMPLES):  # interleaved sample by sample, so a noisy moment favours none
+        for name in list(contenders):
             try:
-                samples[name] += millisecond_samples(run, device, repeats)
+                samples[name] += millisecond_samples(candidates[name], device, 1, warmup=0)
             except (RuntimeError, NotImplementedError):
+                contenders.remove(name)
                 del samples[name]
     if not samples:
         raise RuntimeError(f"no candidate for {key} runs on this machine")
@@ -149,6 +157,16 @@ def choose_fastest(
     if choice.trusted:
         remember_choice(choice, device, cache_file)
     return choice
+
+
+def _contenders(first: dict[str, list[float]]) -> list[str]:
+    """Candidates not slower than CONTENDER_RATIO x the fastest's median in every first sample: only they
+    are timed again. A loser must lose twice, so one noisy sample neither drops a candidate nor hides an
+    erratic one's scatter (which keeps a choice from being cached)."""
+    if not first:
+        return []
+    best = min(statistics.median(ts) for ts in first.values())
+    return [name for name, ts in first.items() if min(ts) <= CONTENDER_RATIO * best]
 
 
 def _use_cache() -> bool:
