@@ -139,3 +139,15 @@ def test_requests_through_reused_and_interleaved_caches_decode_exactly():
     outputs[0].extend(generated(a))
     outputs[1].extend(generated(b))
     assert outputs[0] == _reference(model, prompts[0], 8) and outputs[1] == _reference(model, prompts[1], 8)
+
+
+def test_finished_caches_kept_are_few_whatever_the_request_sizes():
+    engine = Engine(tiny_model("llama"), choose_kernels=False)
+    seen = []
+    for new_tokens in range(1, 12):  # eleven sizes, one after the other
+        with engine.request_cache(10, new_tokens) as cache:
+            seen.append(cache)
+    with engine.request_cache(10, 1) as oldest_size:  # long since dropped: a new one
+        assert all(oldest_size is not c for c in seen)
+    with engine.request_cache(10, 11) as newest_size:  # still kept
+        assert newest_size is seen[-1]

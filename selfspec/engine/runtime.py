@@ -24,7 +24,7 @@ from selfspec.engine.row_products import RowProducts, choose_row_products
 
 STATIC_ATTENTION = ("sdpa", "eager")  # implementations that take our position-built masks
 CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
-FREE_CACHES = 2  # finished requests' caches kept per size for the next ones
+FREE_CACHES = 4  # finished requests' caches kept for the next ones (the oldest goes first)
 
 
 @torch.inference_mode()
@@ -45,7 +45,7 @@ class Engine:
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
-        self._free_caches: dict[int, list] = {}  # capacity -> caches of finished requests
+        self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
         self.steps = CompiledSteps.for_model(self.tuned, compile_setting(compile, self.device), self.static_cache,
@@ -90,17 +90,17 @@ class Engine:
         the CUDA graphs captured for it stay valid (captured.py). Concurrent requests get caches of their own."""
         capacity = self._capacity(prompt_length, new_tokens, max_width)
         with self._free_lock:
-            free = self._free_caches.get(capacity)
-            cache = free.pop() if free else self.new_cache(prompt_length, new_tokens, max_width)
+            same = [c for c in self._free_caches if c.capacity == capacity]
+            if same:
+                self._free_caches.remove(same[-1])
+        cache = same[-1] if same else self.new_cache(prompt_length, new_tokens, max_width)
         try:
             yield cache
         finally:
             if capacity is not None:
                 cache.rollback(0)
                 with self._free_lock:
-                    kept = self._free_caches.setdefault(capacity, [])
-                    if len(kept) < FREE_CACHES:
-                        kept.append(cache)
+                    self._free_caches = (self._free_caches + [cache])[-FREE_CACHES:]
 
     @torch.inference_mode()
     def warm_up(self, prompt_length: int, new_tokens: int, max_width: int = 1, drafts: Sequence = ()) -> None:
