@@ -241,7 +241,9 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
 
     tiny_lm.model.generation_config.eos_token_id = None  # fixed lengths: every method makes 12 tokens
     profile = SkipProfile(6, attn=[2, 3], mlp=[3])
-    methods = build_methods(tiny_lm, profile, [DraftSettings(max_draft=k, exit="off") for k in (2, 3)],
+    # Fixed lengths (no controller): every self-speculative row drafts, so its costs are all filled in.
+    methods = build_methods(tiny_lm, profile, [DraftSettings(max_draft=k, exit="off", controller=False)
+                                               for k in (2, 3)],
                             vocabs=[None, list(range(1, 60))],
                             names=["generate", "self-speculative", "prompt-lookup", "early-exit"],
                             prompt_lookup=3, early_exit=3)

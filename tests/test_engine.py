@@ -349,9 +349,10 @@ def test_model_unchanged_after_runs_errors_and_stops(arch):
     _assert_same(before, _snapshot(model))
 
     with pytest.raises(RuntimeError, match="injected"):
-        # Context drafts off: copied tokens would replace draft calls, and the 6th might never come.
+        # Context drafts and the controller off: copied tokens or plain steps would replace draft calls,
+        # and the 6th might never come.
         list(self_speculative(model, [1, 2, 3], ExplodingDraft(model, profile, fail_at=6), 30,
-                              settings=DraftSettings(context_tokens=0)))
+                              settings=DraftSettings(context_tokens=0, controller=False)))
     _assert_same(before, _snapshot(model))
 
     stopped = self_speculative(model, [1, 2, 3], profile, 30)
@@ -433,7 +434,7 @@ def test_the_draft_exit_stops_only_drafts_that_skip_sublayers():
     prompt = [5, 9, 14, 3]
     expected = reference(model, prompt, 24)
     # A threshold of 1.0 stops a draft after its first token whenever the rule applies.
-    settings = DraftSettings(max_draft=4, exit="fixed", threshold=1.0, context_tokens=0)
+    settings = DraftSettings(max_draft=4, exit="fixed", threshold=1.0, context_tokens=0, controller=False)
     for profile, drafted in ((SkipProfile(4, attn=[1]), {1}), (SkipProfile(4), {4})):
         records = list(self_speculative(model, prompt, profile, 24, settings=settings))
         assert generated(records) == expected

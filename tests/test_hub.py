@@ -162,7 +162,7 @@ def test_generate_uses_the_profiles_recommended_settings_unless_overridden():
 
     # Draft length and exit rule come from the profile; the controller is on unless --no-controller.
     assert settings() == replace(recommended, controller=True)
-    assert settings("--no-controller") == recommended
+    assert settings("--no-controller") == replace(recommended, controller=False)
     assert settings(profile=SkipProfile(4)) == DraftSettings(controller=True)  # no recommendation: the defaults
     assert settings("--max-draft", "5") == DraftSettings(5, "fixed", 0.3, controller=True)  # the command line wins
     assert settings("--adaptive").exit == "adaptive"

@@ -30,7 +30,7 @@ class DraftSettings:
     exit: str = "adaptive"  # one of EXIT_RULES
     threshold: float = 0.6  # fixed threshold, or the adaptive rule's starting gamma
     target_acceptance: float = 0.9  # adaptive rule's alpha
-    controller: bool = False  # choose each step's draft length (0 = a plain step) from measured costs
+    controller: bool = True  # choose each step's draft length (0 = a plain step) from measured costs
     draft_weights: str | None = None  # which draft front ends build: full, int8, int4, auto (None: auto)
     context_tokens: int = 16  # most tokens per step copied from the context (engine/context.py); 0: off
 
