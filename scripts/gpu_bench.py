@@ -283,10 +283,10 @@ def summary_lines(result: dict) -> list[str]:
         if name != AR:
             lines.append(f"- our AR vs {name}: {r['our_ar_speedup']:.2f}x (identical: {r['identical']})")
     if p := result.get("profile"):
-        lines.append(f"- one-token step: {p['back_to_back_ms']:.2f} ms back to back, {p['synced_ms']:.2f} ms synced"
-                     + (f"; kernels {p['kernel_ms']:.2f} ms/step ({p['kernels_per_step']:.0f} launches), "
-                        f"matrix products {p['matmul_kernel_ms']:.2f} ms" if "kernel_ms" in p else ""))
-        for k in p.get("top_kernels", [])[:8]:
+        lines.append(f"- one-token step: {p['back_to_back_ms']:.2f} ms back to back, {p['synced_ms']:.2f} ms synced; "
+                     f"kernels {p['kernel_ms']:.2f} ms/step ({p['kernels_per_step']:.0f} launches), "
+                     f"matrix products {p['matmul_kernel_ms']:.2f} ms")
+        for k in p["top_kernels"][:8]:
             lines.append(f"  - {k['ms_per_step']:.3f} ms x{k['calls_per_step']:.0f} {k['name'][:70]}")
     if c := result.get("costs"):
         lines.append(f"- {c['profile']} ({c['skipped']} sublayers skipped): c = {c['c']:.3f}; "

@@ -35,9 +35,6 @@ class CapturedGraphs:
         self._pool = None  # one memory pool for all: the steps of an engine never run at once
         self._lock = threading.Lock()  # a replay's output is read before another replay may overwrite it
 
-    def __len__(self) -> int:
-        return len(self._graphs)
-
     def run(self, key: Hashable, holds: Sequence[object], step: Callable[..., torch.Tensor],
             inputs: tuple[torch.Tensor, ...], restore: Callable[[], None]) -> tuple[torch.Tensor, bool]:
         """`step(*inputs)` through its graph, captured on first use: (output, whether it captured now).
@@ -55,7 +52,7 @@ class CapturedGraphs:
             return graph.output.clone(), False
 
     def _capture(self, key, holds, step, inputs, restore) -> _Graph:
-        buffers = tuple(x.clone() for x in inputs)
+        buffers = tuple(x.clone(memory_format=torch.contiguous_format) for x in inputs)  # whatever the caller's strides
         side = torch.cuda.Stream()  # warm-up off the main stream, as torch.cuda.graph's docs ask
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

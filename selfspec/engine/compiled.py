@@ -111,16 +111,13 @@ class CompiledSteps:
     # --- what the engine calls ---
 
     def full(self, tokens, positions, cache):
-        tokens = _as_graph_input(tokens)
         return self._run("one token", self._full, self._full_logits, (tokens, positions), cache)
 
     def draft(self, draft, token, positions, cache):
-        token = _as_graph_input(token)
         return self._run("draft token", self._draft, self._draft_logits, (token, positions), cache, draft)
 
     def verify(self, tokens, positions, cache):
         width = tokens.shape[-1]
-        tokens = _as_graph_input(tokens)
         padded = padded_width(width)
         if padded is None or self.failed:
             return self._verify_logits(tokens, positions, cache)
@@ -153,7 +150,7 @@ class CompiledSteps:
                     holds = [cache] + ([draft] if draft is not None else [])
                     out, captured = self.graphs.run(key, holds, step(compiled), inputs, restore)
                 else:
-                    out = step(compiled)(*inputs)
+                    out = step(compiled)(_as_graph_input(inputs[0]), inputs[1])
         except Exception as exc:  # a compiler that is missing or fails: eager from now on
             self.failed = _one_line(exc)
             print(f"selfspec: compiling failed, running eager ({self.failed})", file=sys.stderr)

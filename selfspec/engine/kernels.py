@@ -68,7 +68,7 @@ def default_cache_file() -> Path:
 SCATTER_LIMIT = 0.25  # interquartile range over median above which a candidate's timings are not trusted
 JITTER_MS = 0.05  # ... unless the range is this small: microsecond products always scatter, harmlessly
 CONTENDER_RATIO = 1.5  # a candidate this much slower than the fastest in its first samples is timed no more
-FIRST_SAMPLES = 2
+FIRST_SAMPLES = 2  # each candidate's samples before that test: a loser must lose in both
 BUSY_LOAD_PER_CORE = 1.5  # 1-minute load average per core above which the machine counts as busy
 
 
