@@ -113,19 +113,63 @@ def test_the_cache_file_is_parsed_once_until_it_is_replaced(tmp_path, monkeypatc
     assert cached_choice("shape-1", CPU, cache).name == "b"
 
 
-def test_a_candidate_far_slower_in_its_first_samples_is_timed_no_more(tmp_path):
-    # 30 ms against 2 ms twice: more samples of the slow one cannot change the choice, only cost time;
-    # one that is slow once and fast once stays in (it may be the fastest, or erratic).
-    calls = {"slow": 0, "fast": 0, "once": 0}
+class FakeClock:
+    """Time that passes only when a candidate says so: exact timings, whatever else the machine runs."""
 
-    def counted(name, seconds):
+    def __init__(self, monkeypatch):
+        import selfspec.engine.kernels as kernels
+
+        self.now, self.calls = 0.0, {}
+        monkeypatch.setattr(kernels.time, "perf_counter", lambda: self.now)
+
+    def candidate(self, name, seconds):
+        """Takes seconds[0], seconds[1], ... by turns (the warm-up takes the first)."""
+        self.calls[name] = 0
+
         def run():
-            calls[name] += 1
-            time.sleep(seconds[(calls[name] - 1) % len(seconds)])
+            self.calls[name] += 1
+            self.now += seconds[(self.calls[name] - 1) % len(seconds)]
         return run
 
-    candidates = {"slow": counted("slow", [0.03]), "fast": counted("fast", [0.002]),
-                  "once": counted("once", [0.002, 0.03, 0.002])}  # warm-up, slow, fast
+
+def test_a_candidate_far_slower_in_its_first_samples_is_timed_no_more(tmp_path, monkeypatch):
+    # 30 ms against 2 ms twice: more samples of the slow one cannot change the choice, only cost time;
+    # one that is slow once and fastest once stays in (it may be the fastest, or erratic), and while its
+    # samples overlap the fastest's, every sample is taken.
+    clock = FakeClock(monkeypatch)
+    candidates = {"slow": clock.candidate("slow", [0.03]), "fast": clock.candidate("fast", [0.002]),
+                  "once": clock.candidate("once", [0.002, 0.03, 0.001])}  # warm-up, slow, fastest of all
     choice = choose_fastest("prune", candidates, CPU, repeats=6, rounds=1, cache_file=tmp_path / "k.json")
     assert choice.name in ("fast", "once") and "slow" in choice.milliseconds
-    assert calls["slow"] == 3 and calls["fast"] == calls["once"] == 7  # warm-up + 2, or warm-up + all 6
+    assert clock.calls == {"slow": 3, "fast": 7, "once": 7}  # warm-up + 2, or warm-up + all 6
+    assert not choice.trusted  # "once" scatters: 1 ms or 30 ms
+
+
+@pytest.mark.parametrize("incumbent, margin, expected", [(None, 0.0, "quick"), ("usual", 0.5, "usual")])
+def test_samples_that_do_not_overlap_settle_the_choice_after_the_first_two(tmp_path, monkeypatch, incumbent,
+                                                                           margin, expected):
+    # 10-11 ms against 13-14 ms: within the contender ratio, so both are timed twice; then the slower one
+    # at its best is still slower than the other at its worst (or, with a 50% margin, the usual one stays
+    # even at its worst), and no more samples are taken.
+    clock = FakeClock(monkeypatch)
+    candidates = {"usual": clock.candidate("usual", [0.014, 0.013]),
+                  "quick": clock.candidate("quick", [0.011, 0.010])}
+    choice = choose_fastest(f"settle-{expected}", candidates, CPU, repeats=7, rounds=3, incumbent=incumbent,
+                            margin=margin, cache_file=tmp_path / "k.json")
+    assert choice.name == expected and clock.calls == {"usual": 3, "quick": 3}
+    assert choice.trusted and choice.milliseconds == {"usual": 13.5, "quick": 10.5}
+
+
+def test_overlapping_samples_are_all_taken(tmp_path, monkeypatch):
+    clock = FakeClock(monkeypatch)
+    candidates = {"usual": clock.candidate("usual", [0.010, 0.013]), "quick": clock.candidate("quick", [0.011])}
+    choose_fastest("overlap", candidates, CPU, repeats=3, rounds=2, cache_file=tmp_path / "k.json")
+    assert clock.calls == {"usual": 7, "quick": 7}  # warm-up + 6
+
+
+def test_warm_ups_run_instead_of_the_candidates_first_call(tmp_path, monkeypatch):
+    clock, warmed = FakeClock(monkeypatch), []
+    candidates = {"a": clock.candidate("a", [0.002]), "b": clock.candidate("b", [0.004])}
+    choose_fastest("warm", candidates, CPU, repeats=2, rounds=1, cache_file=tmp_path / "k.json",
+                   warm_ups={"a": lambda: warmed.append("a"), "b": lambda: warmed.append("b")})
+    assert warmed == ["a", "b"] and clock.calls == {"a": 2, "b": 2}

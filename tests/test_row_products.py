@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from selfspec.engine import narrow_linear, row_products
 from selfspec.engine.narrow_linear import RowChosenLinear, onednn_available, onednn_linear, weight_major_linear
 from selfspec.engine.runtime import Engine, forward_full
-from selfspec.engine.row_products import ROW_BUCKETS, RowProducts, choose_row_products, linear_weights
+from selfspec.engine.row_products import ROW_BUCKETS, RowProducts, choose_row_products, linear_weights, streamed
 
 from tiny_models import tiny_model
 
@@ -102,7 +102,17 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     assert "weight-major for 96x32" in products.summary()
     assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}
     # Timed as a forward meets them: every weight of each shape in turn, not one hot weight.
-    assert seen == {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)} <= seen
+
+
+def test_a_shape_is_timed_over_a_streams_worth_of_weights_and_a_large_one_over_its_first_rows(monkeypatch):
+    monkeypatch.setattr(row_products, "STREAM_BYTES", 1000 * 4 * 10)  # ten rows of 1000 float32 inputs
+    small = [torch.zeros(4, 1000) for _ in range(5)]
+    assert [w is s for w, s in zip(streamed(small), small)] == [True] * 3  # 12 rows: past ten, whole weights
+    head = torch.arange(50 * 1000, dtype=torch.float32).view(50, 1000)
+    (timed,) = streamed([head])
+    assert timed.shape == (10, 1000) and torch.equal(timed, head[:10])
+    assert streamed([head[:6]])[0].shape == (6, 1000)  # smaller than a stream: all of it
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])

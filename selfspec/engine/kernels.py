@@ -117,15 +117,20 @@ def choose_fastest(
     cache_file: Path | None = None,
     incumbent: str | None = None,
     margin: float = 0.0,
+    warm_ups: dict[str, Callable[[], object]] | None = None,
 ) -> KernelChoice:
-    """Time every candidate (interleaved, `rounds` x `repeats` samples, median) and return the fastest;
-    a candidate far slower than the fastest in its first samples is not timed again (_contenders).
+    """Time every candidate (interleaved sample by sample, up to `rounds` x `repeats` samples, median)
+    and return the fastest. Timing stops early where more samples cannot change the answer: a
+    candidate far slower than the fastest in its first samples is not timed again (_contenders), and
+    when the first samples already agree on the choice even at its worst against the others at their
+    best (_settled), none is timed again.
 
     With an `incumbent` (the usual kernel), another candidate wins only if it is faster by more than
     `margin` (a fraction): a near-tie is noise, not a reason to leave the usual path.
-    A candidate that raises is skipped (a kernel this build or device lacks). The result is cached
-    under (machine fingerprint, key); set `cache_file` to a path to use another file, or disable the
-    cache with SELFSPEC_KERNEL_CACHE=0.
+    `warm_ups` (by name) are cheaper calls that run each candidate's code path once before timing
+    (default: the candidate itself). A candidate that raises is skipped (a kernel this build or device
+    lacks). The result is cached under (machine fingerprint, key); set `cache_file` to a path to use
+    another file, or disable the cache with SELFSPEC_KERNEL_CACHE=0.
     """
     if not candidates:
         raise ValueError("no candidates to choose from")
@@ -133,30 +138,58 @@ def choose_fastest(
     if cached is not None and cached.name in candidates:
         return cached
     samples: dict[str, list[float]] = {}
-    for name, run in candidates.items():  # one warm-up each, then two samples: which are contenders at all
+    for name, run in candidates.items():
         try:
-            samples[name] = millisecond_samples(run, device, FIRST_SAMPLES, warmup=1)
+            millisecond_samples((warm_ups or {}).get(name, run), device, 0, warmup=1)
+            samples[name] = []
         except (RuntimeError, NotImplementedError):
             pass
+    _sample(samples, candidates, device, FIRST_SAMPLES)  # interleaved, so a noisy moment favours none
     contenders = _contenders(samples)
-    for _ in range(rounds * repeats - FIRST_SAMPLES):  # interleaved sample by sample, so a noisy moment favours none
-        for name in list(contenders):
-            try:
-                samples[name] += millisecond_samples(candidates[name], device, 1, warmup=0)
-            except (RuntimeError, NotImplementedError):
-                contenders.remove(name)
-                del samples[name]
+    if not _settled({name: samples[name] for name in contenders}, incumbent, margin):
+        _sample({name: samples[name] for name in contenders}, candidates, device,
+                rounds * repeats - FIRST_SAMPLES, samples)
     if not samples:
         raise RuntimeError(f"no candidate for {key} runs on this machine")
     milliseconds = {name: round(statistics.median(ts), 4) for name, ts in samples.items()}
-    best = min(milliseconds, key=milliseconds.get)
-    if incumbent in milliseconds and milliseconds[best] > milliseconds[incumbent] * (1 - margin):
-        best = incumbent
+    best = _decision(milliseconds, incumbent, margin)
     trusted = all(steady(ts) for ts in samples.values()) and not machine_busy(device)
     choice = KernelChoice(key, best, milliseconds, trusted=trusted)
     if choice.trusted:
         remember_choice(choice, device, cache_file)
     return choice
+
+
+def _sample(timed: dict[str, list[float]], candidates: dict[str, Callable[[], object]], device: torch.device,
+            count: int, every: dict[str, list[float]] | None = None) -> None:
+    """`count` more samples of each candidate in `timed`, one candidate after the other in turn; one
+    that raises is dropped (from `every` too, the caller's full record)."""
+    for _ in range(count):
+        for name in list(timed):
+            try:
+                timed[name] += millisecond_samples(candidates[name], device, 1, warmup=0)
+            except (RuntimeError, NotImplementedError):
+                del timed[name]
+                if every is not None:
+                    del every[name]
+
+
+def _decision(milliseconds: dict[str, float], incumbent: str | None, margin: float) -> str:
+    """The fastest, unless it beats the incumbent by no more than `margin`."""
+    best = min(milliseconds, key=milliseconds.get)
+    if incumbent in milliseconds and milliseconds[best] > milliseconds[incumbent] * (1 - margin):
+        return incumbent
+    return best
+
+
+def _settled(samples: dict[str, list[float]], incumbent: str | None, margin: float) -> bool:
+    """The choice would be the same with the chosen candidate at its slowest sample and every other at
+    its fastest: the samples do not overlap where it matters, so more of them cannot change it."""
+    if not samples or any(not ts for ts in samples.values()):
+        return False
+    chosen = _decision({name: statistics.median(ts) for name, ts in samples.items()}, incumbent, margin)
+    pessimistic = {name: max(ts) if name == chosen else min(ts) for name, ts in samples.items()}
+    return _decision(pessimistic, incumbent, margin) == chosen
 
 
 def _contenders(first: dict[str, list[float]]) -> list[str]:

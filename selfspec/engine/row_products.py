@@ -36,6 +36,7 @@ PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": 
 WIN_MARGIN = 0.1  # another product must be >10% faster to replace torch's own
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
+WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of one weight
 
 Shape = tuple[int, int]  # a weight's (out, in)
 Bucket = tuple[int, int]  # rows (low, high)
@@ -107,13 +108,16 @@ def linear_weights(model: nn.Module) -> dict[tuple[int, int], list[torch.Tensor]
 
 
 def streamed(weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The first weights of a group that together pass STREAM_BYTES (all of them if they do not)."""
+    """The first weights of a group that together pass STREAM_BYTES (all of them if they do not); a
+    single weight larger than that (a head) is timed over its first rows: the same product, fewer bytes."""
     taken, total = [], 0
     for w in weights:
         if total >= STREAM_BYTES:
             break
-        taken.append(w)
-        total += w.numel() * w.element_size()
+        row_bytes = w.shape[1] * w.element_size()
+        rows = min(w.shape[0], -(-(STREAM_BYTES - total) // row_bytes))
+        taken.append(w if rows == w.shape[0] or len(weights) > 1 else w[:rows])
+        total += taken[-1].numel() * w.element_size()
     return taken
 
 
@@ -122,11 +126,13 @@ def candidate_products(device: torch.device) -> dict:
     return {name: product for name, product in PRODUCTS.items() if name != "onednn" or onednn_available(device)}
 
 
-def _candidates(weights: list[torch.Tensor], rows: int) -> dict:
-    """Each product applied to every weight of the group in turn, as one forward would."""
+def _candidates(weights: list[torch.Tensor], rows: int) -> tuple[dict, dict]:
+    """Each product applied to every weight of the group in turn, as one forward would; and its warm-up,
+    the same product on the first rows of the group's first weight (its code path, without the bytes)."""
     x = torch.randn(1, rows, weights[0].shape[1], dtype=weights[0].dtype, device=weights[0].device)
-    return {name: (lambda product=product: [product(x, w) for w in weights])
-            for name, product in candidate_products(weights[0].device).items()}
+    products = candidate_products(weights[0].device)
+    return ({name: (lambda product=product: [product(x, w) for w in weights]) for name, product in products.items()},
+            {name: (lambda product=product: product(x, weights[0][:WARM_UP_ROWS])) for name, product in products.items()})
 
 
 @torch.inference_mode()
@@ -141,9 +147,10 @@ def choose_row_products(model: nn.Module) -> RowProducts:
         weights = streamed(group)
         large = sum(w.numel() * w.element_size() for w in weights) > LARGE_GROUP_BYTES
         for low, high in ROW_BUCKETS:
+            candidates, warm_ups = _candidates(weights, high)
             choice = choose_fastest(f"row-linear:{dtype}:{shape[0]}x{shape[1]}x{len(weights)}:rows{_rows(low, high)}"
-                                    f":{names}", _candidates(weights, high), device, repeats=3,
-                                    rounds=1 if large else 2, incumbent=INCUMBENT, margin=WIN_MARGIN)
+                                    f":{names}", candidates, device, repeats=3, rounds=1 if large else 2,
+                                    incumbent=INCUMBENT, margin=WIN_MARGIN, warm_ups=warm_ups)
             choices.append(choice)
             if choice.name != INCUMBENT:
                 chosen[(low, high)][shape] = choice.name
