@@ -66,13 +66,15 @@ def test_a_compiler_that_fails_leaves_the_eager_path_and_exact_tokens(capsys):
 
 def test_compiled_steps_give_the_full_models_tokens():
     """The one test that really compiles (inductor): a tiny model, three graphs, through the products
-    another machine might choose (oneDNN's for one row where this build has it, weight-major for three)."""
+    another machine might choose (oneDNN's for one row where this build has it; for three, weight-major
+    for some shapes and thread-split for the others)."""
     model = tiny_model("llama")
     expected = model.generate(torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False)[0, 10:].tolist()
     engine = Engine(model, compile=True, choose_kernels=False)
     one_row = "onednn" if onednn_available(CPU) else "weight-major"
     engine.use_products(RowProducts({(1, 1): {shape: one_row for shape in linear_weights(model)},
-                                     (2, 3): {shape: "weight-major" for shape in linear_weights(model)}}))
+                                     (2, 3): {shape: ("weight-major", "thread-split")[i % 2]
+                                              for i, shape in enumerate(linear_weights(model))}}))
     assert generated(autoregressive(model, PROMPT, 16, engine=engine)) == expected
     # Context drafts off: they would verify wider steps (more graphs); this checks the three steps.
     spec = self_speculative(model, PROMPT, SkipProfile(4, attn=[1, 2], mlp=[3]), 16, engine=engine,

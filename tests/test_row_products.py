@@ -1,4 +1,4 @@
-"""Few-row products: the candidates (weight-major, oneDNN), the per-machine choice, and the engine's use of it."""
+"""Few-row products: the candidates (weight-major, oneDNN, thread-split), the per-machine choice, and the engine's use of it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from selfspec.engine import narrow_linear, row_products
-from selfspec.engine.narrow_linear import RowChosenLinear, onednn_available, onednn_linear, weight_major_linear
+from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, thread_split_linear,
+                                           weight_major_linear)
 from selfspec.engine.runtime import Engine, forward_full
 from selfspec.engine.row_products import ROW_BUCKETS, RowProducts, choose_row_products, linear_weights, streamed
 
@@ -47,6 +48,25 @@ def test_stand_in_layer_matches_torch_and_only_the_chosen_rows_take_the_other_pr
     torch.testing.assert_close(no_bias(x), x @ no_bias.weight.T, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("out_features", [1, 5, 48, 49])
+def test_thread_split_product_is_a_linear_layer_whatever_the_slabs_leave_over(threads, out_features):
+    # Out features not divisible by the slab count (one slab per thread, at least two) go to one more product.
+    torch.manual_seed(out_features)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for shape in [(3, 16), (2, 7, 16), (1, 1, 16)]:
+            x = torch.randn(*shape, dtype=torch.float64)
+            weight, bias = torch.randn(out_features, 16, dtype=torch.float64), torch.randn(out_features, dtype=torch.float64)
+            got = thread_split_linear(x, weight, bias)
+            assert got.shape == (*shape[:-1], out_features) and got.is_contiguous()
+            torch.testing.assert_close(got, x @ weight.T + bias)
+            torch.testing.assert_close(thread_split_linear(x, weight), x @ weight.T)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not onednn_available(torch.device("cpu")), reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("shape", [(3, 16), (2, 7, 16), (1, 1, 16)])
 def test_onednn_product_is_a_linear_layer(shape):
@@ -78,7 +98,7 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     model = tiny_model("llama", seed=1)
     shapes = set(linear_weights(model))
     assert (96, 32) in shapes and (64, 32) in shapes  # lm_head and the MLP's up projection
-    # Make the weight-major product slow for every shape but the lm_head's, and oneDNN's always: that is
+    # Make the weight-major product slow for every shape but the lm_head's, the others always: that is
     # what must be chosen.
     seen = set()
 
@@ -94,10 +114,11 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     monkeypatch.setitem(row_products.PRODUCTS, "weight-major",
                         slowed(narrow_linear.weight_major_linear, unless=lambda shape: shape == (96, 32)))
     monkeypatch.setitem(row_products.PRODUCTS, "onednn", slowed(F.linear))
+    monkeypatch.setitem(row_products.PRODUCTS, "thread-split", slowed(thread_split_linear))
     monkeypatch.setattr(row_products, "onednn_available", lambda device: True)  # a candidate on any build
     products = choose_row_products(model)
     assert products.chosen == {bucket: {(96, 32): "weight-major"} for bucket in ROW_BUCKETS}
-    assert all(set(c.milliseconds) == {"linear", "weight-major", "onednn"} for c in products.choices)
+    assert all(set(c.milliseconds) == {"linear", "weight-major", "onednn", "thread-split"} for c in products.choices)
     assert len(products.choices) == len(shapes) * len(ROW_BUCKETS)
     assert "weight-major for 96x32" in products.summary()
     assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}
@@ -120,7 +141,7 @@ def test_verification_forward_gives_the_full_models_logits(arch, monkeypatch, tm
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     model = tiny_model(arch, seed=4)
     other = "onednn" if onednn_available(torch.device("cpu")) else "weight-major"
-    everything = RowProducts({b: {shape: ("weight-major", other)[i % 2] for shape in linear_weights(model)}
+    everything = RowProducts({b: {shape: ("weight-major", other, "thread-split")[i % 3] for shape in linear_weights(model)}
                               for i, b in enumerate(ROW_BUCKETS)})
     engine = Engine(model, choose_kernels=False)
     engine.use_products(everything)  # every product another than linear, whatever this machine prefers

@@ -4,7 +4,8 @@ Verifying K drafts runs the full model over K+1 positions. On a memory-bound CPU
 about one single-token forward (the weights are read once either way), but how close torch's CPU
 `linear` comes depends on the machine and the row count: on one CPU its GEMM path over 2-9 rows costs
 2-3x the one-row product, and there the same product computed weight-major, `W @ x.T`, streams W once;
-over 10-17 rows oneDNN's matmul can beat both; on another CPU plain `linear` wins everywhere
+over 10-17 rows oneDNN's matmul can beat both; a batch of slabs of W, one per thread, can beat all of
+them where the BLAS leaves a core idle over few rows; on another CPU plain `linear` wins everywhere
 (docs/BENCHMARKS.md). So no candidate is used blindly: row_products.py times them per weight shape and
 row count (one row too) and puts a `RowChosenLinear` only where another product won, in a shadow of the
 model (shadow.py) that the engine's forwards run. The model itself is never changed.
@@ -34,6 +35,29 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     if rows == 1:
         flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])])
     out = torch.mm(weight, flat.t())[:, :rows].t().contiguous()
+    if bias is not None:
+        out = out + bias
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` computed weight-major as a batch of equal slabs of W, one per thread
+    (`torch.bmm`), the few rows left over by one more product.
+
+    Over one or a few rows the BLAS's own threading can leave a core idle, so W streams at one core's
+    speed; a batch is divided among the threads, each reading its own slab."""
+    rows = x.numel() // x.shape[-1]
+    columns = x.reshape(rows, x.shape[-1]).t()
+    slabs = max(2, torch.get_num_threads())
+    per_slab = weight.shape[0] // slabs
+    out = x.new_empty(weight.shape[0], rows)
+    split = slabs * per_slab
+    if per_slab:
+        torch.bmm(weight[:split].view(slabs, per_slab, -1), columns.expand(slabs, *columns.shape),
+                  out=out[:split].view(slabs, per_slab, rows))
+    if split < weight.shape[0]:
+        torch.mm(weight[split:], columns, out=out[split:])
+    out = out.t().contiguous()
     if bias is not None:
         out = out + bias
     return out.view(*x.shape[:-1], weight.shape[0])

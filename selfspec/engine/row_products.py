@@ -25,14 +25,16 @@ from torch.nn import functional as F
 
 from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.kernels import KernelChoice, choose_fastest
-from selfspec.engine.narrow_linear import RowChosenLinear, onednn_available, onednn_linear, weight_major_linear
+from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, thread_split_linear,
+                                           weight_major_linear)
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 # One decoding row, then verification widths K+1 and copies (up to 16 and the pending token), grouped so
 # the choices stay few; each is timed at its widest row count.
 ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9), (10, 13), (14, 17))
 INCUMBENT = "linear"  # torch's own product; any other must beat it by WIN_MARGIN
-PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear}  # same arguments
+PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear,  # same arguments
+            "thread-split": thread_split_linear}
 WIN_MARGIN = 0.1  # another product must be >10% faster to replace torch's own
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
