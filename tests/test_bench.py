@@ -298,6 +298,7 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     # Under the table: the engine, AR against the floor, c and v per speculative method.
     assert "engine: static cache, compiled off; few-row products: rows 1: " in text
     assert "ms/token =" in text and "x the floor of" in text and "(linear products," in text
+    assert "median of 2 samples between the runs" in text  # one after each prompt's turn: 2 prompts x 1 rep
     assert "self-spec K=2 V=50 int8 off: c=" in text and "v(3)=" in text
     report = json.loads((out / "bench.json").read_text())
     assert report["drafts"]["self-spec K=2 full off"]["draft_extra_bytes"] == 0
@@ -314,6 +315,17 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert (out / "speedup.html").is_file() and (out / "bound.html").is_file()
     assert main(["bench", "--methods", "warp-drive"]) == 2
     assert "unknown methods" in capsys.readouterr().err
+
+
+def test_a_floor_sampled_at_several_moments_is_their_median():
+    from selfspec.bench.floor import Floor, median_floor
+
+    cpu = [Floor(s, "linear products", 100) for s in (0.05, 0.09, 0.06)]
+    assert median_floor(cpu) == Floor(0.06, "linear products", 100, None, samples=3)
+    gpu = [Floor(0.01, "weight bytes / bandwidth", 100, 3000.0), Floor(0.012, "weight bytes / bandwidth", 100, 2500.0)]
+    assert median_floor(gpu) == Floor(0.011, "weight bytes / bandwidth", 100, 2750.0, samples=2)
+    with pytest.raises(ValueError):
+        median_floor([])
 
 
 def test_floor_counts_every_linear_weight_once_per_step(tiny_lm):

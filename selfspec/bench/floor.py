@@ -5,12 +5,13 @@ measured directly: the model's own linear products, each over one row, run back 
 attention, no norms), each with the product the engine chose for one row on this machine
 (row_products.py), so that the floor is never slower than what the step itself runs. On a GPU, where one product is too short to time
 alone, it is the weight bytes over the memory bandwidth measured by a large device-to-device copy.
-Bench reports the autoregressive ms/token against this floor, measured in the same run.
+Bench reports the autoregressive ms/token against this floor, sampled between the same run's decodes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import statistics
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ class Floor:
     how: str  # "linear products" (CPU) or "weight bytes / bandwidth" (GPU)
     weight_bytes: int
     bandwidth_gb_s: float | None = None  # GPU only
+    samples: int = 1  # floors measured at different moments, of which `seconds` is the median
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +65,15 @@ def copy_bandwidth(device: torch.device, megabytes: int = 1024, reps: int = 5) -
     target = torch.empty_like(source)
     seconds = median_milliseconds(lambda: target.copy_(source), device, reps, warmup=1) / 1e3
     return 2 * source.numel() / seconds
+
+
+def median_floor(floors: list[Floor]) -> Floor:
+    """One floor from several measured at different moments (bench samples it between its runs)."""
+    if not floors:
+        raise ValueError("no floor measured")
+    return replace(floors[0], seconds=statistics.median(f.seconds for f in floors),
+                   bandwidth_gb_s=None if floors[0].bandwidth_gb_s is None else
+                   statistics.median(f.bandwidth_gb_s for f in floors), samples=len(floors))
 
 
 def measure_floor(model: nn.Module, reps: int = 5) -> Floor:

@@ -74,7 +74,9 @@ def overhead_lines(detail: dict) -> list[str]:
     lines = [f"engine: {engine['cache']} cache, compiled {compiled}; few-row products: {products}"]
     if over["ar_ms_per_token"] is not None:
         lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
-                     f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run)")
+                     f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run"
+                     + (f": median of {floor['samples']} samples between the runs" if floor.get("samples", 1) > 1 else "")
+                     + ")")
     for name, cv in over["methods"].items():
         v = ", ".join(f"v({k + 1})={x:.2f}" for k, x in sorted((int(k), x) for k, x in cv["v"].items()))
         lines.append(f"{name}: c={cv['c']:.3f}; {v}")

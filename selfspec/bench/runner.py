@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from selfspec.bench.costmodel import Costs, measure_costs
-from selfspec.bench.floor import Floor, measure_floor
+from selfspec.bench.floor import Floor, measure_floor, median_floor
 from selfspec.bench.prompts import BenchPrompt
 from selfspec.bench.results import AR, Row, Run, summarize_runs
 from selfspec.engine.decoding import autoregressive, self_speculative
@@ -94,12 +94,15 @@ def transformers_generate_static_compiled(lm: LanguageModel) -> Method:
 
 
 def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new_tokens: int, reps: int,
-                device: torch.device, warmup_tokens: int = 8, progress: bool = True) -> dict[str, list[Run]]:
+                device: torch.device, warmup_tokens: int = 8, progress: bool = True,
+                alongside: Callable[[], object] | None = None) -> dict[str, list[Run]]:
     """Every method on every prompt, `reps` times; the median time per method and prompt is kept.
 
     Methods run one after another, never at once. They are interleaved (each repetition runs every
     prompt with every method in turn) so that load that drifts on a shared machine falls on all
     methods alike instead of on whichever happened to run during it. Each is warmed up first.
+    `alongside`, if given, runs once after each prompt's turn (a measurement that must see the same
+    drifting machine as the methods).
     """
     from tqdm.auto import tqdm
 
@@ -121,6 +124,8 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
                     synchronize(device)
                     seconds[method.name][i].append(time.perf_counter() - t0)
                     bar.update()
+                if alongside is not None:
+                    alongside()
     return {name: [Run(tokens, statistics.median(s), records) for (tokens, records), s in zip(outputs[name], times)]
             for name, times in seconds.items()}
 
@@ -177,10 +182,14 @@ def bench(lm: LanguageModel, prompts: Sequence[BenchPrompt], methods: Sequence[M
           reps: int, progress: bool = True) -> tuple[list[Row], dict]:
     ids = [lm.encode_chat(p.messages) for p in prompts]
     categories = [p.category for p in prompts]
-    runs = run_methods(methods, ids, max_new_tokens, reps, lm.device, progress=progress)
+    # The floor, with the products the engine chose, is sampled between the runs: this host's speed drifts
+    # by a third over minutes, so a floor timed once, at one moment, says little of the runs' moments.
+    floors = []
+    runs = run_methods(methods, ids, max_new_tokens, reps, lm.device, progress=progress,
+                       alongside=lambda: floors.append(measure_floor(lm.engine.tuned, reps=1)))
     costs = measure_category_costs(lm, methods, categories, ids, reps=max(reps, 5))
     rows = summarize_runs(methods, categories, runs, costs)
-    floor = measure_floor(lm.engine.tuned, reps=max(reps, 5))  # with the products the engine chose
+    floor = median_floor(floors)
     detail = {"engine": lm.engine.describe(), "floor": floor.to_dict(),
               "overhead": step_overhead(runs, costs, floor),
               "costs": {f"{m} | {c}": cost.to_dict() for (m, c), cost in costs.items()},
