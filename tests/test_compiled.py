@@ -174,3 +174,21 @@ def test_the_time_a_step_spent_compiling_is_not_taken_for_its_cost():
     costs = [carried.full, carried.draft, *carried.verify.values()]
     assert any(c is not None for c in costs)
     assert all(c < compile_seconds / 5 for c in costs if c is not None), carried
+
+
+def test_inductor_caches_in_ours_unless_the_user_chose_a_folder(monkeypatch, tmp_path):
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from selfspec.engine.compiled import use_inductor_cache_dir
+
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    ours = str(tmp_path / "inductor")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert use_inductor_cache_dir() == ours == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    # What inductor writes there itself the first time anything asks (loading a model does): not a choice.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(default_cache_dir()))
+    assert use_inductor_cache_dir() == ours
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_inductor_cache_dir() == str(tmp_path / "mine") == os.environ["TORCHINDUCTOR_CACHE_DIR"]

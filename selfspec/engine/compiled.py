@@ -55,6 +55,18 @@ def inductor_cache_dir() -> Path:
     return root / "inductor"
 
 
+def use_inductor_cache_dir() -> str:
+    """Point inductor at our cache directory, unless the user chose one; returns where it caches.
+
+    Inductor writes its default (a folder under /tmp) into TORCHINDUCTOR_CACHE_DIR the first time anything
+    asks (loading a model already does), so a default is told from a choice by its value, not its presence."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache_dir())
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
 class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
@@ -91,7 +103,7 @@ class CompiledSteps:
         if reason is not None:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)
             return None
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))  # where inductor looks
+        use_inductor_cache_dir()
         # On CUDA, inductor's steps are captured as CUDA graphs by hand (captured.py), unless a mode asks for
         # torch.compile's own (reduce-overhead, max-autotune); the cudagraphs backend is CUDA graphs alone.
         capture = device.type == "cuda" and backend == "inductor" and mode in (None, "max-autotune-no-cudagraphs")
@@ -136,8 +148,8 @@ class CompiledSteps:
             return step(eager)(*inputs)
         first = name not in self.compile_seconds
         if first and not self._announced:
-            print(f"selfspec: compiling the model's steps on first use (cached in {inductor_cache_dir()})",
-                  file=sys.stderr)
+            print(f"selfspec: compiling the model's steps on first use (cached in "
+                  f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR', inductor_cache_dir())})", file=sys.stderr)
             self._announced = True
         def restore():  # the cache as before this step (read only when needed: it waits for the device)
             cache.rollback(int(inputs[1][0, 0]))
