@@ -40,6 +40,28 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
+# An op of its own, so that a compiled step calls it as it is: inductor lowers the batched product to a
+# kernel of its own, and the compiled one-token step ran 85.6 ms with it against 62.9 with weight-major.
+@torch.library.custom_op("selfspec::thread_split_rows", mutates_args=())
+def _thread_split_rows(columns: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(out, rows) = weight @ columns, as a batch of equal slabs of weight, one per thread."""
+    slabs = max(2, torch.get_num_threads())
+    per_slab = weight.shape[0] // slabs
+    out = columns.new_empty(weight.shape[0], columns.shape[1])
+    split = slabs * per_slab
+    if per_slab:
+        torch.bmm(weight[:split].view(slabs, per_slab, -1), columns.expand(slabs, *columns.shape),
+                  out=out[:split].view(slabs, per_slab, columns.shape[1]))
+    if split < weight.shape[0]:
+        torch.mm(weight[split:], columns, out=out[split:])
+    return out
+
+
+@_thread_split_rows.register_fake
+def _(columns, weight):
+    return columns.new_empty(weight.shape[0], columns.shape[1])
+
+
 def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` computed weight-major as a batch of equal slabs of W, one per thread
     (`torch.bmm`), the few rows left over by one more product.
@@ -47,17 +69,7 @@ def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     Over one or a few rows the BLAS's own threading can leave a core idle, so W streams at one core's
     speed; a batch is divided among the threads, each reading its own slab."""
     rows = x.numel() // x.shape[-1]
-    columns = x.reshape(rows, x.shape[-1]).t()
-    slabs = max(2, torch.get_num_threads())
-    per_slab = weight.shape[0] // slabs
-    out = x.new_empty(weight.shape[0], rows)
-    split = slabs * per_slab
-    if per_slab:
-        torch.bmm(weight[:split].view(slabs, per_slab, -1), columns.expand(slabs, *columns.shape),
-                  out=out[:split].view(slabs, per_slab, rows))
-    if split < weight.shape[0]:
-        torch.mm(weight[split:], columns, out=out[split:])
-    out = out.t().contiguous()
+    out = _thread_split_rows(x.reshape(rows, x.shape[-1]).t().contiguous(), weight).t().contiguous()
     if bias is not None:
         out = out + bias
     return out.view(*x.shape[:-1], weight.shape[0])
