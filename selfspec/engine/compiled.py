@@ -148,8 +148,8 @@ class CompiledSteps:
             return step(eager)(*inputs)
         first = name not in self.compile_seconds
         if first and not self._announced:
-            print(f"selfspec: compiling the model's steps on first use (cached in "
-                  f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR', inductor_cache_dir())})", file=sys.stderr)
+            print(f"selfspec: compiling the model's steps on first use (cached in {use_inductor_cache_dir()})",
+                  file=sys.stderr)
             self._announced = True
         def restore():  # the cache as before this step (read only when needed: it waits for the device)
             cache.rollback(int(inputs[1][0, 0]))

@@ -144,11 +144,10 @@ def choose_fastest(
             samples[name] = []
         except (RuntimeError, NotImplementedError):
             pass
-    _sample(samples, candidates, device, FIRST_SAMPLES)  # interleaved, so a noisy moment favours none
+    _sample(samples, list(samples), candidates, device, FIRST_SAMPLES)  # interleaved: noise favours none
     contenders = _contenders(samples)
     if not _settled({name: samples[name] for name in contenders}, incumbent, margin):
-        _sample({name: samples[name] for name in contenders}, candidates, device,
-                rounds * repeats - FIRST_SAMPLES, samples)
+        _sample(samples, contenders, candidates, device, rounds * repeats - FIRST_SAMPLES)
     if not samples:
         raise RuntimeError(f"no candidate for {key} runs on this machine")
     milliseconds = {name: round(statistics.median(ts), 4) for name, ts in samples.items()}
@@ -160,18 +159,17 @@ def choose_fastest(
     return choice
 
 
-def _sample(timed: dict[str, list[float]], candidates: dict[str, Callable[[], object]], device: torch.device,
-            count: int, every: dict[str, list[float]] | None = None) -> None:
-    """`count` more samples of each candidate in `timed`, one candidate after the other in turn; one
-    that raises is dropped (from `every` too, the caller's full record)."""
+def _sample(samples: dict[str, list[float]], names: list[str], candidates: dict[str, Callable[[], object]],
+            device: torch.device, count: int) -> None:
+    """`count` more samples of each of `names`, one candidate after the other in turn; one that raises is
+    dropped from both."""
     for _ in range(count):
-        for name in list(timed):
+        for name in list(names):
             try:
-                timed[name] += millisecond_samples(candidates[name], device, 1, warmup=0)
+                samples[name] += millisecond_samples(candidates[name], device, 1, warmup=0)
             except (RuntimeError, NotImplementedError):
-                del timed[name]
-                if every is not None:
-                    del every[name]
+                del samples[name]
+                names.remove(name)
 
 
 def _decision(milliseconds: dict[str, float], incumbent: str | None, margin: float) -> str:
