@@ -1,6 +1,7 @@
-"""What the host allows: whether this is a Hugging Face ZeroGPU Space, and whether torch.compile can run.
+"""What the host allows: whether this is a Hugging Face ZeroGPU Space, whether torch.compile can run, and
+how much memory is free.
 
-One place for both, read by model placement, the Hub guard, the compiled steps and the app.
+One place for these, read by model placement, the Hub guard, the compiled steps, the products and the app.
 """
 
 from __future__ import annotations
@@ -42,3 +43,14 @@ def compile_allowed(device: str | torch.device = "cpu") -> str | None:
         if not has_triton():
             return "triton is not installed"
     return None
+
+
+def available_memory() -> int:
+    """Bytes of memory the host can still give (Linux's MemAvailable; elsewhere all of it)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -18,8 +18,8 @@ import torch
 from selfspec.engine.architectures import SUPPORTED_MODEL_TYPES
 from selfspec.models.hub_status import hub_endpoint
 from selfspec.models.loading import ModelLoadError
-from selfspec.engine.host import zero_gpu
-from selfspec.models.placement import Placement, available_memory
+from selfspec.engine.host import available_memory, zero_gpu
+from selfspec.models.placement import Placement
 
 DEFAULT_MAX_PARAMS = 8_500_000_000  # 8B-class models (Llama-3.1-8B has 8.03B)
 HEADROOM = 1.15  # KV cache, activations and the allocator's slack on top of the weights

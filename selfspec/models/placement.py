@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.devices import dtype_name
-from selfspec.engine.host import zero_gpu
+from selfspec.engine.host import available_memory, zero_gpu
 from selfspec.engine.kernels import choose_fastest
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -101,13 +101,3 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
     if ms[best] < CPU_16BIT_MARGIN * fp32:
         return DTYPES[best], f"{best} on the CPU: a token takes {ms[best]:.1f} ms vs {fp32:.1f} ms in float32"
     return torch.float32, f"float32 on the CPU: a token takes {fp32:.1f} ms vs {ms[best]:.1f} ms in {best}"
-
-
-def available_memory() -> int:
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
