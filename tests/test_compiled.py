@@ -10,7 +10,7 @@ import torch
 from selfspec import DraftSettings, SkipProfile, autoregressive, self_speculative
 from selfspec.engine.compiled import compile_allowed, compile_setting, padded_width
 from selfspec.engine.draft import DraftModel
-from selfspec.engine.narrow_linear import onednn_available
+from selfspec.engine.narrow_linear import onednn_packing_available
 from selfspec.engine.row_products import RowProducts, linear_weights
 from selfspec.engine.runtime import Engine
 from tiny_models import tiny_model
@@ -66,12 +66,12 @@ def test_a_compiler_that_fails_leaves_the_eager_path_and_exact_tokens(capsys):
 
 def test_compiled_steps_give_the_full_models_tokens():
     """The one test that really compiles (inductor): a tiny model, three graphs, through the products
-    another machine might choose (oneDNN's for one row where this build has it; for three, weight-major
-    for some shapes and thread-split for the others)."""
+    another machine might choose (oneDNN's on packed weights for one row where this build has it; for
+    three, weight-major for some shapes and thread-split for the others)."""
     model = tiny_model("llama")
     expected = model.generate(torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False)[0, 10:].tolist()
     engine = Engine(model, compile=True, choose_kernels=False)
-    one_row = "onednn" if onednn_available(CPU) else "weight-major"
+    one_row = "onednn-packed" if onednn_packing_available(CPU, torch.float32) else "weight-major"
     engine.use_products(RowProducts({(1, 1): {shape: one_row for shape in linear_weights(model)},
                                      (2, 3): {shape: ("weight-major", "thread-split")[i % 2]
                                               for i, shape in enumerate(linear_weights(model))}}))

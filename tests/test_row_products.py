@@ -9,10 +9,11 @@ import torch
 from torch.nn import functional as F
 
 from selfspec.engine import narrow_linear, row_products
-from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, thread_split_linear,
-                                           weight_major_linear)
+from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, onednn_packed,
+                                           onednn_packing_available, thread_split_linear, weight_major_linear)
 from selfspec.engine.runtime import Engine, forward_full
-from selfspec.engine.row_products import ROW_BUCKETS, RowProducts, choose_row_products, linear_weights, streamed
+from selfspec.engine.row_products import (ROW_BUCKETS, RowProducts, candidate_products, choose_row_products,
+                                          linear_weights, packing_fits, streamed)
 
 from tiny_models import tiny_model
 
@@ -68,12 +69,50 @@ def test_thread_split_product_is_a_linear_layer_whatever_the_slabs_leave_over(th
 
 
 @pytest.mark.skipif(not onednn_available(torch.device("cpu")), reason="this torch build has no oneDNN")
-@pytest.mark.parametrize("shape", [(3, 16), (2, 7, 16), (1, 1, 16)])
-def test_onednn_product_is_a_linear_layer(shape):
+@pytest.mark.parametrize("shape", [(3, 16), (2, 7, 16), (1, 1, 16), (1, 17, 16)])
+def test_onednn_product_is_a_linear_layer_on_the_weight_and_on_its_packed_copy(shape):
     torch.manual_seed(len(shape))
     x, weight, bias = torch.randn(*shape), torch.randn(24, 16), torch.randn(24)
     torch.testing.assert_close(onednn_linear(x, weight, bias), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(onednn_linear(x, weight), x @ weight.T, rtol=1e-5, atol=1e-5)
+    if onednn_packing_available(x.device, x.dtype):  # packed for 9 rows, right for any number
+        packed = onednn_packed(weight)
+        torch.testing.assert_close(onednn_linear(x, packed, bias), x @ weight.T + bias, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(onednn_linear(x, packed), x @ weight.T, rtol=1e-5, atol=1e-5)
+
+
+def test_the_stand_in_layer_hands_each_product_the_weight_made_for_it():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8)
+    copy = linear.weight.detach() * 2  # a stand-in for a prepared copy: what the product must read
+    read = []
+
+    def product(x, weight, bias=None):
+        read.append(weight)
+        return F.linear(x, weight, bias)
+
+    layer = RowChosenLinear(linear, {2: product, 3: product}, {3: copy})
+    x2, x3 = torch.randn(1, 2, 16), torch.randn(1, 3, 16)
+    torch.testing.assert_close(layer(x2), x2 @ linear.weight.T + linear.bias)
+    torch.testing.assert_close(layer(x3), x3 @ copy.T + linear.bias)
+    assert read[0] is linear.weight and read[1] is copy
+
+
+def test_packed_weights_are_offered_only_where_they_fit_and_replace_oneDNNs_plain_product(monkeypatch):
+    cpu = torch.device("cpu")
+    model = tiny_model("llama", seed=1)
+    weight_bytes = sum(w.numel() * 4 for group in linear_weights(model).values() for w in group)
+    monkeypatch.setattr(row_products, "available_memory", lambda: 2 * weight_bytes)
+    assert packing_fits(model)
+    monkeypatch.setattr(row_products, "available_memory", lambda: 2 * weight_bytes - 1)
+    assert not packing_fits(model)  # the copies may take at most half of the free memory
+    unpacked = set(candidate_products(cpu, torch.float32, packing=False))
+    assert "onednn-packed" not in unpacked and ("onednn" in unpacked) == onednn_available(cpu)
+    packed = set(candidate_products(cpu, torch.float32, packing=True))
+    if onednn_packing_available(cpu, torch.float32):
+        assert packed == unpacked - {"onednn"} | {"onednn-packed"}
+    else:
+        assert packed == unpacked
 
 
 def test_the_tuned_model_swaps_only_the_chosen_shapes_and_leaves_the_model_alone():
@@ -91,6 +130,29 @@ def test_the_tuned_model_swaps_only_the_chosen_shapes_and_leaves_the_model_alone
     assert {name: type(m) for name, m in model.named_modules()} == before
     assert all(p is params[name] for name, p in tuned.named_parameters())  # every tensor shared
     assert RowProducts.plain().tuned(model) is model
+    assert products.extra_bytes(model) == 0  # these products read the model's own weights
+
+
+@pytest.mark.skipif(not onednn_packing_available(torch.device("cpu"), torch.float32),
+                    reason="this build cannot pack weights for oneDNN")
+def test_packed_products_give_the_models_logits_and_count_their_memory():
+    model = tiny_model("qwen2", seed=5)
+    shapes = linear_weights(model)
+    head = tuple(model.get_output_embeddings().weight.shape)
+    products = RowProducts({(1, 1): {head: "onednn-packed"}, (4, 5): {s: "onednn-packed" for s in shapes}})
+    engine = Engine(model, choose_kernels=False)
+    engine.use_products(products)
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
+    for width in (1, 5):
+        cache_a, cache_b = engine.new_cache(10, 0, 5), engine.new_cache(10, 0, 5)
+        forward_full(model, prompt, 0, cache_a)
+        forward_full(model, prompt, 0, cache_b)
+        block = torch.tensor([[11, 12, 13, 14, 15][:width]])
+        torch.testing.assert_close(engine.verify(block, 10, cache_b), forward_full(model, block, 10, cache_a),
+                                   rtol=1e-4, atol=1e-4)
+    # One packed copy per linear weight of a packed shape: every shape here, each weight once.
+    expected = sum(w.numel() * w.element_size() for group in shapes.values() for w in group)
+    assert products.extra_bytes(model) == expected == engine.describe()["products"]["extra_bytes"]
 
 
 def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_path):
@@ -113,12 +175,16 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     monkeypatch.setitem(row_products.PRODUCTS, "linear", slowed(F.linear, unless=lambda shape: shape != (96, 32)))
     monkeypatch.setitem(row_products.PRODUCTS, "weight-major",
                         slowed(narrow_linear.weight_major_linear, unless=lambda shape: shape == (96, 32)))
-    monkeypatch.setitem(row_products.PRODUCTS, "onednn", slowed(F.linear))
+    monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed", slowed(F.linear))
     monkeypatch.setitem(row_products.PRODUCTS, "thread-split", slowed(thread_split_linear))
-    monkeypatch.setattr(row_products, "onednn_available", lambda device: True)  # a candidate on any build
+    prepared = []  # the packed candidate is timed over copies made for it, as the tuned model will run it
+    monkeypatch.setitem(row_products.PREPARED, "onednn-packed", lambda w: prepared.append(w.clone()) or prepared[-1])
+    monkeypatch.setattr(row_products, "onednn_packing_available", lambda device, dtype: True)  # on any build
     products = choose_row_products(model)
     assert products.chosen == {bucket: {(96, 32): "weight-major"} for bucket in ROW_BUCKETS}
-    assert all(set(c.milliseconds) == {"linear", "weight-major", "onednn", "thread-split"} for c in products.choices)
+    assert all(set(c.milliseconds) == {"linear", "weight-major", "onednn-packed", "thread-split"}
+               for c in products.choices)
+    assert {id(w) for w in prepared} <= seen and len(prepared) > len(shapes)
     assert len(products.choices) == len(shapes) * len(ROW_BUCKETS)
     assert "weight-major for 96x32" in products.summary()
     assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}

@@ -4,9 +4,9 @@ Verifying K drafts runs the full model over K+1 positions. On a memory-bound CPU
 about one single-token forward (the weights are read once either way), but how close torch's CPU
 `linear` comes depends on the machine and the row count: on one CPU its GEMM path over 2-9 rows costs
 2-3x the one-row product, and there the same product computed weight-major, `W @ x.T`, streams W once;
-over 10-17 rows oneDNN's matmul can beat both; a batch of slabs of W, one per thread, can beat all of
-them where the BLAS leaves a core idle over few rows; on another CPU plain `linear` wins everywhere
-(docs/BENCHMARKS.md). So no candidate is used blindly: row_products.py times them per weight shape and
+oneDNN's matmul on a copy of W packed once in its own layout can beat both over 6-17 rows (on the plain
+layout it re-blocks W every call); a batch of slabs of W, one per thread, can beat all of them where the
+BLAS leaves a core idle over one row; on another CPU plain `linear` wins everywhere (docs/BENCHMARKS.md). So no candidate is used blindly: row_products.py times them per weight shape and
 row count (one row too) and puts a `RowChosenLinear` only where another product won, in a shadow of the
 model (shadow.py) that the engine's forwards run. The model itself is never changed.
 
@@ -40,9 +40,6 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
-# An op of its own, so that a compiled step calls it as it is: inductor lowers the batched product to a
-# kernel of its own, and the compiled one-token step ran 85.6 ms with it against 62.9 with weight-major.
-@torch.library.custom_op("selfspec::thread_split_rows", mutates_args=())
 def _thread_split_rows(columns: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """(out, rows) = weight @ columns, as a batch of equal slabs of weight, one per thread."""
     slabs = max(2, torch.get_num_threads())
@@ -57,7 +54,13 @@ def _thread_split_rows(columns: torch.Tensor, weight: torch.Tensor) -> torch.Ten
     return out
 
 
-@_thread_split_rows.register_fake
+# The same as an op of its own, for compiled steps to call as it is: inductor lowers the batched product to
+# a kernel of its own, and the compiled one-token step ran 85.6 ms with it against 62.9 with weight-major.
+# Eager forwards call the function itself: a custom op's dispatch costs tens of microseconds a call.
+_thread_split_rows_op = torch.library.custom_op("selfspec::thread_split_rows", mutates_args=())(_thread_split_rows)
+
+
+@_thread_split_rows_op.register_fake
 def _(columns, weight):
     return columns.new_empty(weight.shape[0], columns.shape[1])
 
@@ -69,7 +72,8 @@ def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     Over one or a few rows the BLAS's own threading can leave a core idle, so W streams at one core's
     speed; a batch is divided among the threads, each reading its own slab."""
     rows = x.numel() // x.shape[-1]
-    out = _thread_split_rows(x.reshape(rows, x.shape[-1]).t().contiguous(), weight).t().contiguous()
+    split_rows = _thread_split_rows_op if torch.compiler.is_compiling() else _thread_split_rows
+    out = split_rows(x.reshape(rows, x.shape[-1]).t().contiguous(), weight).t().contiguous()
     if bias is not None:
         out = out + bias
     return out.view(*x.shape[:-1], weight.shape[0])
@@ -81,40 +85,71 @@ def onednn_available(device: torch.device) -> bool:
                                                                                      "_linear_pointwise")
 
 
-# An op of its own, so that a compiled step calls it as it is: inductor's lowering of the oneDNN op
-# expects the packed weights of its own weight-prepacking pass and fails on a plain one.
-@torch.library.custom_op("selfspec::onednn_linear", mutates_args=())
 def _onednn_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-@_onednn_rows.register_fake
+# The same as an op of its own, for compiled steps to call as it is: inductor's lowering of the oneDNN op
+# expects the packed weights of its own weight-prepacking pass and fails on a plain one. Eager forwards
+# call the op directly (a custom op's dispatch costs tens of microseconds a call).
+_onednn_rows_op = torch.library.custom_op("selfspec::onednn_linear", mutates_args=())(_onednn_rows)
+
+
+@_onednn_rows_op.register_fake
 def _(x, weight, bias):
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` through oneDNN's matmul, on the weight as it is (no packed copy)."""
-    out = _onednn_rows(x.reshape(-1, x.shape[-1]), weight, bias)
+    """`F.linear(x, weight, bias)` through oneDNN's matmul, on the weight as it is or on its packed copy
+    (`onednn_packed`)."""
+    rows = _onednn_rows_op if torch.compiler.is_compiling() else _onednn_rows
+    out = rows(x.reshape(-1, x.shape[-1]), weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
+
+
+PACKED_FOR_ROWS = 9  # the row count oneDNN lays a packed weight out for: the widest verification of K = 8
+
+
+def onednn_packed(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of `weight` in oneDNN's own blocked layout (an opaque tensor of the same shape and bytes),
+    made once, for `onednn_linear`. On the plain layout every call re-blocks W over a few rows, which
+    is why a few-row product costs more than a one-row one; on the packed copy it streams W once."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_FOR_ROWS)
+
+
+def onednn_packing_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether oneDNN can pack weights of this dtype here (bfloat16 needs AVX-512 or AVX-NE-CONVERT)."""
+    if not onednn_available(device) or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        return False
+    try:
+        onednn_packed(torch.zeros(8, 8, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
 
 
 class RowChosenLinear(nn.Module):
     """An nn.Linear's stand-in: the chosen product for each chosen row count, torch's `linear` otherwise.
 
-    It holds the layer's own weight and bias tensors (no copy). A module rather than a function mode,
-    so that only the swapped layers pay for the choice, not every operation of the forward.
+    It holds the layer's own weight and bias tensors, and the product of a row count reads the layer's
+    weight or, where `weights` gives one, a copy made for that product (oneDNN's packed layout). A module
+    rather than a function mode, so that only the swapped layers pay for the choice, not every operation
+    of the forward.
     """
 
-    def __init__(self, linear: nn.Linear, products: Mapping[int, Product]):
+    def __init__(self, linear: nn.Linear, products: Mapping[int, Product],
+                 weights: Mapping[int, torch.Tensor] | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
         self.products = dict(products)  # rows -> product
+        # rows -> (product, the weight it reads): one lookup per call
+        self._chosen = {rows: (product, (weights or {}).get(rows, self.weight)) for rows, product in products.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        product = self.products.get(x.numel() // self.in_features, F.linear)
-        return product(x, self.weight, self.bias)
+        product, weight = self._chosen.get(x.numel() // self.in_features, (F.linear, self.weight))
+        return product(x, weight, self.bias)
 
     def extra_repr(self) -> str:
         named: dict[str, list[int]] = {}

@@ -4,7 +4,8 @@ A decoding step runs the full model over one position, a verification over K+1 (
 context tokens and drafts (up to 17). How fast
 torch's `linear` is over so few rows depends on the machine: on one CPU the weight-major product
 (narrow_linear.py) is much faster, even for one row padded to two (torch's one-row path may use a
-single core), and oneDNN's matmul faster still over 10-17 rows; on another plain `linear` wins
+single core), and oneDNN's matmul on packed copies of the weights faster still over 6-17 rows (the
+copies cost the weights' bytes again, so they are offered only where they fit); on another plain `linear` wins
 (figures in docs/BENCHMARKS.md). So at load the engine times the candidates, per weight shape and per
 row bucket, at the model's own weights and dtype, and every full-model forward of a few rows uses the
 fastest (kernels.py caches the choice per machine).
@@ -18,15 +19,17 @@ disagree about which product is faster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from selfspec.engine.devices import model_dtype_name
+from selfspec.engine.host import available_memory
 from selfspec.engine.kernels import KernelChoice, choose_fastest
-from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, thread_split_linear,
-                                           weight_major_linear)
+from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, onednn_packed,
+                                           onednn_packing_available, thread_split_linear, weight_major_linear)
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 # One decoding row, then verification widths K+1 and copies (up to 16 and the pending token), grouped so
@@ -34,7 +37,9 @@ from selfspec.engine.shadow import linear_slots, shadow_copy
 ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9), (10, 13), (14, 17))
 INCUMBENT = "linear"  # torch's own product; any other must beat it by WIN_MARGIN
 PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear,  # same arguments
-            "thread-split": thread_split_linear}
+            "thread-split": thread_split_linear, "onednn-packed": onednn_linear}
+PREPARED = {"onednn-packed": onednn_packed}  # products that read a copy of the weight, made once per layer
+PACKED_MEMORY_SHARE = 0.5  # packed copies only while the model's linear weights are at most this share of free memory
 WIN_MARGIN = 0.1  # another product must be >10% faster to replace torch's own
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
@@ -62,15 +67,23 @@ class RowProducts:
 
     def tuned(self, model: nn.Module) -> nn.Module:
         """What full-model forwards run: `model` itself when every product is torch's own, else a shadow
-        of it (same tensors) whose linear layers of the chosen shapes use their chosen products."""
+        of it (same tensors, plus the copies prepared products read) whose linear layers of the chosen
+        shapes use their chosen products."""
         if not any(self.chosen.values()):
             return model
         shadow = shadow_copy(model)
         for parent, name, linear in linear_slots(shadow):
             products = self.products_for(tuple(linear.weight.shape))
             if products:
-                setattr(parent, name, RowChosenLinear(linear, {r: PRODUCTS[p] for r, p in products.items()}))
+                copies = {p: PREPARED[p](linear.weight) for p in set(products.values()) if p in PREPARED}
+                setattr(parent, name, RowChosenLinear(linear, {r: PRODUCTS[p] for r, p in products.items()},
+                                                      {r: copies[p] for r, p in products.items() if p in copies}))
         return shadow
+
+    def extra_bytes(self, model: nn.Module) -> int:
+        """Memory the prepared copies of `tuned(model)` hold beside the model (a packed weight has its bytes)."""
+        return sum(w.numel() * w.element_size() for shape, group in linear_weights(model).items()
+                   if set(self.products_for(shape).values()) & set(PREPARED) for w in group)
 
     def to_dict(self) -> dict:
         return {"chosen": {f"rows {_rows(lo, hi)}": {f"{o}x{i}": p for (o, i), p in sorted(names.items())}
@@ -123,33 +136,59 @@ def streamed(weights: list[torch.Tensor]) -> list[torch.Tensor]:
     return taken
 
 
-def candidate_products(device: torch.device) -> dict:
-    """The products this build can run on this device (oneDNN's only on CPUs of builds that have it)."""
-    return {name: product for name, product in PRODUCTS.items() if name != "onednn" or onednn_available(device)}
+def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool = True) -> dict:
+    """The products this build can run on this device and dtype (oneDNN's only on CPUs of builds that
+    have it). With oneDNN's packed weights, its product on the plain layout is left out: the same
+    kernel re-blocking W on every call, slower at every row count measured."""
+    packed = packing and onednn_packing_available(device, dtype)
+    unavailable = {"onednn"} if packed or not onednn_available(device) else set()
+    if not packed:
+        unavailable.add("onednn-packed")
+    return {name: product for name, product in PRODUCTS.items() if name not in unavailable}
 
 
-def _candidates(weights: list[torch.Tensor], rows: int) -> tuple[dict, dict]:
-    """Each product applied to every weight of the group in turn, as one forward would; and its warm-up,
-    the same product on the first rows of the group's first weight (its code path, without the bytes)."""
+def packing_fits(model: nn.Module) -> bool:
+    """Whether packed copies of every linear weight fit the free memory with room to spare."""
+    weight_bytes = sum(w.numel() * w.element_size() for group in linear_weights(model).values() for w in group)
+    return weight_bytes <= PACKED_MEMORY_SHARE * available_memory()
+
+
+def _prepared(weights: list[torch.Tensor], products: dict) -> Callable[[str], tuple[list[torch.Tensor], torch.Tensor]]:
+    """name -> the weights that product reads for the group and for its warm-up (the first rows of the
+    first weight: its code path, without the bytes): the weights themselves or their prepared copies,
+    made on first use (a choice read from the cache prepares nothing)."""
+    made: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}
+
+    def weights_for(name: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if name not in made:
+            prepare = PREPARED.get(name, lambda w: w)
+            made[name] = ([prepare(w) for w in weights], prepare(weights[0][:WARM_UP_ROWS]))
+        return made[name]
+    return weights_for
+
+
+def _candidates(weights: list[torch.Tensor], weights_for: Callable, products: dict, rows: int) -> tuple[dict, dict]:
+    """Each product applied to every weight of the group in turn, as one forward would; and its warm-up."""
     x = torch.randn(1, rows, weights[0].shape[1], dtype=weights[0].dtype, device=weights[0].device)
-    products = candidate_products(weights[0].device)
-    return ({name: (lambda product=product: [product(x, w) for w in weights]) for name, product in products.items()},
-            {name: (lambda product=product: product(x, weights[0][:WARM_UP_ROWS])) for name, product in products.items()})
+    return ({name: (lambda p=product, n=name: [p(x, w) for w in weights_for(n)[0]]) for name, product in products.items()},
+            {name: (lambda p=product, n=name: p(x, weights_for(n)[1])) for name, product in products.items()})
 
 
 @torch.inference_mode()
 def choose_row_products(model: nn.Module) -> RowProducts:
     """Time the candidate products for each weight shape and row bucket; keep the fastest."""
-    device = model.get_input_embeddings().weight.device
-    dtype = model_dtype_name(model)
-    names = "+".join(candidate_products(device))  # in the cache key: a new candidate is timed, not skipped
+    probe = model.get_input_embeddings().weight
+    device, dtype = probe.device, model_dtype_name(model)
+    products = candidate_products(device, probe.dtype, packing=packing_fits(model))
+    names = "+".join(products)  # in the cache key: a new candidate is timed, not skipped
     chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS}
     choices = []
     for shape, group in linear_weights(model).items():
         weights = streamed(group)
         large = sum(w.numel() * w.element_size() for w in weights) > LARGE_GROUP_BYTES
+        weights_for = _prepared(weights, products)
         for low, high in ROW_BUCKETS:
-            candidates, warm_ups = _candidates(weights, high)
+            candidates, warm_ups = _candidates(weights, weights_for, products, high)
             choice = choose_fastest(f"row-linear:{dtype}:{shape[0]}x{shape[1]}x{len(weights)}:rows{_rows(low, high)}"
                                     f":{names}", candidates, device, repeats=3, rounds=1 if large else 2,
                                     incumbent=INCUMBENT, margin=WIN_MARGIN, warm_ups=warm_ups)

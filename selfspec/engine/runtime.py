@@ -149,4 +149,4 @@ class Engine:
         """What this engine runs, for --json reports and bench output."""
         return {"cache": "static" if self.static_cache else "dynamic",
                 "compiled": self.steps.describe() if self.steps is not None else "off",
-                "products": self.products.to_dict()}
+                "products": self.products.to_dict() | {"extra_bytes": self.products.extra_bytes(self.model)}}
