@@ -305,6 +305,7 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert report["drafts"]["self-spec K=2 int8 off"]["draft_extra_bytes"] > 0
     assert report["profile"]["attn"] == [1, 2] and report["machine"]["device"]
     assert report["engine"]["cache"] == "static" and "choices" in report["engine"]["products"]
+    assert report["engine"]["products"]["extra_bytes"] >= 0
     over = report["overhead"]
     assert over["ar_over_floor"] == pytest.approx(over["ar_ms_per_token"] / over["floor_ms"])
     # v for every width a step may verify: K = 2 drafts, or as many tokens as a step may copy by default.
@@ -391,3 +392,16 @@ def test_gpu_projection_script_runs_on_tiny_shapes(tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "| Llama-2-13B | even 45% |" in out and "| Llama-2-70B * | even 25% |" in out
     assert "End to end: Llama-2-13B" in out and "| self-spec K=2 fixed | all |" in out
+
+
+def test_the_engine_line_names_the_memory_of_packed_weight_copies():
+    from selfspec.bench.report import overhead_lines
+
+    def detail(extra_bytes):
+        products = {"chosen": {"rows 6-9": {"96x32": "onednn-packed"}}, "choices": [], "extra_bytes": extra_bytes}
+        return {"engine": {"cache": "static", "compiled": "off", "products": products}, "floor": {},
+                "overhead": {"ar_ms_per_token": None, "methods": {}}}
+
+    line = overhead_lines(detail(113_246_208))[0]
+    assert "rows 6-9: onednn-packed for 96x32" in line and line.endswith("(packed weight copies: 113 MB)")
+    assert "packed weight copies" not in overhead_lines(detail(0))[0]

@@ -71,7 +71,9 @@ def overhead_lines(detail: dict) -> list[str]:
     engine, floor, over = detail["engine"], detail["floor"], detail["overhead"]
     compiled = engine["compiled"] if engine["compiled"] == "off" else "on"
     products = RowProducts.summary_of(engine["products"])
-    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; few-row products: {products}"]
+    copies = engine["products"].get("extra_bytes", 0)
+    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; few-row products: {products}"
+             + (f" (packed weight copies: {copies / 1e6:.0f} MB)" if copies else "")]
     if over["ar_ms_per_token"] is not None:
         lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
                      f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run"
