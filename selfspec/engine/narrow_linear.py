@@ -6,8 +6,8 @@ about one single-token forward (the weights are read once either way), but how c
 2-3x the one-row product, and there the same product computed weight-major, `W @ x.T`, streams W once;
 oneDNN's matmul on a copy of W packed once in its own layout can beat both over 6-17 rows (on the plain
 layout it re-blocks W every call); a batch of slabs of W, one per thread, can beat all of them where the
-BLAS leaves a core idle over one row; on another CPU plain `linear` wins everywhere (docs/BENCHMARKS.md). So no candidate is used blindly: row_products.py times them per weight shape and
-row count (one row too) and puts a `RowChosenLinear` only where another product won, in a shadow of the
+BLAS leaves a core idle over one row; on another CPU plain `linear` wins everywhere (docs/BENCHMARKS.md).
+So no candidate is used blindly: row_products.py times them per weight shape and row count (one row too) and puts a `RowChosenLinear` only where another product won, in a shadow of the
 model (shadow.py) that the engine's forwards run. The model itself is never changed.
 
 The products are the same sums in another order, so logits can differ from the one-row path by
@@ -143,9 +143,13 @@ class RowChosenLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        self.products = dict(products)  # rows -> product
         # rows -> (product, the weight it reads): one lookup per call
         self._chosen = {rows: (product, (weights or {}).get(rows, self.weight)) for rows, product in products.items()}
+
+    @property
+    def products(self) -> dict[int, Product]:
+        """rows -> the product chosen for that many rows."""
+        return {rows: product for rows, (product, _) in self._chosen.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         product, weight = self._chosen.get(x.numel() // self.in_features, (F.linear, self.weight))

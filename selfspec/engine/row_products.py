@@ -82,8 +82,8 @@ class RowProducts:
 
     def extra_bytes(self, model: nn.Module) -> int:
         """Memory the prepared copies of `tuned(model)` hold beside the model (a packed weight has its bytes)."""
-        return sum(w.numel() * w.element_size() for shape, group in linear_weights(model).items()
-                   if set(self.products_for(shape).values()) & set(PREPARED) for w in group)
+        return sum(_bytes(group) for shape, group in linear_weights(model).items()
+                   if set(self.products_for(shape).values()) & set(PREPARED))
 
     def to_dict(self) -> dict:
         return {"chosen": {f"rows {_rows(lo, hi)}": {f"{o}x{i}": p for (o, i), p in sorted(names.items())}
@@ -111,6 +111,10 @@ def _rows(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+def _bytes(weights: list[torch.Tensor]) -> int:
+    return sum(w.numel() * w.element_size() for w in weights)
+
+
 def linear_weights(model: nn.Module) -> dict[tuple[int, int], list[torch.Tensor]]:
     """The model's linear weights (lm_head included), grouped by (out, in) shape, each once."""
     weights: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -132,7 +136,7 @@ def streamed(weights: list[torch.Tensor]) -> list[torch.Tensor]:
         row_bytes = w.shape[1] * w.element_size()
         rows = min(w.shape[0], -(-(STREAM_BYTES - total) // row_bytes))
         taken.append(w if rows == w.shape[0] or len(weights) > 1 else w[:rows])
-        total += taken[-1].numel() * w.element_size()
+        total += _bytes(taken[-1:])
     return taken
 
 
@@ -140,17 +144,18 @@ def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool =
     """The products this build can run on this device and dtype (oneDNN's only on CPUs of builds that
     have it). With oneDNN's packed weights, its product on the plain layout is left out: the same
     kernel re-blocking W on every call, slower at every row count measured."""
-    packed = packing and onednn_packing_available(device, dtype)
-    unavailable = {"onednn"} if packed or not onednn_available(device) else set()
-    if not packed:
-        unavailable.add("onednn-packed")
-    return {name: product for name, product in PRODUCTS.items() if name not in unavailable}
+    if packing and onednn_packing_available(device, dtype):
+        left_out = {"onednn"}
+    elif onednn_available(device):
+        left_out = {"onednn-packed"}
+    else:
+        left_out = {"onednn", "onednn-packed"}
+    return {name: product for name, product in PRODUCTS.items() if name not in left_out}
 
 
 def packing_fits(model: nn.Module) -> bool:
     """Whether packed copies of every linear weight fit the free memory with room to spare."""
-    weight_bytes = sum(w.numel() * w.element_size() for group in linear_weights(model).values() for w in group)
-    return weight_bytes <= PACKED_MEMORY_SHARE * available_memory()
+    return sum(map(_bytes, linear_weights(model).values())) <= PACKED_MEMORY_SHARE * available_memory()
 
 
 def _prepared(weights: list[torch.Tensor], products: dict) -> Callable[[str], tuple[list[torch.Tensor], torch.Tensor]]:
@@ -185,7 +190,7 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     choices = []
     for shape, group in linear_weights(model).items():
         weights = streamed(group)
-        large = sum(w.numel() * w.element_size() for w in weights) > LARGE_GROUP_BYTES
+        large = _bytes(weights) > LARGE_GROUP_BYTES
         weights_for = _prepared(weights, products)
         for low, high in ROW_BUCKETS:
             candidates, warm_ups = _candidates(weights, weights_for, products, high)
