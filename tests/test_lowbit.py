@@ -9,7 +9,7 @@ import torch
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
 from selfspec.engine.cache import new_cache
-from selfspec.engine.fused_sublayers import FUSABLE_MODEL_TYPES
+from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES
 from selfspec.engine.lowbit import kernel_builders, low_bit_shadow
 from selfspec.engine.shadow import linear_slots
 from test_engine import _assert_same, _snapshot, generated
@@ -58,7 +58,7 @@ def test_fused_sublayers_compute_what_the_layers_own_modules_compute(arch, weigh
     with torch.inference_mode():
         expected = reference(ids).logits[0]
         draft = DraftModel(model, SkipProfile(layers), weights=weights, kernels=FIXED_KERNELS[weights])
-        assert draft.lowbit.fused == (arch in FUSABLE_MODEL_TYPES)
+        assert draft.lowbit.fused == (arch in PLAIN_LLAMA_MODEL_TYPES)
         whole = draft(ids, torch.arange(ids.shape[1])[None], new_cache())[0]
         cache = new_cache(layers, 32)
         stepwise = torch.cat([draft(ids[:, i:i + 1], torch.tensor([[i]]), cache)[0] for i in range(ids.shape[1])])
@@ -100,7 +100,7 @@ def test_the_shadow_shares_every_tensor_and_leaves_the_model_untouched():
     list(self_speculative(model, [3, 4, 5], draft, 20, settings=DraftSettings(max_draft=3)))
     _assert_same(before, _snapshot(model))
     assert pointers == {name: p.data_ptr() for name, p in model.named_parameters()}
-    shadow = draft._decoder
+    shadow = draft.walk.decoder
     assert shadow is not model.model
     assert shadow.embed_tokens.weight is model.model.embed_tokens.weight  # shared, not copied
     assert shadow.layers[0].input_layernorm.weight is model.model.layers[0].input_layernorm.weight

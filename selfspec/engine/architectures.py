@@ -7,8 +7,12 @@ support and gives one function per sublayer that applies it *with* its residual 
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 import torch
 from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 # model_type -> family name shown to users
 SUPPORTED_MODEL_TYPES: dict[str, str] = {
@@ -62,6 +66,31 @@ def layer_type(config, layer_index: int) -> str:
     return layer_types[layer_index] if layer_types is not None else "full_attention"
 
 
+PLAIN_LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def plain_llama_layers(model: nn.Module) -> bool:
+    """Whether every decoder layer of `model` has the plain Llama shape: pre-norm RMSNorm, SiLU-gated MLP,
+    full rotary, no q/k norms, sdpa or eager attention (the families in PLAIN_LLAMA_MODEL_TYPES)."""
+    config = model.config
+    attention = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
+    return (getattr(config, "model_type", None) in PLAIN_LLAMA_MODEL_TYPES
+            and getattr(config, "hidden_act", None) == "silu"
+            and getattr(config, "pretraining_tp", 1) == 1
+            and attention in ("sdpa", "eager")
+            and all(_plain_layer(layer) for layer in decoder_layers(model)))
+
+
+def _plain_layer(layer: nn.Module) -> bool:
+    attn, mlp = layer.self_attn, layer.mlp
+    projections = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    projections += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    norms = (getattr(layer, "input_layernorm", None), getattr(layer, "post_attention_layernorm", None))
+    return (all(isinstance(p, nn.Module) and hasattr(p, "in_features") for p in projections)
+            and not hasattr(attn, "q_norm")
+            and all(n is not None and hasattr(n, "variance_epsilon") for n in norms))
+
+
 def _has_sandwich_norms(layer: nn.Module) -> bool:
     # Gemma 2/3 normalise both the input and the output of each sublayer.
     return hasattr(layer, "pre_feedforward_layernorm")
@@ -94,3 +123,44 @@ def mlp_sublayer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if _has_sandwich_norms(layer):
         return hidden + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(hidden)))
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
+    """For plain Llama-family layers whose modules carry no hooks (accelerate's device maps add some; they
+    are looked for now, once): (attention, MLP) sublayer functions like `attention_sublayer` and
+    `mlp_sublayer` that run each module's own operations in its own order (transformers'
+    `LlamaAttention.forward`, its family's rotary and attention functions, each linear's and norm's own
+    `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU costs more than a small
+    layer's arithmetic. The logits stay the model's own, bit for bit. None for any other model."""
+    layers = decoder_layers(model)
+    if not plain_llama_layers(model) or any(_hooked(m) for layer in layers for m in layer.modules()):
+        return None
+    family = sys.modules[type(layers[0].self_attn).__module__]
+    rotate = family.apply_rotary_pos_emb
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(model.config._attn_implementation or "sdpa",
+                                                   family.eager_attention_forward)
+
+    def attention(layer, hidden, position_embeddings, attention_mask, position_ids, cache):
+        attn = layer.self_attn
+        normed = layer.input_layernorm.forward(hidden)
+        heads = (*hidden.shape[:-1], -1, attn.head_dim)
+        query = attn.q_proj.forward(normed).view(heads).transpose(1, 2)
+        key = attn.k_proj.forward(normed).view(heads).transpose(1, 2)
+        value = attn.v_proj.forward(normed).view(heads).transpose(1, 2)
+        cos, sin = position_embeddings
+        query, key = rotate(query, key, cos, sin)
+        key, value = cache.update(key, value, attn.layer_idx)
+        out, _ = attend(attn, query, key, value, attention_mask, dropout=0.0, scaling=attn.scaling)
+        return hidden + attn.o_proj.forward(out.reshape(*hidden.shape[:-1], -1).contiguous())
+
+    def mlp(layer, hidden):
+        module = layer.mlp
+        normed = layer.post_attention_layernorm.forward(hidden)
+        return hidden + module.down_proj.forward(module.act_fn(module.gate_proj.forward(normed))
+                                                 * module.up_proj.forward(normed))
+
+    return attention, mlp
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or getattr(module, "_hf_hook", None))

@@ -10,8 +10,8 @@ and products stay in the kernel's dtype where the next operation casts anyway. T
 proposes — the full model verifies with its own modules — so the few-ulp differences of another
 operation order cannot change the output.
 
-Only plain Llama-family layers are fused (pre-norm RMSNorm, SiLU-gated MLP, full rotary, no q/k
-norms): the families in FUSABLE_MODEL_TYPES. Others keep transformers' modules (architectures.py).
+Only plain Llama-family layers are fused (architectures.plain_llama_layers); others keep transformers'
+modules.
 """
 
 from __future__ import annotations
@@ -21,31 +21,6 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from selfspec.engine.architectures import decoder_layers
-
-FUSABLE_MODEL_TYPES = ("llama", "mistral", "qwen2")
-
-
-def fusable(model: nn.Module) -> bool:
-    """Whether every decoder layer of `model` has the plain Llama shape this module computes."""
-    config = model.config
-    attention = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
-    return (getattr(config, "model_type", None) in FUSABLE_MODEL_TYPES
-            and getattr(config, "hidden_act", None) == "silu"
-            and getattr(config, "pretraining_tp", 1) == 1
-            and attention in ("sdpa", "eager")
-            and all(_plain_layer(layer) for layer in decoder_layers(model)))
-
-
-def _plain_layer(layer: nn.Module) -> bool:
-    attn, mlp = layer.self_attn, layer.mlp
-    projections = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
-    projections += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
-    norms = (getattr(layer, "input_layernorm", None), getattr(layer, "post_attention_layernorm", None))
-    return (all(isinstance(p, nn.Linear) for p in projections)
-            and not hasattr(attn, "q_norm")
-            and all(n is not None and hasattr(n, "variance_epsilon") for n in norms))
 
 
 def _concatenated(*linears: nn.Linear) -> nn.Linear:

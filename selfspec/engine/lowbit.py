@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from selfspec.engine.architectures import decoder_layers
+from selfspec.engine.architectures import decoder_layers, plain_llama_layers
 from selfspec.engine.devices import dtype_name
-from selfspec.engine.fused_sublayers import fusable, fuse_projections
+from selfspec.engine.fused_sublayers import fuse_projections
 from selfspec.engine.kernels import choose_fastest
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
@@ -254,7 +254,7 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
         extra += layer.extra_bytes
         return layer
 
-    fused = fuse and fusable(shadow)
+    fused = fuse and plain_llama_layers(shadow)
     if fused:
         for layer in decoder_layers(shadow):
             fuse_projections(layer, quantise)

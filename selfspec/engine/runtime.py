@@ -5,7 +5,9 @@ for both decoders, so that the autoregressive baseline runs exactly as fast as t
   - the KV cache: a static one sized for the request (static_cache.py), or the dynamic fallback;
   - the products of its few-row forwards (a decoding step, a verification), chosen per machine by timing
     (row_products.py);
-  - the three steps (one full token, one draft token, one verification) compiled or eager (compiled.py).
+  - the three steps (one full token, one draft token, one verification) compiled or eager (compiled.py);
+    eager, the full model's forwards walk its layers in a plain loop (walk.py) instead of transformers'
+    forward, with the same logits.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from selfspec.engine.architectures import num_layers
 from selfspec.engine.cache import new_cache
 from selfspec.engine.compiled import CompiledSteps, compile_setting, padded_width
 from selfspec.engine.row_products import RowProducts, choose_row_products
+from selfspec.engine.walk import LayerWalk
 
 STATIC_ATTENTION = ("sdpa", "eager")  # implementations that take our position-built masks
 CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
@@ -45,6 +48,7 @@ class Engine:
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
+        self._walks = attention in STATIC_ATTENTION  # flash-style kernels take transformers' own masks
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
@@ -56,6 +60,7 @@ class Engine:
         layers swapped (the model is never changed)."""
         self.products = products
         self.tuned = products.tuned(self.model)
+        self.walk = LayerWalk(self.tuned, self.model.config, self.tuned.get_output_embeddings()) if self._walks else None
         if getattr(self, "steps", None) is not None:
             self.steps.use_model(self.tuned)
 
@@ -111,7 +116,7 @@ class Engine:
             return
         with self.request_cache(prompt_length, new_tokens, max_width) as cache:  # its captured graphs stay for the next request
             token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-            forward_full(self.tuned, token, 0, cache)  # the prefill (eager), as a request starts: the steps see a filled cache
+            self._forward(token, 0, cache)  # the prefill (eager), as a request starts: the steps see a filled cache
             self.full(token, 1, cache)
             for draft in drafts:
                 cache.rollback(1)
@@ -125,14 +130,14 @@ class Engine:
         """Full-model logits (q, V) for `tokens` (1, q) at positions start..; one token may run compiled."""
         if tokens.shape[-1] == 1 and self.steps is not None:
             return self.steps.full(tokens, self._positions(start, 1), cache)
-        return forward_full(self.tuned, tokens, start, cache, last_only)
+        return self._forward(tokens, start, cache, last_only)
 
     @torch.inference_mode()
     def verify(self, tokens: torch.Tensor, start: int, cache) -> torch.Tensor:
         """Full-model logits over the few positions of a verification, with the products chosen here."""
         if self.steps is not None:
             return self.steps.verify(tokens, self._positions(start, tokens.shape[-1]), cache)
-        return forward_full(self.tuned, tokens, start, cache)
+        return self._forward(tokens, start, cache)
 
     @torch.inference_mode()
     def draft(self, draft, token: torch.Tensor, position: int, cache) -> torch.Tensor:
@@ -141,6 +146,11 @@ class Engine:
         if self.steps is not None:
             return self.steps.draft(draft, token, positions, cache)
         return draft(token, positions, cache)[0, -1]
+
+    def _forward(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
+        if self.walk is None:
+            return forward_full(self.tuned, tokens, start, cache, last_only)
+        return self.walk(tokens, self._positions(start, tokens.shape[-1]), cache, last_only, from_start=start == 0)[0]
 
     def _positions(self, start: int, width: int) -> torch.Tensor:
         return torch.arange(start, start + width, device=self.device)[None]

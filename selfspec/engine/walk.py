@@ -1,0 +1,135 @@
+"""A decoder's forward pass as a plain loop over its sublayers, at explicit positions, for batch 1.
+
+Both roles run through it: the draft (some sublayers skipped, maybe on low-bit copies) and the engine's
+full-model forwards (nothing skipped). transformers' own forward does more per step than a decoding step
+needs (mask-building functions, output classes, keyword arguments threaded through every module), and
+at batch 1 on a CPU each of those costs microseconds that no product amortises. The loop does only the
+layers' arithmetic, through architectures.py's sublayer functions, which keep each layer's own operations
+in their own order: with nothing skipped, the logits are the model's own, bit for bit (tests/test_walk.py).
+
+Masks are built from positions, never from cache lengths: the cache of a layer the draft skipped is
+shorter than the others, and a static cache returns its whole buffer, stale entries included.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from selfspec.engine.architectures import (
+    attention_sublayer,
+    attention_window,
+    decoder,
+    decoder_layers,
+    direct_sublayers,
+    layer_type,
+    mlp_sublayer,
+)
+from selfspec.engine.cache import is_static, layer_length
+from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_sublayer
+
+
+def sublayer_functions(body: nn.Module, fused: bool) -> tuple[Callable, Callable]:
+    """(attention, MLP) sublayer functions for `body`'s layers: fused ones for layers prepared by
+    fuse_projections, the modules' operations called directly where architectures.py can, else the
+    layers' own modules."""
+    if fused:
+        return fused_attention_sublayer, fused_mlp_sublayer
+    return direct_sublayers(body) or (attention_sublayer, mlp_sublayer)
+
+
+class LayerWalk:
+    def __init__(self, body: nn.Module, config, head: Callable[[torch.Tensor], torch.Tensor], fused: bool = False):
+        """`body`: the model, or a shadow of it sharing its config (low-bit copies, chosen products); `head`:
+        hidden states -> logits; `fused`: `body`'s layers were prepared by fused_sublayers.fuse_projections."""
+        self.decoder = decoder(body)
+        self.head = head
+        self._layers = list(decoder_layers(body))
+        self._attention, self._mlp = sublayer_functions(body, fused)
+        self._attn_impl = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
+        self._rotary_by_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
+        self._layer_types = [layer_type(config, i) for i in range(len(self._layers))]
+        self._windows = [attention_window(config, i) for i in range(len(self._layers))]
+        self._softcap = getattr(config, "final_logit_softcapping", None)
+        self._plan = self._plan_for((), ())
+
+    def _plan_for(self, skip_attn: Iterable[int], skip_mlp: Iterable[int]) -> list:
+        """Planned once (not per step): which sublayers run in each layer."""
+        skip_attn, skip_mlp = set(skip_attn), set(skip_mlp)
+        return [(i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)]
+
+    def skipping(self, attn: Iterable[int], mlp: Iterable[int]) -> "LayerWalk":
+        """The same walk (its modules shared) bypassing these layers' attention and MLP sublayers."""
+        twin = copy.copy(self)
+        twin._plan = self._plan_for(attn, mlp)
+        return twin
+
+    def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache,
+                 last_only: bool = False, from_start: bool = False) -> torch.Tensor:
+        """Logits (1, q, V) for `input_ids` (1, q) at absolute `position_ids`, appending to `cache` (only the
+        last position's with `last_only`); `from_start`: the positions begin at 0 (a prefill)."""
+        hidden = self.decoder.embed_tokens(input_ids)
+        rotary = self.decoder.rotary_emb
+        if self._rotary_by_type:
+            position_embeddings = {t: rotary(hidden, position_ids, t) for t in set(self._layer_types)}
+        else:
+            shared = rotary(hidden, position_ids)
+            position_embeddings = {t: shared for t in set(self._layer_types)}
+        masks = {}  # one per distinct (key length, window) within this forward
+        for i, layer, run_attn, run_mlp in self._plan:
+            if run_attn:
+                mask = self._mask(i, position_ids, cache, hidden.dtype, masks, from_start)
+                hidden = self._attention(
+                    layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
+                )
+            if run_mlp:
+                hidden = self._mlp(layer, hidden)
+        if last_only:
+            hidden = hidden[:, -1:]
+        logits = self.head(self.decoder.norm(hidden))
+        if self._softcap is not None:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits
+
+    def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype, masks: dict,
+              from_start: bool = False):
+        """Attention mask for one layer, over *that layer's* keys, from positions; None when none is needed.
+
+        A dynamic cache returns the layer's own keys (shorter for layers the draft skipped); a static
+        cache returns its whole buffer, whose entries past the query's position are stale or empty.
+        """
+        query_len = position_ids.shape[-1]
+        static = is_static(cache)
+        kv_len = cache.capacity if static else layer_length(cache, layer_index) + query_len
+        window = self._windows[layer_index]
+        needs_window = window is not None and (static or kv_len > window)
+        if query_len == 1 and not needs_window and not static:
+            return None  # one query attends to the whole (causal) cache: no mask
+        if self._attn_impl not in ("sdpa", "eager"):
+            return None  # flash-style kernels apply causality and windows themselves
+        if (from_start and static and query_len > 1 and self._attn_impl == "sdpa"
+                and (window is None or query_len <= window)):
+            # A prefill: sdpa then attends causally over the first q keys only, as transformers' forward
+            # does (a mask over the whole buffer gives the same values up to rounding).
+            return None
+        key = (kv_len, window if needs_window else None)
+        if key not in masks:
+            masks[key] = self._position_mask(position_ids, kv_len, key[1], dtype)
+        return masks[key]
+
+    def _position_mask(self, position_ids: torch.Tensor, kv_len: int, window: int | None, dtype: torch.dtype):
+        key_pos = torch.arange(kv_len, device=position_ids.device)
+        query_pos = position_ids[0, :, None]
+        allowed = key_pos[None, :] <= query_pos
+        if window is not None:
+            allowed &= key_pos[None, :] > query_pos - window
+        allowed = allowed[None, None]
+        if self._attn_impl == "eager":
+            return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+                ~allowed, torch.finfo(dtype).min
+            )
+        return allowed
