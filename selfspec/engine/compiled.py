@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -70,9 +71,11 @@ def use_inductor_cache_dir() -> str:
 class CompiledSteps:
     """Compiled callables for one model; each falls back to eager for good after a failure."""
 
-    def __init__(self, model: nn.Module, mode: str | None, backend: str | object = "inductor",
+    def __init__(self, forward: Callable, mode: str | None, backend: str | object = "inductor",
                  capture: bool = False):
-        self.model = model  # what the steps run: the model, or the engine's shadow of it with this machine's products
+        # What the steps run: the engine's walk over the model or its shadow with this machine's products,
+        # (tokens, positions, cache) -> logits (1, q, V).
+        self.forward = forward
         self.mode = mode
         self.graphs = CapturedGraphs() if capture else None
         # torch.compile's own CUDA graphs reuse their outputs at the next replay.
@@ -87,14 +90,14 @@ class CompiledSteps:
         self._verify = torch.compile(self._verify_logits, **options)
         self._draft = torch.compile(self._draft_logits, **options)
 
-    def use_model(self, model: nn.Module) -> None:
-        """Run the steps through `model` from now on (graphs captured through the old one are dropped)."""
-        self.model = model
+    def use_forward(self, forward: Callable) -> None:
+        """Run the steps through `forward` from now on (graphs captured through the old one are dropped)."""
+        self.forward = forward
         if self.graphs is not None:
             self.graphs = CapturedGraphs()
 
     @staticmethod
-    def for_model(model: nn.Module, enabled: bool, static_cache: bool,
+    def for_model(model: nn.Module, forward: Callable, enabled: bool, static_cache: bool,
                   backend: str | object = "inductor", mode: str | None = None) -> "CompiledSteps | None":
         if not enabled:
             return None
@@ -107,15 +110,15 @@ class CompiledSteps:
         # On CUDA, inductor's steps are captured as CUDA graphs by hand (captured.py), unless a mode asks for
         # torch.compile's own (reduce-overhead, max-autotune); the cudagraphs backend is CUDA graphs alone.
         capture = device.type == "cuda" and backend == "inductor" and mode in (None, "max-autotune-no-cudagraphs")
-        return CompiledSteps(model, mode, backend, capture)
+        return CompiledSteps(forward, mode, backend, capture)
 
     # --- the steps, as the compiler sees them ---
 
     def _full_logits(self, tokens, positions, cache):
-        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.forward(tokens, positions, cache)[0]
 
     def _verify_logits(self, tokens, positions, cache):
-        return self.model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True).logits[0]
+        return self.forward(tokens, positions, cache)[0]
 
     def _draft_logits(self, draft, token, positions, cache):
         return draft(token, positions, cache)[0, -1]

@@ -52,8 +52,8 @@ class Engine:
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
-        self.steps = CompiledSteps.for_model(self.tuned, compile_setting(compile, self.device), self.static_cache,
-                                             compile_backend, compile_mode)
+        self.steps = CompiledSteps.for_model(self.tuned, self.walk, compile_setting(compile, self.device),
+                                             self.static_cache, compile_backend, compile_mode)
 
     def use_products(self, products: RowProducts) -> None:
         """Run full-model forwards with these products: the model itself, or a shadow of it with the chosen
@@ -62,7 +62,7 @@ class Engine:
         self.tuned = products.tuned(self.model)
         self.walk = LayerWalk(self.tuned, self.model.config, self.tuned.get_output_embeddings()) if self._walks else None
         if getattr(self, "steps", None) is not None:
-            self.steps.use_model(self.tuned)
+            self.steps.use_forward(self.walk)
 
     @property
     def compilations(self) -> int:
