@@ -45,20 +45,24 @@ def test_greedy_low_bit_drafts_are_token_identical(arch, weights):
 FIXED_KERNELS = {"int8": {"int8": "int8pack"}, "int4": {"int4": "int4pack-float32", "int8": "int8pack"}}
 
 
+@pytest.mark.parametrize("query_form", ["grouped", "packed"])
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 @pytest.mark.parametrize("arch", list(CONFIGS))
-def test_fused_sublayers_compute_what_the_layers_own_modules_compute(arch, weights):
+def test_fused_sublayers_compute_what_the_layers_own_modules_compute(arch, weights, query_form):
     """The reference is transformers' own forward of the unfused low-bit shadow (the same quantised
     weights, every module the model's own class); the draft must match it over a whole prompt and
-    token by token through the static cache, and fuse exactly the Llama-family layers."""
+    token by token through the static cache (one query: in either attention form), and fuse exactly the
+    Llama-family layers."""
     model = tiny_model(arch)
     layers = model.config.num_hidden_layers
     reference, _ = low_bit_shadow(model, weights, FIXED_KERNELS[weights], fuse=False)
     ids = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3, 11, 70]])
     with torch.inference_mode():
         expected = reference(ids).logits[0]
-        draft = DraftModel(model, SkipProfile(layers), weights=weights, kernels=FIXED_KERNELS[weights])
+        kernels = FIXED_KERNELS[weights] | {"attention": query_form}
+        draft = DraftModel(model, SkipProfile(layers), weights=weights, kernels=kernels)
         assert draft.lowbit.fused == (arch in PLAIN_LLAMA_MODEL_TYPES)
+        assert draft.lowbit.fused == any(k.startswith("attention") for k in draft.lowbit.kernels)
         whole = draft(ids, torch.arange(ids.shape[1])[None], new_cache())[0]
         cache = new_cache(layers, 32)
         stepwise = torch.cat([draft(ids[:, i:i + 1], torch.tensor([[i]]), cache)[0] for i in range(ids.shape[1])])
@@ -130,9 +134,11 @@ def test_every_kernel_computes_the_dequantised_product(weights):
 
 def test_bad_draft_weights_are_refused():
     model = tiny_model("llama")
+    with pytest.raises(ValueError, match="not among the attention kernels.*grouped, packed"):
+        DraftModel(model, SkipProfile(4), weights="int8", kernels={"attention": "sideways"})
     with pytest.raises(ValueError, match="draft weights must be one of full, int8, int4"):
         DraftModel(model, SkipProfile(4), weights="int3")
-    with pytest.raises(ValueError, match="not a int8 kernel"):
+    with pytest.raises(ValueError, match="not among the int8 kernels"):
         DraftModel(model, SkipProfile(4), weights="int8", kernels={"int8": "magic"})
 
 

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from selfspec.engine.architectures import decoder_layers, plain_llama_layers
 from selfspec.engine.devices import dtype_name
-from selfspec.engine.fused_sublayers import fuse_projections
+from selfspec.engine.fused_sublayers import QUERY_FORMS, fuse_projections, one_query_form
 from selfspec.engine.kernels import choose_fastest
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
@@ -229,16 +229,19 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
                    fuse: bool = True) -> tuple[nn.Module, LowBitReport]:
     """A shadow of `model` whose every nn.Linear holds `weights` ("int8" or "int4") copies.
 
-    `kernels` forces a kernel per bit width, e.g. {"int8": "int8pack"} (tests, benchmarks); by
-    default each shape gets the fastest measured on this machine. With `fuse`, Llama-family layers
-    get fused q/k/v and gate/up products (fused_sublayers.py); `report.fused` says whether they did.
+    `kernels` forces a kernel per bit width, e.g. {"int8": "int8pack"}, and the fused layers' one-query
+    attention form, e.g. {"attention": "packed"} (tests, benchmarks); by default each shape gets the
+    fastest measured on this machine. With `fuse`, Llama-family layers get fused q/k/v and gate/up
+    products (fused_sublayers.py); `report.fused` says whether they did.
     """
     t0 = time.perf_counter()
     probe = model.get_input_embeddings().weight
     builders = {kind: kernel_builders(kind, probe.dtype, probe.device) for kind in ("int8", weights)}
     for kind, name in (kernels or {}).items():
-        if name not in builders.get(kind, {}):
-            raise ValueError(f"kernel {name!r} is not a {kind} kernel for {probe.dtype} on {probe.device}")
+        known = QUERY_FORMS if kind == "attention" else builders.get(kind, {})
+        if name not in known:
+            raise ValueError(f"{name!r} is not among the {kind} kernels for {dtype_name(probe.dtype)} on {probe.device} "
+                             f"(those are: {', '.join(known) or 'none'})")
     shadow = shadow_copy(model)
     head = shadow.get_output_embeddings()
     chosen: dict[tuple[str, int, int], str] = {}
@@ -255,10 +258,14 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
         return layer
 
     fused = fuse and plain_llama_layers(shadow)
+    report = {}
     if fused:
+        attention = decoder_layers(shadow)[0].self_attn
+        query_form = (kernels or {}).get("attention") or one_query_form(attention, probe.dtype, probe.device)
+        report[f"attention {attention.config.num_attention_heads}x{attention.config.num_key_value_heads}"] = query_form
         for layer in decoder_layers(shadow):
-            fuse_projections(layer, quantise)
+            fuse_projections(layer, quantise, query_form)
     for parent, name, linear in linear_slots(shadow):
         setattr(parent, name, quantise(linear))
-    report = {f"{kind} {o}x{i}": name for (kind, o, i), name in chosen.items()}
+    report |= {f"{kind} {o}x{i}": name for (kind, o, i), name in chosen.items()}
     return shadow, LowBitReport(weights, extra, report, time.perf_counter() - t0, fused)
