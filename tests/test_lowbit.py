@@ -11,6 +11,7 @@ from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, sel
 from selfspec.engine.cache import new_cache
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES
 from selfspec.engine.lowbit import kernel_builders, low_bit_shadow
+from selfspec.engine.runtime import Engine
 from selfspec.engine.shadow import linear_slots
 from test_engine import _assert_same, _snapshot, generated
 from tiny_models import CONFIGS, tiny_model
@@ -190,3 +191,23 @@ def test_bad_memory_sizes_are_refused(text):
 
     with pytest.raises(ValueError, match="memory size"):
         parse_bytes(text)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_16_bit_model_keeps_its_dtype_through_the_fused_draft(dtype):
+    """The int4 kernels compute in bfloat16 whatever the model's dtype: a float16 model's residual stream and
+    cache must stay float16 (float16 + bfloat16 would promote to float32 and fail the cache's write), and the
+    fused draft must still compute what the unfused low-bit shadow's own modules compute."""
+    model = tiny_model("llama").to(dtype)
+    kernels = {"int4": "int4pack-bfloat16", "int8": "int8pack-bfloat16"}
+    ids = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3, 11, 70]])
+    engine = Engine(model, choose_kernels=False)
+    cache = engine.new_cache(ids.shape[1], 4)
+    engine.full(ids[:, :-1], 0, cache, last_only=True)  # the full model's prefill makes the cache float16
+    draft = DraftModel(model, SkipProfile(4), weights="int4", kernels=kernels)
+    logits = engine.draft(draft, ids[:, -1:], ids.shape[1] - 1, cache)
+    reference, _ = low_bit_shadow(model, "int4", kernels, fuse=False)
+    with torch.inference_mode():
+        expected = reference(ids).logits[0, -1]
+    assert logits.dtype == dtype
+    torch.testing.assert_close(logits.float(), expected.float(), atol=0.25, rtol=0.05)  # 16-bit rounding, 4 layers

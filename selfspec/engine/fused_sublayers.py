@@ -111,14 +111,23 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     keys, values = cache.update(query_keys[:, heads:], values, attn.layer_idx)
     out = _attend(query_keys[:, :heads], keys, values, attention_mask, attn.scaling,
                   packed=width == 1 and attn.packs_one_query)
-    return hidden + attn.o_proj.native(out.transpose(1, 2).reshape(1, width, attn.query_width))
+    return _residual(hidden, attn.o_proj.native(out.transpose(1, 2).reshape(1, width, attn.query_width)))
 
 
 def fused_mlp_sublayer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """hidden + MLP(norm(hidden)) for a layer `fuse_projections` prepared."""
     mlp = layer.mlp
     gate, up = mlp.gate_up_proj.native(_rms_normed(hidden, layer.post_attention_layernorm)).chunk(2, -1)
-    return hidden + mlp.down_proj.native(F.silu(gate) * up)
+    return _residual(hidden, mlp.down_proj.native(F.silu(gate) * up))
+
+
+def _residual(hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """hidden + out in hidden's dtype. A product left in its kernel's dtype (bfloat16) joins a float32 or
+    bfloat16 stream as it is, the cast done by the addition; but float16 + bfloat16 promotes to float32,
+    which would leave a float16 model's stream, and its cache's dtype, after the first sublayer."""
+    if out.dtype is not hidden.dtype and hidden.dtype is not torch.float32:
+        out = out.to(hidden.dtype)
+    return hidden + out
 
 
 def _rms_normed(hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
