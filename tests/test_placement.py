@@ -77,7 +77,7 @@ def cached_choice(tmp_path, key, milliseconds):
     """Write what an earlier measurement on this machine found, in the kernel cache's own format."""
     path = tmp_path / "cache" / "kernels.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    full_key = f"{machine_fingerprint(torch.device('cpu'))} | cpu-dtype:{key}"
+    full_key = f"{machine_fingerprint(torch.device('cpu'))} | cpu-dtype-steps:{key}"
     name = min(milliseconds, key=milliseconds.get)
     path.write_text(json.dumps({full_key: {"name": name, "milliseconds": milliseconds}}))
 
@@ -93,6 +93,25 @@ def test_the_cpu_uses_16_bits_only_when_they_measured_clearly_faster(tmp_path, m
     chosen, reason = measured_cpu_dtype(tiny_model("llama"), "tiny")
     fastest_16bit = min(ms for name, ms in milliseconds.items() if name != "float32")
     assert chosen == dtype and f"{fastest_16bit:.1f} ms" in reason
+
+
+def test_each_dtype_is_timed_over_a_step_and_a_verification(monkeypatch):
+    """A dtype can be quick over one row and slow over several (float16 without native arithmetic): each
+    candidate must run both a one-token forward and a five-position one, in its own dtype."""
+    import selfspec.models.placement as placement
+    from selfspec.engine.kernels import KernelChoice
+
+    seen: dict[str, list[int]] = {}
+
+    def run_each_once(key, candidates, device, **options):
+        for name, run in candidates.items():
+            seen[name] = [out.logits.shape[1] for out in run()]
+            assert {str(out.logits.dtype) for out in run()} == {f"torch.{name}"}
+        return KernelChoice(key, "float32", {name: 1.0 for name in candidates})
+
+    monkeypatch.setattr(placement, "choose_fastest", run_each_once)
+    measured_cpu_dtype(tiny_model("llama"), "widths")
+    assert seen == {name: [1, 5] for name in ("float32", "bfloat16", "float16")}
 
 
 def test_a_fresh_cpu_measurement_is_recorded_and_followed(tmp_path, monkeypatch, quiet_machine):

@@ -5,7 +5,7 @@ SELFSPEC_DEVICE / SELFSPEC_DTYPE override the default):
 - CUDA with compute capability 8.0 or newer: bfloat16. Below 8.0 (a T4 is 7.5) bf16 is only
   emulated, although `torch.cuda.is_bf16_supported()` counts emulation as support, so the
   capability is read instead and float16 is used.
-- CPU: float32, the exact one, unless the model's own forward measures clearly faster in bfloat16 or
+- CPU: float32, the exact one, unless the model's own forwards measure clearly faster in bfloat16 or
   float16 on this machine (AVX512-BF16, AMX); measured once per machine and model, cached like a kernel choice.
 """
 
@@ -26,6 +26,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 NATIVE_BF16_CAPABILITY = (8, 0)
 CPU_16BIT_MARGIN = 0.9  # bf16 on the CPU only when it takes < 90% of the fp32 time (noise, exactness)
+VERIFY_POSITIONS = 5  # the forward a dtype is also timed over: a verification of four drafts
 
 
 @dataclass(frozen=True)
@@ -69,35 +70,39 @@ def _cuda_present() -> bool:
 
 @torch.inference_mode()
 def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
-    """float32, or a 16-bit dtype, for a model loaded in float32 on the CPU: whichever one-token forward is faster.
+    """float32, or a 16-bit dtype, for a model loaded in float32 on the CPU: whichever runs a one-token forward
+    (a plain step) and a VERIFY_POSITIONS-position forward (a verification) faster, together.
 
-    A bfloat16 and a float16 copy are timed against the model, interleaved; a 16-bit dtype wins only
-    below CPU_16BIT_MARGIN of the fp32 time. The choice is cached per machine and key (see
+    Both widths, because a dtype can be quick for one row and slow for several: on one CPU without native
+    float16 arithmetic a float16 token took 14 ms and five took 36, against bfloat16's 20 and 21, and
+    self-speculation mostly runs verifications. A bfloat16 and a float16 copy are timed against the model,
+    interleaved; a 16-bit dtype wins only below CPU_16BIT_MARGIN of the fp32 time. The choice is cached per machine and key (see
     engine/kernels.py), so the copies are made once. A model too large for two half-size copies in
     memory stays in float32 unmeasured.
     """
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     if weights > available_memory() // 4:
         return torch.float32, "float32 on the CPU (too large to time 16-bit copies)"
-    ids = torch.ones(1, 1, dtype=torch.long)
+    widths = [torch.ones(1, 1, dtype=torch.long), torch.ones(1, VERIFY_POSITIONS, dtype=torch.long)]
     copies: dict[torch.dtype, nn.Module] = {}
 
     def forward(dtype: torch.dtype):
         def run():
-            if dtype is torch.float32:
-                return model(input_ids=ids)
-            if dtype not in copies:  # made only when the choice is not cached
+            if dtype is not torch.float32 and dtype not in copies:  # made only when the choice is not cached
                 copies[dtype] = copy.deepcopy(model).to(dtype)
-            return copies[dtype](input_ids=ids)
+            timed = model if dtype is torch.float32 else copies[dtype]
+            return [timed(input_ids=ids) for ids in widths]
         return run
 
     candidates = {dtype_name(dtype): forward(dtype) for dtype in (torch.float32, torch.bfloat16, torch.float16)}
-    ms = choose_fastest(f"cpu-dtype:{key}", candidates, torch.device("cpu"), repeats=3, rounds=2).milliseconds
+    ms = choose_fastest(f"cpu-dtype-steps:{key}", candidates, torch.device("cpu"), repeats=3, rounds=2).milliseconds
     copies.clear()
     fp32 = ms.get("float32")
     best = min((name for name in ("bfloat16", "float16") if name in ms), key=ms.get, default=None)
     if fp32 is None or best is None:
         return torch.float32, "float32 on the CPU"
     if ms[best] < CPU_16BIT_MARGIN * fp32:
-        return DTYPES[best], f"{best} on the CPU: a token takes {ms[best]:.1f} ms vs {fp32:.1f} ms in float32"
-    return torch.float32, f"float32 on the CPU: a token takes {fp32:.1f} ms vs {ms[best]:.1f} ms in {best}"
+        return DTYPES[best], (f"{best} on the CPU: a token and a {VERIFY_POSITIONS}-token verification take "
+                              f"{ms[best]:.1f} ms vs {fp32:.1f} ms in float32")
+    return torch.float32, (f"float32 on the CPU: a token and a {VERIFY_POSITIONS}-token verification take {fp32:.1f} ms "
+                           f"vs {ms[best]:.1f} ms in {best}")
