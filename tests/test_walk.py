@@ -46,9 +46,10 @@ def test_sublayers_run_directly_only_for_plain_llama_layers(arch):
     assert (direct_sublayers(tiny_model(arch)) is not None) == (arch in PLAIN_LLAMA_MODEL_TYPES)
 
 
-@pytest.mark.parametrize("hooked", ["self_attn", "mlp.up_proj", "post_attention_layernorm"])
+@pytest.mark.parametrize("hooked", ["", "self_attn", "mlp.up_proj", "post_attention_layernorm"])
 def test_a_hooked_module_keeps_its_own_call(hooked):
-    """Hooks (accelerate's device maps add some) run only when the module itself is called."""
+    """Hooks (accelerate's device maps add some) run only when the module itself is called: the decoder layer
+    itself, or any module in it."""
     model = tiny_model("llama")
     calls = []
     model.model.layers[2].get_submodule(hooked).register_forward_hook(lambda module, args, out: calls.append(1))

@@ -133,7 +133,7 @@ def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
     `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU costs more than a small
     layer's arithmetic. The logits stay the model's own, bit for bit. None for any other model."""
     layers = decoder_layers(model)
-    if not plain_llama_layers(model) or any(_hooked(m) for layer in layers for m in layer.modules()):
+    if not plain_llama_layers(model) or any(hooked(m) for layer in layers for m in layer.modules()):
         return None
     family = sys.modules[type(layers[0].self_attn).__module__]
     rotate = family.apply_rotary_pos_emb
@@ -162,5 +162,6 @@ def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
     return attention, mlp
 
 
-def _hooked(module: nn.Module) -> bool:
+def hooked(module: nn.Module) -> bool:
+    """Whether calling `module` runs more than its forward (hooks: accelerate's device maps add them)."""
     return bool(module._forward_hooks or module._forward_pre_hooks or getattr(module, "_hf_hook", None))

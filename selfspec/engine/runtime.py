@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from selfspec.engine.architectures import num_layers
+from selfspec.engine.architectures import hooked, num_layers
 from selfspec.engine.cache import new_cache
 from selfspec.engine.compiled import CompiledSteps, compile_setting, padded_width
 from selfspec.engine.row_products import RowProducts, choose_row_products
@@ -48,7 +48,10 @@ class Engine:
         self.model = model
         attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
         self.static_cache = static_cache and attention in STATIC_ATTENTION
-        self._walks = attention in STATIC_ATTENTION  # flash-style kernels take transformers' own masks
+        # The walk calls no decoder layer as a module: it serves models none of whose modules carry hooks
+        # (accelerate's device maps move tensors between devices in them), and attention that takes our
+        # position-built masks (flash-style kernels take transformers' own).
+        self._walks = attention in STATIC_ATTENTION and not any(hooked(m) for m in model.modules())
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
