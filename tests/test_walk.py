@@ -57,3 +57,18 @@ def test_a_hooked_module_keeps_its_own_call(hooked):
     engine = Engine(model, choose_kernels=False)
     engine.full(PROMPT, 0, engine.new_cache(PROMPT.shape[-1], 4))
     assert calls == [1]
+
+
+def test_a_hooked_model_runs_and_compiles_through_transformers_forward():
+    from selfspec import autoregressive
+
+    model = tiny_model("llama")
+    calls = []
+    model.model.layers[1].register_forward_hook(lambda module, args, out: calls.append(1))
+    prompt = [5, 9, 2, 41, 7, 7, 30]
+    expected = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False)[0, len(prompt):].tolist()
+    calls.clear()
+    engine = Engine(model, compile=True, choose_kernels=False, compile_backend="eager")
+    assert engine.walk is None and engine.steps is not None
+    assert [t for r in autoregressive(model, prompt, 6, engine=engine) for t in r.token_ids] == expected
+    assert engine.compilations > 0 and len(calls) >= 6  # compiled steps ran, through the hooked layer

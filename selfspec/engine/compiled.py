@@ -73,8 +73,8 @@ class CompiledSteps:
 
     def __init__(self, forward: Callable, mode: str | None, backend: str | object = "inductor",
                  capture: bool = False):
-        # What the steps run: the engine's walk over the model or its shadow with this machine's products,
-        # (tokens, positions, cache) -> logits (1, q, V).
+        # What the steps run: the engine's forward (its walk, or transformers' forward) over the model or its
+        # shadow with this machine's products, (tokens, positions, cache) -> logits (1, q, V).
         self.forward = forward
         self.mode = mode
         self.graphs = CapturedGraphs() if capture else None

@@ -30,13 +30,19 @@ CAPACITY_STEP = 256  # compiled steps: cache sizes are multiples of this
 FREE_CACHES = 4  # finished requests' caches kept for the next ones (the oldest goes first)
 
 
+def transformers_forward(model: nn.Module):
+    """`model`'s own forward as the engine calls a forward: (tokens, positions, cache, last_only) -> logits (1, q, V)."""
+    def forward(tokens: torch.Tensor, positions: torch.Tensor, cache, last_only: bool = False, **_) -> torch.Tensor:
+        return model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True,
+                     logits_to_keep=1 if last_only else 0).logits
+    return forward
+
+
 @torch.inference_mode()
 def forward_full(model: nn.Module, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
     """Full-model logits (q, V) for `tokens` (1, q) placed at positions start..start+q-1."""
     positions = torch.arange(start, start + tokens.shape[-1], device=tokens.device)[None]
-    out = model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True,
-                logits_to_keep=1 if last_only else 0)
-    return out.logits[0]
+    return transformers_forward(model)(tokens, positions, cache, last_only)[0]
 
 
 class Engine:
@@ -55,7 +61,7 @@ class Engine:
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
-        self.steps = CompiledSteps.for_model(self.tuned, self.walk, compile_setting(compile, self.device),
+        self.steps = CompiledSteps.for_model(self.tuned, self.forward, compile_setting(compile, self.device),
                                              self.static_cache, compile_backend, compile_mode)
 
     def use_products(self, products: RowProducts) -> None:
@@ -64,8 +70,9 @@ class Engine:
         self.products = products
         self.tuned = products.tuned(self.model)
         self.walk = LayerWalk(self.tuned, self.model.config, self.tuned.get_output_embeddings()) if self._walks else None
+        self.forward = self.walk or transformers_forward(self.tuned)  # (tokens, positions, cache, ...) -> logits
         if getattr(self, "steps", None) is not None:
-            self.steps.use_forward(self.walk)
+            self.steps.use_forward(self.forward)
 
     @property
     def compilations(self) -> int:
@@ -151,9 +158,7 @@ class Engine:
         return draft(token, positions, cache)[0, -1]
 
     def _forward(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
-        if self.walk is None:
-            return forward_full(self.tuned, tokens, start, cache, last_only)
-        return self.walk(tokens, self._positions(start, tokens.shape[-1]), cache, last_only, from_start=start == 0)[0]
+        return self.forward(tokens, self._positions(start, tokens.shape[-1]), cache, last_only, from_start=start == 0)[0]
 
     def _positions(self, start: int, width: int) -> torch.Tensor:
         return torch.arange(start, start + width, device=self.device)[None]
