@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
 
 from selfspec.engine.captured import CapturedGraphs
 from selfspec.engine.host import compile_allowed
@@ -97,11 +96,10 @@ class CompiledSteps:
             self.graphs = CapturedGraphs()
 
     @staticmethod
-    def for_model(model: nn.Module, forward: Callable, enabled: bool, static_cache: bool,
+    def for_model(forward: Callable, device: torch.device, enabled: bool, static_cache: bool,
                   backend: str | object = "inductor", mode: str | None = None) -> "CompiledSteps | None":
         if not enabled:
             return None
-        device = model.get_input_embeddings().weight.device
         reason = compile_allowed(device) or (None if static_cache else "it needs the static cache")
         if reason is not None:
             print(f"selfspec: running eager ({reason})", file=sys.stderr)

@@ -42,8 +42,8 @@ def _concatenated(*linears: nn.Linear) -> nn.Linear:
 def one_query_form(attn: nn.Module, dtype: torch.dtype, device: torch.device, keys: int = 256) -> str:
     """How a draft token's attention runs on this machine (timed once per shape and dtype, then cached):
     "grouped", sdpa with `enable_gqa`, or "packed", each key/value head's group of query heads as rows of
-    one query block (transformers' `pack_gqa`). Which is faster depends on the machine and dtype: on one
-    CPU, 4x apart one way in bfloat16 and 20% the other way in float32 (docs/BENCHMARKS.md)."""
+    one query block (transformers' `pack_gqa`). Which is faster depends on the machine and the dtype, and
+    not always the same way (docs/BENCHMARKS.md, "A third CPU")."""
     heads, groups, head_dim = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
     if heads == groups:
         return "grouped"  # no groups to pack
@@ -70,11 +70,10 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask,
     return out.reshape(1, heads, 1, query.shape[-1])
 
 
-def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module], query_form: str = "grouped") -> None:
+def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module],
+                     query_form: str = "grouped") -> None:
     """Give a shadow layer `self_attn.qkv_proj` and `mlp.gate_up_proj` (quantised), dropping the parts,
-    its norms the constants of `_rms_normed`, and its attention the `one_query_form` chosen."""
-    if query_form not in QUERY_FORMS:
-        raise ValueError(f"query_form is one of {QUERY_FORMS}, got {query_form!r}")
+    its norms the constants of `_rms_normed`, and its attention a `one_query_form` (one of QUERY_FORMS)."""
     attn, mlp = layer.self_attn, layer.mlp
     attn.packs_one_query = query_form == "packed"
     for norm in (layer.input_layernorm, layer.post_attention_layernorm):

@@ -240,8 +240,8 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
     for kind, name in (kernels or {}).items():
         known = QUERY_FORMS if kind == "attention" else builders.get(kind, {})
         if name not in known:
-            raise ValueError(f"{name!r} is not among the {kind} kernels for {dtype_name(probe.dtype)} on {probe.device} "
-                             f"(those are: {', '.join(known) or 'none'})")
+            raise ValueError(f"{name!r} is not among the {kind} kernels for {dtype_name(probe.dtype)} on "
+                             f"{probe.device} (those are: {', '.join(known) or 'none'})")
     shadow = shadow_copy(model)
     head = shadow.get_output_embeddings()
     chosen: dict[tuple[str, int, int], str] = {}

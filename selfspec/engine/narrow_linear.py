@@ -7,8 +7,9 @@ about one single-token forward (the weights are read once either way), but how c
 oneDNN's matmul on a copy of W packed once in its own layout can beat both over 6-17 rows (on the plain
 layout it re-blocks W every call); a batch of slabs of W, one per thread, can beat all of them where the
 BLAS leaves a core idle over one row; on another CPU plain `linear` wins everywhere (docs/BENCHMARKS.md).
-So no candidate is used blindly: row_products.py times them per weight shape and row count (one row too) and puts a `RowChosenLinear` only where another product won, in a shadow of the
-model (shadow.py) that the engine's forwards run. The model itself is never changed.
+So no candidate is used blindly: row_products.py times them per weight shape and row count (one row too)
+and puts a `RowChosenLinear` only where another product won, in a shadow of the model (shadow.py) that
+the engine's forwards run. The model itself is never changed.
 
 The products are the same sums in another order, so logits can differ from the one-row path by
 float rounding, as they already did with the GEMM path.

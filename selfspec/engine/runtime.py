@@ -31,7 +31,7 @@ FREE_CACHES = 4  # finished requests' caches kept for the next ones (the oldest 
 
 
 def transformers_forward(model: nn.Module):
-    """`model`'s own forward as the engine calls a forward: (tokens, positions, cache, last_only) -> logits (1, q, V)."""
+    """`model`'s own forward as the engine calls one: (tokens, positions, cache, last_only) -> logits (1, q, V)."""
     def forward(tokens: torch.Tensor, positions: torch.Tensor, cache, last_only: bool = False, **_) -> torch.Tensor:
         return model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True,
                      logits_to_keep=1 if last_only else 0).logits
@@ -61,7 +61,7 @@ class Engine:
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
-        self.steps = CompiledSteps.for_model(self.tuned, self.forward, compile_setting(compile, self.device),
+        self.steps = CompiledSteps.for_model(self.forward, self.device, compile_setting(compile, self.device),
                                              self.static_cache, compile_backend, compile_mode)
 
     def use_products(self, products: RowProducts) -> None:
@@ -69,7 +69,8 @@ class Engine:
         layers swapped (the model is never changed)."""
         self.products = products
         self.tuned = products.tuned(self.model)
-        self.walk = LayerWalk(self.tuned, self.model.config, self.tuned.get_output_embeddings()) if self._walks else None
+        head = self.tuned.get_output_embeddings()
+        self.walk = LayerWalk(self.tuned, self.model.config, head) if self._walks else None
         self.forward = self.walk or transformers_forward(self.tuned)  # (tokens, positions, cache, ...) -> logits
         if getattr(self, "steps", None) is not None:
             self.steps.use_forward(self.forward)
@@ -124,7 +125,8 @@ class Engine:
         step, each draft's step, and each verification bucket up to `max_width` positions."""
         if self.steps is None:
             return
-        with self.request_cache(prompt_length, new_tokens, max_width) as cache:  # its captured graphs stay for the next request
+        # The request's cache: its captured graphs stay for the next request.
+        with self.request_cache(prompt_length, new_tokens, max_width) as cache:
             token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
             self._forward(token, 0, cache)  # the prefill (eager), as a request starts: the steps see a filled cache
             self.full(token, 1, cache)
@@ -158,7 +160,8 @@ class Engine:
         return draft(token, positions, cache)[0, -1]
 
     def _forward(self, tokens: torch.Tensor, start: int, cache, last_only: bool = False) -> torch.Tensor:
-        return self.forward(tokens, self._positions(start, tokens.shape[-1]), cache, last_only, from_start=start == 0)[0]
+        positions = self._positions(start, tokens.shape[-1])
+        return self.forward(tokens, positions, cache, last_only, from_start=start == 0)[0]
 
     def _positions(self, start: int, width: int) -> torch.Tensor:
         return torch.arange(start, start + width, device=self.device)[None]

@@ -73,11 +73,11 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
     """float32, or a 16-bit dtype, for a model loaded in float32 on the CPU: whichever runs a one-token forward
     (a plain step) and a VERIFY_POSITIONS-position forward (a verification) faster, together.
 
-    Both widths, because a dtype can be quick for one row and slow for several: on one CPU without native
-    float16 arithmetic a float16 token took 14 ms and five took 36, against bfloat16's 20 and 21, and
-    self-speculation mostly runs verifications. A bfloat16 and a float16 copy are timed against the model,
-    interleaved; a 16-bit dtype wins only below CPU_16BIT_MARGIN of the fp32 time. The choice is cached per machine and key (see
-    engine/kernels.py), so the copies are made once. A model too large for two half-size copies in
+    Both widths, because a dtype can be quick over one row and slow over several (float16 on a CPU without
+    float16 arithmetic: docs/BENCHMARKS.md, "A third CPU"), and self-speculation mostly runs verifications.
+    A bfloat16 and a float16 copy are timed against the model, interleaved; a 16-bit dtype wins only below
+    CPU_16BIT_MARGIN of the fp32 time. The choice is cached per machine and key (see engine/kernels.py),
+    so the copies are made once. A model too large for two half-size copies in
     memory stays in float32 unmeasured.
     """
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -101,8 +101,7 @@ def measured_cpu_dtype(model: nn.Module, key: str) -> tuple[torch.dtype, str]:
     best = min((name for name in ("bfloat16", "float16") if name in ms), key=ms.get, default=None)
     if fp32 is None or best is None:
         return torch.float32, "float32 on the CPU"
+    took = f"a token and a {VERIFY_POSITIONS}-token verification take"
     if ms[best] < CPU_16BIT_MARGIN * fp32:
-        return DTYPES[best], (f"{best} on the CPU: a token and a {VERIFY_POSITIONS}-token verification take "
-                              f"{ms[best]:.1f} ms vs {fp32:.1f} ms in float32")
-    return torch.float32, (f"float32 on the CPU: a token and a {VERIFY_POSITIONS}-token verification take {fp32:.1f} ms "
-                           f"vs {ms[best]:.1f} ms in {best}")
+        return DTYPES[best], f"{best} on the CPU: {took} {ms[best]:.1f} ms vs {fp32:.1f} ms in float32"
+    return torch.float32, f"float32 on the CPU: {took} {fp32:.1f} ms vs {ms[best]:.1f} ms in {best}"
