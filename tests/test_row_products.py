@@ -12,7 +12,7 @@ from selfspec.engine import narrow_linear, row_products
 from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, onednn_packed,
                                            onednn_packing_available, thread_split_linear, weight_major_linear)
 from selfspec.engine.runtime import Engine, forward_full
-from selfspec.engine.row_products import (ROW_BUCKETS, RowProducts, candidate_products, choose_row_products,
+from selfspec.engine.row_products import (PREFILL_BUCKET, ROW_BUCKETS, RowProducts, candidate_products, choose_row_products,
                                           linear_weights, packing_fits, streamed)
 
 from tiny_models import tiny_model
@@ -36,13 +36,15 @@ def test_stand_in_layer_matches_torch_and_only_the_chosen_rows_take_the_other_pr
     chosen = {r: spy(weight_major_linear) for r in range(2, 9)} | {5: spy(onednn_linear), 8: spy(onednn_linear)}
     if not onednn_available(x.device):
         chosen = {r: spy(weight_major_linear) for r in range(2, 9)}
-    layer = RowChosenLinear(linear, chosen)
+    prefill = spy(onednn_linear if onednn_available(x.device) else weight_major_linear)
+    layer = RowChosenLinear(linear, chosen, prefill=(18, prefill, linear.weight))
     got = layer(x)
     assert got.shape == expected.shape and got.is_contiguous()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert layer.weight is linear.weight and layer.bias is linear.bias  # shared, not copied
-    assert calls == ([chosen[rows].__name__] if rows in chosen else [])
-    if rows == 1 or rows > 8:  # passed through to torch's linear: bit-identical
+    assert calls == ([chosen[rows].__name__] if rows in chosen else [prefill.__name__] if rows >= 18 else [])
+    assert RowChosenLinear(linear, chosen).prefill_product is None and layer.prefill_product is prefill
+    if rows == 1 or 8 < rows < 18:  # passed through to torch's linear: bit-identical
         assert torch.equal(got, F.linear(x, linear.weight, linear.bias))
     no_bias = RowChosenLinear(torch.nn.Linear(32, 48, bias=False), {rows: onednn_linear if onednn_available(
         x.device) else weight_major_linear})
@@ -139,9 +141,15 @@ def test_packed_products_give_the_models_logits_and_count_their_memory():
     model = tiny_model("qwen2", seed=5)
     shapes = linear_weights(model)
     head = tuple(model.get_output_embeddings().weight.shape)
-    products = RowProducts({(1, 1): {head: "onednn-packed"}, (4, 5): {s: "onednn-packed" for s in shapes}})
+    products = RowProducts({(1, 1): {head: "onednn-packed"}, (4, 5): {s: "onednn-packed" for s in shapes},
+                            PREFILL_BUCKET: {s: "onednn-packed" for s in shapes}})
     engine = Engine(model, choose_kernels=False)
     engine.use_products(products)
+    assert {m.prefill_product for m in engine.tuned.modules() if isinstance(m, RowChosenLinear)} == {onednn_linear}
+    long_prompt = torch.arange(3, 3 + 2 * PREFILL_BUCKET[0])[None]  # a prefill: every product the packed one
+    torch.testing.assert_close(engine.full(long_prompt, 0, engine.new_cache(long_prompt.shape[1], 0)),
+                               forward_full(model, long_prompt, 0, engine.new_cache(long_prompt.shape[1], 0)),
+                               rtol=1e-4, atol=1e-4)
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
     for width in (1, 5):
         cache_a, cache_b = engine.new_cache(10, 0, 5), engine.new_cache(10, 0, 5)
@@ -150,7 +158,7 @@ def test_packed_products_give_the_models_logits_and_count_their_memory():
         block = torch.tensor([[11, 12, 13, 14, 15][:width]])
         torch.testing.assert_close(engine.verify(block, 10, cache_b), forward_full(model, block, 10, cache_a),
                                    rtol=1e-4, atol=1e-4)
-    # One packed copy per linear weight of a packed shape: every shape here, each weight once.
+    # One packed copy per linear weight of a packed shape, whatever the rows it serves: every shape here, each weight once.
     expected = sum(w.numel() * w.element_size() for group in shapes.values() for w in group)
     assert products.extra_bytes(model) == expected == engine.describe()["products"]["extra_bytes"]
 
@@ -160,33 +168,37 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     model = tiny_model("llama", seed=1)
     shapes = set(linear_weights(model))
     assert (96, 32) in shapes and (64, 32) in shapes  # lm_head and the MLP's up projection
-    # Make the weight-major product slow for every shape but the lm_head's, the others always: that is
-    # what must be chosen.
+    # Make the weight-major product slow for every shape but the lm_head's, linear slow for the head only,
+    # thread-split always, oneDNN's packed product for all but the head over a prefill's rows: the few-row
+    # buckets must take weight-major for the head, prefills (whose candidates are only the products made
+    # for many rows) oneDNN for it.
     seen = set()
 
-    def slowed(product, unless=lambda shape: False):
+    def slowed(product, unless=lambda shape, rows: False):
         def run(x, weight, bias=None):
             seen.add(id(weight))
-            if not unless(tuple(weight.shape)):
+            if not unless(tuple(weight.shape), x.numel() // x.shape[-1]):
                 time.sleep(0.002)
             return product(x, weight, bias)
         return run
 
-    monkeypatch.setitem(row_products.PRODUCTS, "linear", slowed(F.linear, unless=lambda shape: shape != (96, 32)))
+    head = (96, 32)
+    monkeypatch.setitem(row_products.PRODUCTS, "linear", slowed(F.linear, unless=lambda shape, rows: shape != head))
     monkeypatch.setitem(row_products.PRODUCTS, "weight-major",
-                        slowed(narrow_linear.weight_major_linear, unless=lambda shape: shape == (96, 32)))
-    monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed", slowed(F.linear))
+                        slowed(narrow_linear.weight_major_linear, unless=lambda shape, rows: shape == head))
+    monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed",
+                        slowed(F.linear, unless=lambda shape, rows: shape == head and rows >= PREFILL_BUCKET[0]))
     monkeypatch.setitem(row_products.PRODUCTS, "thread-split", slowed(thread_split_linear))
     prepared = []  # the packed candidate is timed over copies made for it, as the tuned model will run it
     monkeypatch.setitem(row_products.PREPARED, "onednn-packed", lambda w: prepared.append(w.clone()) or prepared[-1])
     monkeypatch.setattr(row_products, "onednn_packing_available", lambda device, dtype: True)  # on any build
     products = choose_row_products(model)
-    assert products.chosen == {bucket: {(96, 32): "weight-major"} for bucket in ROW_BUCKETS}
-    assert all(set(c.milliseconds) == {"linear", "weight-major", "onednn-packed", "thread-split"}
-               for c in products.choices)
+    assert products.chosen == {bucket: {head: "weight-major"} for bucket in ROW_BUCKETS} | {
+        PREFILL_BUCKET: {head: "onednn-packed"}}
+    assert [set(c.milliseconds) for c in products.choices] == len(shapes) * (
+        len(ROW_BUCKETS) * [{"linear", "weight-major", "onednn-packed", "thread-split"}] + [{"linear", "onednn-packed"}])
     assert {id(w) for w in prepared} <= seen and len(prepared) > len(shapes)
-    assert len(products.choices) == len(shapes) * len(ROW_BUCKETS)
-    assert "weight-major for 96x32" in products.summary()
+    assert "weight-major for 96x32" in products.summary() and "rows 18+: onednn-packed for 96x32" in products.summary()
     assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}
     # Timed as a forward meets them: every weight of each shape in turn, not one hot weight.
     assert {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)} <= seen

@@ -140,25 +140,41 @@ class RowChosenLinear(nn.Module):
     """
 
     def __init__(self, linear: nn.Linear, products: Mapping[int, Product],
-                 weights: Mapping[int, torch.Tensor] | None = None):
+                 weights: Mapping[int, torch.Tensor] | None = None,
+                 prefill: tuple[int, Product, torch.Tensor] | None = None):
+        """`prefill`: (from rows, product, the weight it reads) for every row count from there that
+        `products` does not name (a prompt's prefill), or None for `linear`."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
         # rows -> (product, the weight it reads): one lookup per call
         self._chosen = {rows: (product, (weights or {}).get(rows, self.weight)) for rows, product in products.items()}
+        self._plain = (F.linear, self.weight)
+        self._prefill_rows = prefill[0] if prefill else None
+        self._prefill = tuple(prefill[1:]) if prefill else self._plain
 
     @property
     def products(self) -> dict[int, Product]:
         """rows -> the product chosen for that many rows."""
         return {rows: product for rows, (product, _) in self._chosen.items()}
 
+    @property
+    def prefill_product(self) -> Product | None:
+        """The product of PREFILL rows (None: `linear`)."""
+        return self._prefill[0] if self._prefill_rows is not None else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        product, weight = self._chosen.get(x.numel() // self.in_features, (F.linear, self.weight))
+        rows = x.numel() // self.in_features
+        chosen = self._chosen.get(rows)
+        if chosen is None:
+            chosen = self._prefill if self._prefill_rows is not None and rows >= self._prefill_rows else self._plain
+        product, weight = chosen
         return product(x, weight, self.bias)
 
     def extra_repr(self) -> str:
         named: dict[str, list[int]] = {}
         for rows, product in sorted(self.products.items()):
             named.setdefault(product.__name__, []).append(rows)
+        prefill = f"; {self._prefill[0].__name__} rows>={self._prefill_rows}" if self._prefill_rows else ""
         return f"in={self.in_features}, out={self.out_features}, " + "; ".join(
-            f"{name} rows={rows}" for name, rows in named.items())
+            f"{name} rows={rows}" for name, rows in named.items()) + prefill

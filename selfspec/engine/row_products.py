@@ -1,14 +1,16 @@
-"""Which product each of the model's linear layers uses over 1..17 rows, chosen by timing.
+"""Which product each of the model's linear layers uses over 1..17 rows and over a prompt, chosen by timing.
 
 A decoding step runs the full model over one position, a verification over K+1 (2..9) or over copied
-context tokens and drafts (up to 17). How fast
+context tokens and drafts (up to 17), a prefill over the whole prompt. How fast
 torch's `linear` is over so few rows depends on the machine: on one CPU the weight-major product
 (narrow_linear.py) is much faster, even for one row padded to two (torch's one-row path may use a
 single core), and oneDNN's matmul on packed copies of the weights faster still over 6-17 rows (the
 copies cost the weights' bytes again, so they are offered only where they fit); on another plain `linear` wins
 (figures in docs/BENCHMARKS.md). So at load the engine times the candidates, per weight shape and per
 row bucket, at the model's own weights and dtype, and every full-model forward of a few rows uses the
-fastest (kernels.py caches the choice per machine).
+fastest (kernels.py caches the choice per machine). Over a prompt's many rows the products are
+compute-bound, and which BLAS torch's `linear` reaches matters: on one CPU oneDNN's product ran 2-3x
+faster there too, so prefills get a choice of their own among the products made for many rows.
 
 Each candidate is timed over the model's own weights of that shape in turn (more than the caches hold), as a forward meets
 them: a model's weights do not fit in the processor's caches, so a product timed on one hot weight
@@ -35,6 +37,9 @@ from selfspec.engine.shadow import linear_slots, shadow_copy
 # One decoding row, then verification widths K+1 and copies (up to 16 and the pending token), grouped so
 # the choices stay few; each is timed at its widest row count.
 ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9), (10, 13), (14, 17))
+PREFILL_BUCKET = (ROW_BUCKETS[-1][1] + 1, None)  # every row count past them: a prompt's prefill
+PREFILL_TIMED_ROWS = 32  # a short prompt: the products' gain over `linear` only grows with the rows
+PREFILL_PRODUCTS = ("linear", "onednn", "onednn-packed")  # the candidates made for many rows
 INCUMBENT = "linear"  # torch's own product; any other must beat it by WIN_MARGIN
 PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear,  # same arguments
             "thread-split": thread_split_linear, "onednn-packed": onednn_linear}
@@ -46,14 +51,14 @@ STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more 
 WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of one weight
 
 Shape = tuple[int, int]  # a weight's (out, in)
-Bucket = tuple[int, int]  # rows (low, high)
+Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from low)
 
 
 @dataclass(frozen=True)
 class RowProducts:
     """The product each weight shape uses per row bucket, where it is not torch's `linear`."""
 
-    chosen: dict[Bucket, dict[Shape, str]]  # row bucket -> {shape: product name in PRODUCTS}
+    chosen: dict[Bucket, dict[Shape, str]]  # row bucket (PREFILL_BUCKET too) -> {shape: product name in PRODUCTS}
     choices: tuple[KernelChoice, ...] = ()
 
     @staticmethod
@@ -61,9 +66,16 @@ class RowProducts:
         return RowProducts({})
 
     def products_for(self, shape: Shape) -> dict[int, str]:
-        """Row count -> the product a weight of this shape uses there (absent: `linear`)."""
-        return {r: names[shape] for (low, high), names in self.chosen.items() if shape in names
+        """Row count -> the product a weight of this shape uses there (absent: `linear`), prefills aside."""
+        return {r: names[shape] for (low, high), names in self.chosen.items() if shape in names and high
                 for r in range(low, high + 1)}
+
+    def prefill_product_for(self, shape: Shape) -> str | None:
+        """The product a weight of this shape uses over PREFILL_BUCKET's rows (None: `linear`)."""
+        return self.chosen.get(PREFILL_BUCKET, {}).get(shape)
+
+    def _names_for(self, shape: Shape) -> set[str]:
+        return set(self.products_for(shape).values()) | ({self.prefill_product_for(shape)} - {None})
 
     def tuned(self, model: nn.Module) -> nn.Module:
         """What full-model forwards run: `model` itself when every product is torch's own, else a shadow
@@ -73,17 +85,20 @@ class RowProducts:
             return model
         shadow = shadow_copy(model)
         for parent, name, linear in linear_slots(shadow):
-            products = self.products_for(tuple(linear.weight.shape))
-            if products:
-                copies = {p: PREPARED[p](linear.weight) for p in set(products.values()) if p in PREPARED}
-                setattr(parent, name, RowChosenLinear(linear, {r: PRODUCTS[p] for r, p in products.items()},
-                                                      {r: copies[p] for r, p in products.items() if p in copies}))
+            shape = tuple(linear.weight.shape)
+            products, prefill = self.products_for(shape), self.prefill_product_for(shape)
+            if products or prefill:
+                copies = {p: PREPARED[p](linear.weight) for p in self._names_for(shape) if p in PREPARED}
+                setattr(parent, name, RowChosenLinear(
+                    linear, {r: PRODUCTS[p] for r, p in products.items()},
+                    {r: copies[p] for r, p in products.items() if p in copies},
+                    prefill=prefill and (PREFILL_BUCKET[0], PRODUCTS[prefill], copies.get(prefill, linear.weight))))
         return shadow
 
     def extra_bytes(self, model: nn.Module) -> int:
         """Memory the prepared copies of `tuned(model)` hold beside the model (a packed weight has its bytes)."""
         return sum(_bytes(group) for shape, group in linear_weights(model).items()
-                   if set(self.products_for(shape).values()) & set(PREPARED))
+                   if self._names_for(shape) & set(PREPARED))
 
     def to_dict(self) -> dict:
         return {"chosen": {f"rows {_rows(lo, hi)}": {f"{o}x{i}": p for (o, i), p in sorted(names.items())}
@@ -91,14 +106,14 @@ class RowProducts:
                 "choices": [c.to_dict() for c in self.choices]}
 
     def summary(self) -> str:
-        """One line for `bench` output, e.g. 'rows 1: linear; rows 2-3: weight-major for 49152x576; ...'."""
+        """One line for `bench` output, e.g. 'rows 1: linear; rows 2-3: weight-major for 49152x576; ... rows 18+: ...'."""
         return RowProducts.summary_of(self.to_dict())
 
     @staticmethod
     def summary_of(described: dict) -> str:
         """`summary()` from `to_dict()`'s output (as reports carry it)."""
         parts = []
-        for low, high in ROW_BUCKETS:
+        for low, high in ROW_BUCKETS + (PREFILL_BUCKET,):
             by_product: dict[str, list[str]] = {}
             for shape, product in described["chosen"].get(f"rows {_rows(low, high)}", {}).items():
                 by_product.setdefault(product, []).append(shape)
@@ -107,8 +122,8 @@ class RowProducts:
         return "; ".join(parts)
 
 
-def _rows(low: int, high: int) -> str:
-    return str(low) if low == high else f"{low}-{high}"
+def _rows(low: int, high: int | None) -> str:
+    return f"{low}+" if high is None else str(low) if low == high else f"{low}-{high}"
 
 
 def _bytes(weights: list[torch.Tensor]) -> int:
@@ -185,17 +200,18 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     probe = model.get_input_embeddings().weight
     device, dtype = probe.device, model_dtype_name(model)
     products = candidate_products(device, probe.dtype, packing=packing_fits(model))
-    names = "+".join(products)  # in the cache key: a new candidate is timed, not skipped
-    chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS}
+    chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
     choices = []
+    prefill_products = {name: p for name, p in products.items() if name in PREFILL_PRODUCTS}
     for shape, group in linear_weights(model).items():
         weights = streamed(group)
         large = _bytes(weights) > LARGE_GROUP_BYTES
         weights_for = _prepared(weights, products)
-        for low, high in ROW_BUCKETS:
-            candidates, warm_ups = _candidates(weights, weights_for, products, high)
+        for low, high in ROW_BUCKETS + (PREFILL_BUCKET,):
+            candidates, warm_ups = (_candidates(weights, weights_for, products, high) if high else
+                                    _candidates(weights, weights_for, prefill_products, PREFILL_TIMED_ROWS))
             choice = choose_fastest(f"row-linear:{dtype}:{shape[0]}x{shape[1]}x{len(weights)}:rows{_rows(low, high)}"
-                                    f":{names}", candidates, device, repeats=3, rounds=1 if large else 2,
+                                    f":{'+'.join(candidates)}", candidates, device, repeats=3, rounds=1 if large else 2,
                                     incumbent=INCUMBENT, margin=WIN_MARGIN, warm_ups=warm_ups)
             choices.append(choice)
             if choice.name != INCUMBENT:
