@@ -9,7 +9,7 @@ import pytest
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
 from selfspec.engine.controller import (CopyOdds, DraftLength, best_plan, next_interval, plan_tokens, plans,
-                                       probe_wait)
+                                       probe_wait, steadied, verify_costs)
 
 
 def expected_by_cases(copy, m, a_draft, k):
@@ -120,20 +120,47 @@ def test_the_probe_interval_doubles_and_keeps_probes_within_their_budget():
 
 
 def test_verification_cost_of_unmeasured_widths():
-    c = DraftLength(4)
-    c.observe_plain(1.0)
-    assert c.verify_seconds(0) == 1.0 and c.verify_seconds(3) == 1.0  # nothing else measured yet
-    c.observe_step(0, 2, 0, 0.8, 1.6)
-    assert c.verify_seconds(1) == pytest.approx(1.3)  # between a plain step and 2 verified
-    assert c.verify_seconds(6) == pytest.approx(1.6 + 4 * 0.3)  # beyond: the slope from the plain step
-    c.observe_step(0, 4, 0, 1.6, 1.6)
-    assert c.verify_seconds(3) == pytest.approx(1.6)
+    assert verify_costs([(0, 1.0)], 3) == [1.0] * 4  # nothing else measured yet
+    assert verify_costs([(0, 1.0), (2, 1.6)], 6)[1] == pytest.approx(1.3)  # between a plain step and 2 verified
+    assert verify_costs([(0, 1.0), (2, 1.6)], 6)[6] == pytest.approx(1.6 + 4 * 0.3)  # beyond: the slope from the plain step
+    measured = [(0, 1.0), (2, 1.6), (4, 1.6)]
+    assert verify_costs(measured, 8)[3] == pytest.approx(1.6)
     # Beyond 4: the average slope from the plain step (1.0) to the widest (1.6 at 4), not the flat last one.
-    assert c.verify_seconds(8) == pytest.approx(1.6 + 4 * (0.6 / 4))
-    c.observe_step(0, 5, 0, 2.0, 1.5)
-    assert c.verify_seconds(9) == pytest.approx(1.5 + 4 * (0.5 / 5))
-    c.observe_step(0, 6, 0, 2.4, 0.9)
-    assert c.verify_seconds(9) == pytest.approx(0.9)  # never falling below the widest measured
+    assert verify_costs(measured, 8)[8] == pytest.approx(1.6 + 4 * (0.6 / 4))
+    assert verify_costs(measured + [(5, 1.5)], 9)[9] == pytest.approx(1.5 + 4 * (0.5 / 5))
+    assert verify_costs(measured + [(5, 1.5), (6, 0.9)], 9)[9] == pytest.approx(0.9)  # never falling below the widest
+    c = DraftLength(4)  # the controller's table: two widths measured once each lie on their own line
+    c.observe_plain(1.0)
+    c.observe_step(0, 2, 0, 0.8, 1.6)
+    assert c.verify_seconds(1) == pytest.approx(1.3) and c.verify_seconds(6) == pytest.approx(1.6 + 4 * 0.3)
+
+
+def test_a_width_measured_too_few_times_is_priced_at_most_at_the_line_through_the_other_widths():
+    import numpy as np
+    points = [(0, 1.0, 3), (1, 1.1, 5), (2, 1.2, 4), (3, 1.3, 5), (5, 2.5, 1), (6, 1.0, 2)]  # one slow sample at 5
+
+    def line_without(i):  # weighted least squares through the other points, by numpy
+        n, x, w = (np.array(column, dtype=float) for column in zip(*(points[:i] + points[i + 1:])))
+        slope, intercept = np.polyfit(n, x, 1, w=np.sqrt(w))
+        return intercept + slope * points[i][0]
+    expected = [(n, x if w >= 3 else min(x, line_without(i))) for i, (n, x, w) in enumerate(points)]
+    assert steadied(points, trusted=3) == [(n, pytest.approx(e)) for n, e in expected]
+    assert steadied(points, trusted=3)[4][1] < 1.6 and steadied(points, trusted=3)[5][1] == 1.0  # only ever lower
+    # A falling fit is flat, at the weighted mean; a width measured often enough keeps its own cost.
+    assert steadied([(0, 1.0, 3), (4, 0.8, 3), (5, 0.95, 1)], trusted=3) == [
+        (0, 1.0), (4, 0.8), (5, pytest.approx((3 * 1.0 + 3 * 0.8) / 6))]
+    assert steadied([(0, 1.0, 5), (2, 3.0, 1)], trusted=3) == [(0, 1.0), (2, 3.0)]  # no other two widths: no line
+
+
+def test_one_slow_verification_does_not_keep_a_good_draft_short():
+    # The host stalls once, in the first verification of the widest plan: on the measured costs alone
+    # that width was priced out for the rest of the run (and, carried, for the runs after it).
+    slow = iter([2.6])
+
+    def verify(n):
+        return (next(slow, None) if n == 8 else None) or 1.0 + 0.05 * n
+    chosen, _ = simulate(DraftLength(8), 60, never, always, draft=0.2, verify=verify)
+    assert (0, 8) in chosen[:6] and chosen[-20:] == [(0, 8)] * 20
 
 
 # --- the controller over a run ---------------------------------------------------------------------

@@ -32,7 +32,9 @@ Acceptance is estimated from few steps, where a bare maximum-likelihood estimate
 single token (one matched copied token made a 16-token copy look certain). Each source's estimate
 therefore starts from a few pseudo-tokens of prior (`Source.prior_kept`, `prior_failures`) that the
 run's own evidence soon outweighs. A run starts from what the last run with the same draft measured
-(`Carried`), when there was one.
+(`Carried`), when there was one. Costs are measured from few steps too: a width's verification cost is
+the median of its recent samples, and until it has a few it is priced at most at the line through the
+other widths (`steadied`), so that one stalled measurement cannot price a width out for good.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -82,6 +85,7 @@ class CopyOdds:
 # Copied tokens are learned apart by the length of the match they extend: 1, 2-3, 4-7, 8-15, 16 or more
 # tokens (the copy's n-gram match plus what the text has copied since), each with its prior acceptance.
 COPY_RUNS = (1, 2, 4, 8, 16)
+TRUSTED_SAMPLES = 3  # a width's verification cost is its own once measured this often (`steadied`)
 COPY_PRIORS = (0.25, 0.5, 0.7, 0.8, 0.9)
 
 
@@ -177,6 +181,47 @@ def verify_costs(points: list[tuple[int, float]], widest: int) -> list[float]:
     return table
 
 
+def fitted_line(points: list[tuple[int, float, int]]) -> Callable[[int], float] | None:
+    """The straight line through (width, cost, samples) points by least squares weighted by samples, never
+    falling (a falling fit is flat, at the weighted mean); None without two widths."""
+    total = sum(w for _, _, w in points)
+    if len({n for n, _, w in points if w > 0}) < 2:
+        return None
+    mean_n = sum(w * n for n, _, w in points) / total
+    mean_x = sum(w * x for _, x, w in points) / total
+    spread = sum(w * (n - mean_n) ** 2 for n, _, w in points)
+    slope = max(0.0, sum(w * (n - mean_n) * (x - mean_x) for n, x, w in points) / spread)
+    return lambda n: mean_x + slope * (n - mean_n)
+
+
+def steadied(points: list[tuple[int, float, int]], trusted: int) -> list[tuple[int, float]]:
+    """(width, cost) from (width, cost, samples): a width measured fewer than `trusted` times is priced at
+    the lower of its cost and the line through the other widths (`fitted_line`), so that it is verified
+    again until its own samples can be trusted. On its own measurements, one slow sample at a width (the
+    host's noise) priced that width out for good: a width priced out is never verified again, so its cost
+    was never corrected, and runs hand their costs on to the next (`Carried`)."""
+    steady = []
+    for i, (n, x, w) in enumerate(points):
+        line = None if w >= trusted else fitted_line(points[:i] + points[i + 1:])
+        steady.append((n, x if line is None else min(x, line(n))))
+    return steady
+
+
+@dataclass
+class RecentMedian:
+    """The median of the last `keep` samples: a stalled measurement among them moves it little."""
+
+    keep: int = 5
+    samples: list[float] = field(default_factory=list)
+
+    def add(self, x: float) -> None:
+        self.samples = (self.samples + [x])[-self.keep:]
+
+    @property
+    def value(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+
 @dataclass
 class Average:
     """Exponentially weighted mean; None until the first sample."""
@@ -229,6 +274,7 @@ class Carried:
     verify: dict[int, float]
     reading: dict[int, float]
     sources: dict[str, tuple[float, float]]  # source -> (kept, failures)
+    verify_samples: dict[int, int] = field(default_factory=dict)  # samples behind each verify cost (<= TRUSTED_SAMPLES)
 
     EVIDENCE = 3.0
 
@@ -240,7 +286,7 @@ class DraftLength:
     max_probe: int = 64  # the longest a source waits for its next probe
     full: Average = field(default_factory=Average)  # seconds of a plain (one-token) step
     draft: Average = field(default_factory=Average)  # seconds per drafted token
-    verify: dict[int, Average] = field(default_factory=dict)  # tokens verified -> seconds of the verification
+    verify: dict[int, RecentMedian] = field(default_factory=dict)  # tokens verified -> seconds of the verification
     reading: dict[int, Average] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
     # Copied tokens, one source per length of the match they extend (`COPY_RUNS`); a light prior (one
     # pseudo-token) that a copy's own tokens soon outweigh.
@@ -270,8 +316,8 @@ class DraftLength:
 
     def verify_table(self, widest: int) -> list[float]:
         """Seconds to verify 0..widest proposed tokens (0: a plain step), from what this run measured."""
-        points = [(n, avg.value) for n, avg in self.verify.items() if avg.value is not None]
-        return verify_costs([(0, self.full.value)] + points, widest)
+        points = [(n, m.value, len(m.samples)) for n, m in self.verify.items() if m.samples]
+        return verify_costs(steadied([(0, self.full.value, TRUSTED_SAMPLES)] + points, TRUSTED_SAMPLES), widest)
 
     def reading_table(self, widest: int) -> list[float]:
         """r(0..widest): seconds of a draft forward that reads m copied tokens and drafts one (r(0) = d).
@@ -290,16 +336,17 @@ class DraftLength:
             scale = min(1.0, Carried.EVIDENCE / max(source.kept + source.failures, 1e-9))
             return source.kept * scale, source.failures * scale
 
-        def values(table: dict[int, Average]) -> dict[int, float]:
+        def values(table: dict) -> dict[int, float]:
             return {n: avg.value for n, avg in table.items() if avg.value is not None}
         return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
-                       {name: discounted(source) for name, source in self.sources().items()})
+                       {name: discounted(source) for name, source in self.sources().items()},
+                       {n: min(len(m.samples), TRUSTED_SAMPLES) for n, m in self.verify.items() if m.samples})
 
     def start_from(self, carried: Carried) -> None:
         """Begin with what an earlier run with the same draft measured: no plain step is needed to
         learn f, and a draft with evidence is not probed at its first chance."""
         self.full.value, self.draft.value = carried.full, carried.draft
-        self.verify = {n: Average(value=v) for n, v in carried.verify.items()}
+        self.verify = {n: RecentMedian(samples=[v] * carried.verify_samples.get(n, 1)) for n, v in carried.verify.items()}
         self.reading = {m: Average(value=r) for m, r in carried.reading.items()}
         sources = self.sources()
         for name, (kept, failures) in carried.sources.items():
@@ -367,7 +414,7 @@ class DraftLength:
         acceptance is learned from `observe_copies`, which sees past the verified ones."""
         if context + drafted < 1:
             return
-        self.verify.setdefault(context + drafted, Average()).add(verify_seconds)
+        self.verify.setdefault(context + drafted, RecentMedian()).add(verify_seconds)
         self.drafts.idle = 0 if drafted else self.drafts.idle + 1
         if drafted and context and reading_seconds is not None:
             self.reading.setdefault(context, Average()).add(reading_seconds)
