@@ -294,6 +294,9 @@ class DraftLength:
         Source(prior_kept=p, prior_failures=1 - p) for p in COPY_PRIORS))
     # The model's own draft: a draft worth building keeps most of its tokens (3 in 4 at first).
     drafts: Source = field(default_factory=lambda: Source(prior_kept=1.5, prior_failures=0.5))
+    # The verification costs' points as last steadied, and what they were steadied from: recomputed only
+    # after a new measurement (the controller plans every step)
+    _measured: tuple = field(default=(None, None), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_draft, int) or self.max_draft < 1:
@@ -316,8 +319,11 @@ class DraftLength:
 
     def verify_table(self, widest: int) -> list[float]:
         """Seconds to verify 0..widest proposed tokens (0: a plain step), from what this run measured."""
-        points = [(n, m.value, len(m.samples)) for n, m in self.verify.items() if m.samples]
-        return verify_costs(steadied([(0, self.full.value, TRUSTED_SAMPLES)] + points, TRUSTED_SAMPLES), widest)
+        points = [(0, self.full.value, TRUSTED_SAMPLES)] + [
+            (n, m.value, len(m.samples)) for n, m in self.verify.items() if m.samples]
+        if self._measured[0] != points:
+            self._measured = (points, steadied(points, TRUSTED_SAMPLES))
+        return verify_costs(self._measured[1], widest)
 
     def reading_table(self, widest: int) -> list[float]:
         """r(0..widest): seconds of a draft forward that reads m copied tokens and drafts one (r(0) = d).
