@@ -148,6 +148,9 @@ def test_search_command_reports_bad_input_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: cannot read calibration file")
     assert main(["search", "--budget-minutes", "0"]) == 2
     assert "budget-minutes must be positive" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["search", "--out", str(tmp_path / "a-file" / "p.json")]) == 2  # before loading any model
+    assert capsys.readouterr().err.strip().startswith(f"error: cannot write the profile in {tmp_path / 'a-file'}")
 
 
 def test_greedy_order_is_completed_from_the_single_ranking_when_time_runs_out(model, prompts):
@@ -225,7 +228,7 @@ def test_search_command_explains_the_draft_weights_it_chose(tmp_path, capsys, mo
     from tiny_models import save_tiny
 
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "p.json"
+    out = tmp_path / "profiles" / "p.json"  # a folder that does not exist yet: made
     calibration = tmp_path / "c.json"
     calibration.write_text('["a short prompt", "another prompt here"]')
     assert main(["search", "--model", str(save_tiny(tmp_path / "m")), "--dtype", "float32", "--device", "cpu",

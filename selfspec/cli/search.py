@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -41,10 +42,22 @@ def register(commands) -> None:
     p.set_defaults(run=cmd_search)
 
 
+def writable_folder(folder: Path) -> None:
+    """Make `folder` (and its parents) if needed; a clear error if it cannot be written in."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot write the profile in {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"cannot write the profile in {folder}: permission denied")
+
+
 def cmd_search(args) -> int:
     if args.budget_minutes <= 0:
         raise ValueError("--budget-minutes must be positive")
     texts = read_calibration(args.calibration) if args.calibration else builtin_prompts()
+    if args.out:
+        writable_folder(Path(args.out).parent)  # before minutes of search, not at its first checkpoint
     lm = load_model(args.model, dtype=args.dtype, device=args.device, fetch=args.fetch)
     out = Path(args.out or profile_filename(lm.name))
     run = SearchRun(lm.model, lm.name, [lm.encode(t) for t in texts], out,
