@@ -21,7 +21,7 @@ from selfspec import (
     summarize,
 )
 from selfspec.engine.runtime import Engine
-from selfspec.engine.sampling import probabilities, sample
+from selfspec.engine.sampling import greedy_tokens, probabilities, sample
 from tiny_models import CONFIGS, tiny_model
 
 ARCHITECTURES = list(CONFIGS)
@@ -286,6 +286,19 @@ def test_the_chi_square_test_catches_a_broken_acceptance_rule(small_vocab_model,
     expected = _exact_second_third(model, prompt, sampling) * draws
     observed = _sampled_second_third(model, prompt, draft, sampling, draws, context_tokens)
     assert _chi_square_p_value(observed, expected) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_greedy_tokens_are_the_first_maximum_of_each_row_in_every_dtype(dtype):
+    torch.manual_seed(0)
+    logits = torch.randn(4, 1000).to(dtype)
+    logits[1, [17, 400, 901]] = 9.0  # a three-way tie: the first one wins
+    logits[2, :] = 0.0  # all tied
+    rows = logits.tolist()
+    expected = [max(range(len(row)), key=lambda i: (row[i], -i)) for row in rows]  # by hand, on the values
+    assert greedy_tokens(logits).tolist() == expected == [int(t) for t in logits.argmax(-1)]
+    assert expected[1] == 17 and expected[2] == 0
+    assert greedy_tokens(logits[3]).item() == expected[3]
 
 
 def test_sampling_with_a_seed_is_reproducible():

@@ -29,7 +29,7 @@ from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
 from selfspec.engine.settings import DraftSettings
-from selfspec.engine.sampling import Sampling, accept_greedy, accept_sampled, probabilities, sample
+from selfspec.engine.sampling import Sampling, accept_greedy, accept_sampled, greedy_tokens, probabilities, sample
 
 
 def eos_token_ids(model: nn.Module) -> frozenset[int]:
@@ -71,7 +71,7 @@ def engine_for(model: nn.Module, engine: Engine | None) -> Engine:
 def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
     """One token from one row of logits: argmax, or a draw from the processed distribution."""
     if sampling.greedy:
-        return logits.argmax(-1)
+        return greedy_tokens(logits)
     return sample(probabilities(logits, sampling), generator)
 
 
@@ -111,7 +111,7 @@ def draft_tokens(
         position += token.shape[-1]  # where the last token fed sits
         logits = _draft_logits(engine, draft, token, position, cache)
         if sampling.greedy:
-            index = logits.argmax(-1)
+            index = greedy_tokens(logits)
             confidence = torch.softmax(logits.float(), -1)[index] if threshold > 0 else None
         else:
             q = probabilities(logits, sampling)

@@ -60,6 +60,13 @@ def probabilities(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return probs
 
 
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """The argmax over the last dimension, taken in float32: widening is exact and keeps the first
+    maximum, and on a CPU torch's argmax over 16-bit logits runs several times slower than the widening
+    and the float32 argmax together (a 49k vocabulary: 160 against 33 us a row)."""
+    return logits.float().argmax(-1)
+
+
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -70,7 +77,7 @@ def accept_greedy(drafted: torch.Tensor, target_logits: torch.Tensor) -> tuple[i
     drafted: (n,) draft tokens; target_logits: (n + 1, V) full-model logits at the pending token and
     each draft. Returns (number accepted, next token).
     """
-    target = target_logits.argmax(dim=-1)
+    target = greedy_tokens(target_logits)
     accepted = int(torch.cumprod(drafted == target[:-1], dim=0).sum()) if len(drafted) else 0
     return accepted, target[accepted]
 
