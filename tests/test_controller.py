@@ -388,6 +388,18 @@ def test_a_run_starts_from_what_the_last_run_with_the_draft_measured():
     assert DraftLength(4).plan(10, 0, 8) == (0, 0)  # a controller with no past measures a plain step first
 
 
+def test_a_run_does_not_inherit_the_last_runs_copy_odds():
+    # Copies that always ran on in one text (a retrieval answer) say nothing of the next text's.
+    first = DraftLength(4)
+    simulate(first, 30, always, always, draft=0.2, verify=lambda n: 1.0 + 0.05 * n, available=8)
+    assert first.copy_odds(4, 1).kept[0] > 0.9
+    carried = first.carried()
+    assert set(carried.sources) == {"drafts"}
+    second = DraftLength(4)
+    second.start_from(carried)
+    assert second.copy_odds(4, 3).kept == DraftLength(4).copy_odds(4, 3).kept == pytest.approx((0.7, 0.7, 0.7))
+
+
 def test_a_draft_remembers_its_last_run_for_the_next():
     from tiny_models import tiny_model
     from selfspec.engine.controller import Carried

@@ -266,8 +266,10 @@ class Source:
 @dataclass(frozen=True)
 class Carried:
     """What a run leaves the next run with the same draft: the costs it measured (a machine's costs barely
-    change between prompts) and each source's evidence, discounted to at most `EVIDENCE` tokens (the
-    prompts differ: it is a prior, which the new run's own steps soon outweigh)."""
+    change between prompts) and the draft's evidence, discounted to at most `EVIDENCE` tokens (the
+    prompts differ: it is a prior, which the new run's own steps soon outweigh). Not the copies' odds:
+    those belong to the text, not to the draft (a retrieval answer's copies run on, a maths answer's rarely),
+    and carried from one into the other they made the next run bet steps on copies that failed."""
 
     full: float | None
     draft: float | None
@@ -345,7 +347,7 @@ class DraftLength:
         def values(table: dict) -> dict[int, float]:
             return {n: avg.value for n, avg in table.items() if avg.value is not None}
         return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
-                       {name: discounted(source) for name, source in self.sources().items()},
+                       {"drafts": discounted(self.drafts)},
                        {n: min(len(m.samples), TRUSTED_SAMPLES) for n, m in self.verify.items() if m.samples})
 
     def start_from(self, carried: Carried) -> None:
