@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from selfspec.engine import architectures
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, direct_sublayers
 from selfspec.engine.cache import new_cache
 from selfspec.engine.runtime import Engine
@@ -39,6 +40,28 @@ def test_the_walk_gives_transformers_logits_bit_for_bit(arch, static):
     ours, theirs = _caches(static, model.config.num_hidden_layers)
     last = engine.full(PROMPT, 0, ours, last_only=True)  # a prefill that needs only the next token's logits
     assert torch.equal(last, _transformers_logits(model, PROMPT, 0, theirs, last_only=True))
+
+
+@pytest.mark.parametrize("form", ["repeated", "grouped"])
+def test_either_masked_queries_form_gives_transformers_logits_bit_for_bit(form, monkeypatch):
+    # Whichever form this machine's timing picks, a verification over a static cache (masked queries over
+    # grouped keys and values: the tiny llama has 4 query heads and 2 key/value heads) must not change.
+    chosen = []
+    monkeypatch.setattr(architectures, "masked_queries_form", lambda *args: chosen.append(form) or form)
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    ours, theirs = _caches(True, model.config.num_hidden_layers)
+    for tokens, start in [(PROMPT, 0), (torch.tensor([[3, 8, 8, 60, 2]]), 7)]:
+        expected = _transformers_logits(model, tokens, start, theirs)
+        assert torch.equal(engine.verify(tokens, start, ours), expected)
+    assert chosen == [form]
+
+
+def test_masked_queries_form_is_not_timed_where_there_is_nothing_to_choose():
+    attention = tiny_model("llama").model.layers[0].self_attn
+    assert architectures.masked_queries_form(attention, None, torch.float32, torch.device("meta")) == "repeated"
+    attention.config.num_key_value_heads = attention.config.num_attention_heads  # no groups
+    assert architectures.masked_queries_form(attention, None, torch.float32, torch.device("cpu")) == "repeated"
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))

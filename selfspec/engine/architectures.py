@@ -15,6 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from selfspec.engine.devices import dtype_name
+from selfspec.engine.kernels import choose_fastest
+
 # model_type -> family name shown to users
 SUPPORTED_MODEL_TYPES: dict[str, str] = {
     "llama": "Llama",
@@ -68,6 +71,7 @@ def layer_type(config, layer_index: int) -> str:
 
 
 PLAIN_LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")
+VERIFY_QUERIES = 5  # the masked attention `masked_queries_form` times: a verification of four drafts
 
 
 def plain_llama_layers(model: nn.Module) -> bool:
@@ -140,7 +144,9 @@ def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
     rotate = family.apply_rotary_pos_emb
     implementation = model.config._attn_implementation or "sdpa"
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, family.eager_attention_forward)
-    if implementation == "sdpa":
+    weight = layers[0].self_attn.o_proj.weight
+    if implementation == "sdpa" and masked_queries_form(layers[0].self_attn, attend, weight.dtype,
+                                                        weight.device) == "grouped":
         attend = _grouped_masked_queries(attend)
 
     def attention(layer, hidden, position_embeddings, attention_mask, position_ids, cache):
@@ -170,15 +176,36 @@ def _grouped_masked_queries(attend: Callable) -> Callable:
     verification over a static cache) go to sdpa's own grouped-query form (`enable_gqa`) instead of
     copying the keys and values once per query head first (`repeat_kv`: the whole cache, every layer).
     transformers takes that form only without a mask, where CUDA kernels need that; on the CPU the sums
-    are the same, bit for bit (tests/test_walk.py), and 1.2-2x faster (docs/BENCHMARKS.md)."""
+    are the same, bit for bit (tests/test_walk.py)."""
     def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         if (query.shape[2] == 1 or module.num_key_value_groups == 1 or attention_mask is None
-                or attention_mask.dtype != torch.bool or query.device.type != "cpu" or kwargs):
+                or attention_mask.dtype != torch.bool or kwargs):
             return attend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
                                              scale=scaling, enable_gqa=True)
         return out.transpose(1, 2).contiguous(), None
     return attention
+
+
+def masked_queries_form(attn: nn.Module, attend: Callable, dtype: torch.dtype, device: torch.device,
+                        keys: int = 256) -> str:
+    """How a verification's masked queries meet grouped keys and values on this machine (timed once per
+    dtype and shape, then cached): "repeated", transformers' sdpa path, or "grouped",
+    `_grouped_masked_queries`. The same sums; which is faster depends on the CPU and the dtype (on one
+    CPU "grouped" was 1.2-2x faster over several queries, and 4x slower over one in bfloat16:
+    docs/BENCHMARKS.md), so it is measured rather than assumed. CUDA keeps transformers' path."""
+    heads, groups, head_dim = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
+    if device.type != "cpu" or heads == groups:
+        return "repeated"
+    query = torch.randn(1, heads, VERIFY_QUERIES, head_dim, dtype=dtype, device=device)
+    keys_values = torch.randn(1, groups, keys, head_dim, dtype=dtype, device=device)
+    mask = (torch.arange(keys, device=device)[None] <= torch.arange(keys - VERIFY_QUERIES, keys, device=device)[:, None])
+    grouped = _grouped_masked_queries(attend)
+    candidates = {form: (lambda f=f: f(attn, query, keys_values, keys_values, mask[None, None], scaling=attn.scaling))
+                  for form, f in (("repeated", attend), ("grouped", grouped))}
+    key = f"masked-queries-attention:{dtype_name(dtype)}:{heads}x{groups}x{head_dim}x{VERIFY_QUERIES}x{keys}"
+    with torch.inference_mode():
+        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent="repeated").name
 
 
 def hooked(module: nn.Module) -> bool:

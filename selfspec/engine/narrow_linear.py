@@ -17,6 +17,7 @@ float rounding, as they already did with the GEMM path.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping
 
 import torch
@@ -150,7 +151,7 @@ class RowChosenLinear(nn.Module):
         # rows -> (product, the weight it reads): one lookup per call
         self._chosen = {rows: (product, (weights or {}).get(rows, self.weight)) for rows, product in products.items()}
         self._plain = (F.linear, self.weight)
-        self._prefill_rows = prefill[0] if prefill else None
+        self._prefill_rows = prefill[0] if prefill else math.inf
         self._prefill = tuple(prefill[1:]) if prefill else self._plain
 
     @property
@@ -161,20 +162,17 @@ class RowChosenLinear(nn.Module):
     @property
     def prefill_product(self) -> Product | None:
         """The product of PREFILL rows (None: `linear`)."""
-        return self._prefill[0] if self._prefill_rows is not None else None
+        return self._prefill[0] if self._prefill_rows < math.inf else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        chosen = self._chosen.get(rows)
-        if chosen is None:
-            chosen = self._prefill if self._prefill_rows is not None and rows >= self._prefill_rows else self._plain
-        product, weight = chosen
+        product, weight = self._chosen.get(rows) or (self._prefill if rows >= self._prefill_rows else self._plain)
         return product(x, weight, self.bias)
 
     def extra_repr(self) -> str:
         named: dict[str, list[int]] = {}
         for rows, product in sorted(self.products.items()):
             named.setdefault(product.__name__, []).append(rows)
-        prefill = f"; {self._prefill[0].__name__} rows>={self._prefill_rows}" if self._prefill_rows else ""
+        prefill = f"; {self._prefill[0].__name__} rows>={self._prefill_rows}" if self.prefill_product else ""
         return f"in={self.in_features}, out={self.out_features}, " + "; ".join(
             f"{name} rows={rows}" for name, rows in named.items()) + prefill
