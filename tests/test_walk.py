@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfspec.engine import architectures
+from selfspec.engine import architectures, attention_forms
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, direct_sublayers
 from selfspec.engine.cache import new_cache
 from selfspec.engine.runtime import Engine
+from selfspec.engine.walk import LayerWalk
 from tiny_models import CONFIGS, tiny_model
 
 PROMPT = torch.tensor([[5, 9, 2, 41, 7, 7, 30]])
@@ -21,8 +22,16 @@ def _transformers_logits(model, tokens, start, cache, last_only=False):
                      logits_to_keep=1 if last_only else 0).logits[0]
 
 
-def _caches(static: bool, layers: int):
-    return (new_cache(layers, 64), new_cache(layers, 64)) if static else (new_cache(), new_cache())
+def _caches(static: bool, layers: int, reads_prefix: bool = False):
+    """(ours, theirs). Where the walk reads only a static cache's filled prefix (sdpa on a CPU), it attends
+    over the keys transformers' own dynamic cache holds, so that is what it must agree with."""
+    ours = new_cache(layers, 64) if static else new_cache()
+    theirs = new_cache(layers, 64) if static and not reads_prefix else new_cache()
+    return ours, theirs
+
+
+def _reads_prefix(model) -> bool:
+    return model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
@@ -31,13 +40,13 @@ def test_the_walk_gives_transformers_logits_bit_for_bit(arch, static):
     model = tiny_model(arch)
     engine = Engine(model, static_cache=static, choose_kernels=False)
     assert engine.walk is not None
-    ours, theirs = _caches(static, model.config.num_hidden_layers)
+    ours, theirs = _caches(static, model.config.num_hidden_layers, _reads_prefix(model))
     steps = [(PROMPT, 0), (torch.tensor([[11]]), 7), (torch.tensor([[3, 8, 8, 60, 2]]), 8)]
     for tokens, start in steps:  # a prefill, one token, a verification of five positions
         expected = _transformers_logits(model, tokens, start, theirs)
         got = engine.full(tokens, start, ours) if tokens.shape[-1] == 1 else engine.verify(tokens, start, ours)
         assert torch.equal(got, expected), f"{arch}: positions {start}..{start + tokens.shape[-1] - 1}"
-    ours, theirs = _caches(static, model.config.num_hidden_layers)
+    ours, theirs = _caches(static, model.config.num_hidden_layers, _reads_prefix(model))
     last = engine.full(PROMPT, 0, ours, last_only=True)  # a prefill that needs only the next token's logits
     assert torch.equal(last, _transformers_logits(model, PROMPT, 0, theirs, last_only=True))
 
@@ -50,18 +59,56 @@ def test_either_masked_queries_form_gives_transformers_logits_bit_for_bit(form, 
     monkeypatch.setattr(architectures, "masked_queries_form", lambda *args: chosen.append(form) or form)
     model = tiny_model("llama")
     engine = Engine(model, choose_kernels=False)
-    ours, theirs = _caches(True, model.config.num_hidden_layers)
+    ours, theirs = _caches(True, model.config.num_hidden_layers, _reads_prefix(model))
     for tokens, start in [(PROMPT, 0), (torch.tensor([[3, 8, 8, 60, 2]]), 7)]:
         expected = _transformers_logits(model, tokens, start, theirs)
         assert torch.equal(engine.verify(tokens, start, ours), expected)
     assert chosen == [form]
 
 
-def test_masked_queries_form_is_not_timed_where_there_is_nothing_to_choose():
+def test_forms_are_not_timed_where_there_is_nothing_to_choose():
     attention = tiny_model("llama").model.layers[0].self_attn
-    assert architectures.masked_queries_form(attention, None, torch.float32, torch.device("meta")) == "repeated"
+    assert attention_forms.masked_queries_form(attention, None, torch.float32, torch.device("meta")) == "repeated"
+    assert attention_forms.one_query_form(attention, torch.float32, torch.device("meta")) == "grouped"
     attention.config.num_key_value_heads = attention.config.num_attention_heads  # no groups
-    assert architectures.masked_queries_form(attention, None, torch.float32, torch.device("cpu")) == "repeated"
+    assert attention_forms.masked_queries_form(attention, None, torch.float32, torch.device("cpu")) == "repeated"
+    assert attention_forms.one_query_form(attention, torch.float32, torch.device("cpu")) == "grouped"
+
+
+def test_packed_one_query_form_gives_transformers_logits_to_rounding(monkeypatch):
+    # "packed" sums the same products as transformers' one-query path in another kernel: float32 ulps apart.
+    monkeypatch.setattr(architectures, "one_query_form", lambda *args: "packed")
+    packed_calls = []
+    attend = attention_forms.attend
+    monkeypatch.setattr(attention_forms, "attend", lambda *a, packed: packed_calls.append(packed) or attend(*a, packed=packed))
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    engine.forward = LayerWalk(engine.tuned, model.config, engine.tuned.get_output_embeddings(), choose_forms=True)
+    ours, theirs = _caches(True, model.config.num_hidden_layers, _reads_prefix(model))
+    for tokens, start in [(PROMPT, 0), (torch.tensor([[11]]), 7), (torch.tensor([[12]]), 8)]:
+        got = engine.full(tokens, start, ours)
+        torch.testing.assert_close(got, _transformers_logits(model, tokens, start, theirs), rtol=1e-5, atol=1e-5)
+    assert packed_calls == [True] * (2 * model.config.num_hidden_layers)  # the two one-token steps, packed
+
+
+def test_a_static_cache_is_read_only_up_to_the_last_position_while_walking():
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    cache = new_cache(model.config.num_hidden_layers, 64)
+    seen = []
+    update = type(cache).update
+    def recording(self, *args, **kwargs):
+        keys, values = update(self, *args, **kwargs)
+        seen.append((keys.shape[-2], values.shape[-2]))
+        return keys, values
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(cache), "update", recording)
+        engine.full(PROMPT, 0, cache)
+        engine.verify(torch.tensor([[3, 8, 8]]), 7, cache)
+    layers = model.config.num_hidden_layers
+    assert seen == [(7, 7)] * layers + [(10, 10)] * layers
+    assert cache.attended is None  # the whole buffer again once the forward is done
+    assert cache.layer_length(0) == 10
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))

@@ -12,11 +12,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from selfspec.engine.devices import dtype_name
-from selfspec.engine.kernels import choose_fastest
+from selfspec.engine.attention_forms import masked_queries_form, one_query_form, with_forms
 
 # model_type -> family name shown to users
 SUPPORTED_MODEL_TYPES: dict[str, str] = {
@@ -71,7 +69,6 @@ def layer_type(config, layer_index: int) -> str:
 
 
 PLAIN_LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")
-VERIFY_QUERIES = 5  # the masked attention `masked_queries_form` times: a verification of four drafts
 
 
 def plain_llama_layers(model: nn.Module) -> bool:
@@ -130,24 +127,26 @@ def mlp_sublayer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
-def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
+def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Callable, Callable] | None:
     """For plain Llama-family layers whose modules carry no hooks (accelerate's device maps add some; they
     are looked for now, once): (attention, MLP) sublayer functions like `attention_sublayer` and
     `mlp_sublayer` that run each module's own operations in its own order (transformers'
-    `LlamaAttention.forward`, its family's rotary and attention functions, each linear's and norm's own
-    `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU costs more than a small
-    layer's arithmetic. The logits stay the model's own, bit for bit. None for any other model."""
+    `LlamaAttention.forward`, its family's attention function, its rotary in the equal form of `rotated`,
+    each linear's and norm's own `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU costs more than a small
+    layer's arithmetic. The logits stay the model's own, bit for bit, unless `choose_forms` lets this
+    machine's timing choose an attention form that differs from transformers' by a few ulps
+    (attention_forms.py). None for any other model."""
     layers = decoder_layers(model)
     if not plain_llama_layers(model) or any(hooked(m) for layer in layers for m in layer.modules()):
         return None
     family = sys.modules[type(layers[0].self_attn).__module__]
-    rotate = family.apply_rotary_pos_emb
     implementation = model.config._attn_implementation or "sdpa"
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, family.eager_attention_forward)
     weight = layers[0].self_attn.o_proj.weight
-    if implementation == "sdpa" and masked_queries_form(layers[0].self_attn, attend, weight.dtype,
-                                                        weight.device) == "grouped":
-        attend = _grouped_masked_queries(attend)
+    if implementation == "sdpa":
+        forms = (masked_queries_form(layers[0].self_attn, attend, weight.dtype, weight.device),
+                 one_query_form(layers[0].self_attn, weight.dtype, weight.device) if choose_forms else "grouped")
+        attend = with_forms(attend, *forms)
 
     def attention(layer, hidden, position_embeddings, attention_mask, position_ids, cache):
         attn = layer.self_attn
@@ -156,8 +155,8 @@ def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
         query = attn.q_proj.forward(normed).view(heads).transpose(1, 2)
         key = attn.k_proj.forward(normed).view(heads).transpose(1, 2)
         value = attn.v_proj.forward(normed).view(heads).transpose(1, 2)
-        cos, sin = position_embeddings
-        query, key = rotate(query, key, cos, sin)
+        cos, signed_sin = position_embeddings  # as `rolled_rotary` prepares them
+        query, key = rotated(query, cos, signed_sin), rotated(key, cos, signed_sin)
         key, value = cache.update(key, value, attn.layer_idx)
         out, _ = attend(attn, query, key, value, attention_mask, dropout=0.0, scaling=attn.scaling)
         return hidden + attn.o_proj.forward(out.reshape(*hidden.shape[:-1], -1).contiguous())
@@ -171,41 +170,19 @@ def direct_sublayers(model: nn.Module) -> tuple[Callable, Callable] | None:
     return attention, mlp
 
 
-def _grouped_masked_queries(attend: Callable) -> Callable:
-    """transformers' sdpa attention, except that several masked queries over grouped keys and values (a
-    verification over a static cache) go to sdpa's own grouped-query form (`enable_gqa`) instead of
-    copying the keys and values once per query head first (`repeat_kv`: the whole cache, every layer).
-    transformers takes that form only without a mask, where CUDA kernels need that; on the CPU the sums
-    are the same, bit for bit (tests/test_walk.py)."""
-    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-        if (query.shape[2] == 1 or module.num_key_value_groups == 1 or attention_mask is None
-                or attention_mask.dtype != torch.bool or kwargs):
-            return attend(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
-                                             scale=scaling, enable_gqa=True)
-        return out.transpose(1, 2).contiguous(), None
-    return attention
+def rolled_rotary(position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A forward's rotary (cos, sin), each (1, q, d), as `rotated` takes them: (1, 1, q, d) over the heads,
+    the sine's first half negated. Made once per forward rather than in every layer."""
+    cos, sin = position_embeddings
+    half = sin.shape[-1] // 2
+    return cos[:, None], torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, None]
 
 
-def masked_queries_form(attn: nn.Module, attend: Callable, dtype: torch.dtype, device: torch.device,
-                        keys: int = 256) -> str:
-    """How a verification's masked queries meet grouped keys and values on this machine (timed once per
-    dtype and shape, then cached): "repeated", transformers' sdpa path, or "grouped",
-    `_grouped_masked_queries`. The same sums; which is faster depends on the CPU and the dtype (on one
-    CPU "grouped" was 1.2-2x faster over several queries, and 4x slower over one in bfloat16:
-    docs/BENCHMARKS.md), so it is measured rather than assumed. CUDA keeps transformers' path."""
-    heads, groups, head_dim = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
-    if device.type != "cpu" or heads == groups:
-        return "repeated"
-    query = torch.randn(1, heads, VERIFY_QUERIES, head_dim, dtype=dtype, device=device)
-    keys_values = torch.randn(1, groups, keys, head_dim, dtype=dtype, device=device)
-    mask = (torch.arange(keys, device=device)[None] <= torch.arange(keys - VERIFY_QUERIES, keys, device=device)[:, None])
-    grouped = _grouped_masked_queries(attend)
-    candidates = {form: (lambda f=f: f(attn, query, keys_values, keys_values, mask[None, None], scaling=attn.scaling))
-                  for form, f in (("repeated", attend), ("grouped", grouped))}
-    key = f"masked-queries-attention:{dtype_name(dtype)}:{heads}x{groups}x{head_dim}x{VERIFY_QUERIES}x{keys}"
-    with torch.inference_mode():
-        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent="repeated").name
+def rotated(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """transformers' `x * cos + rotate_half(x) * sin` (half-split rotary) bit for bit, in four operations
+    instead of seven: rotate_half(x) * sin = cat(-x2, x1) * cat(s1, s2) = cat(x2, x1) * cat(-s1, s2), and
+    cat(x2, x1) is x rolled by half its width (negating a factor rounds nothing)."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 def hooked(module: nn.Module) -> bool:

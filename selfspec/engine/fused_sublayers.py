@@ -22,11 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from selfspec.engine.devices import dtype_name
-from selfspec.engine.kernels import choose_fastest
-
-QUERY_FORMS = ("grouped", "packed")  # how one query meets grouped keys and values (`one_query_form`)
-
+from selfspec.engine.architectures import rotated
+from selfspec.engine.attention_forms import attend
 
 def _concatenated(*linears: nn.Linear) -> nn.Linear:
     """One nn.Linear whose rows are the given layers' rows, in order (a temporary to quantise)."""
@@ -39,41 +36,10 @@ def _concatenated(*linears: nn.Linear) -> nn.Linear:
     return fused
 
 
-def one_query_form(attn: nn.Module, dtype: torch.dtype, device: torch.device, keys: int = 256) -> str:
-    """How a draft token's attention runs on this machine (timed once per shape and dtype, then cached):
-    "grouped", sdpa with `enable_gqa`, or "packed", each key/value head's group of query heads as rows of
-    one query block (transformers' `pack_gqa`). Which is faster depends on the machine and the dtype, and
-    not always the same way (docs/BENCHMARKS.md, "A third CPU")."""
-    heads, groups, head_dim = attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
-    if heads == groups:
-        return "grouped"  # no groups to pack
-    query = torch.randn(1, heads, 1, head_dim, dtype=dtype, device=device)
-    keys_values = torch.randn(1, groups, keys, head_dim, dtype=dtype, device=device)
-    mask = (torch.arange(keys, device=device) < keys - 8)[None, None, None]  # as the static cache's
-    candidates = {"grouped": lambda: _attend(query, keys_values, keys_values, mask, 1.0, False),
-                  "packed": lambda: _attend(query, keys_values, keys_values, mask, 1.0, True)}
-    key = f"one-query-attention:{dtype_name(dtype)}:{heads}x{groups}x{head_dim}x{keys}"
-    with torch.inference_mode():
-        return choose_fastest(key, candidates, device, repeats=5, rounds=2).name
-
-
-def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask, scale: float,
-            packed: bool) -> torch.Tensor:
-    """Attention of `query` (1, heads, q, d) over grouped `keys`/`values` (1, groups, kv, d); `packed` (one
-    query only) puts each group's heads as the rows of one query block: the same sums, another kernel."""
-    heads, groups = query.shape[1], keys.shape[1]
-    if not packed:
-        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scale,
-                                              enable_gqa=groups != heads)
-    rows = query.reshape(1, groups, heads // groups, query.shape[-1])
-    out = F.scaled_dot_product_attention(rows, keys, values, attn_mask=mask, scale=scale)
-    return out.reshape(1, heads, 1, query.shape[-1])
-
-
 def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module],
                      query_form: str = "grouped") -> None:
     """Give a shadow layer `self_attn.qkv_proj` and `mlp.gate_up_proj` (quantised), dropping the parts,
-    its norms the constants of `_rms_normed`, and its attention a `one_query_form` (one of QUERY_FORMS)."""
+    its norms the constants of `_rms_normed`, and its attention a one-query form (attention_forms.py)."""
     attn, mlp = layer.self_attn, layer.mlp
     attn.packs_one_query = query_form == "packed"
     for norm in (layer.input_layernorm, layer.post_attention_layernorm):
@@ -102,13 +68,10 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     qkv = attn.qkv_proj.native(_rms_normed(hidden, layer.input_layernorm)).to(hidden.dtype)  # the cache's dtype
     query_keys = qkv[..., :attn.query_key_width].view(1, width, -1, head_dim).transpose(1, 2)
     values = qkv[..., attn.query_key_width:].view(1, width, -1, head_dim).transpose(1, 2)
-    cos, sin = position_embeddings
-    half = head_dim // 2
-    rotated = torch.cat((-query_keys[..., half:], query_keys[..., :half]), dim=-1)
-    query_keys = query_keys * cos[:, None] + rotated * sin[:, None]
+    query_keys = rotated(query_keys, *position_embeddings)  # as `rolled_rotary` prepares them
     heads = attn.query_heads
     keys, values = cache.update(query_keys[:, heads:], values, attn.layer_idx)
-    out = _attend(query_keys[:, :heads], keys, values, attention_mask, attn.scaling,
+    out = attend(query_keys[:, :heads], keys, values, attention_mask, attn.scaling,
                   packed=width == 1 and attn.packs_one_query)
     return _residual(hidden, attn.o_proj.native(out.transpose(1, 2).reshape(1, width, attn.query_width)))
 

@@ -24,8 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from selfspec.engine.architectures import decoder_layers, plain_llama_layers
+from selfspec.engine.attention_forms import ONE_QUERY_FORMS, one_query_form
 from selfspec.engine.devices import dtype_name
-from selfspec.engine.fused_sublayers import QUERY_FORMS, fuse_projections, one_query_form
+from selfspec.engine.fused_sublayers import fuse_projections
 from selfspec.engine.kernels import choose_fastest
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
@@ -238,7 +239,7 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
     probe = model.get_input_embeddings().weight
     builders = {kind: kernel_builders(kind, probe.dtype, probe.device) for kind in ("int8", weights)}
     for kind, name in (kernels or {}).items():
-        known = QUERY_FORMS if kind == "attention" else builders.get(kind, {})
+        known = ONE_QUERY_FORMS if kind == "attention" else builders.get(kind, {})
         if name not in known:
             raise ValueError(f"{name!r} is not among the {kind} kernels for {dtype_name(probe.dtype)} on "
                              f"{probe.device} (those are: {', '.join(known) or 'none'})")

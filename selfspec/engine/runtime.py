@@ -60,6 +60,7 @@ class Engine:
         self._walks = attention in STATIC_ATTENTION and not any(hooked(m) for m in model.modules())
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
+        self._choose_kernels = choose_kernels  # False: transformers' own products and attention forms
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
         self.steps = CompiledSteps.for_model(self.forward, self.device, compile_setting(compile, self.device),
                                              self.static_cache, compile_backend, compile_mode)
@@ -70,7 +71,8 @@ class Engine:
         self.products = products
         self.tuned = products.tuned(self.model)
         head = self.tuned.get_output_embeddings()
-        self.walk = LayerWalk(self.tuned, self.model.config, head) if self._walks else None
+        self.walk = (LayerWalk(self.tuned, self.model.config, head, choose_forms=self._choose_kernels)
+                     if self._walks else None)
         self.forward = self.walk or transformers_forward(self.tuned)  # (tokens, positions, cache, ...) -> logits
         if getattr(self, "steps", None) is not None:
             self.steps.use_forward(self.forward)

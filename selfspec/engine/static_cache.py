@@ -9,9 +9,17 @@ the same layers at every step, from the committed length), so positions index th
 draft skips simply stays at the committed length. Rolling back sets each filled length to at most the
 committed length, in place, so the tensors keep their addresses (compiled graphs and CUDA graphs stay
 valid); the entries past it are stale, hidden by position-built masks and overwritten next time.
+
+A forward that knows how far its positions reach (the eager walk on a CPU, `attending`) reads only the
+filled prefix of each buffer: attention over the whole buffer costs in proportion to the capacity, and
+at batch 1 on a CPU that was most of a layer's attention (docs/BENCHMARKS.md). Compiled and GPU steps
+keep the whole buffer, whose shape their graphs are specialised to.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from transformers.cache_utils import Cache, StaticLayer
@@ -27,6 +35,22 @@ class PositionalCache(Cache):
         with torch.inference_mode():
             super().__init__(layers=[StaticLayer(max_cache_len=capacity) for _ in range(num_layers)])
         self.capacity = capacity
+        self.attended: int | None = None  # keys a forward reads (None: the whole buffer)
+
+    @contextmanager
+    def attending(self, keys: int) -> Iterator[None]:
+        """During one forward, `update` returns the first `keys` positions of each buffer, not all of it."""
+        self.attended = keys
+        try:
+            yield
+        finally:
+            self.attended = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        if self.attended is None:
+            return keys, values
+        return keys[:, :, :self.attended], values[:, :, :self.attended]
 
     @torch.inference_mode()
     def rollback(self, length: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from contextlib import nullcontext
 from typing import Callable, Iterable
 
 import torch
@@ -28,28 +29,33 @@ from selfspec.engine.architectures import (
     direct_sublayers,
     layer_type,
     mlp_sublayer,
+    rolled_rotary,
 )
 from selfspec.engine.cache import is_static, layer_length
 from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_sublayer
 
 
-def sublayer_functions(body: nn.Module, fused: bool) -> tuple[Callable, Callable]:
-    """(attention, MLP) sublayer functions for `body`'s layers: fused ones for layers prepared by
-    fuse_projections, the modules' operations called directly where architectures.py can, else the
-    layers' own modules."""
+def sublayer_functions(body: nn.Module, fused: bool, choose_forms: bool = True) -> tuple[Callable, Callable, bool]:
+    """(attention, MLP) sublayer functions for `body`'s layers, and whether they take their rotary as
+    `rolled_rotary` prepares it: fused ones for layers prepared by fuse_projections, the modules' operations
+    called directly where architectures.py can (`choose_forms`: in the attention forms this machine's timing
+    picks), else the layers' own modules."""
     if fused:
-        return fused_attention_sublayer, fused_mlp_sublayer
-    return direct_sublayers(body) or (attention_sublayer, mlp_sublayer)
+        return fused_attention_sublayer, fused_mlp_sublayer, True
+    direct = direct_sublayers(body, choose_forms)
+    return (*direct, True) if direct else (attention_sublayer, mlp_sublayer, False)
 
 
 class LayerWalk:
-    def __init__(self, body: nn.Module, config, head: Callable[[torch.Tensor], torch.Tensor], fused: bool = False):
+    def __init__(self, body: nn.Module, config, head: Callable[[torch.Tensor], torch.Tensor], fused: bool = False,
+                 choose_forms: bool = True):
         """`body`: the model, or a shadow of it sharing its config (low-bit copies, chosen products); `head`:
-        hidden states -> logits; `fused`: `body`'s layers were prepared by fused_sublayers.fuse_projections."""
+        hidden states -> logits; `fused`: `body`'s layers were prepared by fused_sublayers.fuse_projections;
+        `choose_forms`: False keeps transformers' attention forms (attention_forms.py), bit for bit."""
         self.decoder = decoder(body)
         self.head = head
         self._layers = list(decoder_layers(body))
-        self._attention, self._mlp = sublayer_functions(body, fused)
+        self._attention, self._mlp, self._rolls_rotary = sublayer_functions(body, fused, choose_forms)
         self._attn_impl = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
         self._rotary_by_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
         self._layer_types = [layer_type(config, i) for i in range(len(self._layers))]
@@ -79,15 +85,19 @@ class LayerWalk:
         else:
             shared = rotary(hidden, position_ids)
             position_embeddings = {t: shared for t in set(self._layer_types)}
+        if self._rolls_rotary:
+            position_embeddings = {t: rolled_rotary(e) for t, e in position_embeddings.items()}
         masks = {}  # one per distinct (key length, window) within this forward
-        for i, layer, run_attn, run_mlp in self._plan:
-            if run_attn:
-                mask = self._mask(i, position_ids, cache, hidden.dtype, masks, from_start)
-                hidden = self._attention(
-                    layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
-                )
-            if run_mlp:
-                hidden = self._mlp(layer, hidden)
+        attended = self._attended_keys(position_ids, cache)
+        with cache.attending(attended) if attended else nullcontext():
+            for i, layer, run_attn, run_mlp in self._plan:
+                if run_attn:
+                    mask = self._mask(i, position_ids, cache, hidden.dtype, masks, from_start, attended)
+                    hidden = self._attention(
+                        layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
+                    )
+                if run_mlp:
+                    hidden = self._mlp(layer, hidden)
         if last_only:
             hidden = hidden[:, -1:]
         logits = self.head(self.decoder.norm(hidden))
@@ -95,23 +105,37 @@ class LayerWalk:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
 
+    def _attended_keys(self, position_ids: torch.Tensor, cache) -> int | None:
+        """How many keys of a static cache this forward reads, where it can read just the filled prefix (up
+        to its last position): eager on a CPU, where the position is a number at hand, through sdpa, whose
+        sums over the masked rest were zeros (eager attention's softmax would sum in another order). None:
+        the whole buffer (compiled graphs are specialised to its shape; on a GPU reading the position waits)."""
+        if (not is_static(cache) or self._attn_impl != "sdpa" or position_ids.device.type != "cpu"
+                or torch.compiler.is_compiling()):
+            return None
+        return int(position_ids[0, -1]) + 1
+
     def _mask(self, layer_index: int, position_ids: torch.Tensor, cache, dtype: torch.dtype, masks: dict,
-              from_start: bool = False):
+              from_start: bool = False, attended: int | None = None):
         """Attention mask for one layer, over *that layer's* keys, from positions; None when none is needed.
 
         A dynamic cache returns the layer's own keys (shorter for layers the draft skipped); a static
-        cache returns its whole buffer, whose entries past the query's position are stale or empty.
+        cache returns the `attended` prefix of its buffer, or else its whole buffer, whose entries past
+        the query's position are stale or empty.
         """
         query_len = position_ids.shape[-1]
-        static = is_static(cache)
-        kv_len = cache.capacity if static else layer_length(cache, layer_index) + query_len
+        whole_buffer = is_static(cache) and attended is None
+        if whole_buffer:
+            kv_len = cache.capacity
+        else:
+            kv_len = attended or layer_length(cache, layer_index) + query_len
         window = self._windows[layer_index]
-        needs_window = window is not None and (static or kv_len > window)
-        if query_len == 1 and not needs_window and not static:
-            return None  # one query attends to the whole (causal) cache: no mask
+        needs_window = window is not None and (whole_buffer or kv_len > window)
+        if query_len == 1 and not needs_window and not whole_buffer:
+            return None  # one query attends to every key it is given (the causal past): no mask
         if self._attn_impl not in ("sdpa", "eager"):
             return None  # flash-style kernels apply causality and windows themselves
-        if (from_start and static and query_len > 1 and self._attn_impl == "sdpa"
+        if (from_start and is_static(cache) and query_len > 1 and self._attn_impl == "sdpa"
                 and (window is None or query_len <= window)):
             # A prefill: sdpa then attends causally over the first q keys only, as transformers' forward
             # does (a mask over the whole buffer gives the same values up to rounding).

@@ -1,0 +1,102 @@
+"""How a step's few queries meet grouped keys and values: equivalent attention forms, chosen per machine.
+
+In a model with grouped-query attention (fewer key/value heads than query heads) sdpa can be handed a
+step's queries in several forms that compute the same sums. At batch 1 on a CPU their costs differ by
+several times, and not the same way on every CPU or in every dtype (docs/BENCHMARKS.md), so each is
+timed once per machine, dtype and shape (kernels.choose_fastest, cached) rather than assumed:
+  - one query (a decoding step, a draft token), over the keys it reads without a mask: "grouped",
+    sdpa's `enable_gqa` (transformers' own path), or "packed", each key/value head's query heads as the
+    rows of one query block (transformers' `pack_gqa`);
+  - several masked queries (a verification): "repeated", transformers' path, which first copies the keys
+    and values once per query head (`repeat_kv`), or "grouped", sdpa's `enable_gqa`.
+"grouped" gives transformers' values bit for bit (tests/test_walk.py); "packed" differs from them by a
+few float32 ulps (the same values in bfloat16 as far as measured), so only engines that choose their
+kernels use it. CUDA keeps transformers' paths.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from selfspec.engine.devices import dtype_name
+from selfspec.engine.kernels import choose_fastest
+
+ONE_QUERY_FORMS = ("grouped", "packed")
+MASKED_QUERIES_FORMS = ("repeated", "grouped")
+VERIFY_QUERIES = 5  # the masked attention timed: a verification of four drafts
+TIMED_KEYS = 128  # keys the forms are timed over: a prompt and its answer so far
+
+
+def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask, scale: float,
+           packed: bool) -> torch.Tensor:
+    """Attention (1, heads, q, d) of `query` (1, heads, q, d) over grouped `keys`/`values` (1, groups, kv,
+    d); `packed` (one query) puts each group's heads as the rows of one query block (a mask over the keys
+    alone, (1, 1, 1, kv), applies to every row)."""
+    heads, groups = query.shape[1], keys.shape[1]
+    if not packed or groups == heads:
+        return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scale,
+                                              enable_gqa=groups != heads)
+    rows = query.reshape(1, groups, heads // groups, query.shape[-1])
+    out = F.scaled_dot_product_attention(rows, keys, values, attn_mask=mask, scale=scale)
+    return out.reshape(1, heads, 1, query.shape[-1])
+
+
+def _shapes(attn: nn.Module) -> tuple[int, int, int]:
+    return attn.config.num_attention_heads, attn.config.num_key_value_heads, attn.head_dim
+
+
+def one_query_form(attn: nn.Module, dtype: torch.dtype, device: torch.device, keys: int = TIMED_KEYS) -> str:
+    """The faster of ONE_QUERY_FORMS for one query over `keys` keys on this machine (timed once, cached)."""
+    heads, groups, head_dim = _shapes(attn)
+    if device.type != "cpu" or heads == groups:
+        return "grouped"  # nothing to pack, or a GPU: transformers' path
+    query = torch.randn(1, heads, 1, head_dim, dtype=dtype, device=device)
+    keys_values = torch.randn(1, groups, keys, head_dim, dtype=dtype, device=device)
+    candidates = {form: (lambda p=form == "packed": attend(query, keys_values, keys_values, None, 1.0, p))
+                  for form in ONE_QUERY_FORMS}
+    key = f"one-query-prefix-attention:{dtype_name(dtype)}:{heads}x{groups}x{head_dim}x{keys}"
+    with torch.inference_mode():
+        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent="grouped").name
+
+
+def masked_queries_form(attn: nn.Module, attention: Callable, dtype: torch.dtype, device: torch.device,
+                        keys: int = TIMED_KEYS) -> str:
+    """The faster of MASKED_QUERIES_FORMS for a verification's queries on this machine (timed once, cached);
+    `attention` is transformers' attention function for the model's implementation."""
+    heads, groups, head_dim = _shapes(attn)
+    if device.type != "cpu" or heads == groups:
+        return "repeated"
+    query = torch.randn(1, heads, VERIFY_QUERIES, head_dim, dtype=dtype, device=device)
+    keys_values = torch.randn(1, groups, keys, head_dim, dtype=dtype, device=device)
+    mask = (torch.arange(keys, device=device)[None] <= torch.arange(keys - VERIFY_QUERIES, keys, device=device)[:, None])
+    candidates = {form: (lambda f=with_forms(attention, form, "grouped"):
+                         f(attn, query, keys_values, keys_values, mask[None, None], scaling=attn.scaling))
+                  for form in MASKED_QUERIES_FORMS}
+    key = f"masked-queries-attention:{dtype_name(dtype)}:{heads}x{groups}x{head_dim}x{VERIFY_QUERIES}x{keys}"
+    with torch.inference_mode():
+        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent="repeated").name
+
+
+def with_forms(attention: Callable, masked_queries: str, one_query: str) -> Callable:
+    """transformers' sdpa `attention` function, except that grouped keys and values meet several masked
+    queries (a verification) and one unmasked query (a step over the keys it reads) in the given forms;
+    transformers' path takes `enable_gqa` only without a mask, which CUDA kernels need."""
+    if masked_queries == "repeated" and one_query == "grouped":
+        return attention
+
+    def chosen(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        if module.num_key_value_groups == 1 or kwargs or dropout:
+            return attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        if query.shape[2] == 1 and attention_mask is None and one_query == "packed":
+            out = attend(query, key, value, None, scaling, packed=True)
+        elif (query.shape[2] > 1 and masked_queries == "grouped" and attention_mask is not None
+              and attention_mask.dtype == torch.bool):
+            out = attend(query, key, value, attention_mask, scaling, packed=False)
+        else:
+            return attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling)
+        return out.transpose(1, 2).contiguous(), None
+    return chosen
