@@ -125,3 +125,30 @@ def test_switching_context_drafts_off_copies_nothing():
     assert [t for r in off for t in r.token_ids] == [t for r in autoregressive(model, prompt, 16) for t in r.token_ids]
     with pytest.raises(ValueError, match="context_tokens"):
         DraftSettings(context_tokens=MAX_CONTEXT_TOKENS + 1)
+
+
+def test_the_draft_keeps_only_the_copies_it_would_have_chosen():
+    from selfspec.engine.cache import new_cache
+    from selfspec.engine.decoding import draft_tokens, forward_full
+    from selfspec.engine.draft import DraftModel
+    from selfspec.engine.sampling import Sampling
+
+    model = tiny_model("llama", seed=5)
+    draft = DraftModel(model, SkipProfile(4, attn=[1], mlp=[2]))
+    prompt, pending = torch.tensor([[5, 17, 33, 8, 61]]), torch.tensor(9)
+    position = prompt.shape[1]
+
+    def prefilled():
+        cache = new_cache(4, 64)
+        forward_full(model, prompt, 0, cache)
+        return cache
+
+    # The draft's own greedy chain after the pending token, drafted one token at a time.
+    own = draft_tokens(draft, pending, position, prefilled(), 5, 0.0, Sampling(), None).tokens.tolist()
+    wrong = (own[2] + 1) % model.config.vocab_size
+    copied = torch.tensor(own[:2] + [wrong, own[3]])
+    result = draft_tokens(draft, pending, position, prefilled(), 3, 0.0, Sampling(), None, copied=copied)
+    assert result.copies_kept == 2  # the third copy is not what the draft would choose
+    assert result.tokens.tolist() == own[2:5]  # it continues from its own third token
+    agreed = draft_tokens(draft, pending, position, prefilled(), 1, 0.0, Sampling(), None, copied=torch.tensor(own[:4]))
+    assert agreed.copies_kept == 4 and agreed.tokens.tolist() == [own[4]]

@@ -79,6 +79,7 @@ class Drafted(NamedTuple):
     tokens: torch.Tensor  # (n,) drafted ids
     dists: torch.Tensor | None  # (n, V') draft distributions over the draft's vocabulary, when sampling
     first_seconds: float | None  # the first draft forward (the one that read the copies), with a clock
+    copies_kept: int = 0  # the leading copies the draft agreed with (the step verifies only those)
 
 
 @torch.inference_mode()
@@ -98,18 +99,26 @@ def draft_tokens(
     """Draft up to `max_tokens` tokens after `pending` (at `position`), through `engine`'s draft step.
 
     `copied`: tokens already proposed from the context, which the draft reads (in one wider step)
-    before continuing after them. Stops early after a token whose draft top-1 probability is below
-    `threshold`. With a `clock`, the first forward (wider when it reads copies) is timed apart.
+    before continuing after them. The draft's own next token after each copy comes out of that read
+    for free; at the first copy it would not have chosen, the copies are cut and the draft continues
+    from its own token instead (a copy the draft disagrees with seldom survives the verification, and
+    drafts planned after a failed copy are lost with it). Stops early after a token whose draft top-1
+    probability is below `threshold`. With a `clock`, the first forward is timed apart.
     """
     vocabulary = draft.vocabulary
     engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no full-model products
-    tokens, dists, first_seconds = [], [], None
-    token = pending.view(1, 1) if copied is None else torch.cat([pending.view(1), copied]).view(1, -1)
-    position -= 1
+    tokens, dists, first_seconds, kept = [], [], None, 0
     start = clock() if clock is not None else None
-    for _ in range(max_tokens):
-        position += token.shape[-1]  # where the last token fed sits
-        logits = _draft_logits(engine, draft, token, position, cache)
+    if copied is None:
+        logits = engine.draft(draft, pending.view(1, 1), position, cache)
+    else:
+        read = torch.cat([pending.view(1), copied]).view(1, -1)
+        rows = draft(read, torch.arange(position, position + read.shape[-1], device=read.device)[None], cache)[0]
+        kept = _agreed(rows[:-1], copied, vocabulary)
+        if kept < len(copied):
+            truncate(cache, position + 1 + kept)  # the draft's keys past its own token are not its text
+        logits, position = rows[kept], position + kept
+    while True:
         if sampling.greedy:
             index = greedy_tokens(logits)
             confidence = torch.softmax(logits.float(), -1)[index] if threshold > 0 else None
@@ -122,17 +131,20 @@ def draft_tokens(
         tokens.append(token.view(1))
         if start is not None and first_seconds is None:
             first_seconds = clock() - start
-        if confidence is not None and float(confidence) < threshold:
+        if len(tokens) == max_tokens or (confidence is not None and float(confidence) < threshold):
             break
-    return Drafted(torch.cat(tokens), torch.stack(dists) if dists else None, first_seconds)
+        position += 1
+        logits = engine.draft(draft, token, position, cache)
+    return Drafted(torch.cat(tokens), torch.stack(dists) if dists else None, first_seconds, kept)
 
 
-def _draft_logits(engine: Engine, draft: DraftModel, tokens: torch.Tensor, last: int, cache) -> torch.Tensor:
-    """Draft logits after `tokens` (1, n), whose last token sits at position `last`."""
-    if tokens.shape[-1] == 1:
-        return engine.draft(draft, tokens, last, cache)
-    positions = torch.arange(last - tokens.shape[-1] + 1, last + 1, device=tokens.device)[None]
-    return draft(tokens, positions, cache)[0, -1]
+def _agreed(logits: torch.Tensor, copied: torch.Tensor, vocabulary: torch.Tensor | None) -> int:
+    """How many leading `copied` tokens are the draft's own top choices (`logits`: one row per copy)."""
+    chosen = greedy_tokens(logits)
+    if vocabulary is not None:
+        chosen = vocabulary[chosen]
+    differ = (chosen != copied).nonzero()
+    return int(differ[0, 0]) if len(differ) else len(copied)
 
 
 def _one_hot(tokens: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -345,10 +357,10 @@ def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: Dra
         copied = torch.tensor(proposal[:n_copied], dtype=torch.long, device=run.device)
         drafted, dists, reading = copied, None, None
         if n_draft:
-            more, dists, reading = draft_tokens(draft, pending, position, cache, n_draft, exit_rule.threshold,
-                                                sampling, generator, run.engine, copied if n_copied else None,
-                                                clock=run.clock if n_copied and lengths is not None else None)
-            drafted = torch.cat([copied, more])
+            more, dists, reading, n_copied = draft_tokens(
+                draft, pending, position, cache, n_draft, exit_rule.threshold, sampling, generator, run.engine,
+                copied if n_copied else None, clock=run.clock if n_copied and lengths is not None else None)
+            drafted = torch.cat([copied[:n_copied], more])
         truncate(cache, position)
         t1 = run.clock()
         accepted, pending = verify(run.engine, pending, drafted, dists, draft.vocabulary, position, cache,
