@@ -36,51 +36,77 @@ def _concatenated(*linears: nn.Linear) -> nn.Linear:
     return fused
 
 
+class FusedLayer:
+    """What a fused layer's sublayers read at every step, gathered once into plain attributes: reached
+    through nn.Module's attribute lookup (`layer.self_attn.qkv_proj`) they cost more per step than
+    several of the layer's tensor operations."""
+
+    __slots__ = ("qkv", "o", "gate_up", "down", "input_norm", "mlp_norm", "head_dim", "half", "query_heads",
+                 "query_key_heads", "all_heads", "groups", "query_width", "layer_index", "scaling",
+                 "packs_one_query")
+
+    def __init__(self, layer: nn.Module, query_form: str):
+        attn, mlp = layer.self_attn, layer.mlp
+        self.qkv, self.o, self.gate_up, self.down = attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj
+        self.input_norm = _norm_constants(layer.input_layernorm)
+        self.mlp_norm = _norm_constants(layer.post_attention_layernorm)
+        self.head_dim, self.half = attn.head_dim, attn.head_dim // 2
+        self.groups = attn.config.num_key_value_heads
+        self.query_heads = attn.config.num_attention_heads
+        self.query_key_heads = self.query_heads + self.groups
+        self.all_heads = self.query_key_heads + self.groups
+        self.query_width = self.query_heads * self.head_dim
+        self.layer_index, self.scaling = attn.layer_idx, attn.scaling
+        self.packs_one_query = query_form == "packed" and self.groups != self.query_heads
+
+
+def _norm_constants(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight * sqrt(d), sqrt(d * eps)): `_rms_normed`'s constants for an RMSNorm."""
+    width = norm.weight.shape[-1]
+    epsilon_norm = torch.tensor((width * norm.variance_epsilon) ** 0.5, dtype=torch.float32, device=norm.weight.device)
+    return norm.weight.detach() * width ** 0.5, epsilon_norm
+
+
 def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module],
                      query_form: str = "grouped") -> None:
-    """Give a shadow layer `self_attn.qkv_proj` and `mlp.gate_up_proj` (quantised), dropping the parts,
-    its norms the constants of `_rms_normed`, and its attention a one-query form (attention_forms.py)."""
+    """Quantise a shadow layer's projections, q/k/v as one product (`self_attn.qkv_proj`) and gate/up as
+    another (`mlp.gate_up_proj`), dropping the parts, and give it the `FusedLayer` its sublayers read,
+    with a one-query attention form (attention_forms.py)."""
     attn, mlp = layer.self_attn, layer.mlp
-    attn.packs_one_query = query_form == "packed"
-    for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-        width = norm.weight.shape[-1]
-        norm.scaled_weight = norm.weight.detach() * width ** 0.5
-        norm.epsilon_norm = torch.tensor((width * norm.variance_epsilon) ** 0.5, dtype=torch.float32,
-                                         device=norm.weight.device)
     attn.qkv_proj = quantise(_concatenated(attn.q_proj, attn.k_proj, attn.v_proj))
     mlp.gate_up_proj = quantise(_concatenated(mlp.gate_proj, mlp.up_proj))
-    # Where the fused output splits, worked out once rather than every step.
-    attn.query_width = attn.q_proj.out_features
-    attn.query_key_width = attn.q_proj.out_features + attn.k_proj.out_features
-    attn.query_heads = attn.q_proj.out_features // attn.head_dim
+    attn.o_proj, mlp.down_proj = quantise(attn.o_proj), quantise(mlp.down_proj)
     for module, names in ((attn, ("q_proj", "k_proj", "v_proj")), (mlp, ("gate_proj", "up_proj"))):
         for name in names:
             delattr(module, name)
+    layer.fused = FusedLayer(layer, query_form)
 
 
 def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_embeddings, attention_mask,
                              position_ids: torch.Tensor, cache) -> torch.Tensor:
     """hidden + Attention(norm(hidden)) for a layer `fuse_projections` prepared (same call as
     architectures.attention_sublayer)."""
-    attn = layer.self_attn
+    fused = layer.fused
     width = hidden.shape[1]
-    head_dim = attn.head_dim
-    qkv = attn.qkv_proj.native(_rms_normed(hidden, layer.input_layernorm)).to(hidden.dtype)  # the cache's dtype
-    query_keys = qkv[..., :attn.query_key_width].view(1, width, -1, head_dim).transpose(1, 2)
-    values = qkv[..., attn.query_key_width:].view(1, width, -1, head_dim).transpose(1, 2)
+    qkv = fused.qkv.native(_rms_normed(hidden, *fused.input_norm))
+    if qkv.dtype is not hidden.dtype:
+        qkv = qkv.to(hidden.dtype)  # the cache's dtype
+    heads = qkv.view(1, width, fused.all_heads, fused.head_dim).transpose(1, 2)
+    query_keys, values = heads[:, :fused.query_key_heads], heads[:, fused.query_key_heads:]
     query_keys = rotated(query_keys, *position_embeddings)  # as `rolled_rotary` prepares them
-    heads = attn.query_heads
-    keys, values = cache.update(query_keys[:, heads:], values, attn.layer_idx)
-    out = attend(query_keys[:, :heads], keys, values, attention_mask, attn.scaling,
-                  packed=width == 1 and attn.packs_one_query)
-    return _residual(hidden, attn.o_proj.native(out.transpose(1, 2).reshape(1, width, attn.query_width)))
+    keys, values = cache.update(query_keys[:, fused.query_heads:], values, fused.layer_index)
+    out = attend(query_keys[:, :fused.query_heads], keys, values, attention_mask, fused.scaling,
+                 packed=width == 1 and fused.packs_one_query)
+    # (1, heads, q, d) -> (1, q, heads * d); for one query that is the same memory.
+    out = out.view(1, 1, fused.query_width) if width == 1 else out.transpose(1, 2).reshape(1, width, fused.query_width)
+    return _residual(hidden, fused.o.native(out))
 
 
 def fused_mlp_sublayer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """hidden + MLP(norm(hidden)) for a layer `fuse_projections` prepared."""
-    mlp = layer.mlp
-    gate, up = mlp.gate_up_proj.native(_rms_normed(hidden, layer.post_attention_layernorm)).chunk(2, -1)
-    return _residual(hidden, mlp.down_proj.native(F.silu(gate) * up))
+    fused = layer.fused
+    gate, up = fused.gate_up.native(_rms_normed(hidden, *fused.mlp_norm)).chunk(2, -1)
+    return _residual(hidden, fused.down.native(F.silu(gate).mul_(up)))
 
 
 def _residual(hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -92,8 +118,8 @@ def _residual(hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return hidden + out
 
 
-def _rms_normed(hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+def _rms_normed(hidden: torch.Tensor, scaled_weight: torch.Tensor, epsilon_norm: torch.Tensor) -> torch.Tensor:
     """RMSNorm in four operations (on CPU torch's `rms_norm` runs eight): sqrt(||x||^2 + d eps) is
     sqrt(d) times the root mean square with its epsilon, so a zero vector stays zero."""
-    length = torch.hypot(torch.linalg.vector_norm(hidden, dim=-1, keepdim=True), norm.epsilon_norm)
-    return hidden / length * norm.scaled_weight
+    length = torch.hypot(torch.linalg.vector_norm(hidden, dim=-1, keepdim=True), epsilon_norm)
+    return hidden / length * scaled_weight
