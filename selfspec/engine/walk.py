@@ -8,7 +8,9 @@ layers' arithmetic, through architectures.py's sublayer functions, which keep ea
 in their own order: with nothing skipped, the logits are the model's own, bit for bit (tests/test_walk.py).
 
 Masks are built from positions, never from cache lengths: the cache of a layer the draft skipped is
-shorter than the others, and a static cache returns its whole buffer, stale entries included.
+shorter than the others, and a static cache returns its whole buffer, stale entries included -- except
+where the walk has it return only the filled prefix (eager on a CPU through sdpa), which is then exactly
+what transformers' own dynamic cache would hold, so a one-token step needs no mask at all.
 """
 
 from __future__ import annotations
