@@ -151,3 +151,23 @@ def test_finished_caches_kept_are_few_whatever_the_request_sizes():
         assert all(oldest_size is not c for c in seen)
     with engine.request_cache(10, 11) as newest_size:  # still kept
         assert newest_size is seen[-1]
+
+
+def test_a_forward_that_fails_leaves_the_cache_reading_its_whole_buffer():
+    # The walk has the cache return only its filled prefix during one forward; a forward that raises part way
+    # must not leave that setting behind for the next caller (a compiled step, transformers' own forward).
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    cache = new_cache(model.config.num_hidden_layers, 32)
+    engine.full(torch.tensor([[3, 4, 5]]), 0, cache)
+    def failing_mlp(layer, hidden):
+        assert cache.attended == 4  # reading the prefix when it fails
+        raise RuntimeError("out of memory")
+    engine.walk._mlp = failing_mlp
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.full(torch.tensor([[6]]), 3, cache)
+    assert cache.attended is None
+    block = torch.zeros_like(cache.layers[0].keys[:, :, :1])
+    with torch.inference_mode():
+        keys, values = cache.update(block, block, 0)
+    assert keys.shape[-2] == values.shape[-2] == 32
