@@ -142,3 +142,13 @@ def test_a_hooked_model_runs_and_compiles_through_transformers_forward():
     assert engine.walk is None and engine.steps is not None
     assert [t for r in autoregressive(model, prompt, 6, engine=engine) for t in r.token_ids] == expected
     assert engine.compilations > 0 and len(calls) >= 6  # compiled steps ran, through the hooked layer
+
+
+def test_reports_name_the_attention_forms_chosen(monkeypatch):
+    monkeypatch.setattr(architectures, "one_query_form", lambda *args: "packed")
+    monkeypatch.setattr(architectures, "masked_queries_form", lambda *args: "grouped")
+    model = tiny_model("llama")
+    assert Engine(model).describe()["attention"] == {"masked queries": "grouped", "one query": "packed"}
+    # An engine that keeps transformers' kernels keeps its one-query path; models not walked directly report none.
+    assert Engine(model, choose_kernels=False).describe()["attention"]["one query"] == "grouped"
+    assert Engine(tiny_model("gemma2")).describe()["attention"] == {}

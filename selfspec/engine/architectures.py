@@ -135,7 +135,7 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     each linear's and norm's own `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU costs more than a small
     layer's arithmetic. The logits stay the model's own, bit for bit, unless `choose_forms` lets this
     machine's timing choose an attention form that differs from transformers' by a few ulps
-    (attention_forms.py). None for any other model."""
+    (attention_forms.py; the attention function's `forms` says which). None for any other model."""
     layers = decoder_layers(model)
     if not plain_llama_layers(model) or any(hooked(m) for layer in layers for m in layer.modules()):
         return None
@@ -143,10 +143,12 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     implementation = model.config._attn_implementation or "sdpa"
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, family.eager_attention_forward)
     weight = layers[0].self_attn.o_proj.weight
+    forms = {}
     if implementation == "sdpa":
-        forms = (masked_queries_form(layers[0].self_attn, attend, weight.dtype, weight.device),
-                 one_query_form(layers[0].self_attn, weight.dtype, weight.device) if choose_forms else "grouped")
-        attend = with_forms(attend, *forms)
+        forms = {"masked queries": masked_queries_form(layers[0].self_attn, attend, weight.dtype, weight.device),
+                 "one query": (one_query_form(layers[0].self_attn, weight.dtype, weight.device) if choose_forms
+                               else "grouped")}
+        attend = with_forms(attend, forms["masked queries"], forms["one query"])
 
     parts = {id(layer): _LayerParts(layer) for layer in layers}  # the walk passes these very layers
 
@@ -168,6 +170,7 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
         normed = p.mlp_norm(hidden)
         return hidden + p.down(p.act(p.gate(normed)) * p.up(normed))
 
+    attention.forms = forms  # what the timing chose, for reports
     return attention, mlp
 
 

@@ -172,4 +172,5 @@ class Engine:
         """What this engine runs, for --json reports and bench output."""
         return {"cache": "static" if self.static_cache else "dynamic",
                 "compiled": self.steps.describe() if self.steps is not None else "off",
-                "products": self.products.to_dict() | {"extra_bytes": self.products.extra_bytes(self.model)}}
+                "products": self.products.to_dict() | {"extra_bytes": self.products.extra_bytes(self.model)},
+                "attention": self.walk.attention_forms if self.walk is not None else {}}

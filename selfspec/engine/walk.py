@@ -58,6 +58,7 @@ class LayerWalk:
         self.head = head
         self._layers = list(decoder_layers(body))
         self._attention, self._mlp, self._rolls_rotary = sublayer_functions(body, fused, choose_forms)
+        self.attention_forms: dict[str, str] = dict(getattr(self._attention, "forms", {}))  # for reports
         self._attn_impl = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
         self._rotary_by_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
         self._layer_types = [layer_type(config, i) for i in range(len(self._layers))]
