@@ -132,8 +132,8 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     are looked for now, once): (attention, MLP) sublayer functions like `attention_sublayer` and
     `mlp_sublayer` that run each module's own operations in its own order (transformers'
     `LlamaAttention.forward`, its family's attention function, its rotary in the equal form of `rotated`,
-    each linear's and norm's own `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU costs more than a small
-    layer's arithmetic. The logits stay the model's own, bit for bit, unless `choose_forms` lets this
+    each linear's and norm's own `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU
+    costs more than a small layer's arithmetic. The logits stay the model's own, bit for bit, unless `choose_forms` lets this
     machine's timing choose an attention form that differs from transformers' by a few ulps
     (attention_forms.py; the attention function's `forms` says which). None for any other model."""
     layers = decoder_layers(model)

@@ -57,7 +57,7 @@ class FusedLayer:
         self.all_heads = self.query_key_heads + self.groups
         self.query_width = self.query_heads * self.head_dim
         self.layer_index, self.scaling = attn.layer_idx, attn.scaling
-        self.packs_one_query = query_form == "packed" and self.groups != self.query_heads
+        self.packs_one_query = query_form == "packed"  # attention_forms.attend packs only grouped heads
 
 
 def _norm_constants(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

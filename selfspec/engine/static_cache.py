@@ -47,20 +47,19 @@ class PositionalCache(Cache):
             self.attended = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self.attended is None:
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
         layer = self.layers[layer_idx]
-        if self.attended is None or not layer.is_initialized:
-            keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        if not layer.is_initialized:
+            super().update(key_states, value_states, layer_idx, *args, **kwargs)
         else:
             # Where StaticLayer.update would write (a layer's filled length is the block's first position),
             # by slicing: no position tensor to build and no index_copy_, a few microseconds a layer.
             first = self.attended - key_states.shape[-2]
-            keys, values = layer.keys, layer.values
-            keys[:, :, first:self.attended] = key_states
-            values[:, :, first:self.attended] = value_states
+            layer.keys[:, :, first:self.attended] = key_states
+            layer.values[:, :, first:self.attended] = value_states
             layer.cumulative_length.add_(key_states.shape[-2])
-        if self.attended is None:
-            return keys, values
-        return keys[:, :, :self.attended], values[:, :, :self.attended]
+        return layer.keys[:, :, :self.attended], layer.values[:, :, :self.attended]
 
     @torch.inference_mode()
     def rollback(self, length: int) -> None:
