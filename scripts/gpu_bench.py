@@ -159,7 +159,7 @@ def step_profile(lm: LanguageModel, prompt: list[int], steps: int = 20) -> dict:
     synced every step as the loop does, and the device kernels of the synced step by name (profiler)."""
     engine, device = lm.engine, lm.device
     cache = engine.new_cache(len(prompt), 64)
-    forward_full(engine.tuned, torch.tensor([prompt], device=device), 0, cache)
+    engine.full(torch.tensor([prompt], device=device), 0, cache)
     token, start = torch.zeros(1, 1, dtype=torch.long, device=device), len(prompt)
 
     def step(sync: bool):

@@ -9,8 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from selfspec.engine import narrow_linear, row_products
-from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, onednn_packed,
+from selfspec.bench.floor import linear_layers as linear_layers_of_step
+from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn_available, onednn_linear, onednn_packed,
                                            onednn_packing_available, thread_split_linear, weight_major_linear)
+from selfspec.engine.architectures import PROJECTION_GROUPS, decoder_layers, stacked_linear
 from selfspec.engine.runtime import Engine, forward_full
 from selfspec.engine.row_products import (PREFILL_BUCKET, ROW_BUCKETS, RowProducts, candidate_products, choose_row_products,
                                           linear_weights, packing_fits, streamed)
@@ -163,6 +165,78 @@ def test_packed_products_give_the_models_logits_and_count_their_memory():
     assert products.extra_bytes(model) == expected == engine.describe()["products"]["extra_bytes"]
 
 
+@pytest.mark.skipif(not onednn_packing_available(torch.device("cpu"), torch.float32),
+                    reason="this build cannot pack weights for oneDNN")
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # Qwen2's q/k/v carry biases
+def test_joined_projections_give_the_models_logits_and_hold_one_copy_of_their_parts(arch):
+    model = tiny_model(arch, seed=6)
+    params = {name: p for name, p in model.named_parameters()}
+    groups = tuple(group for _, group, _ in PROJECTION_GROUPS)
+    products = RowProducts({}, joined=groups)
+    engine = Engine(model, choose_kernels=False)
+    engine.use_products(products)
+    for layer in decoder_layers(engine.tuned):  # the shadow's layers run each group as one product...
+        assert isinstance(layer.self_attn.qkv_proj, JoinedLinear) and isinstance(layer.mlp.gate_up_proj, JoinedLinear)
+        assert not any(hasattr(layer.self_attn, n) for n in ("q_proj", "k_proj", "v_proj"))
+        assert not any(hasattr(layer.mlp, n) for n in ("gate_proj", "up_proj"))
+    for layer in decoder_layers(model):  # ...the model's are as they were
+        assert hasattr(layer.self_attn, "q_proj") and not hasattr(layer.self_attn, "qkv_proj")
+    assert {name: p for name, p in model.named_parameters()} == params
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
+    for width in (1, 5, 9):  # a decoding step and verifications, after a prefill through the joined products too
+        cache_a, cache_b = engine.new_cache(10, 0, 9), engine.new_cache(10, 0, 9)
+        forward_full(model, prompt, 0, cache_a)
+        engine.full(prompt, 0, cache_b)
+        block = torch.arange(11, 11 + width)[None]
+        plain = forward_full(model, block, 10, cache_a)
+        joined = engine.full(block, 10, cache_b) if width == 1 else engine.verify(block, 10, cache_b)
+        torch.testing.assert_close(joined, plain, rtol=1e-5, atol=1e-5)
+        assert torch.equal(joined.argmax(-1), plain.argmax(-1))
+    # One packed copy of every part's weight, each once; the floor times the products the step runs.
+    parts = [getattr(getattr(layer, owner), n).weight for layer in decoder_layers(model)
+             for owner, _, names in PROJECTION_GROUPS for n in names]
+    assert products.extra_bytes(model) == sum(w.numel() * w.element_size() for w in parts)
+    layers = len(decoder_layers(model))
+    assert len(linear_layers_of_step(engine.tuned)) == 4 * layers + 1  # q/k/v, o, gate/up, down; the head
+    assert engine.describe()["products"]["joined"] == list(groups)
+    assert "joined into one onednn-packed product each: qkv_proj, gate_up_proj" in products.summary()
+
+
+def test_a_projection_group_joins_only_where_one_product_times_faster(monkeypatch, tmp_path):
+    model = tiny_model("llama", seed=2)
+    stacked, joined = set(), set()  # ids of the stacked weights and of the copies made of them to be joined
+
+    def stacking(parts):
+        made = stacked_linear(parts)
+        stacked.add(id(made.weight))
+        return made
+
+    def prepared(weight):
+        copy = weight.clone()
+        if id(weight) in stacked:
+            joined.add(id(copy))
+        return copy
+
+    monkeypatch.setattr(row_products, "stacked_linear", stacking)
+    monkeypatch.setitem(row_products.PREPARED, "onednn-packed", prepared)
+    monkeypatch.setattr(row_products, "onednn_packing_available", lambda device, dtype: True)  # on any build
+    for other in ("linear", "weight-major", "thread-split"):
+        monkeypatch.setitem(row_products.PRODUCTS, other, lambda x, w, b=None: time.sleep(0.004) or F.linear(x, w, b))
+    for slow_joined in (True, False):
+        monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / str(slow_joined)))  # timed afresh
+
+        def packed(x, weight, bias=None, slow_joined=slow_joined):
+            # oneDNN's packed product, on any build: slow on the joined weights, or on every other one
+            if (id(weight) in joined) == slow_joined:
+                time.sleep(0.002)
+            return F.linear(x, weight, bias)
+        monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed", packed)
+        products = choose_row_products(model)  # packed wins every shape's buckets: the parts run it too
+        assert {p for names in products.chosen.values() for p in names.values()} == {"onednn-packed"}
+        assert products.joined == (() if slow_joined else tuple(group for _, group, _ in PROJECTION_GROUPS))
+        assert joined  # the joined candidate was timed over copies of stacked weights
+
+
 def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_path):
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     model = tiny_model("llama", seed=1)
@@ -196,7 +270,10 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
     assert products.chosen == {bucket: {head: "weight-major"} for bucket in ROW_BUCKETS} | {
         PREFILL_BUCKET: {head: "onednn-packed"}}
     assert [set(c.milliseconds) for c in products.choices] == len(shapes) * (
-        len(ROW_BUCKETS) * [{"linear", "weight-major", "onednn-packed", "thread-split"}] + [{"linear", "onednn-packed"}])
+        len(ROW_BUCKETS) * [{"linear", "weight-major", "onednn-packed", "thread-split"}] + [{"linear", "onednn-packed"}]
+    ) + len(PROJECTION_GROUPS) * [{"separate", "joined"}]  # then each projection group, joined or not
+    # The parts' own product (linear) is fast here and the joined one (oneDNN's packed) slow: nothing joined.
+    assert products.joined == ()
     assert {id(w) for w in prepared} <= seen and len(prepared) > len(shapes)
     assert "weight-major for 96x32" in products.summary() and "rows 18+: onednn-packed for 96x32" in products.summary()
     assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from selfspec.engine.kernels import median_milliseconds
-from selfspec.engine.narrow_linear import RowChosenLinear
+from selfspec.engine.narrow_linear import JoinedLinear, RowChosenLinear
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class Floor:
 
 def linear_layers(model: nn.Module) -> list[nn.Module]:
     """Every linear layer a decoding step runs, in order (the lm_head included, tied or not): the
-    model's own, or their stand-ins in the engine's tuned shadow of it."""
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, RowChosenLinear))]
+    model's own, or their stand-ins in the engine's tuned shadow of it (a joined group is one product)."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, RowChosenLinear, JoinedLinear))]
 
 
 def weight_bytes(model: nn.Module) -> int:

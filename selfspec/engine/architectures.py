@@ -85,12 +85,51 @@ def plain_llama_layers(model: nn.Module) -> bool:
 
 def _plain_layer(layer: nn.Module) -> bool:
     attn, mlp = layer.self_attn, layer.mlp
-    projections = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
-    projections += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    projections = [getattr(attn, "o_proj", None), getattr(mlp, "down_proj", None)]
+    for owner, joined, parts in PROJECTION_GROUPS:  # each group's parts, or their join
+        module = getattr(layer, owner)
+        projections += [getattr(module, joined)] if hasattr(module, joined) else [getattr(module, n, None) for n in parts]
     norms = (getattr(layer, "input_layernorm", None), getattr(layer, "post_attention_layernorm", None))
     return (all(isinstance(p, nn.Module) and hasattr(p, "in_features") for p in projections)
             and not hasattr(attn, "q_norm")
             and all(n is not None and hasattr(n, "variance_epsilon") for n in norms))
+
+
+def walkable_plain_layers(model: nn.Module) -> bool:
+    """Plain Llama-family layers (`plain_llama_layers`) whose modules carry no hooks (accelerate's device
+    maps add some): the layers `direct_sublayers` runs, and the only ones whose projections may be joined."""
+    return plain_llama_layers(model) and not any(hooked(m) for layer in decoder_layers(model) for m in layer.modules())
+
+
+# Projections of a plain layer that read the same input: (the layer's submodule, the joined projection's
+# name, its parts in order). The low-bit draft quantises each group as one product (fused_sublayers.py),
+# and the engine may run each as one product over a packed copy (row_products.py).
+PROJECTION_GROUPS = (("self_attn", "qkv_proj", ("q_proj", "k_proj", "v_proj")),
+                     ("mlp", "gate_up_proj", ("gate_proj", "up_proj")))
+
+
+def stacked_linear(linears: list[nn.Module]) -> nn.Linear:
+    """One nn.Linear whose rows are the given layers' rows, in order (a temporary to quantise or pack):
+    each of its outputs is the product of the same weight row with the same input as before."""
+    first = linears[0]
+    stacked = nn.Linear(first.in_features, sum(lin.out_features for lin in linears), bias=first.bias is not None,
+                        device="meta")
+    stacked.weight = nn.Parameter(torch.cat([lin.weight.detach() for lin in linears]), requires_grad=False)
+    if first.bias is not None:
+        stacked.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in linears]), requires_grad=False)
+    return stacked
+
+
+def join_projections(layer: nn.Module, join: Callable[[list[nn.Module]], nn.Module],
+                     groups: tuple[str, ...] | None = None) -> None:
+    """Replace each projection group (PROJECTION_GROUPS; `groups`: only these joined names) of a shadow's
+    plain layer by `join(parts)`, as the group's joined name, dropping the parts."""
+    for owner, joined, parts in PROJECTION_GROUPS:
+        if groups is None or joined in groups:
+            module = getattr(layer, owner)
+            setattr(module, joined, join([getattr(module, name) for name in parts]))
+            for name in parts:
+                delattr(module, name)
 
 
 def _has_sandwich_norms(layer: nn.Module) -> bool:
@@ -137,7 +176,7 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     machine's timing choose an attention form that differs from transformers' by a few ulps
     (attention_forms.py; the attention function's `forms` says which). None for any other model."""
     layers = decoder_layers(model)
-    if not plain_llama_layers(model) or any(hooked(m) for layer in layers for m in layer.modules()):
+    if not walkable_plain_layers(model):
         return None
     family = sys.modules[type(layers[0].self_attn).__module__]
     implementation = model.config._attn_implementation or "sdpa"
@@ -156,9 +195,11 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
         p = parts[id(layer)]
         normed = p.input_norm(hidden)
         heads = (*hidden.shape[:-1], -1, p.head_dim)
-        query = p.q(normed).view(heads).transpose(1, 2)
-        key = p.k(normed).view(heads).transpose(1, 2)
-        value = p.v(normed).view(heads).transpose(1, 2)
+        if p.qkv is None:
+            query, key, value = p.q(normed), p.k(normed), p.v(normed)
+        else:  # one product, each part's columns its own product's values
+            query, key, value = p.qkv(normed).split(p.qkv_widths, -1)
+        query, key, value = (x.view(heads).transpose(1, 2) for x in (query, key, value))
         cos, signed_sin = position_embeddings  # as `rolled_rotary` prepares them
         query, key = rotated(query, cos, signed_sin), rotated(key, cos, signed_sin)
         key, value = cache.update(key, value, p.layer_index)
@@ -168,7 +209,10 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     def mlp(layer, hidden):
         p = parts[id(layer)]
         normed = p.mlp_norm(hidden)
-        return hidden + p.down(p.act(p.gate(normed)) * p.up(normed))
+        if p.gate_up is None:
+            return hidden + p.down(p.act(p.gate(normed)) * p.up(normed))
+        gate, up = p.gate_up(normed).split(p.gate_up_widths, -1)
+        return hidden + p.down(p.act(gate) * up)
 
     attention.forms = forms  # what the timing chose, for reports
     return attention, mlp
@@ -178,17 +222,26 @@ class _LayerParts:
     """A plain Llama-family layer's modules' `forward`s and constants, gathered once: reached through
     nn.Module's attribute lookups (`layer.self_attn.q_proj`) they cost microseconds a layer at every step."""
 
-    __slots__ = ("input_norm", "q", "k", "v", "o", "attention", "head_dim", "layer_index", "scaling",
-                 "mlp_norm", "gate", "up", "down", "act")
+    __slots__ = ("input_norm", "q", "k", "v", "qkv", "qkv_widths", "o", "attention", "head_dim", "layer_index",
+                 "scaling", "mlp_norm", "gate", "up", "gate_up", "gate_up_widths", "down", "act")
 
     def __init__(self, layer: nn.Module):
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.mlp_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
-        self.q, self.k, self.v, self.o = (attn.q_proj.forward, attn.k_proj.forward, attn.v_proj.forward,
-                                          attn.o_proj.forward)
+        (self.q, self.k, self.v), (self.qkv, self.qkv_widths) = _projections(attn, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
+        self.o = attn.o_proj.forward
         self.attention, self.head_dim, self.layer_index, self.scaling = attn, attn.head_dim, attn.layer_idx, attn.scaling
-        self.gate, self.up, self.down = mlp.gate_proj.forward, mlp.up_proj.forward, mlp.down_proj.forward
+        (self.gate, self.up), (self.gate_up, self.gate_up_widths) = _projections(mlp, "gate_up_proj", ("gate_proj", "up_proj"))
+        self.down = mlp.down_proj.forward
         self.act = mlp.act_fn.forward if isinstance(mlp.act_fn, nn.Module) else mlp.act_fn
+
+
+def _projections(module: nn.Module, joined: str, parts: tuple[str, ...]) -> tuple[tuple, tuple]:
+    """((each part's forward), (None, None)) for separate projections; ((None, ...), (the joined one's
+    forward, its parts' widths)) for joined ones (`join_projections`)."""
+    if hasattr(module, joined):
+        return (None,) * len(parts), (getattr(module, joined).forward, getattr(module, joined).widths)
+    return tuple(getattr(module, name).forward for name in parts), (None, None)
 
 
 def rolled_rotary(position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,19 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from selfspec.engine.architectures import rotated
+from selfspec.engine.architectures import join_projections, rotated, stacked_linear
 from selfspec.engine.attention_forms import attend
-
-def _concatenated(*linears: nn.Linear) -> nn.Linear:
-    """One nn.Linear whose rows are the given layers' rows, in order (a temporary to quantise)."""
-    first = linears[0]
-    fused = nn.Linear(first.in_features, sum(lin.out_features for lin in linears), bias=first.bias is not None,
-                      device="meta")
-    fused.weight = nn.Parameter(torch.cat([lin.weight.detach() for lin in linears]), requires_grad=False)
-    if first.bias is not None:
-        fused.bias = nn.Parameter(torch.cat([lin.bias.detach() for lin in linears]), requires_grad=False)
-    return fused
-
 
 class FusedLayer:
     """What a fused layer's sublayers read at every step, gathered once into plain attributes: reached
@@ -72,13 +61,9 @@ def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module
     """Quantise a shadow layer's projections, q/k/v as one product (`self_attn.qkv_proj`) and gate/up as
     another (`mlp.gate_up_proj`), dropping the parts, and give it the `FusedLayer` its sublayers read,
     with a one-query attention form (attention_forms.py)."""
+    join_projections(layer, lambda parts: quantise(stacked_linear(parts)))
     attn, mlp = layer.self_attn, layer.mlp
-    attn.qkv_proj = quantise(_concatenated(attn.q_proj, attn.k_proj, attn.v_proj))
-    mlp.gate_up_proj = quantise(_concatenated(mlp.gate_proj, mlp.up_proj))
     attn.o_proj, mlp.down_proj = quantise(attn.o_proj), quantise(mlp.down_proj)
-    for module, names in ((attn, ("q_proj", "k_proj", "v_proj")), (mlp, ("gate_proj", "up_proj"))):
-        for name in names:
-            delattr(module, name)
     layer.fused = FusedLayer(layer, query_form)
 
 

@@ -176,3 +176,24 @@ class RowChosenLinear(nn.Module):
         prefill = f"; {self._prefill[0].__name__} rows>={self._prefill_rows}" if self.prefill_product else ""
         return f"in={self.in_features}, out={self.out_features}, " + "; ".join(
             f"{name} rows={rows}" for name, rows in named.items()) + prefill
+
+
+class JoinedLinear(nn.Module):
+    """Linear layers that read the same input (a layer's q/k/v, its gate/up) as one product over a copy of
+    their stacked weights (architectures.join_projections), for every row count: one call and one pass over
+    the weights where there were several. Each output column is still its own weight row's product with
+    the input; `widths` says which columns are each part's."""
+
+    def __init__(self, stacked: nn.Linear, widths: tuple[int, ...], product: Product, weight: torch.Tensor):
+        """`stacked`: the parts' rows as one layer (architectures.stacked_linear); `weight`: what `product`
+        reads, made from it (oneDNN's packed copy)."""
+        super().__init__()
+        self.in_features, self.out_features, self.widths = stacked.in_features, stacked.out_features, widths
+        self.product, self.weight = product, weight
+        self.bias = None if stacked.bias is None else stacked.bias.detach()  # a tensor, not a parameter of the model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.product(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={'+'.join(map(str, self.widths))}, {self.product.__name__}"

@@ -27,11 +27,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from selfspec.engine.architectures import (PROJECTION_GROUPS, decoder_layers, join_projections, stacked_linear,
+                                           walkable_plain_layers)
 from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.host import available_memory
 from selfspec.engine.kernels import KernelChoice, choose_fastest
-from selfspec.engine.narrow_linear import (RowChosenLinear, onednn_available, onednn_linear, onednn_packed,
-                                           onednn_packing_available, thread_split_linear, weight_major_linear)
+from selfspec.engine.narrow_linear import (PACKED_FOR_ROWS, JoinedLinear, RowChosenLinear, onednn_available,
+                                           onednn_linear, onednn_packed, onednn_packing_available, thread_split_linear,
+                                           weight_major_linear)
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 # One decoding row, then verification widths K+1 and copies (up to 16 and the pending token), grouped so
@@ -52,6 +55,11 @@ WIN_MARGIN = 0.02
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
 WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of one weight
+# A projection group (architectures.PROJECTION_GROUPS: q/k/v, gate/up) may run as one product over a packed
+# copy of its stacked weights, for every row count, where that times faster than its parts with their own
+# products over a decoding step's row and a verification's (K = 8) rows.
+JOINED_PRODUCT = "onednn-packed"
+JOIN_TIMED_ROWS = (1, PACKED_FOR_ROWS)
 
 Shape = tuple[int, int]  # a weight's (out, in)
 Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from low)
@@ -63,6 +71,7 @@ class RowProducts:
 
     chosen: dict[Bucket, dict[Shape, str]]  # row bucket (PREFILL_BUCKET too) -> {shape: product name in PRODUCTS}
     choices: tuple[KernelChoice, ...] = ()
+    joined: tuple[str, ...] = ()  # the projection groups' joined names (PROJECTION_GROUPS) run as one product
 
     @staticmethod
     def plain() -> "RowProducts":
@@ -84,9 +93,12 @@ class RowProducts:
         """What full-model forwards run: `model` itself when every product is torch's own, else a shadow
         of it (same tensors, plus the copies prepared products read) whose linear layers of the chosen
         shapes use their chosen products."""
-        if not any(self.chosen.values()):
+        if not any(self.chosen.values()) and not self.joined:
             return model
         shadow = shadow_copy(model)
+        if self.joined:
+            for layer in decoder_layers(shadow):
+                join_projections(layer, _joined, self.joined)
         for parent, name, linear in linear_slots(shadow):
             shape = tuple(linear.weight.shape)
             products, prefill = self.products_for(shape), self.prefill_product_for(shape)
@@ -99,14 +111,16 @@ class RowProducts:
         return shadow
 
     def extra_bytes(self, model: nn.Module) -> int:
-        """Memory the prepared copies of `tuned(model)` hold beside the model (a packed weight has its bytes)."""
-        return sum(_bytes(group) for shape, group in linear_weights(model).items()
-                   if self._names_for(shape) & set(PREPARED))
+        """Memory the prepared copies of `tuned(model)` hold beside the model (a packed weight has its bytes,
+        a joined group's packed copy its parts')."""
+        joined = {id(w) for w in _joined_weights(model, self.joined)}
+        return sum(_bytes([w]) for shape, group in linear_weights(model).items() for w in group
+                   if id(w) in joined or self._names_for(shape) & set(PREPARED))
 
     def to_dict(self) -> dict:
         return {"chosen": {f"rows {_rows(lo, hi)}": {f"{o}x{i}": p for (o, i), p in sorted(names.items())}
                            for (lo, hi), names in self.chosen.items() if names},
-                "choices": [c.to_dict() for c in self.choices]}
+                "joined": list(self.joined), "choices": [c.to_dict() for c in self.choices]}
 
     def summary(self) -> str:
         """One line for `bench` output, e.g. 'rows 1: linear; rows 2-3: weight-major for 49152x576; ... rows 18+: ...'."""
@@ -122,7 +136,26 @@ class RowProducts:
                 by_product.setdefault(product, []).append(shape)
             parts.append(f"rows {_rows(low, high)}: " + (", ".join(f"{p} for {', '.join(shapes)}"
                                                                    for p, shapes in by_product.items()) or INCUMBENT))
+        if described.get("joined"):
+            parts.append(f"joined into one {JOINED_PRODUCT} product each: {', '.join(described['joined'])}")
         return "; ".join(parts)
+
+
+def _joined(parts: list[nn.Module]) -> JoinedLinear:
+    """A projection group as one product over a packed copy of its stacked weights."""
+    stacked = stacked_linear(parts)
+    return JoinedLinear(stacked, tuple(p.out_features for p in parts), PRODUCTS[JOINED_PRODUCT],
+                        PREPARED[JOINED_PRODUCT](stacked.weight))
+
+
+def _group_parts(model: nn.Module, joined: str) -> list[list[nn.Module]]:
+    """Per decoder layer, the parts of the projection group named `joined`, in order."""
+    (owner, parts), = [(o, p) for o, j, p in PROJECTION_GROUPS if j == joined]
+    return [[getattr(getattr(layer, owner), name) for name in parts] for layer in decoder_layers(model)]
+
+
+def _joined_weights(model: nn.Module, groups: tuple[str, ...]) -> list[torch.Tensor]:
+    return [part.weight for joined in groups for layer in _group_parts(model, joined) for part in layer]
 
 
 def _rows(low: int, high: int | None) -> str:
@@ -219,4 +252,54 @@ def choose_row_products(model: nn.Module) -> RowProducts:
             choices.append(choice)
             if choice.name != INCUMBENT:
                 chosen[(low, high)][shape] = choice.name
-    return RowProducts(chosen, tuple(choices))
+    joined = []
+    if JOINED_PRODUCT in products and walkable_plain_layers(model):
+        for _, group, _ in PROJECTION_GROUPS:
+            choices.append(_join_choice(model, group, chosen, products, dtype, device))
+            if choices[-1].name == "joined":
+                joined.append(group)
+    return RowProducts(chosen, tuple(choices), tuple(joined))
+
+
+def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, str]], products: dict,
+                 dtype: str, device: torch.device) -> KernelChoice:
+    """Whether projection group `group` runs faster joined (`_joined`) than as its parts, each with the
+    product chosen for its shape, over JOIN_TIMED_ROWS: timed over a stream's worth of its layers in turn."""
+    layers, total = [], 0
+    for parts in _group_parts(model, group):
+        if total >= STREAM_BYTES:
+            break
+        layers.append(parts)
+        total += _bytes([p.weight for p in parts])
+    inputs = [torch.randn(1, rows, layers[0][0].in_features, dtype=layers[0][0].weight.dtype, device=device)
+              for rows in JOIN_TIMED_ROWS]
+
+    def separate_calls():
+        copies = {}  # one prepared copy per weight and product, as the tuned model would hold
+        calls = []
+        for parts in layers:
+            for part in parts:
+                for x in inputs:
+                    bucket = next(b for b in ROW_BUCKETS if b[0] <= x.shape[1] <= b[1])
+                    name = chosen[bucket].get(tuple(part.weight.shape), INCUMBENT)
+                    if name in PREPARED and (id(part), name) not in copies:
+                        copies[(id(part), name)] = PREPARED[name](part.weight)
+                    calls.append((PRODUCTS[name], x, copies.get((id(part), name), part.weight), part.bias))
+        return calls
+
+    def joined_calls():
+        return [(j.product, x, j.weight, j.bias) for j in map(_joined, layers) for x in inputs]
+
+    made = {}  # the calls, with their copies, made on first use (a cached choice makes none)
+
+    def run(name: str, make) -> list[torch.Tensor]:
+        if name not in made:
+            made[name] = make()
+        return [product(x, weight, bias) for product, x, weight, bias in made[name]]
+
+    shapes = "+".join(f"{p.weight.shape[0]}x{p.weight.shape[1]}" for p in layers[0])
+    return choose_fastest(f"joined-linear:{dtype}:{group}:{shapes}x{len(layers)}:rows"
+                          f"{'+'.join(map(str, JOIN_TIMED_ROWS))}:{'+'.join(products)}:margin{WIN_MARGIN}",
+                          {"separate": lambda: run("separate", separate_calls),
+                           "joined": lambda: run("joined", joined_calls)},
+                          device, repeats=3, rounds=2, incumbent="separate", margin=WIN_MARGIN)
