@@ -172,7 +172,7 @@ def test_joined_projections_give_the_models_logits_and_hold_one_copy_of_their_pa
     model = tiny_model(arch, seed=6)
     params = {name: p for name, p in model.named_parameters()}
     groups = tuple(group for _, group, _ in PROJECTION_GROUPS)
-    products = RowProducts({}, joined=groups)
+    products = RowProducts({}, joined={bucket: groups for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)})
     engine = Engine(model, choose_kernels=False)
     engine.use_products(products)
     for layer in decoder_layers(engine.tuned):  # the shadow's layers run each group as one product...
@@ -198,43 +198,89 @@ def test_joined_projections_give_the_models_logits_and_hold_one_copy_of_their_pa
     assert products.extra_bytes(model) == sum(w.numel() * w.element_size() for w in parts)
     layers = len(decoder_layers(model))
     assert len(linear_layers_of_step(engine.tuned)) == 4 * layers + 1  # q/k/v, o, gate/up, down; the head
-    assert engine.describe()["products"]["joined"] == list(groups)
-    assert "joined into one onednn-packed product each: qkv_proj, gate_up_proj" in products.summary()
+    assert engine.describe()["products"]["joined"]["rows 18+"] == list(groups)
+    assert ("joined into one onednn-packed product: qkv_proj over rows 1, rows 2-3, rows 4-5, rows 6-9, rows 10-13, "
+            "rows 14-17, rows 18+, gate_up_proj over rows 1") in products.summary()
 
 
-def test_a_projection_group_joins_only_where_one_product_times_faster(monkeypatch, tmp_path):
+@pytest.mark.skipif(not onednn_packing_available(torch.device("cpu"), torch.float32),
+                    reason="this build cannot pack weights for oneDNN")
+def test_a_group_joined_over_some_rows_runs_its_parts_with_their_own_products_over_the_others(monkeypatch):
+    model = tiny_model("qwen2", seed=7)
+    groups = tuple(group for _, group, _ in PROJECTION_GROUPS)
+    q_shape = tuple(decoder_layers(model)[0].self_attn.q_proj.weight.shape)
+    calls = []
+
+    def spied(x, weight, bias=None):
+        calls.append(tuple(weight.shape))
+        return weight_major_linear(x, weight, bias)
+
+    several = {bucket: groups for bucket in ROW_BUCKETS[1:] + (PREFILL_BUCKET,)}  # one row: the parts
+    products = RowProducts({(1, 1): {q_shape: "weight-major"}}, joined=several)
+    engine = Engine(model, choose_kernels=False)
+    monkeypatch.setitem(row_products.PRODUCTS, "weight-major", spied)
+    engine.use_products(products)
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 3]])
+    for width in (1, 4):
+        cache_a, cache_b = engine.new_cache(10, 0, 4), engine.new_cache(10, 0, 4)
+        forward_full(model, prompt, 0, cache_a)
+        engine.full(prompt, 0, cache_b)
+        calls.clear()
+        block = torch.arange(11, 11 + width)[None]
+        plain = forward_full(model, block, 10, cache_a)
+        ours = engine.full(block, 10, cache_b) if width == 1 else engine.verify(block, 10, cache_b)
+        torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+        # One row: each layer's q projection through its own chosen product (as its o projection, of the same
+        # shape, is); four rows: q/k/v through the joined product, and nothing through weight-major.
+        assert calls == ([q_shape] * 2 * len(decoder_layers(model)) if width == 1 else [])
+    parts = [getattr(getattr(layer, owner), n).weight for layer in decoder_layers(model)
+             for owner, _, names in PROJECTION_GROUPS for n in names]
+    assert products.extra_bytes(model) == sum(w.numel() * w.element_size() for w in parts)  # weight-major: no copy
+
+
+@pytest.mark.parametrize("slow, joins", [
+    ("joined", "nowhere"),
+    ("parts", "everywhere"),
+    # Joined would win over one row only, while the parts keep packed copies for every other: not joined.
+    ("joined over several rows, parts over one", "nowhere"),
+])
+def test_a_projection_group_joins_only_where_one_product_times_faster(slow, joins, monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     model = tiny_model("llama", seed=2)
-    stacked, joined = set(), set()  # ids of the stacked weights and of the copies made of them to be joined
+    stacked, joined = [], []  # the stacked weights and the copies made of them to be joined (held: ids stay theirs)
 
     def stacking(parts):
         made = stacked_linear(parts)
-        stacked.add(id(made.weight))
+        stacked.append(made.weight)
         return made
 
     def prepared(weight):
         copy = weight.clone()
-        if id(weight) in stacked:
-            joined.add(id(copy))
+        if any(weight is w for w in stacked):
+            joined.append(copy)
         return copy
+
+    def packed(x, weight, bias=None):  # oneDNN's packed product, on any build, slow as the case says
+        is_joined, rows = any(weight is w for w in joined), x.numel() // x.shape[-1]
+        if {"joined": is_joined, "parts": not is_joined,
+                "joined over several rows, parts over one": is_joined == (rows > 1)}[slow]:
+            time.sleep(0.002)
+        return F.linear(x, weight, bias)
 
     monkeypatch.setattr(row_products, "stacked_linear", stacking)
     monkeypatch.setitem(row_products.PREPARED, "onednn-packed", prepared)
+    monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed", packed)
     monkeypatch.setattr(row_products, "onednn_packing_available", lambda device, dtype: True)  # on any build
     for other in ("linear", "weight-major", "thread-split"):
         monkeypatch.setitem(row_products.PRODUCTS, other, lambda x, w, b=None: time.sleep(0.004) or F.linear(x, w, b))
-    for slow_joined in (True, False):
-        monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / str(slow_joined)))  # timed afresh
-
-        def packed(x, weight, bias=None, slow_joined=slow_joined):
-            # oneDNN's packed product, on any build: slow on the joined weights, or on every other one
-            if (id(weight) in joined) == slow_joined:
-                time.sleep(0.002)
-            return F.linear(x, weight, bias)
-        monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed", packed)
-        products = choose_row_products(model)  # packed wins every shape's buckets: the parts run it too
-        assert {p for names in products.chosen.values() for p in names.values()} == {"onednn-packed"}
-        assert products.joined == (() if slow_joined else tuple(group for _, group, _ in PROJECTION_GROUPS))
-        assert joined  # the joined candidate was timed over copies of stacked weights
+    products = choose_row_products(model)  # packed wins every shape's buckets: the parts run it too
+    assert {p for names in products.chosen.values() for p in names.values()} == {"onednn-packed"}
+    every_bucket = {bucket: tuple(group for _, group, _ in PROJECTION_GROUPS) for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
+    assert products.joined == {"nowhere": {}, "everywhere": every_bucket}[joins]
+    assert joined  # the joined candidate was timed over copies of stacked weights
+    timed = [c.name for c in products.choices if "joined" in c.milliseconds]
+    assert timed == {"joined": ["separate"] * 4, "parts": ["joined"] * 4,
+                     "joined over several rows, parts over one": ["joined", "separate"] * 2}[slow]
 
 
 def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_path):
@@ -271,9 +317,9 @@ def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_pa
         PREFILL_BUCKET: {head: "onednn-packed"}}
     assert [set(c.milliseconds) for c in products.choices] == len(shapes) * (
         len(ROW_BUCKETS) * [{"linear", "weight-major", "onednn-packed", "thread-split"}] + [{"linear", "onednn-packed"}]
-    ) + len(PROJECTION_GROUPS) * [{"separate", "joined"}]  # then each projection group, joined or not
+    ) + 2 * len(PROJECTION_GROUPS) * [{"separate", "joined"}]  # then each projection group, over one row and nine
     # The parts' own product (linear) is fast here and the joined one (oneDNN's packed) slow: nothing joined.
-    assert products.joined == ()
+    assert products.joined == {}
     assert {id(w) for w in prepared} <= seen and len(prepared) > len(shapes)
     assert "weight-major for 96x32" in products.summary() and "rows 18+: onednn-packed for 96x32" in products.summary()
     assert products.to_dict()["chosen"]["rows 2-3"] == {"96x32": "weight-major"}

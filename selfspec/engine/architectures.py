@@ -195,10 +195,7 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
         p = parts[id(layer)]
         normed = p.input_norm(hidden)
         heads = (*hidden.shape[:-1], -1, p.head_dim)
-        if p.qkv is None:
-            query, key, value = p.q(normed), p.k(normed), p.v(normed)
-        else:  # one product, each part's columns its own product's values
-            query, key, value = p.qkv(normed).split(p.qkv_widths, -1)
+        query, key, value = (p.q(normed), p.k(normed), p.v(normed)) if p.qkv is None else p.qkv(normed)
         query, key, value = (x.view(heads).transpose(1, 2) for x in (query, key, value))
         cos, signed_sin = position_embeddings  # as `rolled_rotary` prepares them
         query, key = rotated(query, cos, signed_sin), rotated(key, cos, signed_sin)
@@ -209,9 +206,7 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     def mlp(layer, hidden):
         p = parts[id(layer)]
         normed = p.mlp_norm(hidden)
-        if p.gate_up is None:
-            return hidden + p.down(p.act(p.gate(normed)) * p.up(normed))
-        gate, up = p.gate_up(normed).split(p.gate_up_widths, -1)
+        gate, up = (p.gate(normed), p.up(normed)) if p.gate_up is None else p.gate_up(normed)
         return hidden + p.down(p.act(gate) * up)
 
     attention.forms = forms  # what the timing chose, for reports
@@ -222,26 +217,26 @@ class _LayerParts:
     """A plain Llama-family layer's modules' `forward`s and constants, gathered once: reached through
     nn.Module's attribute lookups (`layer.self_attn.q_proj`) they cost microseconds a layer at every step."""
 
-    __slots__ = ("input_norm", "q", "k", "v", "qkv", "qkv_widths", "o", "attention", "head_dim", "layer_index",
-                 "scaling", "mlp_norm", "gate", "up", "gate_up", "gate_up_widths", "down", "act")
+    __slots__ = ("input_norm", "q", "k", "v", "qkv", "o", "attention", "head_dim", "layer_index", "scaling",
+                 "mlp_norm", "gate", "up", "gate_up", "down", "act")
 
     def __init__(self, layer: nn.Module):
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.mlp_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
-        (self.q, self.k, self.v), (self.qkv, self.qkv_widths) = _projections(attn, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
+        (self.q, self.k, self.v), self.qkv = _projections(attn, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
         self.o = attn.o_proj.forward
         self.attention, self.head_dim, self.layer_index, self.scaling = attn, attn.head_dim, attn.layer_idx, attn.scaling
-        (self.gate, self.up), (self.gate_up, self.gate_up_widths) = _projections(mlp, "gate_up_proj", ("gate_proj", "up_proj"))
+        (self.gate, self.up), self.gate_up = _projections(mlp, "gate_up_proj", ("gate_proj", "up_proj"))
         self.down = mlp.down_proj.forward
         self.act = mlp.act_fn.forward if isinstance(mlp.act_fn, nn.Module) else mlp.act_fn
 
 
-def _projections(module: nn.Module, joined: str, parts: tuple[str, ...]) -> tuple[tuple, tuple]:
-    """((each part's forward), (None, None)) for separate projections; ((None, ...), (the joined one's
-    forward, its parts' widths)) for joined ones (`join_projections`)."""
+def _projections(module: nn.Module, joined: str, parts: tuple[str, ...]) -> tuple[tuple, Callable | None]:
+    """((each part's forward), None) for separate projections; ((None, ...), the joined one's forward, which
+    returns the parts' outputs) for joined ones (`join_projections`)."""
     if hasattr(module, joined):
-        return (None,) * len(parts), (getattr(module, joined).forward, getattr(module, joined).widths)
-    return tuple(getattr(module, name).forward for name in parts), (None, None)
+        return (None,) * len(parts), getattr(module, joined).forward
+    return tuple(getattr(module, name).forward for name in parts), None
 
 
 def rolled_rotary(position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

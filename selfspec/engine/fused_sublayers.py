@@ -77,11 +77,10 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     if qkv.dtype is not hidden.dtype:
         qkv = qkv.to(hidden.dtype)  # the cache's dtype
     heads = qkv.view(1, width, fused.all_heads, fused.head_dim).transpose(1, 2)
-    query_keys, values = heads[:, :fused.query_key_heads], heads[:, fused.query_key_heads:]
-    query_keys = rotated(query_keys, *position_embeddings)  # as `rolled_rotary` prepares them
-    keys, values = cache.update(query_keys[:, fused.query_heads:], values, fused.layer_index)
-    out = attend(query_keys[:, :fused.query_heads], keys, values, attention_mask, fused.scaling,
-                 packed=width == 1 and fused.packs_one_query)
+    query_keys, values = heads.split((fused.query_key_heads, fused.groups), 1)
+    queries, keys = rotated(query_keys, *position_embeddings).split((fused.query_heads, fused.groups), 1)
+    keys, values = cache.update(keys, values, fused.layer_index)  # (rotary as `rolled_rotary` prepares it)
+    out = attend(queries, keys, values, attention_mask, fused.scaling, packed=width == 1 and fused.packs_one_query)
     # (1, heads, q, d) -> (1, q, heads * d); for one query that is the same memory.
     out = out.view(1, 1, fused.query_width) if width == 1 else out.transpose(1, 2).reshape(1, width, fused.query_width)
     return _residual(hidden, fused.o.native(out))

@@ -180,20 +180,28 @@ class RowChosenLinear(nn.Module):
 
 class JoinedLinear(nn.Module):
     """Linear layers that read the same input (a layer's q/k/v, its gate/up) as one product over a copy of
-    their stacked weights (architectures.join_projections), for every row count: one call and one pass over
-    the weights where there were several. Each output column is still its own weight row's product with
-    the input; `widths` says which columns are each part's."""
+    their stacked weights (architectures.join_projections) where that is faster: one call and one pass
+    over the weights where there were several. Each output column is still its own weight row's product
+    with the input. Over other row counts the parts run as they would alone. Returns the parts' outputs."""
 
-    def __init__(self, stacked: nn.Linear, widths: tuple[int, ...], product: Product, weight: torch.Tensor):
+    def __init__(self, stacked: nn.Linear, widths: tuple[int, ...], product: Product, weight: torch.Tensor,
+                 rows: frozenset[int], from_rows: int | None, separate: tuple[nn.Module, ...]):
         """`stacked`: the parts' rows as one layer (architectures.stacked_linear); `weight`: what `product`
-        reads, made from it (oneDNN's packed copy)."""
+        reads, made from it (oneDNN's packed copy); `rows` (and every row count from `from_rows`, unless
+        None): where the joined product runs; `separate`: the parts (or their stand-ins) elsewhere."""
         super().__init__()
         self.in_features, self.out_features, self.widths = stacked.in_features, stacked.out_features, widths
         self.product, self.weight = product, weight
         self.bias = None if stacked.bias is None else stacked.bias.detach()  # a tensor, not a parameter of the model
+        self.rows, self.from_rows = rows, math.inf if from_rows is None else from_rows
+        self.separate = separate  # a tuple, not submodules: from outside this is one product
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.product(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows = x.numel() // self.in_features
+        if rows in self.rows or rows >= self.from_rows:
+            return self.product(x, self.weight, self.bias).split(self.widths, -1)
+        return tuple(part(x) for part in self.separate)
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={'+'.join(map(str, self.widths))}, {self.product.__name__}"
+        where = sorted(self.rows) + ([f"{self.from_rows}+"] if self.from_rows < math.inf else [])
+        return f"in={self.in_features}, out={'+'.join(map(str, self.widths))}, {self.product.__name__} rows={where}"

@@ -20,7 +20,8 @@ disagree about which product is faster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -55,72 +56,103 @@ WIN_MARGIN = 0.02
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
 WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of one weight
-# A projection group (architectures.PROJECTION_GROUPS: q/k/v, gate/up) may run as one product over a packed
-# copy of its stacked weights, for every row count, where that times faster than its parts with their own
-# products over a decoding step's row and a verification's (K = 8) rows.
-JOINED_PRODUCT = "onednn-packed"
-JOIN_TIMED_ROWS = (1, PACKED_FOR_ROWS)
-
 Shape = tuple[int, int]  # a weight's (out, in)
 Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from low)
+
+# A projection group (architectures.PROJECTION_GROUPS: q/k/v, gate/up) may run as one product over a packed
+# copy of its stacked weights where that times faster than its parts with their own products: timed over a
+# decoding step's one row, which decides that bucket, and a verification's nine (K = 8), which decides the rest.
+JOINED_PRODUCT = "onednn-packed"
+JOIN_MARGIN = 0.1  # joining must win by this much: a near-tie in isolation was a loss inside one forward (fp32 q/k/v)
+JOIN_DECISIONS: tuple[tuple[int, tuple[Bucket, ...]], ...] = (
+    (1, ROW_BUCKETS[:1]), (PACKED_FOR_ROWS, ROW_BUCKETS[1:] + (PREFILL_BUCKET,)))
 
 
 @dataclass(frozen=True)
 class RowProducts:
-    """The product each weight shape uses per row bucket, where it is not torch's `linear`."""
+    """The product each weight shape uses per row bucket, where it is not torch's `linear`, and the
+    projection groups that run joined per row bucket."""
 
     chosen: dict[Bucket, dict[Shape, str]]  # row bucket (PREFILL_BUCKET too) -> {shape: product name in PRODUCTS}
     choices: tuple[KernelChoice, ...] = ()
-    joined: tuple[str, ...] = ()  # the projection groups' joined names (PROJECTION_GROUPS) run as one product
+    joined: dict[Bucket, tuple[str, ...]] = field(default_factory=dict)  # bucket -> joined names (PROJECTION_GROUPS)
 
     @staticmethod
     def plain() -> "RowProducts":
         return RowProducts({})
 
-    def products_for(self, shape: Shape) -> dict[int, str]:
-        """Row count -> the product a weight of this shape uses there (absent: `linear`), prefills aside."""
-        return {r: names[shape] for (low, high), names in self.chosen.items() if shape in names and high
-                for r in range(low, high + 1)}
+    def products_for(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> dict[int, str]:
+        """Row count -> the product a weight of this shape uses there (absent: `linear`), prefills and the
+        `skip` buckets aside."""
+        return {r: names[shape] for (low, high), names in self.chosen.items()
+                if shape in names and high and (low, high) not in skip for r in range(low, high + 1)}
 
-    def prefill_product_for(self, shape: Shape) -> str | None:
+    def prefill_product_for(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> str | None:
         """The product a weight of this shape uses over PREFILL_BUCKET's rows (None: `linear`)."""
-        return self.chosen.get(PREFILL_BUCKET, {}).get(shape)
+        return None if PREFILL_BUCKET in skip else self.chosen.get(PREFILL_BUCKET, {}).get(shape)
 
-    def _names_for(self, shape: Shape) -> set[str]:
-        return set(self.products_for(shape).values()) | ({self.prefill_product_for(shape)} - {None})
+    def _names_for(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> set[str]:
+        return set(self.products_for(shape, skip).values()) | ({self.prefill_product_for(shape, skip)} - {None})
+
+    def joined_buckets(self, group: str) -> frozenset[Bucket]:
+        """The row buckets over which projection group `group` runs as one product."""
+        return frozenset(bucket for bucket, groups in self.joined.items() if group in groups)
 
     def tuned(self, model: nn.Module) -> nn.Module:
         """What full-model forwards run: `model` itself when every product is torch's own, else a shadow
         of it (same tensors, plus the copies prepared products read) whose linear layers of the chosen
-        shapes use their chosen products."""
-        if not any(self.chosen.values()) and not self.joined:
+        shapes use their chosen products, and whose joined projection groups are one `JoinedLinear` each."""
+        if not any(self.chosen.values()) and not any(self.joined.values()):
             return model
         shadow = shadow_copy(model)
-        if self.joined:
-            for layer in decoder_layers(shadow):
-                join_projections(layer, _joined, self.joined)
+        for _, group, _ in PROJECTION_GROUPS:
+            if self.joined_buckets(group):
+                for layer in decoder_layers(shadow):
+                    join_projections(layer, partial(self._joined, buckets=self.joined_buckets(group)), (group,))
         for parent, name, linear in linear_slots(shadow):
-            shape = tuple(linear.weight.shape)
-            products, prefill = self.products_for(shape), self.prefill_product_for(shape)
-            if products or prefill:
-                copies = {p: PREPARED[p](linear.weight) for p in self._names_for(shape) if p in PREPARED}
-                setattr(parent, name, RowChosenLinear(
-                    linear, {r: PRODUCTS[p] for r, p in products.items()},
-                    {r: copies[p] for r, p in products.items() if p in copies},
-                    prefill=prefill and (PREFILL_BUCKET[0], PRODUCTS[prefill], copies.get(prefill, linear.weight))))
+            stand_in = self._stand_in(linear)
+            if stand_in is not linear:
+                setattr(parent, name, stand_in)
         return shadow
 
+    def _stand_in(self, linear: nn.Linear, skip: frozenset[Bucket] = frozenset()) -> nn.Module:
+        """`linear` with the products chosen for its shape outside the `skip` buckets (itself if none)."""
+        shape = tuple(linear.weight.shape)
+        products, prefill = self.products_for(shape, skip), self.prefill_product_for(shape, skip)
+        if not products and not prefill:
+            return linear
+        copies = {p: PREPARED[p](linear.weight) for p in self._names_for(shape, skip) if p in PREPARED}
+        return RowChosenLinear(linear, {r: PRODUCTS[p] for r, p in products.items()},
+                               {r: copies[p] for r, p in products.items() if p in copies},
+                               prefill=prefill and (PREFILL_BUCKET[0], PRODUCTS[prefill], copies.get(prefill, linear.weight)))
+
+    def _joined(self, parts: list[nn.Linear], buckets: frozenset[Bucket]) -> JoinedLinear:
+        """A projection group as one product over a packed copy of its stacked weights in `buckets`, as its
+        parts with their own products elsewhere."""
+        stacked = stacked_linear(parts)
+        rows = frozenset(r for low, high in buckets if high for r in range(low, high + 1))
+        return JoinedLinear(stacked, tuple(p.out_features for p in parts), PRODUCTS[JOINED_PRODUCT],
+                            PREPARED[JOINED_PRODUCT](stacked.weight), rows,
+                            PREFILL_BUCKET[0] if PREFILL_BUCKET in buckets else None,
+                            tuple(self._stand_in(part, buckets) for part in parts))
+
     def extra_bytes(self, model: nn.Module) -> int:
-        """Memory the prepared copies of `tuned(model)` hold beside the model (a packed weight has its bytes,
-        a joined group's packed copy its parts')."""
-        joined = {id(w) for w in _joined_weights(model, self.joined)}
-        return sum(_bytes([w]) for shape, group in linear_weights(model).items() for w in group
-                   if id(w) in joined or self._names_for(shape) & set(PREPARED))
+        """Memory the prepared copies of `tuned(model)` hold beside the model: a packed weight has its bytes,
+        a joined group's packed copy its parts' (and a part may hold copies of its own for other rows)."""
+        joined = {id(part.weight): self.joined_buckets(group) for _, group, _ in PROJECTION_GROUPS
+                  if self.joined_buckets(group) for parts in _group_parts(model, group) for part in parts}
+        total = 0
+        for shape, group in linear_weights(model).items():
+            for w in group:
+                skip = joined.get(id(w), frozenset())
+                total += _bytes([w]) * (bool(skip) + bool(self._names_for(shape, skip) & set(PREPARED)))
+        return total
 
     def to_dict(self) -> dict:
         return {"chosen": {f"rows {_rows(lo, hi)}": {f"{o}x{i}": p for (o, i), p in sorted(names.items())}
                            for (lo, hi), names in self.chosen.items() if names},
-                "joined": list(self.joined), "choices": [c.to_dict() for c in self.choices]}
+                "joined": {f"rows {_rows(lo, hi)}": list(groups) for (lo, hi), groups in self.joined.items() if groups},
+                "choices": [c.to_dict() for c in self.choices]}
 
     def summary(self) -> str:
         """One line for `bench` output, e.g. 'rows 1: linear; rows 2-3: weight-major for 49152x576; ... rows 18+: ...'."""
@@ -136,26 +168,20 @@ class RowProducts:
                 by_product.setdefault(product, []).append(shape)
             parts.append(f"rows {_rows(low, high)}: " + (", ".join(f"{p} for {', '.join(shapes)}"
                                                                    for p, shapes in by_product.items()) or INCUMBENT))
-        if described.get("joined"):
-            parts.append(f"joined into one {JOINED_PRODUCT} product each: {', '.join(described['joined'])}")
+        by_group: dict[str, list[str]] = {}
+        for rows, groups in described.get("joined", {}).items():
+            for group in groups:
+                by_group.setdefault(group, []).append(rows)
+        if by_group:
+            parts.append(f"joined into one {JOINED_PRODUCT} product: " + ", ".join(
+                f"{group} over {', '.join(rows)}" for group, rows in by_group.items()))
         return "; ".join(parts)
-
-
-def _joined(parts: list[nn.Module]) -> JoinedLinear:
-    """A projection group as one product over a packed copy of its stacked weights."""
-    stacked = stacked_linear(parts)
-    return JoinedLinear(stacked, tuple(p.out_features for p in parts), PRODUCTS[JOINED_PRODUCT],
-                        PREPARED[JOINED_PRODUCT](stacked.weight))
 
 
 def _group_parts(model: nn.Module, joined: str) -> list[list[nn.Module]]:
     """Per decoder layer, the parts of the projection group named `joined`, in order."""
     (owner, parts), = [(o, p) for o, j, p in PROJECTION_GROUPS if j == joined]
     return [[getattr(getattr(layer, owner), name) for name in parts] for layer in decoder_layers(model)]
-
-
-def _joined_weights(model: nn.Module, groups: tuple[str, ...]) -> list[torch.Tensor]:
-    return [part.weight for joined in groups for layer in _group_parts(model, joined) for part in layer]
 
 
 def _rows(low: int, high: int | None) -> str:
@@ -252,54 +278,60 @@ def choose_row_products(model: nn.Module) -> RowProducts:
             choices.append(choice)
             if choice.name != INCUMBENT:
                 chosen[(low, high)][shape] = choice.name
-    joined = []
+    joined: dict[Bucket, tuple[str, ...]] = {}
     if JOINED_PRODUCT in products and walkable_plain_layers(model):
+        separate = RowProducts(chosen)
         for _, group, _ in PROJECTION_GROUPS:
-            choices.append(_join_choice(model, group, chosen, products, dtype, device))
-            if choices[-1].name == "joined":
-                joined.append(group)
-    return RowProducts(chosen, tuple(choices), tuple(joined))
+            won = set()
+            for rows, buckets in JOIN_DECISIONS:
+                choices.append(_join_choice(model, group, chosen, dtype, device, rows))
+                won |= set(buckets) if choices[-1].name == "joined" else set()
+            # Joined over some rows while its parts keep copies of their own for others, a group would hold its
+            # weights twice over: not for one product fewer.
+            shapes = {tuple(part.weight.shape) for part in _group_parts(model, group)[0]}
+            if won and not any(separate._names_for(shape, frozenset(won)) & set(PREPARED) for shape in shapes):
+                joined |= {bucket: joined.get(bucket, ()) + (group,) for bucket in won}
+    return RowProducts(chosen, tuple(choices), joined)
 
 
-def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, str]], products: dict,
-                 dtype: str, device: torch.device) -> KernelChoice:
-    """Whether projection group `group` runs faster joined (`_joined`) than as its parts, each with the
-    product chosen for its shape, over JOIN_TIMED_ROWS: timed over a stream's worth of its layers in turn."""
+def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, str]], dtype: str,
+                 device: torch.device, rows: int) -> KernelChoice:
+    """Whether projection group `group` runs faster over `rows` rows joined (one product over a packed copy
+    of its stacked weights) than as its parts, each with the product chosen for its shape: timed over a
+    stream's worth of its layers in turn."""
     layers, total = [], 0
     for parts in _group_parts(model, group):
         if total >= STREAM_BYTES:
             break
         layers.append(parts)
         total += _bytes([p.weight for p in parts])
-    inputs = [torch.randn(1, rows, layers[0][0].in_features, dtype=layers[0][0].weight.dtype, device=device)
-              for rows in JOIN_TIMED_ROWS]
+    x = torch.randn(1, rows, layers[0][0].in_features, dtype=layers[0][0].weight.dtype, device=device)
+    bucket = next(b for b in ROW_BUCKETS if b[0] <= rows <= b[1])
 
     def separate_calls():
-        copies = {}  # one prepared copy per weight and product, as the tuned model would hold
         calls = []
         for parts in layers:
             for part in parts:
-                for x in inputs:
-                    bucket = next(b for b in ROW_BUCKETS if b[0] <= x.shape[1] <= b[1])
-                    name = chosen[bucket].get(tuple(part.weight.shape), INCUMBENT)
-                    if name in PREPARED and (id(part), name) not in copies:
-                        copies[(id(part), name)] = PREPARED[name](part.weight)
-                    calls.append((PRODUCTS[name], x, copies.get((id(part), name), part.weight), part.bias))
+                name = chosen[bucket].get(tuple(part.weight.shape), INCUMBENT)
+                weight = PREPARED[name](part.weight) if name in PREPARED else part.weight
+                calls.append((PRODUCTS[name], weight, part.bias))
         return calls
 
     def joined_calls():
-        return [(j.product, x, j.weight, j.bias) for j in map(_joined, layers) for x in inputs]
+        stacks = map(stacked_linear, layers)
+        return [(PRODUCTS[JOINED_PRODUCT], PREPARED[JOINED_PRODUCT](s.weight), s.bias) for s in stacks]
 
     made = {}  # the calls, with their copies, made on first use (a cached choice makes none)
 
     def run(name: str, make) -> list[torch.Tensor]:
         if name not in made:
             made[name] = make()
-        return [product(x, weight, bias) for product, x, weight, bias in made[name]]
+        return [product(x, weight, bias) for product, weight, bias in made[name]]
 
     shapes = "+".join(f"{p.weight.shape[0]}x{p.weight.shape[1]}" for p in layers[0])
-    return choose_fastest(f"joined-linear:{dtype}:{group}:{shapes}x{len(layers)}:rows"
-                          f"{'+'.join(map(str, JOIN_TIMED_ROWS))}:{'+'.join(products)}:margin{WIN_MARGIN}",
+    separate = "+".join(chosen[bucket].get(tuple(p.weight.shape), INCUMBENT) for p in layers[0])
+    return choose_fastest(f"joined-linear:{dtype}:{group}:{shapes}x{len(layers)}:rows{rows}:{separate}"
+                          f":margin{JOIN_MARGIN}",
                           {"separate": lambda: run("separate", separate_calls),
                            "joined": lambda: run("joined", joined_calls)},
-                          device, repeats=3, rounds=2, incumbent="separate", margin=WIN_MARGIN)
+                          device, repeats=3, rounds=2, incumbent="separate", margin=JOIN_MARGIN)

@@ -55,11 +55,11 @@ class PositionalCache(Cache):
         else:
             # Where StaticLayer.update would write (a layer's filled length is the block's first position),
             # by slicing: no position tensor to build and no index_copy_, a few microseconds a layer.
-            first = self.attended - key_states.shape[-2]
-            layer.keys[:, :, first:self.attended] = key_states
-            layer.values[:, :, first:self.attended] = value_states
-            layer.cumulative_length.add_(key_states.shape[-2])
-        return layer.keys[:, :, :self.attended], layer.values[:, :, :self.attended]
+            width = key_states.shape[-2]
+            layer.keys.narrow(2, self.attended - width, width).copy_(key_states)
+            layer.values.narrow(2, self.attended - width, width).copy_(value_states)
+            layer.cumulative_length.add_(width)
+        return layer.keys.narrow(2, 0, self.attended), layer.values.narrow(2, 0, self.attended)
 
     @torch.inference_mode()
     def rollback(self, length: int) -> None:

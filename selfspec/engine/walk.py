@@ -63,6 +63,7 @@ class LayerWalk:
         self._rotary_by_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
         self._layer_types = [layer_type(config, i) for i in range(len(self._layers))]
         self._windows = [attention_window(config, i) for i in range(len(self._layers))]
+        self._windowless = all(window is None for window in self._windows)
         self._softcap = getattr(config, "final_logit_softcapping", None)
         self._plan = self._plan_for((), ())
 
@@ -92,10 +93,14 @@ class LayerWalk:
             position_embeddings = {t: rolled_rotary(e) for t, e in position_embeddings.items()}
         masks = {}  # one per distinct (key length, window) within this forward
         attended = self._attended_keys(position_ids, cache)
+        # Every layer reads the same `attended` keys: without windows, one mask serves them all.
+        uniform = bool(attended) and self._windowless
+        one_mask = self._mask(0, position_ids, cache, hidden.dtype, masks, from_start, attended) if uniform else None
         with cache.attending(attended) if attended else nullcontext():
             for i, layer, run_attn, run_mlp in self._plan:
                 if run_attn:
-                    mask = self._mask(i, position_ids, cache, hidden.dtype, masks, from_start, attended)
+                    mask = one_mask if uniform else self._mask(i, position_ids, cache, hidden.dtype, masks,
+                                                             from_start, attended)
                     hidden = self._attention(
                         layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
                     )
