@@ -172,9 +172,11 @@ class RowProducts:
         for rows, groups in described.get("joined", {}).items():
             for group in groups:
                 by_group.setdefault(group, []).append(rows)
+        every = [f"rows {_rows(low, high)}" for low, high in ROW_BUCKETS + (PREFILL_BUCKET,)]
         if by_group:
             parts.append(f"joined into one {JOINED_PRODUCT} product: " + ", ".join(
-                f"{group} over {', '.join(rows)}" for group, rows in by_group.items()))
+                f"{group} over {'every row count' if sorted(rows) == sorted(every) else ', '.join(rows)}"
+                for group, rows in by_group.items()))
         return "; ".join(parts)
 
 
@@ -290,7 +292,8 @@ def choose_row_products(model: nn.Module) -> RowProducts:
             # weights twice over: not for one product fewer.
             shapes = {tuple(part.weight.shape) for part in _group_parts(model, group)[0]}
             if won and not any(separate._names_for(shape, frozenset(won)) & set(PREPARED) for shape in shapes):
-                joined |= {bucket: joined.get(bucket, ()) + (group,) for bucket in won}
+                joined |= {bucket: joined.get(bucket, ()) + (group,) for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)
+                           if bucket in won}
     return RowProducts(chosen, tuple(choices), joined)
 
 
