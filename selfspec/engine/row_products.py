@@ -10,7 +10,9 @@ copies cost the weights' bytes again, so they are offered only where they fit); 
 row bucket, at the model's own weights and dtype, and every full-model forward of a few rows uses the
 fastest (kernels.py caches the choice per machine). Over a prompt's many rows the products are
 compute-bound, and which BLAS torch's `linear` reaches matters: on one CPU oneDNN's product ran 2-3x
-faster there too, so prefills get a choice of their own among the products made for many rows.
+faster there too, so prefills get a choice of their own among the products made for many rows. Projections that read the same
+input (a layer's q/k/v, its gate/up) may also run as one product over a packed copy of their stacked weights
+(`JoinedLinear`): one call and one pass where there were several, timed like the rest.
 
 Each candidate is timed over the model's own weights of that shape in turn (more than the caches hold), as a forward meets
 them: a model's weights do not fit in the processor's caches, so a product timed on one hot weight
@@ -56,6 +58,7 @@ WIN_MARGIN = 0.02
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
 WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of one weight
+
 Shape = tuple[int, int]  # a weight's (out, in)
 Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from low)
 
@@ -93,6 +96,10 @@ class RowProducts:
 
     def _names_for(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> set[str]:
         return set(self.products_for(shape, skip).values()) | ({self.prefill_product_for(shape, skip)} - {None})
+
+    def needs_copies(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> bool:
+        """Whether a weight of this shape reads a prepared copy of itself over any row bucket but `skip`'s."""
+        return bool(self._names_for(shape, skip) & set(PREPARED))
 
     def joined_buckets(self, group: str) -> frozenset[Bucket]:
         """The row buckets over which projection group `group` runs as one product."""
@@ -145,7 +152,7 @@ class RowProducts:
         for shape, group in linear_weights(model).items():
             for w in group:
                 skip = joined.get(id(w), frozenset())
-                total += _bytes([w]) * (bool(skip) + bool(self._names_for(shape, skip) & set(PREPARED)))
+                total += _bytes([w]) * (bool(skip) + self.needs_copies(shape, skip))
         return total
 
     def to_dict(self) -> dict:
@@ -260,7 +267,8 @@ def _candidates(weights: list[torch.Tensor], weights_for: Callable, products: di
 
 @torch.inference_mode()
 def choose_row_products(model: nn.Module) -> RowProducts:
-    """Time the candidate products for each weight shape and row bucket; keep the fastest."""
+    """Time the candidate products for each weight shape and row bucket; keep the fastest. Then time each
+    projection group joined against its parts (JOIN_DECISIONS)."""
     probe = model.get_input_embeddings().weight
     device, dtype = probe.device, model_dtype_name(model)
     products = candidate_products(device, probe.dtype, packing=packing_fits(model))
@@ -280,21 +288,29 @@ def choose_row_products(model: nn.Module) -> RowProducts:
             choices.append(choice)
             if choice.name != INCUMBENT:
                 chosen[(low, high)][shape] = choice.name
+    joined, join_choices = (_chosen_joins(model, chosen, dtype, device)
+                            if JOINED_PRODUCT in products and walkable_plain_layers(model) else ({}, []))
+    return RowProducts(chosen, tuple(choices + join_choices), joined)
+
+
+def _chosen_joins(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], dtype: str,
+                  device: torch.device) -> tuple[dict[Bucket, tuple[str, ...]], list[KernelChoice]]:
+    """The row buckets over which each projection group runs joined (JOIN_DECISIONS), and the choices timed."""
+    separate = RowProducts(chosen)
     joined: dict[Bucket, tuple[str, ...]] = {}
-    if JOINED_PRODUCT in products and walkable_plain_layers(model):
-        separate = RowProducts(chosen)
-        for _, group, _ in PROJECTION_GROUPS:
-            won = set()
-            for rows, buckets in JOIN_DECISIONS:
-                choices.append(_join_choice(model, group, chosen, dtype, device, rows))
-                won |= set(buckets) if choices[-1].name == "joined" else set()
-            # Joined over some rows while its parts keep copies of their own for others, a group would hold its
-            # weights twice over: not for one product fewer.
-            shapes = {tuple(part.weight.shape) for part in _group_parts(model, group)[0]}
-            if won and not any(separate._names_for(shape, frozenset(won)) & set(PREPARED) for shape in shapes):
-                joined |= {bucket: joined.get(bucket, ()) + (group,) for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)
-                           if bucket in won}
-    return RowProducts(chosen, tuple(choices), joined)
+    choices = []
+    for _, group, _ in PROJECTION_GROUPS:
+        won = set()
+        for rows, buckets in JOIN_DECISIONS:
+            choices.append(_join_choice(model, group, chosen, dtype, device, rows))
+            won |= set(buckets) if choices[-1].name == "joined" else set()
+        # Joined over some rows while its parts keep copies of their own for others, a group would hold its
+        # weights twice over: not for one product fewer.
+        shapes = {tuple(part.weight.shape) for part in _group_parts(model, group)[0]}
+        if won and not any(separate.needs_copies(shape, frozenset(won)) for shape in shapes):
+            joined |= {bucket: joined.get(bucket, ()) + (group,) for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)
+                       if bucket in won}
+    return joined, choices
 
 
 def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, str]], dtype: str,
