@@ -30,7 +30,7 @@ class FusedLayer:
     through nn.Module's attribute lookup (`layer.self_attn.qkv_proj`) they cost more per step than
     several of the layer's tensor operations."""
 
-    __slots__ = ("qkv", "o", "gate_up", "down", "input_norm", "mlp_norm", "head_dim", "half", "query_heads",
+    __slots__ = ("qkv", "o", "gate_up", "down", "input_norm", "mlp_norm", "head_dim", "query_heads",
                  "query_key_heads", "all_heads", "groups", "query_width", "layer_index", "scaling",
                  "packs_one_query")
 
@@ -39,7 +39,7 @@ class FusedLayer:
         self.qkv, self.o, self.gate_up, self.down = attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj
         self.input_norm = _norm_constants(layer.input_layernorm)
         self.mlp_norm = _norm_constants(layer.post_attention_layernorm)
-        self.head_dim, self.half = attn.head_dim, attn.head_dim // 2
+        self.head_dim = attn.head_dim
         self.groups = attn.config.num_key_value_heads
         self.query_heads = attn.config.num_attention_heads
         self.query_key_heads = self.query_heads + self.groups

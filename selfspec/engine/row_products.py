@@ -113,9 +113,9 @@ class RowProducts:
             return model
         shadow = shadow_copy(model)
         for _, group, _ in PROJECTION_GROUPS:
-            if self.joined_buckets(group):
+            if buckets := self.joined_buckets(group):
                 for layer in decoder_layers(shadow):
-                    join_projections(layer, partial(self._joined, buckets=self.joined_buckets(group)), (group,))
+                    join_projections(layer, partial(self._joined, buckets=buckets), (group,))
         for parent, name, linear in linear_slots(shadow):
             stand_in = self._stand_in(linear)
             if stand_in is not linear:
@@ -146,8 +146,8 @@ class RowProducts:
     def extra_bytes(self, model: nn.Module) -> int:
         """Memory the prepared copies of `tuned(model)` hold beside the model: a packed weight has its bytes,
         a joined group's packed copy its parts' (and a part may hold copies of its own for other rows)."""
-        joined = {id(part.weight): self.joined_buckets(group) for _, group, _ in PROJECTION_GROUPS
-                  if self.joined_buckets(group) for parts in _group_parts(model, group) for part in parts}
+        joined = {id(part.weight): buckets for _, group, _ in PROJECTION_GROUPS
+                  if (buckets := self.joined_buckets(group)) for parts in _group_parts(model, group) for part in parts}
         total = 0
         for shape, group in linear_weights(model).items():
             for w in group:
