@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,6 +49,8 @@ from selfspec.engine.cache import new_cache
 from selfspec.engine.decoding import DraftSettings
 from selfspec.engine.devices import synchronize
 from selfspec.engine.draft import DraftModel
+from selfspec.engine.architectures import PROJECTION_GROUPS
+from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts
 from selfspec.engine.runtime import Engine, forward_full
 from selfspec.engine.kernels import machine_fingerprint
 from selfspec.models.loading import LanguageModel
@@ -56,7 +59,8 @@ from selfspec.profiles.schema import SkipProfile, read_profile
 PROFILES = Path(__file__).resolve().parent.parent / "selfspec" / "profiles" / "bundled"
 DEFAULT_MODELS = ("Llama-2-7B", "Llama-2-13B", "Qwen2.5-7B")
 PAPER_13B = "meta-llama--Llama-2-13b-hf.json"
-PARTS = ("floor", "methods", "profile", "costs", "planted", "synthetic_speculation")
+PARTS = ("floor", "methods", "profile", "unjoined", "costs", "planted", "synthetic_speculation")
+JOIN_SETTINGS = ("measured", "every-row", "off")
 
 
 def skip_profile(name: str, layers: int) -> tuple[str, SkipProfile]:
@@ -137,7 +141,7 @@ def speculative_run(lm: LanguageModel, draft: DraftModel, costs, args, prompts: 
     methods = [ours_autoregressive(lm),
                # Context drafts off: this measures the engine with the layer-skip draft alone.
                ours_self_speculative(lm, f"self-spec K={k} fixed", draft,
-                                     DraftSettings(max_draft=k, exit="off", context_tokens=0)),
+                                     DraftSettings(max_draft=k, exit="off", controller=False, context_tokens=0)),
                ours_self_speculative(lm, f"self-spec K={k} adaptive", draft, DraftSettings(max_draft=k, context_tokens=0))]
     runs = run_methods(methods, prompts, args.tokens, args.reps, lm.device, progress=False)
     ar_seconds = sum(r.seconds for r in runs[AR])
@@ -203,6 +207,29 @@ def step_profile(lm: LanguageModel, prompt: list[int], steps: int = 20) -> dict:
     return out
 
 
+def with_joins(products: RowProducts, setting: str) -> RowProducts:
+    """The engine's products with its projection groups joined as measured, over every row count (to check
+    the joined path wherever the timing would not choose it), or nowhere."""
+    if setting == "measured":
+        return products
+    groups = tuple(group for _, group, _ in PROJECTION_GROUPS)
+    return replace(products, joined={bucket: groups for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
+                   if setting == "every-row" else {})
+
+
+def unjoined_profile(lm: LanguageModel, prompt: list[int]) -> dict:
+    """`step_profile` of the same engine with its projection groups run as their parts: the joins' gain in
+    this process (the step compiles again)."""
+    products = lm.engine.products
+    if not products.joined:
+        return {"skipped": "nothing is joined"}
+    lm.engine.use_products(with_joins(products, "off"))
+    try:
+        return step_profile(lm, prompt)
+    finally:
+        lm.engine.use_products(products)
+
+
 def draft_costs(model, lm: LanguageModel, name: str, args, prompt: list[int]) -> tuple[DraftModel, object, dict]:
     """c of the skip draft and of each low-bit draft (alone and with the skips), v for widths 2..9."""
     layers = model.config.num_hidden_layers
@@ -233,6 +260,7 @@ def bench_shape(name: str, args, device: str, save) -> dict:
     model.generation_config.pad_token_id = 0
     lm = LanguageModel(model, None, name)
     lm.engine = Engine(model, compile=args.compile, compile_backend=args.compile_backend, compile_mode=args.compile_mode)
+    lm.engine.use_products(with_joins(lm.engine.products, args.join_projections))
     vocab, layers = model.config.vocab_size, model.config.num_hidden_layers
     prompts = [synthetic_prompt(vocab, args.context, seed) for seed in (1, 2)]
     result = {"shape": name, "dtype": str(dtype), "layers": layers, "errors": {}}
@@ -260,6 +288,7 @@ def bench_shape(name: str, args, device: str, save) -> dict:
         ar = result["methods"][AR]["decode_ms_per_token"]
         result["ar_over_floor"] = ar / (result["floor"]["seconds"] * 1e3) if ar else None
     part("profile", lambda: step_profile(lm, prompts[0]))
+    part("unjoined", lambda: unjoined_profile(lm, prompts[0]))
     drafted = part("costs", lambda: draft_costs(model, lm, name, args, prompts[0]), report=lambda out: out[2])
     if drafted is not None:
         draft, costs, _ = drafted
@@ -279,6 +308,8 @@ def summary_lines(result: dict) -> list[str]:
     if m and floor and result.get("ar_over_floor"):
         lines.append(f"- autoregressive {m[AR]['decode_ms_per_token']:.2f} ms/token = {result['ar_over_floor']:.2f}x "
                      f"the floor {floor['seconds'] * 1e3:.2f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.1f} MB)")
+    if products := result.get("engine", {}).get("products"):
+        lines.append(f"- products: {RowProducts.summary_of(products)}")
     for name, r in (m or {}).items():
         if name != AR:
             lines.append(f"- our AR vs {name}: {r['our_ar_speedup']:.2f}x (identical: {r['identical']})")
@@ -288,6 +319,10 @@ def summary_lines(result: dict) -> list[str]:
                      f"matrix products {p['matmul_kernel_ms']:.2f} ms")
         for k in p["top_kernels"][:8]:
             lines.append(f"  - {k['ms_per_step']:.3f} ms x{k['calls_per_step']:.0f} {k['name'][:70]}")
+    if (p := result.get("unjoined")) and "synced_ms" in p:
+        lines.append(f"- the same step with q/k/v and gate/up as their parts: {p['back_to_back_ms']:.2f} ms back to "
+                     f"back, {p['synced_ms']:.2f} ms synced; kernels {p['kernel_ms']:.2f} ms/step "
+                     f"({p['kernels_per_step']:.0f} launches), matrix products {p['matmul_kernel_ms']:.2f} ms")
     if c := result.get("costs"):
         lines.append(f"- {c['profile']} ({c['skipped']} sublayers skipped): c = {c['c']:.3f}; "
                      + ", ".join(f"v({w}) = {v:.2f}" for w, v in c["v_by_width"].items()))
@@ -335,6 +370,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also time generate() static-compiled (default: on for real shapes)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"which parts to run (comma-separated; {', '.join(PARTS)})")
+    parser.add_argument("--join-projections", choices=JOIN_SETTINGS, default="measured",
+                        help="q/k/v and gate/up as one product each: where timing chose it, over every row "
+                             "count (a check of that path), or nowhere")
     parser.add_argument("--out", default=None, help="folder for gpu_bench.json")
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]

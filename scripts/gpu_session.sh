@@ -20,15 +20,18 @@ step() {  # step NAME SECONDS ARGS...: one gpu_bench run, its log and JSON under
   echo "== $name exit $?"; grep -E "^(#|-|  -|\[)|Recompiling|guard fail|FAILED|Error" "$OUT/$name.log" | cut -c1-220 | tail -25
 }
 # 0. Correctness first: tiny shapes in float32 on the GPU, every part (compiled steps captured as CUDA
-#    graphs); our AR, generate() and self-speculation must decode identically.
-step tiny-cuda-check ${STEP_CHECK:-100} --shape tiny --device cuda --dtype float32 --models Llama-2-7B \
-  --no-generate-static --draft-weights int4
-# 1. The engine's default on CUDA (inductor, CUDA graphs captured by hand) against generate()
-#    static-compiled, with the one-token step's kernels by name: where the time above the floor goes.
-step llama7 ${STEP_7B:-150} --models Llama-2-7B --parts floor,methods,profile
-# 2. 13B, the same.
+#    graphs; q/k/v and gate/up joined over every row count, wherever timing would choose them or not); our
+#    AR, generate() and self-speculation must decode identically.
+step tiny-cuda-check ${STEP_CHECK:-60} --shape tiny --device cuda --dtype float32 --models Llama-2-7B \
+  --no-generate-static --draft-weights int4 --join-projections every-row
+# 1. The engine's default on CUDA (inductor, CUDA graphs captured by hand, projections joined where timing
+#    says so), the one-token step's kernels by name, and the same step with the projections as their parts.
+step llama7 ${STEP_7B:-170} --models Llama-2-7B --parts floor,methods,profile,unjoined --no-generate-static
+# 2. 13B, the same without the second compile.
 step llama13 ${STEP_13B:-110} --models Llama-2-13B --parts floor,methods,profile --no-generate-static
 # 3. c and v, the int4 draft, and the planted-redundancy run through captured graphs (each draft's and
 #    verification width's graph compiles ~20 s at 7B: the part needs minutes).
-step llama7-costs ${STEP_COSTS:-240} --models Llama-2-7B --parts costs,planted,synthetic_speculation \
-  --no-generate-static --draft-weights int4
+step llama7-costs ${STEP_COSTS:-230} --models Llama-2-7B --parts costs,planted,synthetic_speculation \
+  --no-generate-static --draft-weights int4 --reps 2
+# What comes back is at most 8 files: the logs, and every step's JSON in one archive.
+(cd "$OUT" && tar -czf results.tgz */gpu_bench.json && rm -rf -- */) && ls "$OUT"

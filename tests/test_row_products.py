@@ -165,14 +165,18 @@ def test_packed_products_give_the_models_logits_and_count_their_memory():
     assert products.extra_bytes(model) == expected == engine.describe()["products"]["extra_bytes"]
 
 
-@pytest.mark.skipif(not onednn_packing_available(torch.device("cpu"), torch.float32),
-                    reason="this build cannot pack weights for oneDNN")
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # Qwen2's q/k/v carry biases
-def test_joined_projections_give_the_models_logits_and_hold_one_copy_of_their_parts(arch):
+@pytest.mark.parametrize("arch, product", [
+    ("llama", "onednn-packed"), ("qwen2", "onednn-packed"),  # Qwen2's q/k/v carry biases
+    ("qwen2", "linear"),  # a GPU's join: torch's own product over the stacked weights
+])
+def test_joined_projections_give_the_models_logits_and_hold_one_copy_of_their_parts(arch, product):
+    if product == "onednn-packed" and not onednn_packing_available(torch.device("cpu"), torch.float32):
+        pytest.skip("this build cannot pack weights for oneDNN")
     model = tiny_model(arch, seed=6)
     params = {name: p for name, p in model.named_parameters()}
     groups = tuple(group for _, group, _ in PROJECTION_GROUPS)
-    products = RowProducts({}, joined={bucket: groups for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)})
+    products = RowProducts({}, joined={bucket: groups for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)},
+                           joined_product=product)
     engine = Engine(model, choose_kernels=False)
     engine.use_products(products)
     for layer in decoder_layers(engine.tuned):  # the shadow's layers run each group as one product...
@@ -199,7 +203,7 @@ def test_joined_projections_give_the_models_logits_and_hold_one_copy_of_their_pa
     layers = len(decoder_layers(model))
     assert len(linear_layers_of_step(engine.tuned)) == 4 * layers + 1  # q/k/v, o, gate/up, down; the head
     assert engine.describe()["products"]["joined"]["rows 18+"] == list(groups)
-    assert ("joined into one onednn-packed product: qkv_proj over every row count, gate_up_proj over every row count"
+    assert (f"joined into one {product} product: qkv_proj over every row count, gate_up_proj over every row count"
             in products.summary())
 
 
@@ -282,6 +286,37 @@ def test_a_projection_group_joins_only_where_one_product_times_faster(slow, join
     timed = [c.name for c in products.choices if "joined" in c.milliseconds]
     assert timed == {"joined": ["separate"] * 4, "parts": ["joined"] * 4,
                      "joined over several rows, parts over one": ["joined", "separate"] * 2}[slow]
+
+
+def test_without_onednns_packing_a_group_joins_through_torchs_own_product_on_a_stacked_copy(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    model = tiny_model("llama", seed=2)
+    stacked = []  # the stacked weights made to be joined: `linear` reads them as they are
+
+    def stacking(parts):
+        made = stacked_linear(parts)
+        stacked.append(made.weight)
+        return made
+
+    def slow_unless_stacked(x, weight, bias=None):  # as one wide product of a GPU runs against narrow ones
+        if not any(weight is w for w in stacked):
+            time.sleep(0.002)
+        return F.linear(x, weight, bias)
+
+    monkeypatch.setattr(row_products, "stacked_linear", stacking)
+    monkeypatch.setattr(row_products, "onednn_available", lambda device: False)  # a device without oneDNN
+    monkeypatch.setattr(row_products, "onednn_packing_available", lambda device, dtype: False)
+    monkeypatch.setitem(row_products.PRODUCTS, "linear", slow_unless_stacked)
+    for other in ("weight-major", "thread-split"):
+        monkeypatch.setitem(row_products.PRODUCTS, other, lambda x, w, b=None: time.sleep(0.004) or F.linear(x, w, b))
+    products = choose_row_products(model)
+    every_bucket = {bucket: tuple(group for _, group, _ in PROJECTION_GROUPS) for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
+    assert products.chosen == {bucket: {} for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}  # linear everywhere
+    assert products.joined == every_bucket and products.joined_product == "linear"
+    assert "joined into one linear product: qkv_proj over every row count" in products.summary()
+    assert products.to_dict()["joined_product"] == "linear"
+    monkeypatch.setattr(row_products, "packing_fits", lambda model: False)  # no room for the stacked copies
+    assert choose_row_products(model).joined == {}
 
 
 def test_the_choice_follows_the_timings_per_shape_and_bucket(monkeypatch, tmp_path):

@@ -54,3 +54,10 @@ def available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def free_device_memory(device: torch.device) -> int:
+    """Bytes an accelerator can still give (CUDA's own count); the host's elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory()

@@ -187,7 +187,7 @@ class JoinedLinear(nn.Module):
     def __init__(self, stacked: nn.Linear, widths: tuple[int, ...], product: Product, weight: torch.Tensor,
                  rows: frozenset[int], from_rows: int | None, separate: tuple[nn.Module, ...]):
         """`stacked`: the parts' rows as one layer (architectures.stacked_linear); `weight`: what `product`
-        reads, made from it (oneDNN's packed copy); `rows` (and every row count from `from_rows`, unless
+        reads, made from it (oneDNN's packed copy, or the stack itself); `rows` (and every row count from `from_rows`, unless
         None): where the joined product runs; `separate`: the parts (or their stand-ins) elsewhere."""
         super().__init__()
         self.in_features, self.out_features, self.widths = stacked.in_features, stacked.out_features, widths

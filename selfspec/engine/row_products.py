@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from selfspec.engine.architectures import (PROJECTION_GROUPS, decoder_layers, join_projections, stacked_linear,
                                            walkable_plain_layers)
 from selfspec.engine.devices import model_dtype_name
-from selfspec.engine.host import available_memory
+from selfspec.engine.host import available_memory, free_device_memory
 from selfspec.engine.kernels import KernelChoice, choose_fastest
 from selfspec.engine.narrow_linear import (PACKED_FOR_ROWS, JoinedLinear, RowChosenLinear, onednn_available,
                                            onednn_linear, onednn_packed, onednn_packing_available, thread_split_linear,
@@ -62,10 +62,12 @@ WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of on
 Shape = tuple[int, int]  # a weight's (out, in)
 Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from low)
 
-# A projection group (architectures.PROJECTION_GROUPS: q/k/v, gate/up) may run as one product over a packed
-# copy of its stacked weights where that times faster than its parts with their own products: timed over a
-# decoding step's one row, which decides that bucket, and a verification's nine (K = 8), which decides the rest.
-JOINED_PRODUCT = "onednn-packed"
+# A projection group (architectures.PROJECTION_GROUPS: q/k/v, gate/up) may run as one product over a copy of
+# its stacked weights where that times faster than its parts with their own products: timed over a decoding
+# step's one row, which decides that bucket, and a verification's nine (K = 8), which decides the rest. The
+# product: oneDNN's over a packed copy where this build has it, else torch's `linear` (a GPU's: one wide
+# product keeps its kernels at the memory's pace where narrow ones need a split-K reduction each).
+JOINED_PRODUCTS = ("onednn-packed", INCUMBENT)  # the first of these that the candidates hold
 JOIN_MARGIN = 0.1  # joining must win by this much: a near-tie in isolation was a loss inside one forward (fp32 q/k/v)
 JOIN_DECISIONS: tuple[tuple[int, tuple[Bucket, ...]], ...] = (
     (1, ROW_BUCKETS[:1]), (PACKED_FOR_ROWS, ROW_BUCKETS[1:] + (PREFILL_BUCKET,)))
@@ -79,6 +81,7 @@ class RowProducts:
     chosen: dict[Bucket, dict[Shape, str]]  # row bucket (PREFILL_BUCKET too) -> {shape: product name in PRODUCTS}
     choices: tuple[KernelChoice, ...] = ()
     joined: dict[Bucket, tuple[str, ...]] = field(default_factory=dict)  # bucket -> joined names (PROJECTION_GROUPS)
+    joined_product: str = JOINED_PRODUCTS[0]  # what joined groups run (JOINED_PRODUCTS)
 
     @staticmethod
     def plain() -> "RowProducts":
@@ -138,8 +141,8 @@ class RowProducts:
         parts with their own products elsewhere."""
         stacked = stacked_linear(parts)
         rows = frozenset(r for low, high in buckets if high for r in range(low, high + 1))
-        return JoinedLinear(stacked, tuple(p.out_features for p in parts), PRODUCTS[JOINED_PRODUCT],
-                            PREPARED[JOINED_PRODUCT](stacked.weight), rows,
+        return JoinedLinear(stacked, tuple(p.out_features for p in parts), PRODUCTS[self.joined_product],
+                            _prepare(self.joined_product, stacked.weight), rows,
                             PREFILL_BUCKET[0] if PREFILL_BUCKET in buckets else None,
                             tuple(self._stand_in(part, buckets) for part in parts))
 
@@ -159,6 +162,7 @@ class RowProducts:
         return {"chosen": {f"rows {_rows(lo, hi)}": {f"{o}x{i}": p for (o, i), p in sorted(names.items())}
                            for (lo, hi), names in self.chosen.items() if names},
                 "joined": {f"rows {_rows(lo, hi)}": list(groups) for (lo, hi), groups in self.joined.items() if groups},
+                "joined_product": self.joined_product,
                 "choices": [c.to_dict() for c in self.choices]}
 
     def summary(self) -> str:
@@ -181,7 +185,8 @@ class RowProducts:
                 by_group.setdefault(group, []).append(rows)
         every = [f"rows {_rows(low, high)}" for low, high in ROW_BUCKETS + (PREFILL_BUCKET,)]
         if by_group:
-            parts.append(f"joined into one {JOINED_PRODUCT} product: " + ", ".join(
+            product = described.get("joined_product", JOINED_PRODUCTS[0])
+            parts.append(f"joined into one {product} product: " + ", ".join(
                 f"{group} over {'every row count' if sorted(rows) == sorted(every) else ', '.join(rows)}"
                 for group, rows in by_group.items()))
         return "; ".join(parts)
@@ -240,8 +245,16 @@ def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool =
 
 
 def packing_fits(model: nn.Module) -> bool:
-    """Whether packed copies of every linear weight fit the free memory with room to spare."""
-    return sum(map(_bytes, linear_weights(model).values())) <= PACKED_MEMORY_SHARE * available_memory()
+    """Whether copies of every linear weight (packed, or stacked to be joined) fit the free memory of the
+    model's device with room to spare."""
+    device = model.get_input_embeddings().weight.device
+    free = available_memory() if device.type == "cpu" else free_device_memory(device)
+    return sum(map(_bytes, linear_weights(model).values())) <= PACKED_MEMORY_SHARE * free
+
+
+def _prepare(name: str, weight: torch.Tensor) -> torch.Tensor:
+    """What product `name` reads for `weight`: its prepared copy, or the weight itself."""
+    return PREPARED[name](weight) if name in PREPARED else weight
 
 
 def _prepared(weights: list[torch.Tensor], products: dict) -> Callable[[str], tuple[list[torch.Tensor], torch.Tensor]]:
@@ -271,7 +284,8 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     projection group joined against its parts (JOIN_DECISIONS)."""
     probe = model.get_input_embeddings().weight
     device, dtype = probe.device, model_dtype_name(model)
-    products = candidate_products(device, probe.dtype, packing=packing_fits(model))
+    copies_fit = packing_fits(model)
+    products = candidate_products(device, probe.dtype, packing=copies_fit)
     chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
     choices = []
     prefill_products = {name: p for name, p in products.items() if name in PREFILL_PRODUCTS}
@@ -288,13 +302,14 @@ def choose_row_products(model: nn.Module) -> RowProducts:
             choices.append(choice)
             if choice.name != INCUMBENT:
                 chosen[(low, high)][shape] = choice.name
-    joined, join_choices = (_chosen_joins(model, chosen, dtype, device)
-                            if JOINED_PRODUCT in products and walkable_plain_layers(model) else ({}, []))
-    return RowProducts(chosen, tuple(choices + join_choices), joined)
+    join_product = next(name for name in JOINED_PRODUCTS if name in products)
+    joined, join_choices = (_chosen_joins(model, chosen, dtype, device, join_product)
+                            if copies_fit and walkable_plain_layers(model) else ({}, []))
+    return RowProducts(chosen, tuple(choices + join_choices), joined, join_product)
 
 
-def _chosen_joins(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], dtype: str,
-                  device: torch.device) -> tuple[dict[Bucket, tuple[str, ...]], list[KernelChoice]]:
+def _chosen_joins(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], dtype: str, device: torch.device,
+                  product: str) -> tuple[dict[Bucket, tuple[str, ...]], list[KernelChoice]]:
     """The row buckets over which each projection group runs joined (JOIN_DECISIONS), and the choices timed."""
     separate = RowProducts(chosen)
     joined: dict[Bucket, tuple[str, ...]] = {}
@@ -302,7 +317,7 @@ def _chosen_joins(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], dtyp
     for _, group, _ in PROJECTION_GROUPS:
         won = set()
         for rows, buckets in JOIN_DECISIONS:
-            choices.append(_join_choice(model, group, chosen, dtype, device, rows))
+            choices.append(_join_choice(model, group, chosen, dtype, device, rows, product))
             won |= set(buckets) if choices[-1].name == "joined" else set()
         # Joined over some rows while its parts keep copies of their own for others, a group would hold its
         # weights twice over: not for one product fewer.
@@ -314,10 +329,10 @@ def _chosen_joins(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], dtyp
 
 
 def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, str]], dtype: str,
-                 device: torch.device, rows: int) -> KernelChoice:
-    """Whether projection group `group` runs faster over `rows` rows joined (one product over a packed copy
-    of its stacked weights) than as its parts, each with the product chosen for its shape: timed over a
-    stream's worth of its layers in turn."""
+                 device: torch.device, rows: int, product: str) -> KernelChoice:
+    """Whether projection group `group` runs faster over `rows` rows joined (one `product` over a copy of its
+    stacked weights) than as its parts, each with the product chosen for its shape: timed over a stream's
+    worth of its layers in turn."""
     layers, total = [], 0
     for parts in _group_parts(model, group):
         if total >= STREAM_BYTES:
@@ -332,13 +347,12 @@ def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, 
         for parts in layers:
             for part in parts:
                 name = chosen[bucket].get(tuple(part.weight.shape), INCUMBENT)
-                weight = PREPARED[name](part.weight) if name in PREPARED else part.weight
-                calls.append((PRODUCTS[name], weight, part.bias))
+                calls.append((PRODUCTS[name], _prepare(name, part.weight), part.bias))
         return calls
 
     def joined_calls():
         stacks = map(stacked_linear, layers)
-        return [(PRODUCTS[JOINED_PRODUCT], PREPARED[JOINED_PRODUCT](s.weight), s.bias) for s in stacks]
+        return [(PRODUCTS[product], _prepare(product, s.weight), s.bias) for s in stacks]
 
     made = {}  # the calls, with their copies, made on first use (a cached choice makes none)
 
@@ -349,7 +363,7 @@ def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, 
 
     shapes = "+".join(f"{p.weight.shape[0]}x{p.weight.shape[1]}" for p in layers[0])
     separate = "+".join(chosen[bucket].get(tuple(p.weight.shape), INCUMBENT) for p in layers[0])
-    return choose_fastest(f"joined-linear:{dtype}:{group}:{shapes}x{len(layers)}:rows{rows}:{separate}"
+    return choose_fastest(f"joined-linear:{dtype}:{group}:{shapes}x{len(layers)}:rows{rows}:{separate}:{product}"
                           f":margin{JOIN_MARGIN}",
                           {"separate": lambda: run("separate", separate_calls),
                            "joined": lambda: run("joined", joined_calls)},
