@@ -371,6 +371,9 @@ def test_a_shape_is_timed_over_a_streams_worth_of_weights_and_a_large_one_over_i
     (timed,) = streamed([head])
     assert timed.shape == (10, 1000) and torch.equal(timed, head[:10])
     assert streamed([head[:6]])[0].shape == (6, 1000)  # smaller than a stream: all of it
+    # A device whose last-level cache holds five such rows streams four caches' worth: twenty rows.
+    monkeypatch.setattr(row_products, "device_cache_bytes", lambda device: 1000 * 4 * 5)
+    assert len(streamed(small)) == 5 and streamed([head])[0].shape == (20, 1000)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])

@@ -57,6 +57,7 @@ PACKED_MEMORY_SHARE = 0.5  # packed copies only while the model's linear weights
 WIN_MARGIN = 0.02
 LARGE_GROUP_BYTES = 16 << 20  # weight groups this large are timed in one round, not two
 STREAM_BYTES = 64 << 20  # a shape is timed over this much of its weights: more than a processor's caches hold
+STREAM_CACHES = 4  # ...and on an accelerator over at least this many times its last-level cache (an H200's is 60 MB)
 WARM_UP_ROWS = 2048  # a product's warm-up runs over this many output rows of one weight
 
 Shape = tuple[int, int]  # a weight's (out, in)
@@ -217,15 +218,25 @@ def linear_weights(model: nn.Module) -> dict[tuple[int, int], list[torch.Tensor]
     return weights
 
 
+def device_cache_bytes(device: torch.device) -> int:
+    """An accelerator's last-level cache (0 for the CPU, whose caches STREAM_BYTES already passes)."""
+    return torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
+
+
+def stream_bytes(device: torch.device) -> int:
+    """How many bytes of a group's weights a product is timed over on this device."""
+    return max(STREAM_BYTES, STREAM_CACHES * device_cache_bytes(device))
+
+
 def streamed(weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The first weights of a group that together pass STREAM_BYTES (all of them if they do not); a
+    """The first weights of a group that together pass stream_bytes (all of them if they do not); a
     single weight larger than that (a head) is timed over its first rows: the same product, fewer bytes."""
-    taken, total = [], 0
+    taken, total, enough = [], 0, stream_bytes(weights[0].device)
     for w in weights:
-        if total >= STREAM_BYTES:
+        if total >= enough:
             break
         row_bytes = w.shape[1] * w.element_size()
-        rows = min(w.shape[0], -(-(STREAM_BYTES - total) // row_bytes))
+        rows = min(w.shape[0], -(-(enough - total) // row_bytes))
         taken.append(w if rows == w.shape[0] or len(weights) > 1 else w[:rows])
         total += _bytes(taken[-1:])
     return taken
@@ -335,7 +346,7 @@ def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, 
     worth of its layers in turn."""
     layers, total = [], 0
     for parts in _group_parts(model, group):
-        if total >= STREAM_BYTES:
+        if total >= stream_bytes(device):
             break
         layers.append(parts)
         total += _bytes([p.weight for p in parts])
