@@ -60,10 +60,14 @@ class CapturedGraphs:
                 step(*buffers)
                 restore()
         torch.cuda.current_stream().wait_stream(side)
+        # Graphs share the pool of the graphs still held. Once the last of them is dropped, a pool that still
+        # has live allocations in it (use count 0) cannot be captured into again: torch's allocator asserts
+        # (`use_count > 0`). So a capture after that starts a pool of its own.
+        pool = self._pool if self._graphs else None
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=pool):
             output = step(*buffers)
-        self._pool = self._pool or graph.pool()
+        self._pool = pool or graph.pool()
         graph.replay()  # the capture recorded the step without running it
         self._graphs[key] = captured = _Graph(graph, buffers, output)
         for held in holds:
