@@ -163,6 +163,30 @@ def test_one_slow_verification_does_not_keep_a_good_draft_short():
     assert (0, 8) in chosen[:6] and chosen[-20:] == [(0, 8)] * 20
 
 
+def test_one_stalled_draft_token_does_not_keep_a_good_draft_out():
+    # The host stalls once, in the first drafted token (a bench's warm-up beside another job): priced at
+    # that token, the draft lost to plain steps, and each rare probe moved an average of its cost a little
+    # (~13 probes, 64 steps apart, before it drafted again).
+    stalled = iter([40.0])
+
+    c = DraftLength(8)
+    c.observe_plain(1.0)
+    assert c.plan(100, 0, 8) == (0, 1)
+    c.observe_step(0, 1, 1, next(stalled), 1.05)  # kept, but timed at 40 plain steps
+    chosen = []
+    for _ in range(8):  # runs of 24 steps, each starting from what the last one measured, as a bench's are
+        carried = c.carried()
+        c = DraftLength(8)
+        c.start_from(carried)
+        chosen += simulate(c, 24, never, always, draft=0.4, verify=lambda n: 1.0 + 0.05 * n)[0]
+    first = next(i for i, plan in enumerate(chosen) if plan != (0, 0))
+    # One probe, no later than the longest wait, though each run is shorter than that: the probes' clock
+    # runs on from run to run.
+    assert chosen[first] == (0, 1) and first <= c.max_probe
+    # Measured cheap: drafted from then on, mostly at full length (each run ramps up from its carried evidence).
+    assert all(k >= 3 for _, k in chosen[first + 1:]) and chosen.count((0, 8)) > len(chosen[first:]) // 2
+
+
 # --- the controller over a run ---------------------------------------------------------------------
 
 

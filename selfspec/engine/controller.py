@@ -223,6 +223,24 @@ class RecentMedian:
 
 
 @dataclass
+class RecentLow:
+    """The lowest of the last `keep` samples. For the costs of a source that is measured only while it is
+    used (the draft, its reading of copies): a host's noise only ever adds time, and one stalled sample
+    that priced the source out would be corrected only by rare probes, each moving an average a little
+    (one stall in a bench's warm-up kept a good draft out of every run after it)."""
+
+    keep: int = 5
+    samples: list[float] = field(default_factory=list)
+
+    def add(self, x: float) -> None:
+        self.samples = (self.samples + [x])[-self.keep:]
+
+    @property
+    def value(self) -> float | None:
+        return min(self.samples) if self.samples else None
+
+
+@dataclass
 class Average:
     """Exponentially weighted mean; None until the first sample."""
 
@@ -277,6 +295,9 @@ class Carried:
     reading: dict[int, float]
     sources: dict[str, tuple[float, float]]  # source -> (kept, failures)
     verify_samples: dict[int, int] = field(default_factory=dict)  # samples behind each verify cost (<= TRUSTED_SAMPLES)
+    # The draft's probe schedule (steps since its tokens were last verified, steps between probes): runs
+    # shorter than a probe's wait would otherwise never probe a draft priced out, and it would stay out.
+    probe: tuple[int, int] = (0, 1)
 
     EVIDENCE = 3.0
 
@@ -287,9 +308,9 @@ class DraftLength:
     explore: float = 0.03  # the most of the run's time probes may waste
     max_probe: int = 64  # the longest a source waits for its next probe
     full: Average = field(default_factory=Average)  # seconds of a plain (one-token) step
-    draft: Average = field(default_factory=Average)  # seconds per drafted token
+    draft: RecentLow = field(default_factory=RecentLow)  # seconds per drafted token
     verify: dict[int, RecentMedian] = field(default_factory=dict)  # tokens verified -> seconds of the verification
-    reading: dict[int, Average] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
+    reading: dict[int, RecentLow] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
     # Copied tokens, one source per length of the match they extend (`COPY_RUNS`); a light prior (one
     # pseudo-token) that a copy's own tokens soon outweigh.
     copies: tuple[Source, ...] = field(default_factory=lambda: tuple(
@@ -348,17 +369,20 @@ class DraftLength:
             return {n: avg.value for n, avg in table.items() if avg.value is not None}
         return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
                        {"drafts": discounted(self.drafts)},
-                       {n: min(len(m.samples), TRUSTED_SAMPLES) for n, m in self.verify.items() if m.samples})
+                       {n: min(len(m.samples), TRUSTED_SAMPLES) for n, m in self.verify.items() if m.samples},
+                       (self.drafts.idle, self.drafts.interval))
 
     def start_from(self, carried: Carried) -> None:
         """Begin with what an earlier run with the same draft measured: no plain step is needed to
         learn f, and a draft with evidence is not probed at its first chance."""
-        self.full.value, self.draft.value = carried.full, carried.draft
+        self.full.value = carried.full
+        self.draft = RecentLow(samples=[] if carried.draft is None else [carried.draft])
         self.verify = {n: RecentMedian(samples=[v] * carried.verify_samples.get(n, 1)) for n, v in carried.verify.items()}
-        self.reading = {m: Average(value=r) for m, r in carried.reading.items()}
+        self.reading = {m: RecentLow(samples=[r]) for m, r in carried.reading.items()}
         sources = self.sources()
         for name, (kept, failures) in carried.sources.items():
             sources[name].kept, sources[name].failures = kept, failures
+        self.drafts.idle, self.drafts.interval = carried.probe
 
     def plan(self, limit: int, available: int, max_context: int, match: int = 2) -> Plan:
         """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
@@ -425,7 +449,7 @@ class DraftLength:
         self.verify.setdefault(context + drafted, RecentMedian()).add(verify_seconds)
         self.drafts.idle = 0 if drafted else self.drafts.idle + 1
         if drafted and context and reading_seconds is not None:
-            self.reading.setdefault(context, Average()).add(reading_seconds)
+            self.reading.setdefault(context, RecentLow()).add(reading_seconds)
             if drafted > 1:
                 self.draft.add((draft_seconds - reading_seconds) / (drafted - 1))
         elif drafted:
