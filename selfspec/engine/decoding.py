@@ -23,7 +23,7 @@ from selfspec.engine.adaptive import no_exit
 from selfspec.engine.cache import truncate
 from selfspec.engine.context import ContextIndex
 from selfspec.engine.controller import DraftLength
-from selfspec.engine.devices import model_device, synchronize
+from selfspec.engine.devices import HostCopy, model_device, synchronize
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_full: re-exported)
 from selfspec.profiles.schema import SkipProfile
@@ -239,6 +239,14 @@ class _Run:
         record = self.commit([int(token)], "prefill", 0, 0, 0.0, self.clock() - t0, None)
         return record, token
 
+    def queue_one(self, cache, pending: torch.Tensor, position: int, sampling: Sampling,
+                  generator) -> tuple[torch.Tensor, HostCopy]:
+        """One full-model step for `pending` at `position`, queued: its token, on the device (the next step's
+        input), and that token's copy to the host (read it to wait for the step)."""
+        logits = self.engine.full(pending.view(1, 1), position, cache)[-1]
+        token = choose(logits, sampling, generator)
+        return token, HostCopy(token)
+
     def decode_one(self, cache, pending: torch.Tensor, sampling: Sampling,
                    generator, gamma: float | None) -> tuple[StepRecord, torch.Tensor]:
         t0 = self.clock()
@@ -265,14 +273,36 @@ def autoregressive(
     return _autoregressive(run, sampling)
 
 
+def reads_ahead(device: torch.device) -> bool:
+    """Whether plain decoding queues each step before reading the last one's token (`_autoregressive`)."""
+    return device.type != "cpu"
+
+
 def _autoregressive(run: _Run, sampling: Sampling) -> Iterator[StepRecord]:
+    """On an accelerator each step is queued before the last one's token is read back (the token stays on
+    the device as the next step's input), so the host's work between steps (reading the token, its record,
+    the caller's use of it, launching the next step) overlaps the device's next step instead of leaving the
+    device idle; a step queued past an end-of-sequence token is discarded. On the CPU the host is the
+    device: each token is read as soon as it is made, and no step is run in vain."""
+    read_late = reads_ahead(run.device)
     with run.request_cache() as cache:
         generator = sampling.generator(run.device)
         record, pending = run.prefill(cache, sampling, generator)
         yield record
-        while not run.finished:
-            record, pending = run.decode_one(cache, pending, sampling, generator, None)
+        if run.finished:
+            return
+        position, step = run.prompt.shape[1], None  # where the pending token goes; the step queued for it
+        while True:
+            started = time.perf_counter()
+            step = step or run.queue_one(cache, pending, position, sampling, generator)
+            fills_budget = run.generated + 1 >= run.budget
+            ahead = (run.queue_one(cache, step[0], position + 1, sampling, generator)
+                     if read_late and not fills_budget else None)
+            record = run.commit([step[1].read()], "decode", 0, 0, 0.0, time.perf_counter() - started, None)
             yield record
+            if run.finished:
+                return
+            position, pending, step = position + 1, step[0], ahead
 
 
 def self_speculative(

@@ -24,3 +24,22 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs no wait)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class HostCopy:
+    """A device tensor's values copied to the host without waiting for the device: `read()` waits for that
+    copy alone, so work queued after it keeps the device busy meanwhile (on the CPU: the values at once)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        if tensor.device.type == "cuda":
+            self._values = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self._values.copy_(tensor, non_blocking=True)
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+        else:
+            self._values, self._copied = tensor, None
+
+    def read(self) -> int | float | list:
+        if self._copied is not None:
+            self._copied.synchronize()
+        return self._values.tolist()
