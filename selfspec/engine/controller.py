@@ -219,25 +219,19 @@ class RecentMedian:
 
     @property
     def value(self) -> float | None:
-        return statistics.median(self.samples) if self.samples else None
+        return self.summary(self.samples) if self.samples else None
+
+    summary = staticmethod(statistics.median)
 
 
 @dataclass
-class RecentLow:
+class RecentLow(RecentMedian):
     """The lowest of the last `keep` samples. For the costs of a source that is measured only while it is
     used (the draft, its reading of copies): a host's noise only ever adds time, and one stalled sample
     that priced the source out would be corrected only by rare probes, each moving an average a little
     (one stall in a bench's warm-up kept a good draft out of every run after it)."""
 
-    keep: int = 5
-    samples: list[float] = field(default_factory=list)
-
-    def add(self, x: float) -> None:
-        self.samples = (self.samples + [x])[-self.keep:]
-
-    @property
-    def value(self) -> float | None:
-        return min(self.samples) if self.samples else None
+    summary = staticmethod(min)
 
 
 @dataclass
