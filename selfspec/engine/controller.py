@@ -34,7 +34,9 @@ therefore starts from a few pseudo-tokens of prior (`Source.prior_kept`, `prior_
 run's own evidence soon outweighs. A run starts from what the last run with the same draft measured
 (`Carried`), when there was one. Costs are measured from few steps too: a width's verification cost is
 the median of its recent samples, and until it has a few it is priced at most at the line through the
-other widths (`steadied`), so that one stalled measurement cannot price a width out for good.
+other widths (`steadied`), so that one stalled measurement cannot price a width out for good. Costs measured
+only while their source is used (the draft's, a plain step's) are the lowest of their recent samples, and a
+plain step is priced at most as the cheapest verification; the probes' schedule runs on from run to run.
 """
 
 from __future__ import annotations
@@ -235,17 +237,6 @@ class RecentLow(RecentMedian):
 
 
 @dataclass
-class Average:
-    """Exponentially weighted mean; None until the first sample."""
-
-    weight: float = 0.3  # of the newest sample
-    value: float | None = None
-
-    def add(self, x: float) -> None:
-        self.value = x if self.value is None else (1 - self.weight) * self.value + self.weight * x
-
-
-@dataclass
 class Source:
     """What one source of proposed tokens (context copies, or the model's draft) earned in this run."""
 
@@ -301,7 +292,7 @@ class DraftLength:
     max_draft: int  # K: the most tokens one step drafts
     explore: float = 0.03  # the most of the run's time probes may waste
     max_probe: int = 64  # the longest a source waits for its next probe
-    full: Average = field(default_factory=Average)  # seconds of a plain (one-token) step
+    full: RecentLow = field(default_factory=RecentLow)  # seconds of a plain (one-token) step (`plain_seconds`)
     draft: RecentLow = field(default_factory=RecentLow)  # seconds per drafted token
     verify: dict[int, RecentMedian] = field(default_factory=dict)  # tokens verified -> seconds of the verification
     reading: dict[int, RecentLow] = field(default_factory=dict)  # copies read -> seconds of the draft's first forward
@@ -334,9 +325,17 @@ class DraftLength:
         """Seconds to verify n proposed tokens (n = 0: a plain step)."""
         return self.verify_table(n)[n]
 
+    def plain_seconds(self) -> float | None:
+        """A plain step's cost: the lowest of its recent samples, and never more than the cheapest
+        verification measured (one position more cannot make a forward cheaper). A plain step priced too
+        high is not measured again while drafting looks better, so one stalled plain step kept a draft that
+        never paid drafting, at half the speed of plain decoding."""
+        verifications = [m.value for m in self.verify.values() if m.samples]
+        return min([self.full.value] + verifications) if self.full.value is not None else None
+
     def verify_table(self, widest: int) -> list[float]:
         """Seconds to verify 0..widest proposed tokens (0: a plain step), from what this run measured."""
-        points = [(0, self.full.value, TRUSTED_SAMPLES)] + [
+        points = [(0, self.plain_seconds(), TRUSTED_SAMPLES)] + [
             (n, m.value, len(m.samples)) for n, m in self.verify.items() if m.samples]
         if self._measured[0] != points:
             self._measured = (points, steadied(points, TRUSTED_SAMPLES))
@@ -350,7 +349,7 @@ class DraftLength:
         points = [(m, avg.value) for m, avg in self.reading.items() if avg.value is not None]
         if points:
             return verify_costs([(0, d)] + points, widest)
-        full = self.full.value
+        full = self.plain_seconds()
         return [d * v / full if full else d for v in self.verify_table(widest)]
 
     def carried(self) -> Carried:
@@ -361,7 +360,7 @@ class DraftLength:
 
         def values(table: dict) -> dict[int, float]:
             return {n: avg.value for n, avg in table.items() if avg.value is not None}
-        return Carried(self.full.value, self.draft.value, values(self.verify), values(self.reading),
+        return Carried(self.plain_seconds(), self.draft.value, values(self.verify), values(self.reading),
                        {"drafts": discounted(self.drafts)},
                        {n: min(len(m.samples), TRUSTED_SAMPLES) for n, m in self.verify.items() if m.samples},
                        (self.drafts.idle, self.drafts.interval))
@@ -369,7 +368,7 @@ class DraftLength:
     def start_from(self, carried: Carried) -> None:
         """Begin with what an earlier run with the same draft measured: no plain step is needed to
         learn f, and a draft with evidence is not probed at its first chance."""
-        self.full.value = carried.full
+        self.full = RecentLow(samples=[] if carried.full is None else [carried.full])
         self.draft = RecentLow(samples=[] if carried.draft is None else [carried.draft])
         self.verify = {n: RecentMedian(samples=[v] * carried.verify_samples.get(n, 1)) for n, v in carried.verify.items()}
         self.reading = {m: RecentLow(samples=[r]) for m, r in carried.reading.items()}
@@ -384,7 +383,7 @@ class DraftLength:
         tokens in all, at most K drafted."""
         copies = min(available, max_context, limit)
         drafts = min(self.max_draft, limit)
-        if limit < 1 or self.full.value is None:
+        if limit < 1 or self.plain_seconds() is None:
             return 0, 0  # measure a plain step first: it costs nothing against plain decoding
         odds, a_d = self.copy_odds(match, copies), self.drafts.acceptance()
         d = self.draft.value or 0.0
@@ -397,7 +396,7 @@ class DraftLength:
             # A probe: one drafted token, alone (behind copies it is seen only if they all survive).
             # An unknown acceptance counts as 0: the probe wastes the least if the draft fails.
             waste = probe_waste((0, 1), rate, odds, a_d or 0.0, d, v, r)
-            wait = probe_wait(waste, self.full.value, self.explore)
+            wait = probe_wait(waste, self.plain_seconds(), self.explore)
             if a_d is None or self.drafts.idle >= min(wait, self.max_probe):
                 self.drafts.interval = next_interval(max(self.drafts.interval, self.drafts.idle), wait, self.max_probe)
                 return 0, 1
