@@ -319,6 +319,26 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
     assert "unknown methods" in capsys.readouterr().err
 
 
+def test_methods_sharing_a_draft_each_start_from_their_own_last_run(tiny_lm, monkeypatch):
+    from selfspec.bench.runner import ours_self_speculative
+    from selfspec.engine.controller import DraftLength
+
+    started = []  # what each run's controller started from (DraftModel.carried)
+    monkeypatch.setattr(DraftLength, "start_from", lambda self, carried: started.append(carried))
+    draft = DraftModel(tiny_lm.model, SkipProfile(6), weights="int8")
+    with_copies, alone = (ours_self_speculative(tiny_lm, name, draft, DraftSettings(max_draft=4, context_tokens=n))
+                          for name, n in (("copies", 16), ("alone", 0)))
+    ids = [5, 6, 7, 8]
+    with_copies.decode(ids, 12)
+    left_by_copies = draft.carried
+    alone.decode(ids, 12)  # the draft holds what the other method left, but this method has no run of its own
+    left_alone = draft.carried
+    assert started == [] and left_by_copies is not None and left_alone is not left_by_copies
+    with_copies.decode(ids, 12)
+    alone.decode(ids, 12)
+    assert started == [left_by_copies, left_alone]
+
+
 def test_a_floor_sampled_at_several_moments_is_their_median():
     from selfspec.bench.floor import Floor, median_floor
 
