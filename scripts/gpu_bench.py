@@ -119,6 +119,8 @@ def plant_redundancy(model, profile: SkipProfile, target: float, prompts: list[l
 def timed_methods(lm: LanguageModel, args, prompts: list[list[int]]) -> dict:
     """Our AR loop against generate() default and static-compiled: ms/token, interleaved, same prompts."""
     methods = [ours_autoregressive(lm), transformers_generate(lm, "generate")]
+    if lm.device.type == "cuda":  # the same loop reading each token before queuing the next step
+        methods.append(ours_autoregressive(lm, "autoregressive, each token read at once", read_ahead=False))
     if args.generate_static:
         methods.append(transformers_generate_static_compiled(lm))
     runs = run_methods(methods, prompts, args.tokens, args.reps, lm.device, progress=False)

@@ -25,7 +25,8 @@ step() {  # step NAME SECONDS ARGS...: one gpu_bench run, its log and JSON under
 step tiny-cuda-check ${STEP_CHECK:-60} --shape tiny --device cuda --dtype float32 --models Llama-2-7B \
   --no-generate-static --draft-weights int4 --join-projections every-row
 # 1. The engine's default on CUDA (inductor, CUDA graphs captured by hand, projections joined where timing
-#    says so), the one-token step's kernels by name, and the same step with the projections as their parts.
+#    says so, each step queued before the last token is read) against the same loop reading each token at
+#    once, the one-token step's kernels by name, and the same step with the projections as their parts.
 step llama7 ${STEP_7B:-170} --models Llama-2-7B --parts floor,methods,profile,unjoined --no-generate-static
 # 2. 13B, the same without the second compile.
 step llama13 ${STEP_13B:-110} --models Llama-2-13B --parts floor,methods,profile --no-generate-static

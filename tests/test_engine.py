@@ -117,6 +117,7 @@ def test_stops_at_eos_and_at_the_budget():
 
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=0.8, seed=5)])
 def test_plain_decoding_that_queues_each_step_before_reading_the_last_gives_the_same_tokens(monkeypatch, sampling):
+    assert not decoding.reads_ahead(torch.device("cpu")) and decoding.reads_ahead(torch.device("cuda"))
     # As on an accelerator: each step is queued before the last one's token is read, so one step past an
     # end-of-sequence token runs in vain and is discarded; none runs past the budget.
     model = tiny_model("llama")
@@ -127,14 +128,14 @@ def test_plain_decoding_that_queues_each_step_before_reading_the_last_gives_the_
     steps = []
     full = engine.full
     monkeypatch.setattr(engine, "full", lambda tokens, *rest, **kw: steps.append(tokens.shape[-1]) or full(tokens, *rest, **kw))
-    monkeypatch.setattr(decoding, "reads_ahead", lambda device: True)
     for budget in (1, 2, 7):
         steps.clear()
-        assert generated(autoregressive(model, prompt, budget, sampling, engine=engine)) == free[:budget]
+        assert generated(autoregressive(model, prompt, budget, sampling, engine=engine, read_ahead=True)) == free[:budget]
         assert steps == [len(prompt)] + [1] * (budget - 1)  # the prefill, then one step per later token
     model.generation_config.eos_token_id = free[5]  # the 6th token ends generation
     steps.clear()
-    assert generated(autoregressive(model, prompt, 30, sampling, engine=engine)) == free[:free.index(free[5]) + 1]
+    assert generated(autoregressive(model, prompt, 30, sampling, engine=engine, read_ahead=True)) == \
+        free[:free.index(free[5]) + 1]
     assert len(steps) == 1 + free.index(free[5]) + 1  # ...and one step was queued past it
 
 

@@ -47,11 +47,12 @@ class Method:
 # --- methods ------------------------------------------------------------------------------------
 
 
-def ours_autoregressive(lm: LanguageModel) -> Method:
+def ours_autoregressive(lm: LanguageModel, name: str = AR, read_ahead: bool | None = None) -> Method:
+    """Our plain decoding loop (`read_ahead`: as `autoregressive` takes it; None: the device's default)."""
     def decode(ids, n):
-        records = list(autoregressive(lm.model, ids, n, engine=lm.engine))
+        records = list(autoregressive(lm.model, ids, n, engine=lm.engine, read_ahead=read_ahead))
         return [t for r in records for t in r.token_ids], records
-    return Method(AR, decode, compiled=lm.engine.steps is not None, warm_up=lm.engine.warm_up)
+    return Method(name, decode, compiled=lm.engine.steps is not None, warm_up=lm.engine.warm_up)
 
 
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:

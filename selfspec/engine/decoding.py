@@ -263,14 +263,16 @@ def autoregressive(
     max_new_tokens: int = 128,
     sampling: Sampling = Sampling(),
     engine: Engine | None = None,
+    read_ahead: bool | None = None,
 ) -> Iterator[StepRecord]:
     """Plain decoding with the full model: one record per generated token.
 
     `engine` (runtime.py) says how the forward passes run; pass the model's own to reuse its
-    measurements and compiled steps (the default builds a new one).
+    measurements and compiled steps (the default builds a new one). `read_ahead`: queue each step before
+    reading the last one's token (None: on accelerators, `reads_ahead`).
     """
     run = _Run(engine_for(model, engine), prompt_ids, max_new_tokens)
-    return _autoregressive(run, sampling)
+    return _autoregressive(run, sampling, reads_ahead(run.device) if read_ahead is None else read_ahead)
 
 
 def reads_ahead(device: torch.device) -> bool:
@@ -278,13 +280,12 @@ def reads_ahead(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _autoregressive(run: _Run, sampling: Sampling) -> Iterator[StepRecord]:
+def _autoregressive(run: _Run, sampling: Sampling, read_late: bool) -> Iterator[StepRecord]:
     """On an accelerator each step is queued before the last one's token is read back (the token stays on
     the device as the next step's input), so the host's work between steps (reading the token, its record,
     the caller's use of it, launching the next step) overlaps the device's next step instead of leaving the
     device idle; a step queued past an end-of-sequence token is discarded. On the CPU the host is the
     device: each token is read as soon as it is made, and no step is run in vain."""
-    read_late = reads_ahead(run.device)
     with run.request_cache() as cache:
         generator = sampling.generator(run.device)
         record, pending = run.prefill(cache, sampling, generator)
