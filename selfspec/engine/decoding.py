@@ -280,12 +280,12 @@ def reads_ahead(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _autoregressive(run: _Run, sampling: Sampling, read_late: bool) -> Iterator[StepRecord]:
-    """On an accelerator each step is queued before the last one's token is read back (the token stays on
-    the device as the next step's input), so the host's work between steps (reading the token, its record,
-    the caller's use of it, launching the next step) overlaps the device's next step instead of leaving the
-    device idle; a step queued past an end-of-sequence token is discarded. On the CPU the host is the
-    device: each token is read as soon as it is made, and no step is run in vain."""
+def _autoregressive(run: _Run, sampling: Sampling, read_ahead: bool) -> Iterator[StepRecord]:
+    """With `read_ahead` (an accelerator's default) each step is queued before the last one's token is read
+    back (the token stays on the device as the next step's input), so the host's work between steps (reading
+    the token, its record, the caller's use of it, launching the next step) overlaps the device's next step
+    instead of leaving the device idle; a step queued past an end-of-sequence token is discarded. On the CPU
+    the host is the device: each token is read as soon as it is made, and no step is run in vain."""
     with run.request_cache() as cache:
         generator = sampling.generator(run.device)
         record, pending = run.prefill(cache, sampling, generator)
@@ -298,7 +298,7 @@ def _autoregressive(run: _Run, sampling: Sampling, read_late: bool) -> Iterator[
             step = step or run.queue_one(cache, pending, position, sampling, generator)
             fills_budget = run.generated + 1 >= run.budget
             ahead = (run.queue_one(cache, step[0], position + 1, sampling, generator)
-                     if read_late and not fills_budget else None)
+                     if read_ahead and not fills_budget else None)
             record = run.commit([step[1].read()], "decode", 0, 0, 0.0, time.perf_counter() - started, None)
             yield record
             if run.finished:
