@@ -58,14 +58,15 @@ def ours_autoregressive(lm: LanguageModel, name: str = AR, read_ahead: bool | No
 def ours_self_speculative(lm: LanguageModel, name: str, draft: DraftModel, settings: DraftSettings) -> Method:
     # What this method's last run measured (DraftModel.carried), kept apart: methods that share a draft
     # (one per draft weights) must not start from one another's costs and evidence.
-    memory = [None]
+    memory = None
 
     def decode(ids, n):
-        draft.carried = memory[0]
+        nonlocal memory
+        draft.carried = memory
         try:
             records = list(self_speculative(lm.model, ids, draft, n, settings=settings, engine=lm.engine))
         finally:
-            memory[0] = draft.carried
+            memory = draft.carried
         return [t for r in records for t in r.token_ids], records
     def warm_up(prompt_length, n):
         lm.engine.warm_up(prompt_length, n, settings.widest_step, [draft])

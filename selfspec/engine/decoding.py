@@ -75,6 +75,13 @@ def choose(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
     return sample(probabilities(logits, sampling), generator)
 
 
+class Queued(NamedTuple):
+    """A plain step queued on the device: its token there (the next step's input), and that token's copy to
+    the host (reading it waits for the step)."""
+    token: torch.Tensor
+    on_host: HostCopy
+
+
 class Drafted(NamedTuple):
     tokens: torch.Tensor  # (n,) drafted ids
     dists: torch.Tensor | None  # (n, V') draft distributions over the draft's vocabulary, when sampling
@@ -239,13 +246,11 @@ class _Run:
         record = self.commit([int(token)], "prefill", 0, 0, 0.0, self.clock() - t0, None)
         return record, token
 
-    def queue_one(self, cache, pending: torch.Tensor, position: int, sampling: Sampling,
-                  generator) -> tuple[torch.Tensor, HostCopy]:
-        """One full-model step for `pending` at `position`, queued: its token, on the device (the next step's
-        input), and that token's copy to the host (read it to wait for the step)."""
+    def queue_one(self, cache, pending: torch.Tensor, position: int, sampling: Sampling, generator) -> "Queued":
+        """One full-model step for `pending` at `position`, queued."""
         logits = self.engine.full(pending.view(1, 1), position, cache)[-1]
         token = choose(logits, sampling, generator)
-        return token, HostCopy(token)
+        return Queued(token, HostCopy(token))
 
     def decode_one(self, cache, pending: torch.Tensor, sampling: Sampling,
                    generator, gamma: float | None) -> tuple[StepRecord, torch.Tensor]:
@@ -297,13 +302,13 @@ def _autoregressive(run: _Run, sampling: Sampling, read_ahead: bool) -> Iterator
             started = time.perf_counter()
             step = step or run.queue_one(cache, pending, position, sampling, generator)
             fills_budget = run.generated + 1 >= run.budget
-            ahead = (run.queue_one(cache, step[0], position + 1, sampling, generator)
+            ahead = (run.queue_one(cache, step.token, position + 1, sampling, generator)
                      if read_ahead and not fills_budget else None)
-            record = run.commit([step[1].read()], "decode", 0, 0, 0.0, time.perf_counter() - started, None)
+            record = run.commit([step.on_host.read()], "decode", 0, 0, 0.0, time.perf_counter() - started, None)
             yield record
             if run.finished:
                 return
-            position, pending, step = position + 1, step[0], ahead
+            position, pending, step = position + 1, step.token, ahead
 
 
 def self_speculative(

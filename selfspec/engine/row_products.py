@@ -344,9 +344,9 @@ def _join_choice(model: nn.Module, group: str, chosen: dict[Bucket, dict[Shape, 
     """Whether projection group `group` runs faster over `rows` rows joined (one `product` over a copy of its
     stacked weights) than as its parts, each with the product chosen for its shape: timed over a stream's
     worth of its layers in turn."""
-    layers, total = [], 0
+    layers, total, enough = [], 0, stream_bytes(device)
     for parts in _group_parts(model, group):
-        if total >= stream_bytes(device):
+        if total >= enough:
             break
         layers.append(parts)
         total += _bytes([p.weight for p in parts])
