@@ -73,15 +73,23 @@ def alternating(*seconds):
     return lambda: time.sleep(seconds[next(calls) % len(seconds)])
 
 
-def test_scattered_timings_are_used_but_not_cached(tmp_path):
+def test_scattered_timings_are_used_but_not_cached(tmp_path, monkeypatch):
     # One candidate takes 1 ms or 30 ms by turns: its median means little, so the choice holds for
     # this process only and the next one measures again.
+    import selfspec.engine.kernels as kernels
+
     cache = tmp_path / "k.json"
-    candidates = {"erratic": alternating(0.001, 0.03), "steady": sleeper(0.002)}
+    timed = []
+    candidates = {"erratic": alternating(0.001, 0.03), "steady": lambda: timed.append(1) or time.sleep(0.002)}
     first = choose_fastest("noisy", candidates, CPU, repeats=6, rounds=1, cache_file=cache)
     assert not first.trusted and not cache.exists()
+    before = len(timed)
     again = choose_fastest("noisy", candidates, CPU, repeats=6, rounds=1, cache_file=cache)
-    assert not again.cached
+    # The same process keeps its choice, untimed: a model loaded twice computes the same way twice.
+    assert again.name == first.name and again.cached and len(timed) == before
+    monkeypatch.setattr(kernels, "_untrusted_here", {})  # what a new process starts with
+    assert not choose_fastest("noisy", candidates, CPU, repeats=6, rounds=1, cache_file=cache).cached
+    assert len(timed) > before
 
 
 def test_a_choice_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch, steady_timings):
@@ -93,6 +101,7 @@ def test_a_choice_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch
     busy = choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache)
     assert busy.name == "fast" and not busy.trusted and not cache.exists()
     monkeypatch.setattr(kernels.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(kernels, "_untrusted_here", {})  # the next process, on a quiet machine
     quiet = choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache)
     assert quiet.trusted and not quiet.cached and json.loads(cache.read_text())
     assert choose_fastest("busy", candidates, CPU, repeats=3, rounds=1, cache_file=cache).cached

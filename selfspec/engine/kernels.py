@@ -17,7 +17,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -154,8 +154,7 @@ def choose_fastest(
     best = _decision(milliseconds, incumbent, margin)
     trusted = all(steady(ts) for ts in samples.values()) and not machine_busy(device)
     choice = KernelChoice(key, best, milliseconds, trusted=trusted)
-    if choice.trusted:
-        remember_choice(choice, device, cache_file)
+    remember_choice(choice, device, cache_file)
     return choice
 
 
@@ -205,18 +204,32 @@ def _use_cache() -> bool:
 
 
 def cached_choice(key: str, device: torch.device, cache_file: Path | None = None) -> KernelChoice | None:
-    """A choice made earlier on this machine under `key` (any measured choice, not only kernels)."""
+    """A choice made earlier on this machine under `key` (any measured choice, not only kernels): a trusted
+    one from the file, else an untrusted one this process made."""
     if not _use_cache():
         return None
-    cached = _read_cache(cache_file or default_cache_file()).get(f"{machine_fingerprint(device)} | {key}")
+    path, full_key = cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {key}"
+    cached = _read_cache(path).get(full_key)
     if not cached or "name" not in cached:
-        return None
+        return _untrusted_here.get((path, full_key))
     return KernelChoice(key, cached["name"], dict(cached.get("milliseconds", {})), cached=True)
 
 
 def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path | None = None) -> None:
-    if _use_cache():
-        _write_cache(cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {choice.key}", choice)
+    """A trusted choice goes to the file; an untrusted one holds for the rest of this process only. Once made,
+    a choice is never remeasured within a process, so every model built in it computes the same way:
+    kernels round differently, and a seeded sample must not change between two loads of one model."""
+    if not _use_cache():
+        return
+    path, full_key = cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {choice.key}"
+    if choice.trusted:
+        _write_cache(path, full_key, choice)
+    else:
+        _untrusted_here[(path, full_key)] = replace(choice, cached=True)
+
+
+# Untrusted choices made in this process, by (cache file, full key): measured again by the next process.
+_untrusted_here: dict[tuple[Path, str], KernelChoice] = {}
 
 
 # Each cache file as last parsed, with the version of the file it came from. Building an engine looks up

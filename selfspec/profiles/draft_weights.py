@@ -151,8 +151,8 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
     measured = rank(model, drafts, sequence, len(calibration_ids), max_draft)
     best = max(measured, key=lambda c: (c.bound, -c.extra_bytes))
     predicted = {c.weights: c.bound for c in measured}
-    if not machine_busy(device):  # costs measured while other work ran would mislead every later process
-        remember_choice(KernelChoice(cache_key, best.weights, predicted), device)
+    # Costs measured while other work ran would mislead every later process: such a choice holds for this one.
+    remember_choice(KernelChoice(cache_key, best.weights, predicted, trusted=not machine_busy(device)), device)
     return drafts[best.weights], WeightsChoice(best.weights, budget_bytes, tuple(measured + over), predicted, False,
                                                time.perf_counter() - t0)
 
