@@ -9,7 +9,7 @@ import pytest
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
 from selfspec.engine.controller import (CopyOdds, DraftLength, best_plan, next_interval, plan_tokens, plans,
-                                       probe_wait, steadied, verify_costs)
+                                       nondecreasing, probe_wait, steadied, verify_costs)
 
 
 def expected_by_cases(copy, m, a_draft, k):
@@ -150,6 +150,29 @@ def test_a_width_measured_too_few_times_is_priced_at_most_at_the_line_through_th
     assert steadied([(0, 1.0, 3), (4, 0.8, 3), (5, 0.95, 1)], trusted=3) == [
         (0, 1.0), (4, 0.8), (5, pytest.approx((3 * 1.0 + 3 * 0.8) / 6))]
     assert steadied([(0, 1.0, 5), (2, 3.0, 1)], trusted=3) == [(0, 1.0), (2, 3.0)]  # no other two widths: no line
+
+
+def test_verification_costs_are_fitted_never_to_fall_with_width():
+    points = [(0, 20.0, 3), (2, 25.5, 5), (3, 22.0, 5), (4, 24.9, 5), (5, 26.0, 2), (6, 25.0, 1), (8, 30.0, 4)]
+
+    def mean(i, j):  # sample-weighted mean of points i..j
+        return sum(x * w for _, x, w in points[i:j + 1]) / sum(w for _, _, w in points[i:j + 1])
+    # The least-squares nondecreasing fit in closed form: max over starts of min over ends of the block means.
+    expected = [max(min(mean(s, t) for t in range(i, len(points))) for s in range(i + 1)) for i in range(len(points))]
+    fitted = nondecreasing(points)
+    assert [n for n, _ in fitted] == [n for n, _, _ in points]
+    assert [x for _, x in fitted] == pytest.approx(expected)
+    assert fitted[1][1] == fitted[2][1] == pytest.approx(mean(1, 2))  # widths 2 and 3 pooled: 23.75
+    assert fitted[4][1] == fitted[5][1] == pytest.approx(mean(4, 5)) and fitted[3][1] == 24.9
+    assert nondecreasing([(0, 1.0, 3), (2, 1.5, 1)]) == [(0, 1.0), (2, 1.5)]  # already rising: unchanged
+    # The controller's table: width 3, measured cheaper than width 2, is priced as width 2 is.
+    c = DraftLength(4)
+    c.observe_plain(20.0)
+    for n, cost in ((2, 25.5), (3, 22.0), (4, 24.9)):
+        for _ in range(5):
+            c.observe_step(0, n, n, 1.0, cost)
+    table = [c.verify_seconds(n) for n in range(5)]
+    assert table == sorted(table) and table[2] == table[3] == pytest.approx(23.75) and table[4] == 24.9
 
 
 def test_one_slow_verification_does_not_keep_a_good_draft_short():

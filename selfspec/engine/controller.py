@@ -34,7 +34,9 @@ therefore starts from a few pseudo-tokens of prior (`Source.prior_kept`, `prior_
 run's own evidence soon outweighs. A run starts from what the last run with the same draft measured
 (`Carried`), when there was one. Costs are measured from few steps too: a width's verification cost is
 the median of its recent samples, and until it has a few it is priced at most at the line through the
-other widths (`steadied`), so that one stalled measurement cannot price a width out for good. Costs measured
+other widths (`steadied`), so that one stalled measurement cannot price a width out for good; and the costs
+are fitted never to fall with width (`nondecreasing`), so that noise between near-equal widths does not pick
+the draft length. Costs measured
 only while their source is used (the draft's, a plain step's) are the lowest of their recent samples, and a
 plain step is priced at most as the cheapest verification; the probes' schedule runs on from run to run.
 """
@@ -209,6 +211,23 @@ def steadied(points: list[tuple[int, float, int]], trusted: int) -> list[tuple[i
     return steady
 
 
+def nondecreasing(points: list[tuple[int, float, int]]) -> list[tuple[int, float]]:
+    """(width, cost) from (width, cost, samples) in order of width, made never falling with width by pooling
+    neighbours that fall into their sample-weighted mean (pool-adjacent-violators, the least-squares
+    nondecreasing fit). Verifying one position more never costs less, but widths a few positions apart
+    cost within the host's noise of each other: on their own medians a width that happened to measure
+    cheap drew every plan to it, and two runs of one draft settled on different lengths."""
+    pools: list[list] = []  # [weighted sum, weight, widths]
+    for n, x, w in points:
+        pools.append([x * max(w, 1), max(w, 1), [n]])
+        while len(pools) > 1 and pools[-2][0] / pools[-2][1] > pools[-1][0] / pools[-1][1]:
+            total, weight, widths = pools.pop()
+            pools[-1][0] += total
+            pools[-1][1] += weight
+            pools[-1][2] += widths
+    return [(n, total / weight) for total, weight, widths in pools for n in widths]
+
+
 @dataclass
 class RecentMedian:
     """The median of the last `keep` samples: a stalled measurement among them moves it little."""
@@ -338,7 +357,8 @@ class DraftLength:
         points = [(0, self.plain_seconds(), TRUSTED_SAMPLES)] + [
             (n, m.value, len(m.samples)) for n, m in self.verify.items() if m.samples]
         if self._measured[0] != points:
-            self._measured = (points, steadied(points, TRUSTED_SAMPLES))
+            steady = steadied(points, TRUSTED_SAMPLES)
+            self._measured = (points, nondecreasing(sorted((n, x, w) for (n, x), (_, _, w) in zip(steady, points))))
         return verify_costs(self._measured[1], widest)
 
     def reading_table(self, widest: int) -> list[float]:
