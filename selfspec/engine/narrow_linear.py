@@ -74,7 +74,18 @@ def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     Over one or a few rows the BLAS's own threading can leave a core idle, so W streams at one core's
     speed; a batch is divided among the threads, each reading its own slab."""
     rows = x.numel() // x.shape[-1]
-    split_rows = _thread_split_rows_op if torch.compiler.is_compiling() else _thread_split_rows
+    compiling = torch.compiler.is_compiling()
+    if rows == 1 and not compiling and weight.shape[0] % max(2, torch.get_num_threads()) == 0 and weight.is_contiguous():
+        # A decoding step's one row is already a column, and equal slabs need no output to fill in parts:
+        # the same batched product in six operations instead of eleven, a few microseconds a layer's product.
+        # (The column is a transposed row so that its strides name a leading dimension, as the BLAS wants:
+        # with unit strides throughout, the product took a path ten times slower.)
+        slabs = max(2, torch.get_num_threads())
+        column = x.reshape(1, 1, -1).transpose(1, 2)
+        out = torch.bmm(weight.view(slabs, -1, weight.shape[1]), column.expand(slabs, -1, 1))
+        out = out.view(*x.shape[:-1], weight.shape[0])
+        return out if bias is None else out + bias
+    split_rows = _thread_split_rows_op if compiling else _thread_split_rows
     out = split_rows(x.reshape(rows, x.shape[-1]).t().contiguous(), weight).t().contiguous()
     if bias is not None:
         out = out + bias
