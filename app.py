@@ -32,7 +32,7 @@ from selfspec.ui.profile_choice import default_profile as resolve_default_profil
 from selfspec.ui.model_choice import DEFAULT_LABEL, ModelShelf, default_choice, device_note, preset_models
 from selfspec.ui.profile_choice import MAX_PROFILE_BYTES, uploaded_profile
 from selfspec.ui.race import RACE_RULE, Lane, Race, race_divergence, start_race
-from selfspec.ui.render import panels, summary_line
+from selfspec.ui.render import draft_label, panels, summary_line
 from selfspec.ui.zero_gpu import gpu_call
 
 log = logging.getLogger("selfspec.app")
@@ -115,7 +115,7 @@ def result_json(lm: LanguageModel, draft: DraftModel, race: Race, form: Form, ru
 
 def view(lm, draft, note, race: Race, form: Form, running: bool, charts: bool,
          divergence: Divergence | None = None) -> tuple:
-    ar_html, spec_html = panels(lm.decode, race, running)
+    ar_html, spec_html = panels(lm.decode, race, running, draft_label(draft))
     plots = figures(race, form.max_draft) if charts else (gr.skip(),) * 4
     summary = summary_line(race, form.sampling.greedy, running, divergence) + "\n\n" + note
     return (ar_html, spec_html, *plots, summary, result_json(lm, draft, race, form, running, divergence))
@@ -229,8 +229,10 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="selfspec: self-speculative decoding") as demo:
         gr.Markdown(
             "## Self-speculative decoding, live\n"
-            "One model, two roles ([Draft & Verify](https://arxiv.org/abs/2309.08168)): a draft that skips "
-            "some of the model's sublayers proposes tokens, the full model checks them all in one pass. "
+            "One model, two roles ([Draft & Verify](https://arxiv.org/abs/2309.08168)): a cheaper copy of the "
+            "model itself (some of its sublayers skipped, as in the paper, or its weights in 4 or 8 bits, or both: "
+            "whichever measures fastest here) drafts tokens, and the text so far offers some to copy; the full "
+            "model checks them all in one pass. "
             "The output is exactly the full model's; the question is only which side gets there first."
         )
         with gr.Row(equal_height=False):

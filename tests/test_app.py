@@ -15,7 +15,7 @@ from selfspec.engine.records import StepRecord
 from selfspec.ui.charts import figures
 from selfspec.ui.form import parse_form
 from selfspec.ui.race import Lane, Race, run_race
-from selfspec.ui.render import MARKS, panels, segments, summary_line, token_sources
+from selfspec.ui.render import MARKS, draft_label, panels, segments, summary_line, token_sources
 
 SHORT = 10  # new tokens per request: enough for several speculative steps
 
@@ -33,6 +33,21 @@ def test_token_sources_mark_drafts_corrections_and_bonus_tokens():
     assert token_sources(record(2, "speculate", [1, 2, 3], drafted=2, accepted=2)) == ["draft", "draft", "bonus"]
     # A step cut short by the token budget or an end-of-sequence token keeps the leading sources.
     assert token_sources(record(3, "speculate", [1, 2], drafted=4, accepted=4)) == ["draft", "draft"]
+
+
+def test_the_speculative_panel_names_the_draft_it_races():
+    from selfspec import DraftModel, SkipProfile
+    from tiny_models import tiny_model
+
+    model = tiny_model("llama", seed=1, num_hidden_layers=4)
+    skips = SkipProfile(num_layers=4, attn=(1,), mlp=(2, 3))
+    assert draft_label(DraftModel(model, skips)) == "skip-layer draft (3 of 8 sublayers skipped)"
+    assert draft_label(DraftModel(model, SkipProfile.none(4), weights="int4")) == "int4-weight draft, nothing skipped"
+    assert draft_label(DraftModel(model, skips, weights="int8")) == "int8-weight draft, 3 of 8 sublayers skipped"
+    race = Race(Lane("autoregressive"), Lane("self-speculative"))
+    _, spec_html = panels(lambda ids: "", race, running=False, draft="int4-weight draft, nothing skipped")
+    assert "int4-weight draft, nothing skipped, one full-model check per step" in spec_html
+    assert "skip" not in panels(lambda ids: "", race, running=False)[1].split("one full-model check")[0]
 
 
 def test_token_sources_mark_tokens_copied_from_the_context():

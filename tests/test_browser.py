@@ -123,7 +123,8 @@ def test_run_in_browser_streams_both_outputs_and_charts(browser, app_url, solo):
     assert tokens_in(browser, "ar-panel") == tokens_in(browser, "spec-panel") == len(solo(prompt, 24))
     summary = text_of(browser, "summary")
     assert "outputs identical" in summary and "tok/s" in summary
-    assert "drafted with skipped layers" in text_of(browser, "spec-panel")  # the legend
+    assert "drafted, accepted by the full model" in text_of(browser, "spec-panel")  # the legend
+    assert "skip-layer draft (3 of 60 sublayers skipped)" in text_of(browser, "spec-panel")  # the paper's draft here
     (ARTIFACTS / "first-token-latency.txt").write_text(f"{first_tokens:.3f} s from clicking Run to first tokens\n")
     print(f"\nfirst streamed tokens {first_tokens:.2f} s after clicking Run")
     # The share link carries the prompt and settings.

@@ -13,6 +13,7 @@ import html
 from typing import Callable, Sequence
 
 from selfspec.engine.divergence import Divergence
+from selfspec.engine.draft import DraftModel
 from selfspec.engine.records import StepRecord
 from selfspec.ui.explain import cost_line, race_costs, verdict
 from selfspec.ui.race import Lane, Race
@@ -21,7 +22,7 @@ Decode = Callable[[Sequence[int]], str]
 
 # Translucent colours read on light and dark themes alike.
 MARKS = {
-    "draft": ("rgba(34, 160, 80, 0.28)", "drafted with skipped layers, accepted by the full model"),
+    "draft": ("rgba(34, 160, 80, 0.28)", "drafted, accepted by the full model"),
     "copied": ("rgba(150, 80, 210, 0.30)", "copied from the context, accepted by the full model"),
     "correction": ("rgba(230, 120, 0, 0.38)", "full model: correction of a rejected draft"),
     "bonus": ("rgba(60, 110, 230, 0.32)", "full model: bonus token after all drafts were accepted"),
@@ -29,7 +30,20 @@ MARKS = {
 }
 LANE_COLOURS = {"autoregressive": "#6b7280", "self-speculative": "#e8710a"}
 TITLES = {"autoregressive": ("Autoregressive", "the full model, one token per step"),
-          "self-speculative": ("Self-speculative", "skip-layer draft, one full-model check per step")}
+          "self-speculative": ("Self-speculative", "a cheaper copy of the model drafts, one full-model check per step")}
+
+
+def draft_label(draft: DraftModel) -> str:
+    """What the draft is, in a few words: its weights and what it skips (`auto` may choose either)."""
+    skipped, weights = draft.profile.skipped_sublayers, draft.weights
+    skips = f"{skipped} of {2 * draft.profile.num_layers} sublayers skipped"
+    if weights == "full":
+        return f"skip-layer draft ({skips})" if skipped else "the full model as its own draft"
+    return f"{weights}-weight draft" + (f", {skips}" if skipped else ", nothing skipped")
+
+
+def speculative_subtitle(label: str | None) -> str:
+    return f"{label}, one full-model check per step" if label else TITLES["self-speculative"][1]
 
 
 def token_sources(record: StepRecord) -> list[str]:
@@ -84,12 +98,15 @@ def legend() -> str:
     return f'<div style="font-size:0.8em;margin-top:8px;display:flex;flex-wrap:wrap;gap:6px">{"".join(items)}</div>'
 
 
-def panel(decode: Decode, lane: Lane, leader: bool, running: bool) -> str:
-    """One side of the race: title, live speed, the text (marked for the self-speculative lane)."""
+def panel(decode: Decode, lane: Lane, leader: bool, running: bool, draft: str | None = None) -> str:
+    """One side of the race: title, live speed, the text (marked for the self-speculative lane).
+    `draft`: the self-speculative lane's draft in a few words (`draft_label`)."""
     speculative = lane.name == "self-speculative"
     colour = LANE_COLOURS[lane.name]
     tokens = len(lane.token_ids)
     title, subtitle = TITLES[lane.name]
+    if speculative:
+        subtitle = speculative_subtitle(draft)
     count = f"{tokens} token" if tokens == 1 else f"{tokens} tokens"
     status = "" if lane.done or not running else " · running"
     badge = (f' <span style="background:{colour};color:white;border-radius:8px;padding:1px 8px">faster</span>'
@@ -106,13 +123,13 @@ def panel(decode: Decode, lane: Lane, leader: bool, running: bool) -> str:
     )
 
 
-def panels(decode: Decode, race: Race, running: bool) -> tuple[str, str]:
+def panels(decode: Decode, race: Race, running: bool, draft: str | None = None) -> tuple[str, str]:
     """Both panels; the faster lane (by its own tokens per second) wears a badge once both have run."""
     ar, spec = race.autoregressive, race.speculative
     both = len(ar.records) > 1 and len(spec.records) > 1
     speedup = race.speedup
     leader = None if not both or speedup is None else (spec if speedup > 1 else ar)
-    return panel(decode, ar, leader is ar, running), panel(decode, spec, leader is spec, running)
+    return panel(decode, ar, leader is ar, running), panel(decode, spec, leader is spec, running, draft)
 
 
 def summary_line(race: Race, greedy: bool, running: bool, divergence: Divergence | None = None) -> str:
