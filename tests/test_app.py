@@ -167,7 +167,7 @@ def test_figures_and_summary_describe_the_race():
     assert list(lengths_fig.data[0].y) == [0, 0, 1, 1]
     assert len(speed_fig.data) == 2
     line = summary_line(race, greedy=True, running=False)
-    assert "acceptance 83% of 6 drafted tokens" in line and "3.50 tokens per verification" in line
+    assert "acceptance 83% of 6 proposed tokens" in line and "3.50 tokens per verification" in line
     assert "outputs differ ✗" in line  # no divergence computed for it: no explanation to give
 
 
@@ -306,7 +306,7 @@ def test_default_profile_comes_from_the_hub_module_or_falls_back_to_none(app_mod
     monkeypatch.setattr(app_module, "_PROFILES", {})
     monkeypatch.setattr(profile_choice, "load_profile", unreachable)
     profile, note = app_module.default_profile(lm)
-    assert profile.skipped_sublayers == 0 and "skips nothing" in note
+    assert profile.skipped_sublayers == 0 and "skips no sublayers" in note and "low-bit" in note
 
 
 def test_form_values_from_api_clients_are_checked():

@@ -67,3 +67,22 @@ def test_the_summary_explains_a_difference_and_gives_the_why():
     assert "outputs differ from generated token 10 on" in line and "near-tie" in line
     assert "*Why:* a full-model token takes 50 ms." in line and "43 ms per token" in line
     assert "Slower is expected on this device" in line or "This device allows" in line
+
+
+def test_copied_tokens_are_told_apart_from_drafted_ones():
+    # Three steps each verify 4 copied and 2 drafted tokens; drafting took 30 ms of a 70 ms step (race clock),
+    # so a drafted token cost 15 ms and a copy nothing.
+    ar, spec = Lane("autoregressive"), Lane("self-speculative")
+    ar.add(StepRecord(0, "prefill", (1,), 0, 0, 0.0, 0.5, 0.5), 0.5)
+    spec.add(StepRecord(0, "prefill", (1,), 0, 0, 0.0, 0.5, 0.5), 0.5)
+    for i in range(1, 5):
+        ar.add(StepRecord(i, "decode", (2,), 0, 0, 0.0, 0.05, 0.0), 0.05)
+    for i in range(1, 4):
+        spec.add(StepRecord(i, "speculate", tuple(range(6)), 6, 5, 0.030, 0.040, 0.0, copied=4), 0.070)
+    costs = race_costs(Race(ar, spec))
+    assert costs.copied == 12 and costs.drafted == 6 and costs.draft_token_ms == pytest.approx(15.0)
+    line = summary_line(Race(ar, spec), greedy=True, running=False)
+    assert "proposes 6.0 tokens (4.0 copied from the context, free; 2.0 drafted at 15 ms each)" in line
+    assert "a proposed token, copies free" in line
+    # A draft token at 30% of a full one is not called expensive, though c per proposed token is lower still.
+    assert "a draft token costs" not in verdict(costs)

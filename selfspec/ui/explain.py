@@ -23,16 +23,27 @@ POOR_ACCEPTANCE = 0.6
 @dataclass(frozen=True)
 class RaceCosts:
     full_ms: float  # one autoregressive token
-    draft_ms: float  # one draft token
+    draft_ms: float  # drafting time per proposed token (copied tokens count, and cost nothing)
     verify_ms: float  # one verification pass
     steps: int  # speculative steps
-    lengths: tuple[int, ...]  # tokens drafted at each step
+    lengths: tuple[int, ...]  # tokens proposed at each step (copied and drafted)
     committed: int  # tokens the speculative steps committed
     acceptance: float | None  # per-token acceptance a (bench/costmodel.py's estimate)
+    copied: int = 0  # of the proposed tokens, those copied from the context
 
     @property
     def c(self) -> float:
         return self.draft_ms / self.full_ms
+
+    @property
+    def drafted(self) -> int:
+        """Proposed tokens the draft model made (the rest were copied)."""
+        return sum(self.lengths) - self.copied
+
+    @property
+    def draft_token_ms(self) -> float | None:
+        """One token the draft model made: the drafting time is theirs alone (copies are free)."""
+        return self.draft_ms * sum(self.lengths) / self.drafted if self.drafted else None
 
     @property
     def v(self) -> float:
@@ -67,15 +78,22 @@ def race_costs(race: Race) -> RaceCosts | None:
     return RaceCosts(full_ms=1000 * sum(ar) / len(ar), draft_ms=1000 * draft_s / drafted,
                      verify_ms=1000 * verify_s / len(spec), steps=len(spec),
                      lengths=tuple(r.drafted for r, _ in spec), committed=sum(len(r.token_ids) for r, _ in spec),
-                     acceptance=acceptance_per_token([r for r, _ in spec]))
+                     acceptance=acceptance_per_token([r for r, _ in spec]), copied=sum(r.copied for r, _ in spec))
 
 
 def cost_line(costs: RaceCosts) -> str:
     """What one speculative step buys and costs, against one full-model token."""
     per_step = sum(costs.lengths) / costs.steps
-    return (f"a full-model token takes {costs.full_ms:.0f} ms. A speculative step drafts {per_step:.1f} tokens at "
-            f"{costs.draft_ms:.0f} ms each, verifies them in one {costs.verify_ms:.0f} ms pass and commits "
-            f"{costs.committed / costs.steps:.2f} tokens: {costs.ms_per_token:.0f} ms per token.")
+    if costs.copied:
+        drafted = (f"; {costs.drafted / costs.steps:.1f} drafted at {costs.draft_token_ms:.0f} ms each"
+                   if costs.drafted else "")
+        proposed = (f"proposes {per_step:.1f} tokens ({costs.copied / costs.steps:.1f} copied from the context, "
+                    f"free{drafted})")
+    else:
+        proposed = f"drafts {per_step:.1f} tokens at {costs.draft_ms:.0f} ms each"
+    return (f"a full-model token takes {costs.full_ms:.0f} ms. A speculative step {proposed}, verifies them in one "
+            f"{costs.verify_ms:.0f} ms pass and commits {costs.committed / costs.steps:.2f} tokens: "
+            f"{costs.ms_per_token:.0f} ms per token.")
 
 
 def verdict(costs: RaceCosts) -> str:
@@ -84,15 +102,17 @@ def verdict(costs: RaceCosts) -> str:
     if bound is None:
         return ""
     limits = []
-    if costs.c > EXPENSIVE_DRAFT:
-        limits.append(f"a draft token costs {costs.c:.0%} of a full-model token (too little of the model is "
-                      f"skipped to save time here)")
+    draft_c = costs.draft_token_ms / costs.full_ms if costs.draft_token_ms is not None else 0.0
+    if draft_c > EXPENSIVE_DRAFT:
+        limits.append(f"a draft token costs {draft_c:.0%} of a full-model token (the draft is too little "
+                      f"cheaper than the model here)")
     if costs.v > EXPENSIVE_VERIFY:
         limits.append(f"checking the drafts costs {costs.v:.2f} full-model tokens (this device pays for every "
                       f"extra position; a GPU pays about 1.1)")
     if costs.acceptance < POOR_ACCEPTANCE:
         limits.append(f"the draft agrees with the full model on only {costs.acceptance:.0%} of its tokens")
-    model = f"(E/(K·c+v) with c = {costs.c:.2f}, v = {costs.v:.2f}, a = {costs.acceptance:.2f})"
+    per = " a proposed token, copies free" if costs.copied else ""
+    model = f"(E/(K·c+v) with c = {costs.c:.2f}{per}, v = {costs.v:.2f}, a = {costs.acceptance:.2f})"
     if bound >= 1:
         head = f"this device allows up to {bound:.2f}× {model}"
         return head + (f", held back because {'; '.join(limits)}." if limits else

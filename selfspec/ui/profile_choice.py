@@ -30,14 +30,15 @@ def default_profile(lm: LanguageModel) -> tuple[SkipProfile, str]:
     except Exception as exc:  # a profile lookup must never break the app
         log.warning("profile lookup failed for %s: %s", lm.name, exc)
     if resolved is not None and resolved.profile is not None:
-        return resolved.profile, f"{resolved.notice} The draft {describe(resolved.profile)}."
+        return resolved.profile, f"{resolved.notice} The profile {describe(resolved.profile)}."
     why = resolved.notice if resolved is not None else f"No skip profile is available for {lm.name}."
     return (SkipProfile.none(layers, model=lm.name),
-            f"{why} Meanwhile the draft skips nothing, so it cannot be faster; upload a profile to try one.")
+            f"{why} So the draft skips no sublayers: only low-bit draft weights can make it cheaper than the model "
+            "(upload a profile to try skipping some).")
 
 
 def uploaded_profile(lm: LanguageModel, path: str) -> tuple[SkipProfile, str]:
     """A visitor's profile file, checked against the model (ProfileError if it does not fit)."""
     profile = read_profile(path, max_bytes=MAX_PROFILE_BYTES)
     profile.check_fits(lm.model.config.num_hidden_layers)
-    return profile, f"Skip profile: your upload; the draft {describe(profile)}."
+    return profile, f"Skip profile: your upload, which {describe(profile)}."

@@ -147,7 +147,7 @@ def summary_line(race: Race, greedy: bool, running: bool, divergence: Divergence
     parts = [f"autoregressive {ar.tokens_per_second:.1f} tok/s",
              f"self-speculative {spec.tokens_per_second:.1f} tok/s"]
     if s.acceptance_rate is not None:
-        parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} drafted tokens")
+        parts.append(f"acceptance {s.acceptance_rate:.0%} of {s.drafted} proposed tokens (copied or drafted)")
         parts.append(f"{s.mean_accepted_tokens:.2f} tokens per verification")
     if s.plain_steps:
         parts.append(f"{s.plain_steps} plain step{'s' if s.plain_steps > 1 else ''} without a draft")
