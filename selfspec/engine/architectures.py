@@ -195,10 +195,17 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
         p = parts[id(layer)]
         normed = p.input_norm(hidden)
         heads = (*hidden.shape[:-1], -1, p.head_dim)
-        query, key, value = (p.q(normed), p.k(normed), p.v(normed)) if p.qkv is None else p.qkv(normed)
-        query, key, value = (x.view(heads).transpose(1, 2) for x in (query, key, value))
         cos, signed_sin = position_embeddings  # as `rolled_rotary` prepares them
-        query, key = rotated(query, cos, signed_sin), rotated(key, cos, signed_sin)
+        whole = p.qkv_joined(normed) if p.qkv_joined is not None else None
+        if whole is not None:
+            # Queries and keys side by side in one product's output: one rotary for both (elementwise, so
+            # the same values as rotating each), seven operations a layer fewer.
+            query_keys, value = whole.view(heads).transpose(1, 2).split(p.qk_heads, 1)
+            query, key = rotated(query_keys, cos, signed_sin).split(p.q_k_heads, 1)
+        else:
+            query, key, value = (p.q(normed), p.k(normed), p.v(normed)) if p.qkv is None else p.qkv(normed)
+            query, key, value = (x.view(heads).transpose(1, 2) for x in (query, key, value))
+            query, key = rotated(query, cos, signed_sin), rotated(key, cos, signed_sin)
         key, value = cache.update(key, value, p.layer_index)
         out, _ = attend(p.attention, query, key, value, attention_mask, dropout=0.0, scaling=p.scaling)
         return hidden + p.o(out.reshape(*hidden.shape[:-1], -1).contiguous())
@@ -217,8 +224,8 @@ class _LayerParts:
     """A plain Llama-family layer's modules' `forward`s and constants, gathered once: reached through
     nn.Module's attribute lookups (`layer.self_attn.q_proj`) they cost microseconds a layer at every step."""
 
-    __slots__ = ("input_norm", "q", "k", "v", "qkv", "o", "attention", "head_dim", "layer_index", "scaling",
-                 "mlp_norm", "gate", "up", "gate_up", "down", "act")
+    __slots__ = ("input_norm", "q", "k", "v", "qkv", "qkv_joined", "qk_heads", "q_k_heads", "o", "attention", "head_dim",
+                 "layer_index", "scaling", "mlp_norm", "gate", "up", "gate_up", "down", "act")
 
     def __init__(self, layer: nn.Module):
         attn, mlp = layer.self_attn, layer.mlp
@@ -226,6 +233,12 @@ class _LayerParts:
         (self.q, self.k, self.v), self.qkv = _projections(attn, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
         self.o = attn.o_proj.forward
         self.attention, self.head_dim, self.layer_index, self.scaling = attn, attn.head_dim, attn.layer_idx, attn.scaling
+        # A joined q/k/v (narrow_linear.JoinedLinear) hands back its whole output where it runs as one product:
+        # split by (query and key heads, value heads), then by (query heads, key heads).
+        qkv = getattr(attn, "qkv_proj", None)
+        self.qkv_joined = qkv.joined if hasattr(qkv, "joined") else None
+        q, k, v = (width // attn.head_dim for width in qkv.widths) if self.qkv_joined else (0, 0, 0)
+        self.qk_heads, self.q_k_heads = (q + k, v), (q, k)
         (self.gate, self.up), self.gate_up = _projections(mlp, "gate_up_proj", ("gate_proj", "up_proj"))
         self.down = mlp.down_proj.forward
         self.act = mlp.act_fn.forward if isinstance(mlp.act_fn, nn.Module) else mlp.act_fn

@@ -208,10 +208,15 @@ class JoinedLinear(nn.Module):
         self.separate = separate  # a tuple, not submodules: from outside this is one product
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        whole = self.joined(x)
+        return whole.split(self.widths, -1) if whole is not None else tuple(part(x) for part in self.separate)
+
+    def joined(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The parts' outputs side by side, as one tensor, over the row counts joined; None over the others."""
         rows = x.numel() // self.in_features
         if rows in self.rows or rows >= self.from_rows:
-            return self.product(x, self.weight, self.bias).split(self.widths, -1)
-        return tuple(part(x) for part in self.separate)
+            return self.product(x, self.weight, self.bias)
+        return None
 
     def extra_repr(self) -> str:
         where = sorted(self.rows) + ([f"{self.from_rows}+"] if self.from_rows < math.inf else [])
