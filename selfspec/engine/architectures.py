@@ -224,8 +224,8 @@ class _LayerParts:
     """A plain Llama-family layer's modules' `forward`s and constants, gathered once: reached through
     nn.Module's attribute lookups (`layer.self_attn.q_proj`) they cost microseconds a layer at every step."""
 
-    __slots__ = ("input_norm", "q", "k", "v", "qkv", "qkv_joined", "qk_heads", "q_k_heads", "o", "attention", "head_dim",
-                 "layer_index", "scaling", "mlp_norm", "gate", "up", "gate_up", "down", "act")
+    __slots__ = ("input_norm", "q", "k", "v", "qkv", "qkv_joined", "qk_heads", "q_k_heads", "o", "attention",
+                 "head_dim", "layer_index", "scaling", "mlp_norm", "gate", "up", "gate_up", "down", "act")
 
     def __init__(self, layer: nn.Module):
         attn, mlp = layer.self_attn, layer.mlp

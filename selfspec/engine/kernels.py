@@ -208,7 +208,7 @@ def cached_choice(key: str, device: torch.device, cache_file: Path | None = None
     one from the file, else an untrusted one this process made."""
     if not _use_cache():
         return None
-    path, full_key = cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {key}"
+    path, full_key = _slot(key, device, cache_file)
     cached = _read_cache(path).get(full_key)
     if not cached or "name" not in cached:
         return _untrusted_here.get((path, full_key))
@@ -221,11 +221,16 @@ def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path
     kernels round differently, and a seeded sample must not change between two loads of one model."""
     if not _use_cache():
         return
-    path, full_key = cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {choice.key}"
+    path, full_key = _slot(choice.key, device, cache_file)
     if choice.trusted:
         _write_cache(path, full_key, choice)
     else:
         _untrusted_here[(path, full_key)] = replace(choice, cached=True)
+
+
+def _slot(key: str, device: torch.device, cache_file: Path | None) -> tuple[Path, str]:
+    """Where a choice under `key` is kept: (the cache file, its key there, which names the machine)."""
+    return cache_file or default_cache_file(), f"{machine_fingerprint(device)} | {key}"
 
 
 # Untrusted choices made in this process, by (cache file, full key): measured again by the next process.

@@ -74,13 +74,12 @@ def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     Over one or a few rows the BLAS's own threading can leave a core idle, so W streams at one core's
     speed; a batch is divided among the threads, each reading its own slab."""
     rows = x.numel() // x.shape[-1]
-    compiling = torch.compiler.is_compiling()
-    if rows == 1 and not compiling and weight.shape[0] % max(2, torch.get_num_threads()) == 0 and weight.is_contiguous():
+    compiling, slabs = torch.compiler.is_compiling(), max(2, torch.get_num_threads())
+    if rows == 1 and not compiling and weight.shape[0] % slabs == 0 and weight.is_contiguous():
         # A decoding step's one row is already a column, and equal slabs need no output to fill in parts:
         # the same batched product in six operations instead of eleven, a few microseconds a layer's product.
         # (The column is a transposed row so that its strides name a leading dimension, as the BLAS wants:
         # with unit strides throughout, the product took a path ten times slower.)
-        slabs = max(2, torch.get_num_threads())
         column = x.reshape(1, 1, -1).transpose(1, 2)
         out = torch.bmm(weight.view(slabs, -1, weight.shape[1]), column.expand(slabs, -1, 1))
         out = out.view(*x.shape[:-1], weight.shape[0])
@@ -198,8 +197,9 @@ class JoinedLinear(nn.Module):
     def __init__(self, stacked: nn.Linear, widths: tuple[int, ...], product: Product, weight: torch.Tensor,
                  rows: frozenset[int], from_rows: int | None, separate: tuple[nn.Module, ...]):
         """`stacked`: the parts' rows as one layer (architectures.stacked_linear); `weight`: what `product`
-        reads, made from it (oneDNN's packed copy, or the stack itself); `rows` (and every row count from `from_rows`, unless
-        None): where the joined product runs; `separate`: the parts (or their stand-ins) elsewhere."""
+        reads, made from it (oneDNN's packed copy, or the stack itself); `rows` (and every row count from
+        `from_rows`, unless None): where the joined product runs; `separate`: the parts (or their stand-ins)
+        elsewhere."""
         super().__init__()
         self.in_features, self.out_features, self.widths = stacked.in_features, stacked.out_features, widths
         self.product, self.weight = product, weight

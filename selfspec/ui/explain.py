@@ -46,6 +46,11 @@ class RaceCosts:
         return self.draft_ms * sum(self.lengths) / self.drafted if self.drafted else None
 
     @property
+    def draft_token_c(self) -> float:
+        """`draft_token_ms` in full-model tokens (0 when every proposal was a copy)."""
+        return self.draft_token_ms / self.full_ms if self.drafted else 0.0
+
+    @property
     def v(self) -> float:
         return self.verify_ms / self.full_ms
 
@@ -102,9 +107,8 @@ def verdict(costs: RaceCosts) -> str:
     if bound is None:
         return ""
     limits = []
-    draft_c = costs.draft_token_ms / costs.full_ms if costs.draft_token_ms is not None else 0.0
-    if draft_c > EXPENSIVE_DRAFT:
-        limits.append(f"a draft token costs {draft_c:.0%} of a full-model token (the draft is too little "
+    if costs.draft_token_c > EXPENSIVE_DRAFT:
+        limits.append(f"a draft token costs {costs.draft_token_c:.0%} of a full-model token (the draft is too little "
                       f"cheaper than the model here)")
     if costs.v > EXPENSIVE_VERIFY:
         limits.append(f"checking the drafts costs {costs.v:.2f} full-model tokens (this device pays for every "
