@@ -297,7 +297,7 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
                 assert f"| self-spec {name} {weights} {rule} | all |" in text
     # Under the table: the engine, AR against the floor, c and v per speculative method.
     assert "engine: static cache, compiled off; few-row products: rows 1: " in text
-    assert "; attention forms: masked queries: " in text
+    assert "; forms: masked queries: " in text and "; norms: " in text
     assert "ms/token =" in text and "x the floor of" in text and "(linear products," in text
     assert "median of 2 samples between the runs" in text  # one after each prompt's turn: 2 prompts x 1 rep
     assert "self-spec K=2 V=50 int8 off: c=" in text and "v(3)=" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfspec.engine import architectures, attention_forms
+from selfspec.engine import architectures, attention_forms, rms_norms
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, direct_sublayers
 from selfspec.engine.cache import new_cache
 from selfspec.engine.runtime import Engine
@@ -144,11 +144,58 @@ def test_a_hooked_model_runs_and_compiles_through_transformers_forward():
     assert engine.compilations > 0 and len(calls) >= 6  # compiled steps ran, through the hooked layer
 
 
-def test_reports_name_the_attention_forms_chosen(monkeypatch):
+def test_reports_name_the_forms_chosen(monkeypatch):
     monkeypatch.setattr(architectures, "one_query_form", lambda *args: "packed")
     monkeypatch.setattr(architectures, "masked_queries_form", lambda *args: "grouped")
+    monkeypatch.setattr(architectures, "norm_form", lambda *args: "by length")
     model = tiny_model("llama")
-    assert Engine(model).describe()["attention"] == {"masked queries": "grouped", "one query": "packed"}
-    # An engine that keeps transformers' kernels keeps its one-query path; models not walked directly report none.
-    assert Engine(model, choose_kernels=False).describe()["attention"]["one query"] == "grouped"
-    assert Engine(tiny_model("gemma2")).describe()["attention"] == {}
+    assert Engine(model).describe()["forms"] == {"masked queries": "grouped", "one query": "packed",
+                                                 "norms": "by length"}
+    # An engine that keeps transformers' kernels keeps its one-query path and its norms; models not walked
+    # directly report none.
+    kept = Engine(model, choose_kernels=False).describe()["forms"]
+    assert kept["one query"] == "grouped" and kept["norms"] == "transformers"
+    assert Engine(tiny_model("gemma2")).describe()["forms"] == {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("arch", sorted(PLAIN_LLAMA_MODEL_TYPES))
+def test_a_norm_by_length_is_transformers_norm_to_rounding(arch, dtype):
+    norm = tiny_model(arch).model.layers[0].input_layernorm.to(dtype)
+    assert rms_norms.is_rms_norm(norm)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-2.0, 3.0, norm.weight.shape[0]))  # not the initial ones
+    hidden = torch.randn(1, 3, norm.weight.shape[0], dtype=dtype) * 7
+    hidden[0, 1] = 0  # a zero vector stays zero (the epsilon is inside the length)
+    got = rms_norms.by_length(norm)(hidden)
+    x, w = hidden.double(), norm.weight.double()
+    exact = w * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    assert got.dtype == dtype and torch.equal(got[0, 1], torch.zeros_like(got[0, 1]))
+    ulp = torch.finfo(dtype).eps
+    # No further from the exact value than transformers' own norm, give or take one rounding of the result.
+    assert ((got.double() - exact).abs() <= (norm(hidden).double() - exact).abs() + ulp * exact.abs() + 1e-30).all()
+    torch.testing.assert_close(got, norm(hidden), rtol=2 * ulp, atol=0)
+
+
+def test_norms_are_not_timed_off_the_cpu_nor_for_other_norms():
+    model = tiny_model("llama")
+    assert rms_norms.norm_form(model.model.layers[0].input_layernorm.to("meta")) == "transformers"
+    layer_norm = torch.nn.LayerNorm(8)
+    assert not rms_norms.is_rms_norm(layer_norm) and rms_norms.norm_form(layer_norm) == "transformers"
+    gemma_norm = tiny_model("gemma2").model.layers[0].input_layernorm  # weight offset by one: another formula
+    assert not rms_norms.is_rms_norm(gemma_norm)
+
+
+def test_the_norm_by_length_form_gives_transformers_logits_to_rounding(monkeypatch):
+    monkeypatch.setattr(architectures, "norm_form", lambda *args: "by length")
+    calls = []
+    normed = rms_norms.rms_normed
+    monkeypatch.setattr(rms_norms, "rms_normed", lambda *a: calls.append(1) or normed(*a))
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    engine.forward = LayerWalk(engine.tuned, model.config, engine.tuned.get_output_embeddings(), choose_forms=True)
+    ours, theirs = _caches(True, model.config.num_hidden_layers, _reads_prefix(model))
+    for tokens, start in [(PROMPT, 0), (torch.tensor([[11]]), 7), (torch.tensor([[3, 8, 8, 60, 2]]), 8)]:
+        got = engine.full(tokens, start, ours) if tokens.shape[-1] == 1 else engine.verify(tokens, start, ours)
+        torch.testing.assert_close(got, _transformers_logits(model, tokens, start, theirs), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 3 * 2 * model.config.num_hidden_layers  # two norms a layer, in each of the 3 forwards

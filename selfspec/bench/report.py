@@ -72,10 +72,10 @@ def overhead_lines(detail: dict) -> list[str]:
     compiled = engine["compiled"] if engine["compiled"] == "off" else "on"
     products = RowProducts.summary_of(engine["products"])
     copies = engine["products"].get("extra_bytes", 0)
-    forms = "; ".join(f"{queries}: {form}" for queries, form in engine.get("attention", {}).items())
+    forms = "; ".join(f"{what}: {form}" for what, form in engine.get("forms", {}).items())
     lines = [f"engine: {engine['cache']} cache, compiled {compiled}; few-row products: {products}"
              + (f" (packed weight copies: {copies / 1e6:.0f} MB)" if copies else "")
-             + (f"; attention forms: {forms}" if forms else "")]
+             + (f"; forms: {forms}" if forms else "")]
     if over["ar_ms_per_token"] is not None:
         lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
                      f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run"

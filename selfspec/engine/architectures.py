@@ -15,6 +15,7 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from selfspec.engine.attention_forms import masked_queries_form, one_query_form, with_forms
+from selfspec.engine.rms_norms import by_length, norm_form
 
 # model_type -> family name shown to users
 SUPPORTED_MODEL_TYPES: dict[str, str] = {
@@ -173,8 +174,8 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     `LlamaAttention.forward`, its family's attention function, its rotary in the equal form of `rotated`,
     each linear's and norm's own `forward`) without the calls' keyword plumbing, which at batch 1 on a CPU
     costs more than a small layer's arithmetic. The logits stay the model's own, bit for bit, unless `choose_forms` lets this
-    machine's timing choose an attention form that differs from transformers' by a few ulps
-    (attention_forms.py; the attention function's `forms` says which). None for any other model."""
+    machine's timing choose an attention or norm form that differs from transformers' by a few ulps
+    (attention_forms.py, rms_norms.py; the attention function's `forms` says which). None for any other model."""
     layers = decoder_layers(model)
     if not walkable_plain_layers(model):
         return None
@@ -189,7 +190,9 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
                                else "grouped")}
         attend = with_forms(attend, forms["masked queries"], forms["one query"])
 
-    parts = {id(layer): _LayerParts(layer) for layer in layers}  # the walk passes these very layers
+    norms = norm_form(layers[0].input_layernorm) if choose_forms else "transformers"
+    forms["norms"] = norms
+    parts = {id(layer): _LayerParts(layer, norms) for layer in layers}  # the walk passes these very layers
 
     def attention(layer, hidden, position_embeddings, attention_mask, position_ids, cache):
         p = parts[id(layer)]
@@ -227,9 +230,10 @@ class _LayerParts:
     __slots__ = ("input_norm", "q", "k", "v", "qkv", "qkv_joined", "qk_heads", "q_k_heads", "o", "attention",
                  "head_dim", "layer_index", "scaling", "mlp_norm", "gate", "up", "gate_up", "down", "act")
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: nn.Module, norms: str = "transformers"):
         attn, mlp = layer.self_attn, layer.mlp
-        self.input_norm, self.mlp_norm = layer.input_layernorm.forward, layer.post_attention_layernorm.forward
+        norm = by_length if norms == "by length" else (lambda module: module.forward)  # rms_norms.NORM_FORMS
+        self.input_norm, self.mlp_norm = norm(layer.input_layernorm), norm(layer.post_attention_layernorm)
         (self.q, self.k, self.v), self.qkv = _projections(attn, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
         self.o = attn.o_proj.forward
         self.attention, self.head_dim, self.layer_index, self.scaling = attn, attn.head_dim, attn.layer_idx, attn.scaling

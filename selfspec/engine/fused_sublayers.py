@@ -5,8 +5,7 @@ microseconds of dispatch whatever its size, and a transformers decoder layer run
 low-bit draft's weights are copies anyway (lowbit.py), so they can be laid out for speed at no cost:
 q/k/v become one product and gate/up another (each row of a fused matrix is quantised exactly as it
 was alone), the rotary embedding is applied to queries and keys together, each RMS norm is four
-operations instead of eight (x * w / sqrt(mean(x^2) + eps) = x / hypot(||x||, sqrt(d eps)) * w sqrt(d)),
-and products stay in the kernel's dtype where the next operation casts anyway. The draft only
+operations instead of eight (rms_norms.py), and products stay in the kernel's dtype where the next operation casts anyway. The draft only
 proposes — the full model verifies with its own modules — so the few-ulp differences of another
 operation order cannot change the output.
 
@@ -24,6 +23,8 @@ from torch.nn import functional as F
 
 from selfspec.engine.architectures import join_projections, rotated, stacked_linear
 from selfspec.engine.attention_forms import attend
+from selfspec.engine.rms_norms import norm_constants, rms_normed
+
 
 class FusedLayer:
     """What a fused layer's sublayers read at every step, gathered once into plain attributes: reached
@@ -37,8 +38,8 @@ class FusedLayer:
     def __init__(self, layer: nn.Module, query_form: str):
         attn, mlp = layer.self_attn, layer.mlp
         self.qkv, self.o, self.gate_up, self.down = attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj
-        self.input_norm = _norm_constants(layer.input_layernorm)
-        self.mlp_norm = _norm_constants(layer.post_attention_layernorm)
+        self.input_norm = norm_constants(layer.input_layernorm)
+        self.mlp_norm = norm_constants(layer.post_attention_layernorm)
         self.head_dim = attn.head_dim
         self.groups = attn.config.num_key_value_heads
         self.query_heads = attn.config.num_attention_heads
@@ -47,13 +48,6 @@ class FusedLayer:
         self.query_width = self.query_heads * self.head_dim
         self.layer_index, self.scaling = attn.layer_idx, attn.scaling
         self.packs_one_query = query_form == "packed"  # attention_forms.attend packs only grouped heads
-
-
-def _norm_constants(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight * sqrt(d), sqrt(d * eps)): `_rms_normed`'s constants for an RMSNorm."""
-    width = norm.weight.shape[-1]
-    epsilon_norm = torch.tensor((width * norm.variance_epsilon) ** 0.5, dtype=torch.float32, device=norm.weight.device)
-    return norm.weight.detach() * width ** 0.5, epsilon_norm
 
 
 def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module],
@@ -73,7 +67,7 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     architectures.attention_sublayer)."""
     fused = layer.fused
     width = hidden.shape[1]
-    qkv = fused.qkv.native(_rms_normed(hidden, *fused.input_norm))
+    qkv = fused.qkv.native(rms_normed(hidden, *fused.input_norm))
     if qkv.dtype is not hidden.dtype:
         qkv = qkv.to(hidden.dtype)  # the cache's dtype
     heads = qkv.view(1, width, fused.all_heads, fused.head_dim).transpose(1, 2)
@@ -89,7 +83,7 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
 def fused_mlp_sublayer(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """hidden + MLP(norm(hidden)) for a layer `fuse_projections` prepared."""
     fused = layer.fused
-    gate, up = fused.gate_up.native(_rms_normed(hidden, *fused.mlp_norm)).chunk(2, -1)
+    gate, up = fused.gate_up.native(rms_normed(hidden, *fused.mlp_norm)).chunk(2, -1)
     return _residual(hidden, fused.down.native(F.silu(gate).mul_(up)))
 
 
@@ -100,10 +94,3 @@ def _residual(hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if out.dtype is not hidden.dtype and hidden.dtype is not torch.float32:
         out = out.to(hidden.dtype)
     return hidden + out
-
-
-def _rms_normed(hidden: torch.Tensor, scaled_weight: torch.Tensor, epsilon_norm: torch.Tensor) -> torch.Tensor:
-    """RMSNorm in four operations (on CPU torch's `rms_norm` runs eight): sqrt(||x||^2 + d eps) is
-    sqrt(d) times the root mean square with its epsilon, so a zero vector stays zero."""
-    length = torch.hypot(torch.linalg.vector_norm(hidden, dim=-1, keepdim=True), epsilon_norm)
-    return hidden / length * scaled_weight

@@ -60,7 +60,7 @@ class Engine:
         self._walks = attention in STATIC_ATTENTION and not any(hooked(m) for m in model.modules())
         self._free_caches: list = []  # caches of finished requests, oldest first
         self._free_lock = threading.Lock()
-        self._choose_kernels = choose_kernels  # False: transformers' own products and attention forms
+        self._choose_kernels = choose_kernels  # False: transformers' own products, attention and norms
         self.use_products(choose_row_products(model) if choose_kernels else RowProducts.plain())
         self.steps = CompiledSteps.for_model(self.forward, self.device, compile_setting(compile, self.device),
                                              self.static_cache, compile_backend, compile_mode)
@@ -173,4 +173,4 @@ class Engine:
         return {"cache": "static" if self.static_cache else "dynamic",
                 "compiled": self.steps.describe() if self.steps is not None else "off",
                 "products": self.products.to_dict() | {"extra_bytes": self.products.extra_bytes(self.model)},
-                "attention": self.walk.attention_forms if self.walk is not None else {}}
+                "forms": self.walk.forms if self.walk is not None else {}}

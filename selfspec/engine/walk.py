@@ -40,8 +40,8 @@ from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_
 def sublayer_functions(body: nn.Module, fused: bool, choose_forms: bool = True) -> tuple[Callable, Callable, bool]:
     """(attention, MLP) sublayer functions for `body`'s layers, and whether they take their rotary as
     `rolled_rotary` prepares it: fused ones for layers prepared by fuse_projections, the modules' operations
-    called directly where architectures.py can (`choose_forms`: in the attention forms this machine's timing
-    picks), else the layers' own modules."""
+    called directly where architectures.py can (`choose_forms`: in the attention and norm forms this machine's
+    timing picks), else the layers' own modules."""
     if fused:
         return fused_attention_sublayer, fused_mlp_sublayer, True
     direct = direct_sublayers(body, choose_forms)
@@ -53,12 +53,12 @@ class LayerWalk:
                  choose_forms: bool = True):
         """`body`: the model, or a shadow of it sharing its config (low-bit copies, chosen products); `head`:
         hidden states -> logits; `fused`: `body`'s layers were prepared by fused_sublayers.fuse_projections;
-        `choose_forms`: False keeps transformers' attention forms (attention_forms.py), bit for bit."""
+        `choose_forms`: False keeps transformers' attention and norm forms (attention_forms.py, rms_norms.py), bit for bit."""
         self.decoder = decoder(body)
         self.head = head
         self._layers = list(decoder_layers(body))
         self._attention, self._mlp, self._rolls_rotary = sublayer_functions(body, fused, choose_forms)
-        self.attention_forms: dict[str, str] = dict(getattr(self._attention, "forms", {}))  # for reports
+        self.forms: dict[str, str] = dict(getattr(self._attention, "forms", {}))  # what timing chose, for reports
         self._attn_impl = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
         self._rotary_by_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
         self._layer_types = [layer_type(config, i) for i in range(len(self._layers))]
