@@ -62,8 +62,12 @@ def test_thread_split_product_is_a_linear_layer_whatever_the_slabs_leave_over(th
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        for shape in [(3, 16), (2, 7, 16), (1, 1, 16)]:
-            x = torch.randn(*shape, dtype=torch.float64)
+        inputs = [torch.randn(*shape, dtype=torch.float64) for shape in [(3, 16), (2, 7, 16), (1, 1, 16)]]
+        # One row that starts inside its storage, and one whose elements are not adjacent.
+        inputs += [torch.randn(3, 16, dtype=torch.float64)[2:].view(1, 1, 16),
+                   torch.randn(1, 1, 32, dtype=torch.float64)[..., ::2]]
+        for x in inputs:
+            shape = x.shape
             weight, bias = torch.randn(out_features, 16, dtype=torch.float64), torch.randn(out_features, dtype=torch.float64)
             got = thread_split_linear(x, weight, bias)
             assert got.shape == (*shape[:-1], out_features) and got.is_contiguous()

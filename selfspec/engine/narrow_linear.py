@@ -75,13 +75,13 @@ def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     speed; a batch is divided among the threads, each reading its own slab."""
     rows = x.numel() // x.shape[-1]
     compiling, slabs = torch.compiler.is_compiling(), max(2, torch.get_num_threads())
-    if rows == 1 and not compiling and weight.shape[0] % slabs == 0 and weight.is_contiguous():
+    if rows == 1 and not compiling and weight.shape[0] % slabs == 0 and weight.is_contiguous() and x.is_contiguous():
         # A decoding step's one row is already a column, and equal slabs need no output to fill in parts:
-        # the same batched product in six operations instead of eleven, a few microseconds a layer's product.
-        # (The column is a transposed row so that its strides name a leading dimension, as the BLAS wants:
-        # with unit strides throughout, the product took a path ten times slower.)
-        column = x.reshape(1, 1, -1).transpose(1, 2)
-        out = torch.bmm(weight.view(slabs, -1, weight.shape[1]), column.expand(slabs, -1, 1))
+        # the same batched product in four operations instead of eleven, a few microseconds a layer's product.
+        # The column is the row seen as (in, 1) with the row's length as its leading dimension, as the BLAS
+        # wants (with unit strides throughout, the product took a path ten times slower), once per slab.
+        columns = x.as_strided((slabs, x.shape[-1], 1), (0, 1, x.shape[-1]))
+        out = torch.bmm(weight.view(slabs, -1, weight.shape[1]), columns)
         out = out.view(*x.shape[:-1], weight.shape[0])
         return out if bias is None else out + bias
     split_rows = _thread_split_rows_op if compiling else _thread_split_rows
