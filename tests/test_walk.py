@@ -91,6 +91,19 @@ def test_packed_one_query_form_gives_transformers_logits_to_rounding(monkeypatch
     assert packed_calls == [True] * (2 * model.config.num_hidden_layers)  # the two one-token steps, packed
 
 
+def test_one_query_is_attended_directly_and_gives_transformers_logits_bit_for_bit(monkeypatch):
+    # On a CPU the walk makes transformers' own one-query sdpa call ("grouped") itself, skipping its checks.
+    calls = []
+    attend = attention_forms.attend
+    monkeypatch.setattr(attention_forms, "attend", lambda *a, packed: calls.append(packed) or attend(*a, packed=packed))
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    ours, theirs = _caches(True, model.config.num_hidden_layers, _reads_prefix(model))
+    for tokens, start in [(PROMPT, 0), (torch.tensor([[11]]), 7), (torch.tensor([[12]]), 8)]:
+        assert torch.equal(engine.full(tokens, start, ours), _transformers_logits(model, tokens, start, theirs))
+    assert calls == [False] * (2 * model.config.num_hidden_layers)  # the two one-token steps, not packed
+
+
 def test_a_static_cache_is_read_only_up_to_the_last_position_while_walking():
     model = tiny_model("llama")
     engine = Engine(model, choose_kernels=False)

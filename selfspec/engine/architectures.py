@@ -188,7 +188,8 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
         forms = {"masked queries": masked_queries_form(layers[0].self_attn, attend, weight.dtype, weight.device),
                  "one query": (one_query_form(layers[0].self_attn, weight.dtype, weight.device) if choose_forms
                                else "grouped")}
-        attend = with_forms(attend, forms["masked queries"], forms["one query"])
+        attend = with_forms(attend, forms["masked queries"], forms["one query"],
+                            direct_one_query=weight.device.type == "cpu")
 
     norms = norm_form(layers[0].input_layernorm) if choose_forms else "transformers"
     forms["norms"] = norms

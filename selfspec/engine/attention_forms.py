@@ -81,18 +81,22 @@ def masked_queries_form(attn: nn.Module, attention: Callable, dtype: torch.dtype
         return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent="repeated").name
 
 
-def with_forms(attention: Callable, masked_queries: str, one_query: str) -> Callable:
+def with_forms(attention: Callable, masked_queries: str, one_query: str, direct_one_query: bool = False) -> Callable:
     """transformers' sdpa `attention` function, except that grouped keys and values meet several masked
     queries (a verification) and one unmasked query (a step over the keys it reads) in the given forms;
-    transformers' path takes `enable_gqa` only without a mask, which CUDA kernels need."""
-    if masked_queries == "repeated" and one_query == "grouped":
+    transformers' path takes `enable_gqa` only without a mask, which CUDA kernels need. `direct_one_query`:
+    make transformers' own one-query call ("grouped") directly, without the checks it makes at every call
+    (several microseconds a layer on a CPU; the same call, so the same values)."""
+    if masked_queries == "repeated" and one_query == "grouped" and not direct_one_query:
         return attention
 
     def chosen(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         if module.num_key_value_groups == 1 or kwargs or dropout:
             return attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        if query.shape[2] == 1 and attention_mask is None and one_query == "packed":
-            out = attend(query, key, value, None, scaling, packed=True)
+        if query.shape[2] == 1 and attention_mask is None and (
+                one_query == "packed" or (direct_one_query and key.shape[-1] == value.shape[-1] <= 256)):
+            # (transformers' condition for `enable_gqa`; past it, it packs the query itself)
+            out = attend(query, key, value, None, scaling, packed=one_query == "packed")
         elif (query.shape[2] > 1 and masked_queries == "grouped" and attention_mask is not None
               and attention_mask.dtype == torch.bool):
             out = attend(query, key, value, attention_mask, scaling, packed=False)

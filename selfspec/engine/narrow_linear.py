@@ -206,10 +206,13 @@ class JoinedLinear(nn.Module):
         self.bias = None if stacked.bias is None else stacked.bias.detach()  # a tensor, not a parameter of the model
         self.rows, self.from_rows = rows, math.inf if from_rows is None else from_rows
         self.separate = separate  # a tuple, not submodules: from outside this is one product
+        # Their forwards, called directly: a module's call costs microseconds that a one-row step notices
+        # (parts are never hooked: only walkable_plain_layers join their projections).
+        self._separate_forwards = tuple(part.forward for part in separate)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         whole = self.joined(x)
-        return whole.split(self.widths, -1) if whole is not None else tuple(part(x) for part in self.separate)
+        return whole.split(self.widths, -1) if whole is not None else tuple([part(x) for part in self._separate_forwards])
 
     def joined(self, x: torch.Tensor) -> torch.Tensor | None:
         """The parts' outputs side by side, as one tensor, over the row counts joined; None over the others."""
