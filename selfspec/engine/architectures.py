@@ -204,8 +204,8 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
         if whole is not None:
             # Queries and keys side by side in one product's output: one rotary for both (elementwise, so
             # the same values as rotating each), seven operations a layer fewer.
-            query_keys, value = whole.view(heads).transpose(1, 2).split(p.qk_heads, 1)
-            query, key = rotated(query_keys, cos, signed_sin).split(p.q_k_heads, 1)
+            query_keys, value = whole.view(heads).transpose(1, 2).split_with_sizes(p.qk_heads, 1)
+            query, key = rotated(query_keys, cos, signed_sin).split_with_sizes(p.q_k_heads, 1)
         else:
             query, key, value = (p.q(normed), p.k(normed), p.v(normed)) if p.qkv is None else p.qkv(normed)
             query, key, value = (x.view(heads).transpose(1, 2) for x in (query, key, value))

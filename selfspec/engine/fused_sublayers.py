@@ -71,8 +71,9 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     if qkv.dtype is not hidden.dtype:
         qkv = qkv.to(hidden.dtype)  # the cache's dtype
     heads = qkv.view(1, width, fused.all_heads, fused.head_dim).transpose(1, 2)
-    query_keys, values = heads.split((fused.query_key_heads, fused.groups), 1)
-    queries, keys = rotated(query_keys, *position_embeddings).split((fused.query_heads, fused.groups), 1)
+    query_keys, values = heads.split_with_sizes((fused.query_key_heads, fused.groups), 1)
+    rotated_query_keys = rotated(query_keys, *position_embeddings)
+    queries, keys = rotated_query_keys.split_with_sizes((fused.query_heads, fused.groups), 1)
     keys, values = cache.update(keys, values, fused.layer_index)  # (rotary as `rolled_rotary` prepares it)
     out = attend(queries, keys, values, attention_mask, fused.scaling, packed=width == 1 and fused.packs_one_query)
     # (1, heads, q, d) -> (1, q, heads * d); for one query that is the same memory.

@@ -212,7 +212,9 @@ class JoinedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         whole = self.joined(x)
-        return whole.split(self.widths, -1) if whole is not None else tuple([part(x) for part in self._separate_forwards])
+        if whole is None:
+            return tuple([part(x) for part in self._separate_forwards])
+        return whole.split_with_sizes(self.widths, -1)  # (Tensor.split's Python wrapper costs a microsecond more)
 
     def joined(self, x: torch.Tensor) -> torch.Tensor | None:
         """The parts' outputs side by side, as one tensor, over the row counts joined; None over the others."""
