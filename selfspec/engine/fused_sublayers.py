@@ -5,9 +5,9 @@ microseconds of dispatch whatever its size, and a transformers decoder layer run
 low-bit draft's weights are copies anyway (lowbit.py), so they can be laid out for speed at no cost:
 q/k/v become one product and gate/up another (each row of a fused matrix is quantised exactly as it
 was alone), the rotary embedding is applied to queries and keys together, each RMS norm is four
-operations instead of eight (rms_norms.py), and products stay in the kernel's dtype where the next operation casts anyway. The draft only
-proposes — the full model verifies with its own modules — so the few-ulp differences of another
-operation order cannot change the output.
+operations instead of eight (rms_norms.py), and products stay in the kernel's dtype where the next
+operation casts anyway. The draft only proposes — the full model verifies with its own modules — so the
+few-ulp differences of another operation order cannot change the output.
 
 Only plain Llama-family layers are fused (architectures.plain_llama_layers); others keep transformers'
 modules.
