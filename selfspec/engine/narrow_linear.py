@@ -74,8 +74,11 @@ def thread_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     Over one or a few rows the BLAS's own threading can leave a core idle, so W streams at one core's
     speed; a batch is divided among the threads, each reading its own slab."""
     rows = x.numel() // x.shape[-1]
-    compiling, slabs = torch.compiler.is_compiling(), max(2, torch.get_num_threads())
-    if rows == 1 and not compiling and weight.shape[0] % slabs == 0 and weight.is_contiguous() and x.is_contiguous():
+    compiling = torch.compiler.is_compiling()
+    # (The thread count is read only outside a compiled graph: dynamo cannot trace the call, and breaking
+    # the graph there, in every product, split a compiled step into a graph per product.)
+    slabs = 0 if compiling else max(2, torch.get_num_threads())
+    if rows == 1 and slabs and weight.shape[0] % slabs == 0 and weight.is_contiguous() and x.is_contiguous():
         # A decoding step's one row is already a column, and equal slabs need no output to fill in parts:
         # the same batched product in four operations instead of eleven, a few microseconds a layer's product.
         # The column is the row seen as (in, 1) with the row's length as its leading dimension, as the BLAS
