@@ -64,9 +64,9 @@ def fuse_projections(layer: nn.Module, quantise: Callable[[nn.Linear], nn.Module
 def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_embeddings, attention_mask,
                              position_ids: torch.Tensor, cache) -> torch.Tensor:
     """hidden + Attention(norm(hidden)) for a layer `fuse_projections` prepared (same call as
-    architectures.attention_sublayer)."""
+    architectures.attention_sublayer; `hidden` (1, q, d) or its rows (q, d))."""
     fused = layer.fused
-    width = hidden.shape[1]
+    width = hidden.shape[-2]
     qkv = fused.qkv.native(rms_normed(hidden, *fused.input_norm))
     if qkv.dtype is not hidden.dtype:
         qkv = qkv.to(hidden.dtype)  # the cache's dtype
@@ -76,8 +76,9 @@ def fused_attention_sublayer(layer: nn.Module, hidden: torch.Tensor, position_em
     queries, keys = rotated_query_keys.split_with_sizes((fused.query_heads, fused.groups), 1)
     keys, values = cache.update(keys, values, fused.layer_index)  # (rotary as `rolled_rotary` prepares it)
     out = attend(queries, keys, values, attention_mask, fused.scaling, packed=width == 1 and fused.packs_one_query)
-    # (1, heads, q, d) -> (1, q, heads * d); for one query that is the same memory.
-    out = out.view(1, 1, fused.query_width) if width == 1 else out.transpose(1, 2).reshape(1, width, fused.query_width)
+    # (1, heads, q, d) -> (1, q, heads * d) or (q, heads * d); for one query that is the same memory.
+    rows = (*hidden.shape[:-1], fused.query_width)
+    out = out.view(rows) if width == 1 else out.transpose(1, 2).reshape(rows)
     return _residual(hidden, fused.o.native(out))
 
 

@@ -58,6 +58,9 @@ class LayerWalk:
         self.head = head
         self._layers = list(decoder_layers(body))
         self._attention, self._mlp, self._rolls_rotary = sublayer_functions(body, fused, choose_forms)
+        # Fused layers take their stream as (q, hidden) rows, the low-bit products' own shape (batch 1):
+        # no reshape on the way into each product and back out of it, a few microseconds a draft layer.
+        self._rows = fused
         self.forms: dict[str, str] = dict(getattr(self._attention, "forms", {}))  # what timing chose, for reports
         self._attn_impl = getattr(config, "_attn_implementation", "sdpa") or "sdpa"
         self._rotary_by_type = "layer_type" in inspect.signature(self.decoder.rotary_emb.forward).parameters
@@ -83,6 +86,8 @@ class LayerWalk:
         """Logits (1, q, V) for `input_ids` (1, q) at absolute `position_ids`, appending to `cache` (only the
         last position's with `last_only`); `from_start`: the positions begin at 0 (a prefill)."""
         hidden = self.decoder.embed_tokens(input_ids)
+        if self._rows:
+            hidden = hidden[0]
         rotary = self.decoder.rotary_emb
         if self._rotary_by_type:
             position_embeddings = {t: rotary(hidden, position_ids, t) for t in set(self._layer_types)}
@@ -107,8 +112,10 @@ class LayerWalk:
                 if run_mlp:
                     hidden = self._mlp(layer, hidden)
         if last_only:
-            hidden = hidden[:, -1:]
+            hidden = hidden[..., -1:, :]
         logits = self.head(self.decoder.norm(hidden))
+        if self._rows:
+            logits = logits[None]
         if self._softcap is not None:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
