@@ -96,13 +96,11 @@ class LowBitLinear(nn.Module):
     def native(self, x: torch.Tensor) -> torch.Tensor:
         """The product in the dtype the kernel returns (bfloat16 for most), not cast back: for a caller
         whose next operation mixes dtypes anyway, one cast a layer fewer (fused_sublayers.py)."""
-        if x.dim() == 2:  # rows already (the fused draft's stream): no reshape either way
-            return self.product(x) if self.bias is None else self.product(x) + self.bias
-        shape = x.shape
-        y = self.product(x.reshape(-1, self.in_features))
+        rows = x.dim() == 2  # rows already (the fused draft's stream): no reshape either way
+        y = self.product(x if rows else x.reshape(-1, self.in_features))
         if self.bias is not None:
             y = y + self.bias
-        return y.view(*shape[:-1], self.out_features)
+        return y if rows else y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, kernel={self.kernel}"
