@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from selfspec.engine.captured import CapturedGraphs
-from selfspec.engine.host import compile_allowed
+from selfspec.engine.host import cache_root, compile_allowed
 from selfspec.engine.row_products import ROW_BUCKETS
 
 # Verification widths are padded up to these, so each needs one graph (the padded rows' logits are
@@ -51,8 +51,7 @@ def padded_width(width: int) -> int | None:
 
 
 def inductor_cache_dir() -> Path:
-    root = Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
-    return root / "inductor"
+    return cache_root() / "inductor"
 
 
 def use_inductor_cache_dir() -> str:

