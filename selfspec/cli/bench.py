@@ -140,14 +140,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{len(prompts)} prompts, {args.max_new_tokens} new tokens, median of {args.reps} reps\n")
     print(markdown_table(rows))
     print("\n" + "\n".join(overhead_lines(detail)))
+    drafts = {m.name: m.draft.describe() for m in methods if m.draft is not None}
+    if drafts:
+        print("draft layers run in: " + ", ".join(f"{name}: {d['layer_loop']}" for name, d in drafts.items()))
     if out is not None:
         report = write_report(out, rows, model=lm.name, dtype=dtype, placement=lm.placement, machine=machine(lm),
                               profile=profile.to_dict(),
                               settings={"max_new_tokens": args.max_new_tokens, "reps": args.reps,
                                         "draft": [asdict(s) for s in settings]},
-                              drafts={m.name: {"draft_weights": m.draft.weights, "draft_extra_bytes": m.draft.extra_bytes,
-                                               "kernels": m.draft.lowbit.kernels if m.draft.lowbit else {}}
-                                      for m in methods if m.draft is not None}, **detail)
+                              drafts=drafts, **detail)
         charts = write_charts(rows, out, title)
         print(f"\nwrote {report}, " + ", ".join(str(p) for p in charts))
     return 0

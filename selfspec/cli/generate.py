@@ -57,8 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def draft_report(draft: DraftModel, choice: WeightsChoice | None) -> dict:
     """What the draft is and costs: its weights, the memory they add, the kernels, auto's measurement."""
-    report = {"draft_weights": draft.weights, "draft_extra_bytes": draft.extra_bytes,
-              "kernels": draft.lowbit.kernels if draft.lowbit is not None else {}}
+    report = draft.describe()
     if choice is not None:
         report["draft_weights_choice"] = choice.to_dict()
     return report

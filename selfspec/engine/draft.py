@@ -54,6 +54,13 @@ class DraftModel:
         """Memory the draft holds beside the model (0 for the full-weight draft)."""
         return 0 if self.lowbit is None else self.lowbit.extra_bytes
 
+    def describe(self) -> dict:
+        """What the draft is and costs, for --json reports and bench output: its weights, the memory they add,
+        the kernels chosen, and which loop runs its layers (native_layers.py)."""
+        return {"draft_weights": self.weights, "draft_extra_bytes": self.extra_bytes,
+                "kernels": self.lowbit.kernels if self.lowbit is not None else {},
+                "layer_loop": self.walk.layer_loop}
+
     @property
     def vocabulary(self) -> torch.Tensor | None:
         """Token ids the draft scores (None: the whole vocabulary)."""

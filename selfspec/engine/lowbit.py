@@ -31,6 +31,7 @@ from selfspec.engine.kernels import choose_fastest
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 DRAFT_WEIGHTS = ("full", "int8", "int4")
+NATIVE_INT4PACK_CPU, NATIVE_INT8PACK = 0, 1  # the product kinds csrc/fused_layers.cpp makes
 
 
 # --- quantisation ---------------------------------------------------------------------------------
@@ -80,8 +81,10 @@ class LowBitLinear(nn.Module):
     """y = x W^T + b with W held in low bits; `product` is the chosen kernel. The bias stays shared."""
 
     def __init__(self, linear: nn.Linear, kernel: str, product: Callable[[torch.Tensor], torch.Tensor],
-                 tensors: dict[str, torch.Tensor], extra_bytes: int):
+                 tensors: dict[str, torch.Tensor], extra_bytes: int, native_product: tuple | None = None):
         super().__init__()
+        # (kind, weight, scale, group): how native_layers.py's C++ loop makes the same product; None: it cannot.
+        self.native_product = native_product
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.kernel = kernel
         self.product = product
@@ -120,7 +123,8 @@ def _int8pack(linear: nn.Linear, act_dtype: torch.dtype | None) -> LowBitLinear:
     q, scale = q.to(linear.weight.device), scale.to(linear.weight.device, dtype)
     product = lambda x: torch.ops.aten._weight_int8pack_mm(x.to(dtype), q, scale)  # noqa: E731
     name = "int8pack" if act_dtype is None else f"int8pack-{dtype_name(act_dtype)}"
-    return LowBitLinear(linear, name, product, {"q": q, "scale": scale}, _nbytes(q, scale))
+    return LowBitLinear(linear, name, product, {"q": q, "scale": scale}, _nbytes(q, scale),
+                        native_product=(NATIVE_INT8PACK, q, scale, 0))
 
 
 def _int8_dequantize(linear: nn.Linear) -> LowBitLinear:
@@ -148,8 +152,9 @@ def _int4pack(linear: nn.Linear, act_dtype: torch.dtype) -> LowBitLinear:
         kernel = torch.ops.aten._weight_int4pack_mm
     product = lambda x: kernel(x.to(act_dtype), packed, group, scales_and_zeros)  # noqa: E731
     name = f"int4pack-{dtype_name(act_dtype)}"
+    native_product = (NATIVE_INT4PACK_CPU, packed, scales_and_zeros, group) if device.type == "cpu" else None
     return LowBitLinear(linear, name, product, {"packed": packed, "scales_and_zeros": scales_and_zeros},
-                        _nbytes(packed, scales_and_zeros))
+                        _nbytes(packed, scales_and_zeros), native_product)
 
 
 def _int4_dequantize(linear: nn.Linear) -> LowBitLinear:

@@ -35,6 +35,7 @@ from selfspec.engine.architectures import (
 )
 from selfspec.engine.cache import is_static, layer_length
 from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_sublayer
+from selfspec.engine.native_layers import native_layers
 
 
 def sublayer_functions(body: nn.Module, fused: bool, choose_forms: bool = True) -> tuple[Callable, Callable, bool]:
@@ -68,17 +69,28 @@ class LayerWalk:
         self._windows = [attention_window(config, i) for i in range(len(self._layers))]
         self._windowless = all(window is None for window in self._windows)
         self._softcap = getattr(config, "final_logit_softcapping", None)
-        self._plan = self._plan_for((), ())
+        # Fused layers of one kind run in C++ where it was built (native_layers.py): the same operations.
+        one_kind = len(set(self._layer_types)) == 1 and self._windowless
+        self._native = native_layers(self._layers) if fused and one_kind else None
+        self._use_plan(self._plan_for((), ()))
 
     def _plan_for(self, skip_attn: Iterable[int], skip_mlp: Iterable[int]) -> list:
         """Planned once (not per step): which sublayers run in each layer."""
         skip_attn, skip_mlp = set(skip_attn), set(skip_mlp)
         return [(i, layer, i not in skip_attn, i not in skip_mlp) for i, layer in enumerate(self._layers)]
 
+    @property
+    def layer_loop(self) -> str:
+        return "python" if self._native is None else "c++"
+
+    def _use_plan(self, plan: list) -> None:
+        self._plan = plan
+        self._native_plan = [int(attn) | 2 * int(mlp) for _, _, attn, mlp in plan]  # bit 0 attention, 1 MLP
+
     def skipping(self, attn: Iterable[int], mlp: Iterable[int]) -> "LayerWalk":
         """The same walk (its modules shared) bypassing these layers' attention and MLP sublayers."""
         twin = copy.copy(self)
-        twin._plan = self._plan_for(attn, mlp)
+        twin._use_plan(self._plan_for(attn, mlp))
         return twin
 
     def __call__(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache,
@@ -102,15 +114,12 @@ class LayerWalk:
         uniform = bool(attended) and self._windowless
         one_mask = self._mask(0, position_ids, cache, hidden.dtype, masks, from_start, attended) if uniform else None
         with cache.attending(attended) if attended else nullcontext():
-            for i, layer, run_attn, run_mlp in self._plan:
-                if run_attn:
-                    mask = one_mask if uniform else self._mask(i, position_ids, cache, hidden.dtype, masks,
-                                                             from_start, attended)
-                    hidden = self._attention(
-                        layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
-                    )
-                if run_mlp:
-                    hidden = self._mlp(layer, hidden)
+            if self._native is not None and uniform and self._native.ready(cache):
+                hidden = self._native(hidden, position_embeddings[self._layer_types[0]], one_mask, attended,
+                                      cache, self._native_plan)
+            else:
+                hidden = self._python_layers(hidden, position_embeddings, one_mask, uniform, attended,
+                                             position_ids, cache, masks, from_start)
         if last_only:
             hidden = hidden[..., -1:, :]
         logits = self.head(self.decoder.norm(hidden))
@@ -119,6 +128,19 @@ class LayerWalk:
         if self._softcap is not None:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
+
+    def _python_layers(self, hidden, position_embeddings, one_mask, uniform, attended, position_ids, cache, masks,
+                       from_start):
+        for i, layer, run_attn, run_mlp in self._plan:
+            if run_attn:
+                mask = one_mask if uniform else self._mask(i, position_ids, cache, hidden.dtype, masks,
+                                                         from_start, attended)
+                hidden = self._attention(
+                    layer, hidden, position_embeddings[self._layer_types[i]], mask, position_ids, cache
+                )
+            if run_mlp:
+                hidden = self._mlp(layer, hidden)
+        return hidden
 
     def _attended_keys(self, position_ids: torch.Tensor, cache) -> int | None:
         """How many keys of a static cache this forward reads, where it can read just the filled prefix (up
