@@ -137,6 +137,9 @@ def test_json_reports_the_draft_weights_memory_and_plain_steps(model_dir, capsys
     high = sum(o * n + 4 * o for o, n in shapes)
     assert low <= spec["draft_extra_bytes"] <= high
     assert spec["kernels"] and spec["plain_steps"] == sum(s["kind"] == "decode" for s in spec["steps"])
+    # the C++ layer loop makes only torch's packed products (engine/native_layers.py)
+    products = [name for shape, name in spec["kernels"].items() if not shape.startswith("attention")]
+    assert spec["layer_loop"] == ("c++" if all(p.startswith(("int8pack", "int4pack")) for p in products) else "python")
     with pytest.raises(SystemExit):
         main([*args[:-4], "--draft-weights", "int2"])
     assert "invalid choice: 'int2'" in capsys.readouterr().err
