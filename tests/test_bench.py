@@ -296,7 +296,11 @@ def test_bench_command_writes_table_json_and_charts(tmp_path, monkeypatch, capsy
             for rule in ("adaptive", "off"):
                 assert f"| self-spec {name} {weights} {rule} | all |" in text
     # Under the table: the engine, AR against the floor, c and v per speculative method.
-    assert "engine: static cache, compiled off; few-row products: rows 1: " in text
+    engine = json.loads((out / "bench.json").read_text())["engine"]
+    # the C++ loop runs the full model's layers where they are normed by length (native_layers.full_layers)
+    loop = "c++" if engine["forms"]["norms"] == "by length" else "python"
+    assert engine["layer_loop"] == loop
+    assert f"engine: static cache, compiled off, layers in {loop}; few-row products: rows 1: " in text
     assert "; forms: masked queries: " in text and "; norms: " in text
     assert "ms/token =" in text and "x the floor of" in text and "(linear products," in text
     assert "median of 2 samples between the runs" in text  # one after each prompt's turn: 2 prompts x 1 rep

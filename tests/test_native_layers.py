@@ -16,9 +16,12 @@ import pytest
 import torch
 
 from selfspec import DraftModel, SkipProfile
-from selfspec.engine import native_layers
-from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES
+from selfspec.engine import architectures, native_layers
+from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, decoder_layers
+from selfspec.engine.narrow_linear import onednn_packing_available
+from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts
 from selfspec.engine.runtime import Engine
+from selfspec.engine.walk import LayerWalk
 from tiny_models import tiny_model
 
 PLAIN = list(PLAIN_LLAMA_MODEL_TYPES)  # the families whose draft layers are fused
@@ -35,7 +38,7 @@ def no_kernel_cache(monkeypatch):
 
 @pytest.fixture(scope="module")
 def extension():
-    built = native_layers.fused_layers_extension()
+    built = native_layers.layer_loops_extension()
     if built is None:
         pytest.fail("the C++ layer loop did not build on this machine (a C++ compiler and ninja are in the set-up)")
     return built
@@ -164,3 +167,95 @@ def test_concurrent_drafts_get_what_each_gets_alone(extension):
     for thread in threads:
         thread.join()
     assert [t[0] for t in together] == alone
+
+
+def mixed_products(model, dtype: torch.dtype) -> RowProducts:
+    """Every product row_products.py offers, spread over the row buckets and shapes, some groups joined."""
+    layer = decoder_layers(model)[0]
+    q, kv, o = (tuple(getattr(layer.self_attn, n).weight.shape) for n in ("q_proj", "k_proj", "o_proj"))
+    gate, down = tuple(layer.mlp.gate_proj.weight.shape), tuple(layer.mlp.down_proj.weight.shape)
+    onednn = "onednn-packed" if onednn_packing_available(torch.device("cpu"), dtype) else "weight-major"
+    chosen = {(1, 1): {q: "thread-split", kv: "weight-major", gate: "thread-split", down: "onednn"},
+              (2, 3): {q: "weight-major", o: "thread-split", kv: "thread-split"},
+              (4, 5): {q: onednn, kv: onednn, o: onednn, gate: onednn, down: onednn},
+              (6, 9): {kv: "thread-split", down: "weight-major"},
+              (14, 17): {o: "thread-split", down: "thread-split"}}
+    joined = {(1, 1): ("gate_up_proj",), (6, 9): ("qkv_proj",), (14, 17): ("qkv_proj", "gate_up_proj"),
+              PREFILL_BUCKET: ("qkv_proj",)}
+    return RowProducts(chosen, joined=joined, joined_product=onednn if onednn != "weight-major" else "linear")
+
+
+@pytest.fixture
+def forms(monkeypatch):
+    """The forms the full model's C++ loop makes, whatever this machine's timing would pick (norms by length;
+    one query grouped unless a test packs it; several queries grouped under sdpa's boolean mask)."""
+    chosen = {"one query": "grouped", "masked queries": "grouped"}
+    monkeypatch.setattr(architectures, "norm_form", lambda norm: "by length")
+    monkeypatch.setattr(architectures, "one_query_form", lambda *a, **k: chosen["one query"])
+    monkeypatch.setattr(architectures, "masked_queries_form", lambda *a, **k: chosen["masked queries"])
+    return chosen
+
+
+@pytest.mark.parametrize("threads", [2, 3])  # three: thread-split's slabs leave rows over
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("arch", PLAIN)
+def test_the_full_models_cpp_loop_computes_the_python_loops_values_bit_for_bit(extension, forms, arch, dtype,
+                                                                               threads):
+    model = tiny_model(arch).to(getattr(torch, dtype))
+    layers = model.config.num_hidden_layers
+    engine = Engine(model, choose_kernels=False)
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7]])
+    n = prompt.shape[1]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for one_query in ("grouped", "packed"):
+            forms["one query"] = one_query
+            for products in (mixed_products(model, model.dtype), RowProducts.plain()):
+                tuned = products.tuned(model)
+                walk = LayerWalk(tuned, model.config, tuned.get_output_embeddings())
+                assert type(walk._native).__name__ == "FullLayers"
+                for plan in ((), ([1], [0, 3])):  # the engine's forward; a skipping draft's (full weights)
+                    native = walk.skipping(*plan) if plan else walk
+                    reference = copy.copy(native)
+                    reference._native = None
+                    with torch.inference_mode():
+                        cache = engine.new_cache(n, 17, 17)
+                        walk(prompt, torch.arange(n)[None], cache, from_start=True)  # a prefill (in Python)
+                        for width in (1, 2, 3, 5, 9, 17):
+                            tokens = torch.arange(40, 40 + width)[None]
+                            positions = torch.arange(n, n + width)[None]
+                            outputs = []
+                            for which in (native, reference):
+                                outputs.append((which(tokens, positions, cache), cache_contents(cache)))
+                                cache.rollback(n)
+                            (got, got_cache), (expected, expected_cache) = outputs
+                            assert torch.equal(got, expected), (one_query, products, plan, width)
+                            for (k, v, length), (k_ref, v_ref, length_ref) in zip(got_cache, expected_cache):
+                                assert torch.equal(k, k_ref) and torch.equal(v, v_ref) and length == length_ref
+                # every width's products were ones the C++ loop makes: it ran them all
+                assert sorted(walk._native._by_width) == [1, 2, 3, 5, 9, 17]
+                assert all(products is not None for products in walk._native._by_width.values())
+    finally:
+        torch.set_num_threads(previous)
+    assert layers == len(decoder_layers(model))
+
+
+def test_full_forwards_the_cpp_loop_cannot_make_run_in_python(extension, forms, monkeypatch):
+    """Several queries under transformers' own attention call ("repeated"), and a prefill (no mask: sdpa's causal
+    flag), run the Python loop; one query still runs in C++."""
+    forms["masked queries"] = "repeated"
+    model = tiny_model("llama")
+    engine = Engine(model, choose_kernels=False)
+    walk = LayerWalk(model, model.config, model.get_output_embeddings())
+    ran = []
+    python_layers = LayerWalk._python_layers
+    monkeypatch.setattr(LayerWalk, "_python_layers", lambda self, hidden, *a: ran.append(hidden.shape[-2])
+                        or python_layers(self, hidden, *a))
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8]])
+    with torch.inference_mode():
+        cache = engine.new_cache(6, 8, 4)
+        walk(prompt, torch.arange(6)[None], cache, from_start=True)
+        walk(torch.tensor([[7]]), torch.tensor([[6]]), cache)
+        walk(torch.tensor([[7, 8, 9]]), torch.tensor([[7, 8, 9]]), cache)
+    assert ran == [6, 3]

@@ -78,6 +78,7 @@ def test_forms_are_not_timed_where_there_is_nothing_to_choose():
 def test_packed_one_query_form_gives_transformers_logits_to_rounding(monkeypatch):
     # "packed" sums the same products as transformers' one-query path in another kernel: float32 ulps apart.
     monkeypatch.setattr(architectures, "one_query_form", lambda *args: "packed")
+    monkeypatch.setenv("SELFSPEC_NATIVE", "0")  # the Python loop's calls are counted (test_native_layers.py: the C++ one's)
     packed_calls = []
     attend = attention_forms.attend
     monkeypatch.setattr(attention_forms, "attend", lambda *a, packed: packed_calls.append(packed) or attend(*a, packed=packed))
@@ -205,6 +206,7 @@ def test_norms_are_not_timed_off_the_cpu_nor_for_other_norms():
 
 def test_the_norm_by_length_form_gives_transformers_logits_to_rounding(monkeypatch):
     monkeypatch.setattr(architectures, "norm_form", lambda *args: "by length")
+    monkeypatch.setenv("SELFSPEC_NATIVE", "0")  # the Python loop's calls are counted (test_native_layers.py: the C++ one's)
     calls = []
     normed = rms_norms.rms_normed
     monkeypatch.setattr(rms_norms, "rms_normed", lambda *a: calls.append(1) or normed(*a))

@@ -73,7 +73,9 @@ def overhead_lines(detail: dict) -> list[str]:
     products = RowProducts.summary_of(engine["products"])
     copies = engine["products"].get("extra_bytes", 0)
     forms = "; ".join(f"{what}: {form}" for what, form in engine.get("forms", {}).items())
-    lines = [f"engine: {engine['cache']} cache, compiled {compiled}; few-row products: {products}"
+    loop = engine.get("layer_loop")
+    lines = [f"engine: {engine['cache']} cache, compiled {compiled}" + (f", layers in {loop}" if loop else "")
+             + f"; few-row products: {products}"
              + (f" (packed weight copies: {copies / 1e6:.0f} MB)" if copies else "")
              + (f"; forms: {forms}" if forms else "")]
     if over["ar_ms_per_token"] is not None:

@@ -177,9 +177,12 @@ class RowChosenLinear(nn.Module):
         """The product of PREFILL rows (None: `linear`)."""
         return self._prefill[0] if self._prefill_rows < math.inf else None
 
+    def product_for(self, rows: int) -> tuple[Product, torch.Tensor]:
+        """The product that runs over `rows` rows, and the weight it reads."""
+        return self._chosen.get(rows) or (self._prefill if rows >= self._prefill_rows else self._plain)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        product, weight = self._chosen.get(rows) or (self._prefill if rows >= self._prefill_rows else self._plain)
+        product, weight = self.product_for(x.numel() // self.in_features)
         return product(x, weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -221,10 +224,11 @@ class JoinedLinear(nn.Module):
 
     def joined(self, x: torch.Tensor) -> torch.Tensor | None:
         """The parts' outputs side by side, as one tensor, over the row counts joined; None over the others."""
-        rows = x.numel() // self.in_features
-        if rows in self.rows or rows >= self.from_rows:
-            return self.product(x, self.weight, self.bias)
-        return None
+        return self.product(x, self.weight, self.bias) if self.joins(x.numel() // self.in_features) else None
+
+    def joins(self, rows: int) -> bool:
+        """Whether the joined product runs over `rows` rows (else the parts do)."""
+        return rows in self.rows or rows >= self.from_rows
 
     def extra_repr(self) -> str:
         where = sorted(self.rows) + ([f"{self.from_rows}+"] if self.from_rows < math.inf else [])

@@ -1,12 +1,16 @@
-"""The fused low-bit draft's layer loop in C++ (csrc/fused_layers.cpp), built on first use, cached on disk.
+"""The walk's layer loops in C++ (csrc/layer_loops.cpp), built on first use, cached on disk.
 
-A draft token is some 1200 tensor operations, most on a few hundred numbers, and at batch 1 on a CPU
-each one called from Python costs its Python call on top of the operation (docs/BENCHMARKS.md). The C++
-loop makes the same ATen calls in the same order as fused_sublayers.py, so the draft's logits are equal
-bit for bit (tests/test_native_layers.py); only the Python around them is gone. It is compiled with
-torch's own extension builder (a C++ compiler and ninja) once per machine, torch and source, into the
-selfspec cache. Where it cannot be built, or with SELFSPEC_NATIVE=0, the Python loop runs, after one line
-that says so.
+A draft token is some 1200 tensor operations and a full step some 1500, most on a few hundred numbers, and at
+batch 1 on a CPU each one called from Python costs its Python call on top of the operation
+(docs/BENCHMARKS.md). Two loops make the same ATen calls in the same order as their Python originals, so the
+logits are equal bit for bit (tests/test_native_layers.py); only the Python around them is gone:
+  - `DraftLayers`: the fused low-bit draft's layers (fused_sublayers.py);
+  - `FullLayers`: plain Llama-family layers as the engine runs them (architectures.direct_sublayers), with the
+    products row_products.py chose, where the forms taken are ones the loop makes (norms "by length", attention
+    as attention_forms.with_forms calls sdpa directly); a forward whose width needs anything else runs in Python.
+The extension is compiled with torch's own builder (a C++ compiler and ninja) once per machine, torch and
+source, into the selfspec cache. Where it cannot be built, or with SELFSPEC_NATIVE=0, the Python loops run,
+after one line that says so.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from selfspec.engine.cache import is_static
 from selfspec.engine.host import cache_root
+from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn_linear, thread_split_linear,
+                                           weight_major_linear)
+from selfspec.engine.rms_norms import norm_constants
 
-SOURCE = Path(__file__).with_name("csrc") / "fused_layers.cpp"
-EXTENSION = "selfspec_fused_layers"
+SOURCE = Path(__file__).with_name("csrc") / "layer_loops.cpp"
+EXTENSION = "selfspec_layer_loops"
 
 
 def native_enabled() -> bool:
@@ -35,7 +44,7 @@ def extension_dir() -> Path:
 
 
 @functools.cache
-def fused_layers_extension():
+def layer_loops_extension():
     """The built extension module, or None where it cannot be built (said once, on stderr)."""
     from torch.utils import cpp_extension
 
@@ -44,13 +53,13 @@ def fused_layers_extension():
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         if not any(build_dir.glob(f"{EXTENSION}*.so")):
-            print(f"selfspec: building the draft's C++ layer loop on first use (cached in {build_dir})",
+            print(f"selfspec: building the C++ layer loops on first use (cached in {build_dir})",
                   file=sys.stderr)
         return cpp_extension.load(EXTENSION, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(build_dir))
     except Exception as error:  # noqa: BLE001 -- no compiler, no ninja, a failed build: the Python loop runs
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
-        print(f"selfspec: the draft runs its Python layer loop; its C++ layer loop could not be built ({reason})",
+        print(f"selfspec: the layers run in Python; the C++ layer loops could not be built ({reason})",
               file=sys.stderr)
         return None
 
@@ -63,7 +72,7 @@ def _find_ninja() -> None:
         os.environ["PATH"] = os.pathsep.join([str(own.parent), os.environ.get("PATH", "")])
 
 
-class NativeLayers:
+class DraftLayers:
     """A fused walk's layers (fused_sublayers.FusedLayer) as the C++ loop takes them: every tensor gathered
     once, in one flat list per kind."""
 
@@ -80,22 +89,27 @@ class NativeLayers:
         first = fused[0]
         self._shape = (first.query_heads, first.groups, first.head_dim, first.scaling, first.packs_one_query)
 
-    def ready(self, cache) -> bool:
-        """Whether this cache's buffers are there to write (a prefill made them)."""
-        return is_static(cache) and all(layer.is_initialized for layer in cache.layers)
-
     def __call__(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask, attended: int,
                  cache, plan: list[int]) -> torch.Tensor:
         """hidden's rows (q, d) through the layers, `plan[i]` saying which of layer i's sublayers run (bit 0
         attention, bit 1 MLP), their keys written to `cache` before the first `attended` keys are read."""
-        layers = cache.layers
-        return self._extension.run_layers(
+        return self._extension.run_draft_layers(
             hidden, *rotary, mask, attended - hidden.shape[0], plan, self._norms, self._kinds, self._groups,
-            self._weights, self._scales, self._biases, [layer.keys for layer in layers],
-            [layer.values for layer in layers], [layer.cumulative_length for layer in layers], *self._shape)
+            self._weights, self._scales, self._biases, *_cache_buffers(cache), *self._shape)
 
 
-def native_layers(layers) -> NativeLayers | None:
+def cache_ready(cache) -> bool:
+    """Whether a static cache's buffers are there for the C++ loops to write (a prefill made them)."""
+    return is_static(cache) and all(layer.is_initialized for layer in cache.layers)
+
+
+def _cache_buffers(cache) -> tuple[list, list, list]:
+    layers = cache.layers
+    return ([layer.keys for layer in layers], [layer.values for layer in layers],
+            [layer.cumulative_length for layer in layers])
+
+
+def draft_layers(layers) -> DraftLayers | None:
     """The C++ loop for these fused layers, or None where it cannot run them: switched off, no build, a
     device other than the CPU, or a product it does not make (lowbit.LowBitLinear.native_product)."""
     fused = [getattr(layer, "fused", None) for layer in layers]
@@ -106,5 +120,91 @@ def native_layers(layers) -> NativeLayers | None:
         return None
     if any(t.device.type != "cpu" for p in products for t in p.native_product[1:3]):
         return None
-    extension = fused_layers_extension()
-    return None if extension is None else NativeLayers(layers, extension)
+    extension = layer_loops_extension()
+    return None if extension is None else DraftLayers(layers, extension)
+
+
+# The products narrow_linear.py makes, as csrc/layer_loops.cpp names their kinds.
+PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3}
+_UNUSED = (-1, torch.empty(0), None)  # a product slot a joined layer leaves empty
+
+
+def _product(module: nn.Module, rows: int) -> tuple | None:
+    """(kind, weight, bias) of the product `module` runs over `rows` rows; None where the loop cannot make it."""
+    if isinstance(module, RowChosenLinear):
+        product, weight = module.product_for(rows)
+    elif type(module) is nn.Linear:
+        product, weight = F.linear, module.weight
+    else:
+        return None
+    kind = PRODUCT_KINDS.get(product)
+    return None if kind is None else (kind, weight, module.bias)
+
+
+def _group(owner: nn.Module, joined_name: str, parts: tuple[str, ...], rows: int) -> tuple[list, bool]:
+    """The product slots of one projection group over `rows` rows, and whether they run joined."""
+    joined = getattr(owner, joined_name, None)
+    if isinstance(joined, JoinedLinear) and joined.joins(rows):
+        kind = PRODUCT_KINDS.get(joined.product)
+        return [None if kind is None else (kind, joined.weight, joined.bias)] + [_UNUSED] * (len(parts) - 1), True
+    modules = joined.separate if isinstance(joined, JoinedLinear) else [getattr(owner, name) for name in parts]
+    return [_product(module, rows) for module in modules], False
+
+
+class FullLayers:
+    """Plain layers as the engine runs them (architectures.direct_sublayers), for the C++ loop: the norms'
+    constants gathered once, and the products each forward width runs looked up once per width."""
+
+    def __init__(self, layers, extension, one_query: str, masked_queries: str):
+        self._extension, self._layers = extension, layers
+        self._norms = [t for layer in layers for norm in (layer.input_layernorm, layer.post_attention_layernorm)
+                       for t in norm_constants(norm, torch.float32)]
+        attention, config = layers[0].self_attn, layers[0].self_attn.config
+        self._shape = (config.num_attention_heads, config.num_key_value_heads, attention.head_dim,
+                       layers[0].mlp.down_proj.in_features, attention.scaling, one_query == "packed")
+        self._takes_masks = masked_queries == "grouped"
+        self._by_width: dict[int, tuple | None] = {}
+
+    def _products(self, rows: int) -> tuple | None:
+        """(kinds, weights, biases, joined) of every layer's 7 product slots over `rows` rows; None where any
+        product is one the loop does not make."""
+        kinds, weights, biases, joined = [], [], [], []
+        for layer in self._layers:
+            qkv, qkv_joined = _group(layer.self_attn, "qkv_proj", ("q_proj", "k_proj", "v_proj"), rows)
+            gate_up, gate_up_joined = _group(layer.mlp, "gate_up_proj", ("gate_proj", "up_proj"), rows)
+            slots = [*qkv, _product(layer.self_attn.o_proj, rows), *gate_up, _product(layer.mlp.down_proj, rows)]
+            if any(slot is None for slot in slots):
+                return None
+            for kind, weight, bias in slots:
+                kinds.append(kind), weights.append(weight), biases.append(bias)
+            joined.append(int(qkv_joined) | 2 * int(gate_up_joined))
+        return kinds, weights, biases, joined
+
+    def __call__(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask, attended: int,
+                 cache, plan: list[int]) -> torch.Tensor | None:
+        """hidden (1, q, d) through the layers as `DraftLayers` runs its rows; None where this width needs what
+        the loop does not make (a mask other than sdpa's boolean one, another attention form, a product)."""
+        width = hidden.shape[-2]
+        if width > 1 and not (self._takes_masks and mask is not None and mask.dtype == torch.bool):
+            return None
+        if width not in self._by_width:
+            self._by_width[width] = self._products(width)
+        products = self._by_width[width]
+        if products is None:
+            return None
+        return self._extension.run_full_layers(hidden, *rotary, mask, attended - width, plan, self._norms, *products,
+                                               *_cache_buffers(cache), *self._shape)
+
+
+def full_layers(layers, forms: dict) -> FullLayers | None:
+    """The C++ loop for plain layers run as architectures.direct_sublayers runs them with these `forms`, or
+    None where it cannot run them: switched off, no build, not on the CPU, transformers' own norms or
+    attention call, or no grouped heads (with_forms then calls transformers' attention)."""
+    if not layers or not native_enabled() or forms.get("norms") != "by length" or "one query" not in forms:
+        return None
+    attention, config = layers[0].self_attn, layers[0].self_attn.config
+    if (attention.o_proj.weight.device.type != "cpu" or attention.head_dim > 256
+            or config.num_attention_heads == config.num_key_value_heads):
+        return None
+    extension = layer_loops_extension()
+    return None if extension is None else FullLayers(layers, extension, forms["one query"], forms["masked queries"])

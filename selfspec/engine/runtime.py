@@ -173,4 +173,5 @@ class Engine:
         return {"cache": "static" if self.static_cache else "dynamic",
                 "compiled": self.steps.describe() if self.steps is not None else "off",
                 "products": self.products.to_dict() | {"extra_bytes": self.products.extra_bytes(self.model)},
-                "forms": self.walk.forms if self.walk is not None else {}}
+                "forms": self.walk.forms if self.walk is not None else {},
+                "layer_loop": self.walk.layer_loop if self.walk is not None else "transformers"}

@@ -35,7 +35,7 @@ from selfspec.engine.architectures import (
 )
 from selfspec.engine.cache import is_static, layer_length
 from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_sublayer
-from selfspec.engine.native_layers import native_layers
+from selfspec.engine.native_layers import cache_ready, draft_layers, full_layers
 
 
 def sublayer_functions(body: nn.Module, fused: bool, choose_forms: bool = True) -> tuple[Callable, Callable, bool]:
@@ -69,9 +69,10 @@ class LayerWalk:
         self._windows = [attention_window(config, i) for i in range(len(self._layers))]
         self._windowless = all(window is None for window in self._windows)
         self._softcap = getattr(config, "final_logit_softcapping", None)
-        # Fused layers of one kind run in C++ where it was built (native_layers.py): the same operations.
-        one_kind = len(set(self._layer_types)) == 1 and self._windowless
-        self._native = native_layers(self._layers) if fused and one_kind else None
+        # Layers of one kind run in C++ where it was built (native_layers.py): the same operations.
+        self._native = None
+        if len(set(self._layer_types)) == 1 and self._windowless:
+            self._native = draft_layers(self._layers) if fused else full_layers(self._layers, self.forms)
         self._use_plan(self._plan_for((), ()))
 
     def _plan_for(self, skip_attn: Iterable[int], skip_mlp: Iterable[int]) -> list:
@@ -114,12 +115,12 @@ class LayerWalk:
         uniform = bool(attended) and self._windowless
         one_mask = self._mask(0, position_ids, cache, hidden.dtype, masks, from_start, attended) if uniform else None
         with cache.attending(attended) if attended else nullcontext():
-            if self._native is not None and uniform and self._native.ready(cache):
-                hidden = self._native(hidden, position_embeddings[self._layer_types[0]], one_mask, attended,
-                                      cache, self._native_plan)
-            else:
-                hidden = self._python_layers(hidden, position_embeddings, one_mask, uniform, attended,
-                                             position_ids, cache, masks, from_start)
+            out = None
+            if self._native is not None and uniform and cache_ready(cache):
+                out = self._native(hidden, position_embeddings[self._layer_types[0]], one_mask, attended, cache,
+                                   self._native_plan)
+            hidden = out if out is not None else self._python_layers(
+                hidden, position_embeddings, one_mask, uniform, attended, position_ids, cache, masks, from_start)
         if last_only:
             hidden = hidden[..., -1:, :]
         logits = self.head(self.decoder.norm(hidden))
