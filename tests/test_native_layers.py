@@ -56,6 +56,20 @@ def cache_contents(cache) -> list:
     return [(layer.keys.clone(), layer.values.clone(), int(layer.cumulative_length)) for layer in cache.layers]
 
 
+def assert_same_forward(native, reference, tokens: torch.Tensor, start: int, cache, context) -> None:
+    """Both forwards of `tokens` at `start` give the same logits and leave the same cache, bit for bit (each
+    rolled back after)."""
+    positions = torch.arange(start, start + tokens.shape[1])[None]
+    outputs = []
+    for which in (native, reference):
+        outputs.append((which(tokens, positions, cache), cache_contents(cache)))
+        cache.rollback(start)
+    (got, got_cache), (expected, expected_cache) = outputs
+    assert torch.equal(got, expected), context
+    for (k, v, length), (k_ref, v_ref, length_ref) in zip(got_cache, expected_cache):
+        assert torch.equal(k, k_ref) and torch.equal(v, v_ref) and length == length_ref
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 @pytest.mark.parametrize("arch", PLAIN)
@@ -75,16 +89,8 @@ def test_the_cpp_loop_computes_the_python_loops_values_bit_for_bit(extension, ar
                     cache = engine.new_cache(n, 8, 4)
                     engine.full(prompt, 0, cache, last_only=True)
                     for tokens in ([[42]], [[42, 43, 44]]):  # one draft token; copies read in one wider step
-                        tokens = torch.tensor(tokens)
-                        positions = torch.arange(n, n + tokens.shape[1])[None]
-                        outputs = []
-                        for which in (draft, reference):
-                            outputs.append((which(tokens, positions, cache), cache_contents(cache)))
-                            cache.rollback(n)
-                        (got, got_cache), (expected, expected_cache) = outputs
-                        assert torch.equal(got, expected), (kernels, query_form, profile, tokens)
-                        for (k, v, length), (k_ref, v_ref, length_ref) in zip(got_cache, expected_cache):
-                            assert torch.equal(k, k_ref) and torch.equal(v, v_ref) and length == length_ref
+                        assert_same_forward(draft, reference, torch.tensor(tokens), n, cache,
+                                            (kernels, query_form, profile, tokens))
 
 
 def test_drafting_takes_the_cpp_loop_once_the_prefill_made_the_cache(extension, monkeypatch):
@@ -223,16 +229,8 @@ def test_the_full_models_cpp_loop_computes_the_python_loops_values_bit_for_bit(e
                         cache = engine.new_cache(n, 17, 17)
                         walk(prompt, torch.arange(n)[None], cache, from_start=True)  # a prefill (in Python)
                         for width in (1, 2, 3, 5, 9, 17):
-                            tokens = torch.arange(40, 40 + width)[None]
-                            positions = torch.arange(n, n + width)[None]
-                            outputs = []
-                            for which in (native, reference):
-                                outputs.append((which(tokens, positions, cache), cache_contents(cache)))
-                                cache.rollback(n)
-                            (got, got_cache), (expected, expected_cache) = outputs
-                            assert torch.equal(got, expected), (one_query, products, plan, width)
-                            for (k, v, length), (k_ref, v_ref, length_ref) in zip(got_cache, expected_cache):
-                                assert torch.equal(k, k_ref) and torch.equal(v, v_ref) and length == length_ref
+                            assert_same_forward(native, reference, torch.arange(40, 40 + width)[None], n, cache,
+                                                (one_query, products, plan, width))
                 # every width's products were ones the C++ loop makes: it ran them all
                 assert sorted(walk._native._by_width) == [1, 2, 3, 5, 9, 17]
                 assert all(products is not None for products in walk._native._by_width.values())
