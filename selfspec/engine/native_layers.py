@@ -16,6 +16,7 @@ after one line that says so.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -40,7 +41,9 @@ def native_enabled() -> bool:
 
 
 def extension_dir() -> Path:
-    return cache_root() / "extensions" / f"torch-{torch.__version__}"
+    """One folder per torch version and source text: a checkout never loads a build of another's source."""
+    source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    return cache_root() / "extensions" / f"torch-{torch.__version__}-{source}"
 
 
 @functools.cache
