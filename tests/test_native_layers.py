@@ -257,3 +257,16 @@ def test_full_forwards_the_cpp_loop_cannot_make_run_in_python(extension, forms, 
         walk(torch.tensor([[7]]), torch.tensor([[6]]), cache)
         walk(torch.tensor([[7, 8, 9]]), torch.tensor([[7, 8, 9]]), cache)
     assert ran == [6, 3]
+
+
+def test_each_source_text_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    """Two checkouts of different sources on one machine never load each other's build."""
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "layer_loops.cpp"
+    monkeypatch.setattr(native_layers, "SOURCE", source)
+    folders = []
+    for text in ("// one", "// two", "// one"):
+        source.write_text(text)
+        folders.append(native_layers.extension_dir())
+    assert folders[0] == folders[2] != folders[1]
+    assert all(f.parent == tmp_path / "cache" / "extensions" and torch.__version__ in f.name for f in folders)
