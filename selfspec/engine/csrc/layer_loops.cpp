@@ -51,6 +51,40 @@ at::Tensor residual(const at::Tensor& hidden, at::Tensor out) {
   return hidden + out;
 }
 
+struct Heads {
+  at::Tensor query, key, value;  // (1, heads, q, d), the first two rotated
+};
+
+// One product's q/k/v side by side, (q, (heads + 2 kv_heads) d) or (1, q, ...): split into heads, queries
+// and keys rotated together (elementwise, so the same values as rotating each).
+Heads rotated_heads(const at::Tensor& qkv, int64_t width, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                    const at::Tensor& cos, const at::Tensor& signed_sin) {
+  const auto parts = qkv.view({1, width, -1, head_dim}).transpose(1, 2).split_with_sizes({heads + kv_heads, kv_heads}, 1);
+  const auto rotated_parts = rotated(parts[0], cos, signed_sin).split_with_sizes({heads, kv_heads}, 1);
+  return {rotated_parts[0], rotated_parts[1], parts[1]};
+}
+
+// The new keys and values written at `position` into a static cache layer's buffers, then attention
+// (1, heads, q, d) over their filled prefix (PositionalCache.update while `attending`, then
+// attention_forms.attend: one query packed as its groups' rows where `pack_one_query`, else sdpa's grouped form).
+at::Tensor cached_attention(const Heads& new_heads, const at::Tensor& keys, const at::Tensor& values,
+                            const at::Tensor& length, int64_t position, const c10::optional<at::Tensor>& mask,
+                            int64_t heads, int64_t kv_heads, int64_t head_dim, double scaling, bool pack_one_query) {
+  const int64_t width = new_heads.query.size(2);
+  keys.narrow(2, position, width).copy_(new_heads.key);
+  values.narrow(2, position, width).copy_(new_heads.value);
+  length.add_(width);
+  const at::Tensor layer_keys = keys.narrow(2, 0, position + width);
+  const at::Tensor layer_values = values.narrow(2, 0, position + width);
+  if (width == 1 && pack_one_query && heads != kv_heads) {
+    const at::Tensor rows = new_heads.query.reshape({1, kv_heads, heads / kv_heads, head_dim});
+    return at::scaled_dot_product_attention(rows, layer_keys, layer_values, mask, 0.0, false, scaling)
+        .reshape({1, heads, 1, head_dim});
+  }
+  return at::scaled_dot_product_attention(new_heads.query, layer_keys, layer_values, mask, 0.0, false, scaling,
+                                          heads != kv_heads);
+}
+
 }  // namespace
 
 // hidden: the stream's rows (q, d) at positions position..position+q-1. Per layer, 4 norm tensors (input
@@ -68,32 +102,14 @@ at::Tensor run_draft_layers(at::Tensor hidden, const at::Tensor& cos, const at::
   c10::InferenceMode inference;
   const Products product{kinds, groups, weights, scales, biases};
   const int64_t width = hidden.size(0);
-  const int64_t query_key_heads = heads + kv_heads;
-  const int64_t attended = position + width;
-  const bool packed = width == 1 && pack_one_query && heads != kv_heads;
   TORCH_CHECK(norms.size() == 4 * plan.size() && weights.size() == 4 * plan.size(), "four norms and products a layer");
   for (size_t i = 0; i < plan.size(); ++i) {
     if (plan[i] & 1) {  // fused_sublayers.fused_attention_sublayer
       at::Tensor qkv = product(4 * i, rms_normed(hidden, norms[4 * i], norms[4 * i + 1]));
       if (qkv.scalar_type() != hidden.scalar_type()) qkv = qkv.to(hidden.scalar_type());
-      const at::Tensor all_heads = qkv.view({1, width, query_key_heads + kv_heads, head_dim}).transpose(1, 2);
-      const auto parts = all_heads.split_with_sizes({query_key_heads, kv_heads}, 1);
-      const at::Tensor& query_keys = parts[0];
-      const auto rotated_parts = rotated(query_keys, cos, signed_sin).split_with_sizes({heads, kv_heads}, 1);
-      keys[i].narrow(2, position, width).copy_(rotated_parts[1]);
-      values[i].narrow(2, position, width).copy_(parts[1]);
-      lengths[i].add_(width);
-      const at::Tensor layer_keys = keys[i].narrow(2, 0, attended);
-      const at::Tensor layer_values = values[i].narrow(2, 0, attended);
-      at::Tensor out;
-      if (packed) {  // attention_forms.attend, packed
-        const at::Tensor rows = rotated_parts[0].reshape({1, kv_heads, heads / kv_heads, head_dim});
-        out = at::scaled_dot_product_attention(rows, layer_keys, layer_values, mask, 0.0, false, scaling)
-                  .reshape({1, heads, 1, head_dim});
-      } else {
-        out = at::scaled_dot_product_attention(rotated_parts[0], layer_keys, layer_values, mask, 0.0, false, scaling,
-                                               heads != kv_heads);
-      }
+      at::Tensor out = cached_attention(rotated_heads(qkv, width, heads, kv_heads, head_dim, cos, signed_sin),
+                                        keys[i], values[i], lengths[i], position, mask, heads, kv_heads, head_dim,
+                                        scaling, pack_one_query);
       out = width == 1 ? out.view({width, heads * head_dim}) : out.transpose(1, 2).reshape({width, heads * head_dim});
       hidden = residual(hidden, product(4 * i + 1, out));
     }
@@ -207,8 +223,7 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
   c10::InferenceMode inference;
   const FullProducts product{kinds, weights, biases};
   const int64_t width = hidden.size(1);
-  const int64_t attended = position + width;
-  const bool packed = width == 1 && pack_one_query;
+  TORCH_CHECK(heads != kv_heads, "grouped heads (with_forms hands others to transformers)");
   TORCH_CHECK(width == 1 ? !mask.has_value() : mask.has_value(), "one query unmasked, several masked");
   TORCH_CHECK(norms.size() == 4 * plan.size() && weights.size() == 7 * plan.size(), "4 norms and 7 products a layer");
   const std::vector<int64_t> heads_shape{1, width, -1, head_dim};
@@ -216,30 +231,16 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
     const size_t slot = 7 * i;
     if (plan[i] & 1) {
       const at::Tensor normed = norm_by_length(hidden, norms[4 * i], norms[4 * i + 1]);
-      at::Tensor query, key, value;
+      Heads new_heads;
       if (joined[i] & 1) {
-        const auto parts = product(slot, normed).view(heads_shape).transpose(1, 2)
-                               .split_with_sizes({heads + kv_heads, kv_heads}, 1);
-        const auto rotated_parts = rotated(parts[0], cos, signed_sin).split_with_sizes({heads, kv_heads}, 1);
-        query = rotated_parts[0], key = rotated_parts[1], value = parts[1];
+        new_heads = rotated_heads(product(slot, normed), width, heads, kv_heads, head_dim, cos, signed_sin);
       } else {
-        query = rotated(product(slot, normed).view(heads_shape).transpose(1, 2), cos, signed_sin);
-        key = rotated(product(slot + 1, normed).view(heads_shape).transpose(1, 2), cos, signed_sin);
-        value = product(slot + 2, normed).view(heads_shape).transpose(1, 2);
+        new_heads.query = rotated(product(slot, normed).view(heads_shape).transpose(1, 2), cos, signed_sin);
+        new_heads.key = rotated(product(slot + 1, normed).view(heads_shape).transpose(1, 2), cos, signed_sin);
+        new_heads.value = product(slot + 2, normed).view(heads_shape).transpose(1, 2);
       }
-      keys[i].narrow(2, position, width).copy_(key);
-      values[i].narrow(2, position, width).copy_(value);
-      lengths[i].add_(width);
-      const at::Tensor layer_keys = keys[i].narrow(2, 0, attended);
-      const at::Tensor layer_values = values[i].narrow(2, 0, attended);
-      at::Tensor out;
-      if (packed) {  // attention_forms.attend, packed
-        const at::Tensor rows = query.reshape({1, kv_heads, heads / kv_heads, head_dim});
-        out = at::scaled_dot_product_attention(rows, layer_keys, layer_values, mask, 0.0, false, scaling)
-                  .reshape({1, heads, 1, head_dim});
-      } else {
-        out = at::scaled_dot_product_attention(query, layer_keys, layer_values, mask, 0.0, false, scaling, true);
-      }
+      at::Tensor out = cached_attention(new_heads, keys[i], values[i], lengths[i], position, mask, heads, kv_heads,
+                                        head_dim, scaling, pack_one_query);
       out = out.transpose(1, 2).contiguous();  // with_forms' return
       hidden = hidden + product(slot + 3, out.reshape({1, width, -1}).contiguous());
     }
