@@ -58,6 +58,24 @@ def test_the_choice_is_cached_per_key_and_a_damaged_cache_is_measured_again(tmp_
     assert not choose_fastest("shape-1", candidates, CPU, repeats=2, rounds=1, cache_file=cache).cached
 
 
+def test_a_candidate_new_since_the_cached_choice_is_measured(tmp_path, steady_timings):
+    """A kernel added after a choice was cached (a new release) must get its chance on that machine; one that
+    failed to run when the choice was made does not make every later process measure again."""
+    cache = tmp_path / "k.json"
+    calls = []
+    def missing():  # a kernel this build lacks
+        raise RuntimeError("not on this machine")
+
+    old = {"a": sleeper(0.004), "b": sleeper(0.008), "missing": missing}
+    first = choose_fastest("shape", old, CPU, repeats=2, rounds=1, cache_file=cache)
+    assert first.name == "a" and not first.cached
+    assert choose_fastest("shape", old, CPU, repeats=2, rounds=1, cache_file=cache).cached
+    grown = old | {"new": lambda: calls.append("new")}
+    remeasured = choose_fastest("shape", grown, CPU, repeats=2, rounds=1, cache_file=cache)
+    assert not remeasured.cached and remeasured.name == "new" and "new" in calls
+    assert choose_fastest("shape", grown, CPU, repeats=2, rounds=1, cache_file=cache).name == "new"
+
+
 def test_an_incumbent_keeps_its_place_unless_beaten_by_the_margin(tmp_path):
     # 10 ms against 8 ms: 20% faster. A 10% margin lets it win, a 50% margin does not.
     candidates = {"usual": sleeper(0.010), "other": sleeper(0.008)}

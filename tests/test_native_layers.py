@@ -15,20 +15,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfspec import DraftModel, SkipProfile
-from selfspec.engine import architectures, native_layers
+from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
+from selfspec.engine import architectures, native_build, native_layers
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, decoder_layers
 from selfspec.engine.narrow_linear import onednn_packing_available
 from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts
 from selfspec.engine.runtime import Engine
 from selfspec.engine.walk import LayerWalk
+from test_engine import generated
 from tiny_models import tiny_model
 
 PLAIN = list(PLAIN_LLAMA_MODEL_TYPES)  # the families whose draft layers are fused
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = {"float32": [{"int4": "int4pack-bfloat16", "int8": "int8pack-bfloat16"},
-                       {"int4": "int4pack-float32", "int8": "int8pack"}],
-           "bfloat16": [{"int4": "int4pack-bfloat16", "int8": "int8pack-bfloat16"}]}
+                       {"int4": "int4pack-float32", "int8": "int8pack"},
+                       {"int4": "int4-int8dot", "int8": "int8-int8dot"}],
+           "bfloat16": [{"int4": "int4pack-bfloat16", "int8": "int8pack-bfloat16"},
+                        {"int4": "int4-int8dot", "int8": "int8-int8dot"}]}
+EIGHT_BIT_DOT = {"int4": "int4-int8dot", "int8": "int8-int8dot"}
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +42,7 @@ def no_kernel_cache(monkeypatch):
 
 @pytest.fixture(scope="module")
 def extension():
-    built = native_layers.layer_loops_extension()
+    built = native_build.native_extension()
     if built is None:
         pytest.fail("the C++ layer loop did not build on this machine (a C++ compiler and ninja are in the set-up)")
     return built
@@ -116,8 +120,9 @@ def test_switched_off_the_draft_runs_the_python_loop(monkeypatch):
 
 FAILED_BUILD = """
 import torch
-from selfspec import DraftModel, SkipProfile
+from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
 from selfspec.engine.runtime import Engine
+from test_engine import generated
 from tiny_models import tiny_model
 model = tiny_model("llama")
 drafts = [DraftModel(model, SkipProfile(4), weights="int4") for _ in range(2)]
@@ -260,13 +265,73 @@ def test_full_forwards_the_cpp_loop_cannot_make_run_in_python(extension, forms, 
 
 
 def test_each_source_text_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
-    """Two checkouts of different sources on one machine never load each other's build."""
+    """Two checkouts of different sources on one machine never load each other's build; a header counts too."""
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path / "cache"))
-    source = tmp_path / "layer_loops.cpp"
-    monkeypatch.setattr(native_layers, "SOURCE", source)
+    sources = tmp_path / "csrc"
+    sources.mkdir()
     folders = []
-    for text in ("// one", "// two", "// one"):
-        source.write_text(text)
-        folders.append(native_layers.extension_dir())
-    assert folders[0] == folders[2] != folders[1]
+    for loops, header in (("// one", "// a"), ("// two", "// a"), ("// one", "// b"), ("// one", "// a")):
+        (sources / "loops.cpp").write_text(loops)
+        (sources / "products.h").write_text(header)
+        folders.append(native_build.extension_dir(sources))
+    assert folders[0] == folders[3] and len(set(folders)) == 3
     assert all(f.parent == tmp_path / "cache" / "extensions" and torch.__version__ in f.name for f in folders)
+
+
+def _aten_twin(draft: DraftModel) -> DraftModel:
+    """The same draft with its C++ loop's one-token path in buffers switched off (the ATen operations' loop)."""
+    twin = copy.copy(draft)
+    twin.walk = copy.copy(draft.walk)
+    twin.walk._native = copy.copy(draft.walk._native)
+    twin.walk._native._in_buffers = False
+    return twin
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-3), ("bfloat16", 0.05)])
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("arch", PLAIN)
+def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, arch, weights, dtype, tolerance):
+    """Where every product is an 8-bit dot product, one draft token runs in buffers (csrc/draft_token.cpp): the
+    same logits as the loop of ATen operations up to rounding (its stream stays in float32, its attention and
+    activations are loops of its own), the same keys and values written at the same position, nothing else in
+    the cache touched. Heads 16 wide: the narrowest the buffers take."""
+    model = tiny_model(arch, hidden_size=64, head_dim=16).to(getattr(torch, dtype))
+    layers = model.config.num_hidden_layers
+    engine = Engine(model, choose_kernels=False)
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 11, 90, 3, 14, 15, 92, 65, 35]])
+    n = prompt.shape[1]
+    for profile in (SkipProfile(layers), SkipProfile(layers, attn=[1], mlp=[0, 3])):
+        kernels = {kind: name for kind, name in EIGHT_BIT_DOT.items() if kind in ("int8", weights)}
+        draft = DraftModel(model, profile, weights=weights, kernels=kernels)
+        assert draft.walk.layer_loop == "c++ in buffers"
+        reference = _aten_twin(draft)
+        with torch.inference_mode():
+            cache = engine.new_cache(n, 8, 4)
+            engine.full(prompt, 0, cache, last_only=True)
+            before = cache_contents(cache)
+            outputs = []
+            for which in (draft, reference):
+                outputs.append((which(torch.tensor([[42]]), torch.tensor([[n]]), cache).float(), cache_contents(cache)))
+                cache.rollback(n)
+        (got, got_cache), (expected, expected_cache) = outputs
+        assert (got - expected).norm() <= tolerance * expected.norm(), profile
+        assert got.argmax() == expected.argmax()
+        for (k, v, length), (k_ref, v_ref, length_ref), (k_0, v_0, _) in zip(got_cache, expected_cache, before):
+            assert length == length_ref
+            for new, ref, old in ((k, k_ref, k_0), (v, v_ref, v_0)):
+                assert torch.equal(new[:, :, :n], old[:, :, :n]) and torch.equal(new[:, :, n + 1:], old[:, :, n + 1:])
+                written, expected_row = new[:, :, n].float(), ref[:, :, n].float()
+                assert (written - expected_row).norm() <= tolerance * expected_row.norm()
+
+
+def test_drafts_in_buffers_stay_token_identical():
+    """Lossless with the buffers path drafting: greedy output is the full model's, with and without skips."""
+    model = tiny_model("llama", hidden_size=64, head_dim=16)
+    layers = model.config.num_hidden_layers
+    prompt = [5, 9, 17, 33, 2, 8, 41]
+    expected = generated(autoregressive(model, prompt, 24))
+    for profile in (SkipProfile(layers), SkipProfile(layers, attn=[0, 2], mlp=[1])):
+        draft = DraftModel(model, profile, weights="int4", kernels=EIGHT_BIT_DOT)
+        assert draft.walk.layer_loop == "c++ in buffers"
+        got = generated(self_speculative(model, prompt, draft, 24, settings=DraftSettings(max_draft=4, exit="off")))
+        assert got == expected, profile

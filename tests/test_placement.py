@@ -79,7 +79,8 @@ def cached_choice(tmp_path, key, milliseconds):
     path.parent.mkdir(parents=True, exist_ok=True)
     full_key = f"{machine_fingerprint(torch.device('cpu'))} | cpu-dtype-steps:{key}"
     name = min(milliseconds, key=milliseconds.get)
-    path.write_text(json.dumps({full_key: {"name": name, "milliseconds": milliseconds}}))
+    offered = ["float32", "bfloat16", "float16"]  # every dtype is offered; one the CPU cannot run has no time
+    path.write_text(json.dumps({full_key: {"name": name, "milliseconds": milliseconds, "candidates": offered}}))
 
 
 @pytest.mark.parametrize("milliseconds, dtype", [

@@ -34,10 +34,14 @@ class KernelChoice:
     milliseconds: dict[str, float] = field(default_factory=dict)  # median per candidate
     cached: bool = False  # read from the on-disk cache instead of measured now
     trusted: bool = True  # measured on a quiet machine with steady timings (only such choices are cached)
+    candidates: tuple[str, ...] = ()  # every candidate offered (default: those timed)
 
     def to_dict(self) -> dict:
         return {"key": self.key, "name": self.name, "milliseconds": self.milliseconds, "cached": self.cached,
                 "trusted": self.trusted}
+
+    def offered(self) -> set[str]:
+        return set(self.candidates or self.milliseconds)
 
 
 def machine_fingerprint(device: torch.device) -> str:
@@ -135,8 +139,8 @@ def choose_fastest(
     if not candidates:
         raise ValueError("no candidates to choose from")
     cached = cached_choice(key, device, cache_file)
-    if cached is not None and cached.name in candidates:
-        return cached
+    if cached is not None and cached.name in candidates and set(candidates) <= cached.offered():
+        return cached  # (a candidate new since then -- a new kernel -- is measured, not passed over)
     samples: dict[str, list[float]] = {}
     for name, run in candidates.items():
         try:
@@ -153,7 +157,7 @@ def choose_fastest(
     milliseconds = {name: round(statistics.median(ts), 4) for name, ts in samples.items()}
     best = _decision(milliseconds, incumbent, margin)
     trusted = all(steady(ts) for ts in samples.values()) and not machine_busy(device)
-    choice = KernelChoice(key, best, milliseconds, trusted=trusted)
+    choice = KernelChoice(key, best, milliseconds, trusted=trusted, candidates=tuple(candidates))
     remember_choice(choice, device, cache_file)
     return choice
 
@@ -212,7 +216,8 @@ def cached_choice(key: str, device: torch.device, cache_file: Path | None = None
     cached = _read_cache(path).get(full_key)
     if not cached or "name" not in cached:
         return _untrusted_here.get((path, full_key))
-    return KernelChoice(key, cached["name"], dict(cached.get("milliseconds", {})), cached=True)
+    return KernelChoice(key, cached["name"], dict(cached.get("milliseconds", {})), cached=True,
+                        candidates=tuple(cached.get("candidates", ())))
 
 
 def remember_choice(choice: KernelChoice, device: torch.device, cache_file: Path | None = None) -> None:
@@ -262,6 +267,8 @@ def _read_cache(path: Path) -> dict:
 def _write_cache(path: Path, full_key: str, choice: KernelChoice) -> None:
     data = dict(_read_cache(path))
     data[full_key] = {"name": choice.name, "milliseconds": choice.milliseconds}
+    if choice.candidates:
+        data[full_key]["candidates"] = list(choice.candidates)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

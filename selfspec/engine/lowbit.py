@@ -28,10 +28,13 @@ from selfspec.engine.attention_forms import ONE_QUERY_FORMS, one_query_form
 from selfspec.engine.devices import dtype_name
 from selfspec.engine.fused_sublayers import fuse_projections
 from selfspec.engine.kernels import choose_fastest
+from selfspec.engine.native_build import native_extension
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 DRAFT_WEIGHTS = ("full", "int8", "int4")
-NATIVE_INT4PACK_CPU, NATIVE_INT8PACK = 0, 1  # the product kinds csrc/fused_layers.cpp makes
+# The product kinds csrc/layer_loops.cpp makes (the last two: csrc/products.h).
+NATIVE_INT4PACK_CPU, NATIVE_INT8PACK, NATIVE_INT4_INT8_DOT, NATIVE_INT8_INT8_DOT = 0, 1, 2, 3
+INT8_DOT_KINDS = (NATIVE_INT4_INT8_DOT, NATIVE_INT8_INT8_DOT)
 
 
 # --- quantisation ---------------------------------------------------------------------------------
@@ -157,6 +160,50 @@ def _int4pack(linear: nn.Linear, act_dtype: torch.dtype) -> LowBitLinear:
                         _nbytes(packed, scales_and_zeros), native_product)
 
 
+INT8_DOT_BLOCK = 16  # output rows one 8-bit dot instruction serves (csrc/int8_dot_products.cpp)
+INT8_DOT_MARGIN = 0.2  # how much faster another kernel must measure to be chosen over the 8-bit dot products
+
+
+def pack_int4_for_int8_dot(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_int4's (q, scale, zero) at group 32 in csrc/int8_dot_products.cpp's layout: per block of 16 output
+    rows and group of 32 inputs, four 64-byte chunks of 8 inputs, row r's bytes 4r..4r+3 holding inputs 0..3 in
+    their low nibbles and 4..7 in their high ones; then per block and group 16 scales and 16 zeros (float)."""
+    out_features, in_features = q.shape
+    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT4_GROUP
+    nibbles = q.to(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups, 4, 2, 4)  # (.., chunk, low/high, input)
+    chunks = (nibbles[..., 0, :] | nibbles[..., 1, :] << 4).permute(0, 2, 3, 1, 4)  # (block, group, chunk, row, 4)
+    per_block = lambda t: t.float().view(blocks, INT8_DOT_BLOCK, groups).transpose(1, 2)  # noqa: E731
+    scales_and_zeros = torch.stack([per_block(scale), per_block(zero)], dim=2)  # (block, group, 2, row)
+    return chunks.reshape(blocks, groups, -1).contiguous(), scales_and_zeros.contiguous()
+
+
+def pack_int8_for_int8_dot(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_int8's (q, scale) in the int8 layout: per block of 16 output rows and group of 32 inputs, eight
+    64-byte chunks of 4 inputs, row r's bytes 4r..4r+3 holding its weights plus 128; the scales as they are."""
+    out_features, in_features = q.shape
+    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT4_GROUP
+    unsigned = (q.to(torch.int16) + 128).to(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups, 8, 4)
+    return unsigned.permute(0, 2, 3, 1, 4).reshape(blocks, groups, -1).contiguous(), scale.float().contiguous()
+
+
+def _int8_dot(linear: nn.Linear, bits: int) -> LowBitLinear:
+    """int4 or int8 weights times activations rounded to int8 per group of 32, by 8-bit dot instructions
+    (csrc/int8_dot_products.cpp): at memory speed where torch's int4 product widens every weight to floats."""
+    extension = native_extension()
+    if extension is None or linear.weight.device.type != "cpu":
+        raise RuntimeError("the 8-bit dot products need the C++ extension, on a CPU")
+    if linear.in_features % INT4_GROUP or linear.out_features % INT8_DOT_BLOCK:
+        raise RuntimeError(f"the 8-bit dot products take {INT8_DOT_BLOCK}-row blocks of {INT4_GROUP}-input groups")
+    if bits == 4:
+        kind, (packed, scales) = NATIVE_INT4_INT8_DOT, pack_int4_for_int8_dot(*quantize_int4(linear.weight, INT4_GROUP))
+    else:
+        kind, (packed, scales) = NATIVE_INT8_INT8_DOT, pack_int8_for_int8_dot(*quantize_int8(linear.weight))
+    product = lambda x: extension.int8_dot_mm(kind, x, packed, scales)  # noqa: E731
+    product(torch.zeros(1, linear.in_features))  # raises on a CPU without the instructions
+    return LowBitLinear(linear, f"int{bits}-int8dot", product, {"packed": packed, "scales": scales},
+                        _nbytes(packed, scales), (kind, packed, scales, INT4_GROUP))
+
+
 def _int4_dequantize(linear: nn.Linear) -> LowBitLinear:
     """Portable int4 fallback: the int4 values held one per byte and widened per call."""
     group = int4_group_size(linear.in_features)
@@ -179,10 +226,14 @@ def kernel_builders(weights: str, dtype: torch.dtype, device: torch.device) -> d
         builders["int8pack-bfloat16"] = lambda lin: _int8pack(lin, torch.bfloat16)
         if dtype != torch.bfloat16:
             builders["int8pack"] = lambda lin: _int8pack(lin, None)
+        if device.type == "cpu":
+            builders["int8-int8dot"] = lambda lin: _int8_dot(lin, 8)
         builders["int8-dequantize"] = _int8_dequantize
         return builders
     if weights == "int4":
         builders = {"int4pack-bfloat16": lambda lin: _int4pack(lin, torch.bfloat16)}
+        if device.type == "cpu":
+            builders["int4-int8dot"] = lambda lin: _int8_dot(lin, 4)
         if device.type == "cpu" and dtype == torch.float32:
             builders["int4pack-float32"] = lambda lin: _int4pack(lin, torch.float32)
         builders["int4-dequantize"] = _int4_dequantize
@@ -227,8 +278,11 @@ def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]
             continue  # this build or device lacks the kernel
         candidates[name] = (lambda layer=layer: layer(x))
     key = f"draft-linear:{weights}:{dtype_name(linear.weight.dtype)}:{linear.out_features}x{linear.in_features}"
+    # Where every product of a fused layer is an 8-bit dot product, a draft token runs in buffers
+    # (native_layers.DraftLayers), which saves more than a near-tie of one product: another kernel must win clearly.
+    usual = next((name for name in candidates if name.endswith("-int8dot")), None)
     with torch.inference_mode():
-        return choose_fastest(key, candidates, device, repeats=5, rounds=2).name
+        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent=usual, margin=INT8_DOT_MARGIN).name
 
 
 def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | None = None,

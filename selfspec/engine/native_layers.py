@@ -8,71 +8,22 @@ logits are equal bit for bit (tests/test_native_layers.py); only the Python arou
   - `FullLayers`: plain Llama-family layers as the engine runs them (architectures.direct_sublayers), with the
     products row_products.py chose, where the forms taken are ones the loop makes (norms "by length", attention
     as attention_forms.with_forms calls sdpa directly); a forward whose width needs anything else runs in Python.
-The extension is compiled with torch's own builder (a C++ compiler and ninja) once per machine, torch and
-source, into the selfspec cache. Where it cannot be built, or with SELFSPEC_NATIVE=0, the Python loops run,
-after one line that says so.
+Both are in the engine's C++ extension (native_build.py); where it cannot be built, or with SELFSPEC_NATIVE=0,
+the Python loops run.
 """
 
 from __future__ import annotations
-
-import functools
-import hashlib
-import os
-import shutil
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from selfspec.engine.cache import is_static
-from selfspec.engine.host import cache_root
+from selfspec.engine.lowbit import INT8_DOT_KINDS
+from selfspec.engine.native_build import native_extension
 from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn_linear, thread_split_linear,
                                            weight_major_linear)
 from selfspec.engine.rms_norms import norm_constants
-
-SOURCE = Path(__file__).with_name("csrc") / "layer_loops.cpp"
-EXTENSION = "selfspec_layer_loops"
-
-
-def native_enabled() -> bool:
-    return os.environ.get("SELFSPEC_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def extension_dir() -> Path:
-    """One folder per torch version and source text: a checkout never loads a build of another's source."""
-    source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    return cache_root() / "extensions" / f"torch-{torch.__version__}-{source}"
-
-
-@functools.cache
-def layer_loops_extension():
-    """The built extension module, or None where it cannot be built (said once, on stderr)."""
-    from torch.utils import cpp_extension
-
-    build_dir = extension_dir()
-    _find_ninja()
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        if not any(build_dir.glob(f"{EXTENSION}*.so")):
-            print(f"selfspec: building the C++ layer loops on first use (cached in {build_dir})",
-                  file=sys.stderr)
-        return cpp_extension.load(EXTENSION, [str(SOURCE)], extra_cflags=["-O2"], build_directory=str(build_dir))
-    except Exception as error:  # noqa: BLE001 -- no compiler, no ninja, a failed build: the Python loop runs
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        reason = reason if len(reason) <= 160 else reason[:157] + "..."
-        print(f"selfspec: the layers run in Python; the C++ layer loops could not be built ({reason})",
-              file=sys.stderr)
-        return None
-
-
-def _find_ninja() -> None:
-    """torch's builder runs `ninja` from PATH; a virtual environment's own (PyPI's ninja, requirements.txt)
-    is there only once the environment is activated, so its folder is added as activation would."""
-    own = Path(sys.executable).with_name("ninja")
-    if shutil.which("ninja") is None and own.is_file():
-        os.environ["PATH"] = os.pathsep.join([str(own.parent), os.environ.get("PATH", "")])
 
 
 class DraftLayers:
@@ -91,11 +42,27 @@ class DraftLayers:
         self._biases = [p.bias for f in fused for p in (f.qkv, f.o, f.gate_up, f.down)]
         first = fused[0]
         self._shape = (first.query_heads, first.groups, first.head_dim, first.scaling, first.packs_one_query)
+        # One token in buffers (csrc/draft_token.cpp) where every product is an 8-bit dot product.
+        self._in_buffers = (all(kind in INT8_DOT_KINDS for kind in self._kinds)
+                            and first.head_dim % 16 == 0 and first.head_dim <= 512)
+        if self._in_buffers:
+            self._float_norms = [t.float().contiguous() for t in self._norms]
+            self._float_biases = [None if b is None else b.detach().float().contiguous() for b in self._biases]
+            self._token_shape = (first.query_heads, first.groups, first.head_dim, first.down.in_features, first.scaling)
+
+    @property
+    def name(self) -> str:
+        """How reports name this loop: "c++ in buffers" where one token runs in csrc/draft_token.cpp."""
+        return "c++ in buffers" if self._in_buffers else "c++"
 
     def __call__(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask, attended: int,
                  cache, plan: list[int]) -> torch.Tensor:
         """hidden's rows (q, d) through the layers, `plan[i]` saying which of layer i's sublayers run (bit 0
         attention, bit 1 MLP), their keys written to `cache` before the first `attended` keys are read."""
+        if self._in_buffers and hidden.shape[0] == 1 and mask is None:
+            return self._extension.run_draft_token(
+                hidden, *rotary, attended - 1, plan, self._float_norms, self._kinds, self._weights, self._scales,
+                self._float_biases, *_cache_buffers(cache), *self._token_shape)
         return self._extension.run_draft_layers(
             hidden, *rotary, mask, attended - hidden.shape[0], plan, self._norms, self._kinds, self._groups,
             self._weights, self._scales, self._biases, *_cache_buffers(cache), *self._shape)
@@ -116,14 +83,14 @@ def draft_layers(layers) -> DraftLayers | None:
     """The C++ loop for these fused layers, or None where it cannot run them: switched off, no build, a
     device other than the CPU, or a product it does not make (lowbit.LowBitLinear.native_product)."""
     fused = [getattr(layer, "fused", None) for layer in layers]
-    if not fused or not native_enabled() or any(f is None for f in fused):
+    if not fused or any(f is None for f in fused):
         return None
     products = [p for f in fused for p in (f.qkv, f.o, f.gate_up, f.down)]
     if any(getattr(p, "native_product", None) is None for p in products):
         return None
     if any(t.device.type != "cpu" for p in products for t in p.native_product[1:3]):
         return None
-    extension = layer_loops_extension()
+    extension = native_extension()
     return None if extension is None else DraftLayers(layers, extension)
 
 
@@ -168,6 +135,8 @@ class FullLayers:
         self._takes_masks = masked_queries == "grouped"
         self._by_width: dict[int, tuple | None] = {}
 
+    name = "c++"  # as reports name the loop
+
     def _products(self, rows: int) -> tuple | None:
         """(kinds, weights, biases, joined) of every layer's 7 product slots over `rows` rows; None where any
         product is one the loop does not make."""
@@ -203,11 +172,11 @@ def full_layers(layers, forms: dict) -> FullLayers | None:
     """The C++ loop for plain layers run as architectures.direct_sublayers runs them with these `forms`, or
     None where it cannot run them: switched off, no build, not on the CPU, transformers' own norms or
     attention call, or no grouped heads (with_forms then calls transformers' attention)."""
-    if not layers or not native_enabled() or forms.get("norms") != "by length" or "one query" not in forms:
+    if not layers or forms.get("norms") != "by length" or "one query" not in forms:
         return None
     attention, config = layers[0].self_attn, layers[0].self_attn.config
     if (attention.o_proj.weight.device.type != "cpu" or attention.head_dim > 256
             or config.num_attention_heads == config.num_key_value_heads):
         return None
-    extension = layer_loops_extension()
+    extension = native_extension()
     return None if extension is None else FullLayers(layers, extension, forms["one query"], forms["masked queries"])

@@ -82,7 +82,7 @@ class LayerWalk:
 
     @property
     def layer_loop(self) -> str:
-        return "python" if self._native is None else "c++"
+        return "python" if self._native is None else self._native.name
 
     def _use_plan(self, plan: list) -> None:
         self._plan = plan

@@ -24,7 +24,7 @@ from selfspec.engine.decoding import autoregressive
 from selfspec.engine.devices import dtype_name
 from selfspec.engine.draft import DraftHead, DraftModel
 from selfspec.engine.kernels import KernelChoice, cached_choice, machine_busy, remember_choice
-from selfspec.engine.lowbit import DRAFT_WEIGHTS
+from selfspec.engine.lowbit import DRAFT_WEIGHTS, kernel_builders
 from selfspec.engine.settings import DRAFT_WEIGHT_CHOICES
 from selfspec.profiles.schema import SkipProfile
 from selfspec.profiles.ranking import agreement, full_choices
@@ -129,8 +129,11 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
     """Measure every candidate within `budget_bytes` and return the draft predicted fastest."""
     t0 = time.perf_counter()
     device = model.get_input_embeddings().weight.device
+    # The kernels a low-bit draft may use are part of the key: a new one (a new release) changes every cost.
+    kernels = sorted({name for bits in DRAFT_WEIGHTS[1:] for name in kernel_builders(bits, model.dtype, device)})
     cache_key = (f"draft-weights:{key}:{dtype_name(model.dtype)}:attn{list(profile.attn)}"
-                 f":mlp{list(profile.mlp)}:K{max_draft}:budget{budget_bytes}:head{'' if head is None else len(head.vocabulary)}")
+                 f":mlp{list(profile.mlp)}:K{max_draft}:budget{budget_bytes}:head{'' if head is None else len(head.vocabulary)}"
+                 f":kernels{','.join(kernels)}")
     nothing = SkipProfile.none(profile.num_layers, model=profile.model)
     cached = cached_choice(cache_key, device)
     if cached is not None and cached.name.removesuffix(SKIP_NOTHING) in DRAFT_WEIGHTS:

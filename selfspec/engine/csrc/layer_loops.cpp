@@ -2,7 +2,9 @@
 // model's plain Llama-family layers as the engine runs them (architectures.direct_sublayers, with the products
 // row_products.py chose). The same ATen operations in the same order, so the same values bit for bit,
 // without the Python call around each operation (native_layers.py).
-#include <torch/extension.h>
+#include "layer_loops.h"
+#include "products.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -23,10 +25,16 @@ struct Products {
   // LowBitLinear.native: the product in the kernel's dtype, plus the bias.
   at::Tensor operator()(size_t index, const at::Tensor& x) const {
     const at::Tensor& scale = scales[index];
-    const at::Tensor input = x.scalar_type() == scale.scalar_type() ? x : x.to(scale.scalar_type());
-    at::Tensor y = kinds[index] == kInt4PackCpu
-        ? at::_weight_int4pack_mm_for_cpu(input, weights[index], groups[index], scale)
-        : at::_weight_int8pack_mm(input, weights[index], scale);
+    // torch's kernels take activations in their scales' dtype; the 8-bit dot products take either as it is.
+    auto in_scale_dtype = [&] { return x.scalar_type() == scale.scalar_type() ? x : x.to(scale.scalar_type()); };
+    at::Tensor y;
+    switch (kinds[index]) {
+      case kInt4PackCpu: y = at::_weight_int4pack_mm_for_cpu(in_scale_dtype(), weights[index], groups[index], scale); break;
+      case kInt8Pack: y = at::_weight_int8pack_mm(in_scale_dtype(), weights[index], scale); break;
+      case kInt4Int8Dot:
+      case kInt8Int8Dot: y = int8_dot_mm(kinds[index], x, weights[index], scale); break;
+      default: TORCH_CHECK(false, "no low-bit product of kind ", kinds[index]);
+    }
     const auto& bias = biases[index];
     return bias.has_value() ? y + *bias : y;
   }
@@ -257,12 +265,4 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
     }
   }
   return hidden;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  // Without the GIL, as torch's own operations run: other requests' threads go on meanwhile.
-  module.def("run_draft_layers", &run_draft_layers, "The fused low-bit draft's layers (selfspec/engine/native_layers.py)",
-             pybind11::call_guard<pybind11::gil_scoped_release>());
-  module.def("run_full_layers", &run_full_layers, "A plain model's layers as the engine runs them (native_layers.py)",
-             pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -1,0 +1,206 @@
+// The fused low-bit draft's one-token step with nothing but its products between buffers: where every product
+// is an 8-bit dot product (int8_dot_products.cpp), the norms, rotary, cache writes, one-query attention and
+// activations run as plain loops over float buffers instead of some forty tensor operations a layer, each of
+// which costs its dispatch whatever its size (docs/BENCHMARKS.md). The stream stays in float32 throughout; keys
+// and values are written to the cache in its own dtype. It computes what run_draft_layers computes up to
+// rounding (tests/test_native_layers.py), and the draft only proposes: the full model verifies.
+#include "layer_loops.h"
+#include "products.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <vector>
+
+#define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+SELFSPEC_AVX512 inline __m512 load_lanes(const float* p) { return _mm512_loadu_ps(p); }
+SELFSPEC_AVX512 inline __m512 load_lanes(const c10::BFloat16* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// e^x for x <= 0 (softmax after its maximum is taken off): 2^n 2^f, 2^f by its Taylor series to f^6 on
+// |f| <= 1/2 (relative error below 1e-7).
+SELFSPEC_AVX512 inline __m512 exp_lanes(__m512 x) {
+  const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(1.4426950409f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.5403530e-4f);
+  for (const float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.f}) {
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+  }
+  return _mm512_scalef_ps(p, n);
+}
+
+// rms_norms.rms_normed on a float row: x / hypot(|x|, epsilon_norm) * scaled_weight.
+void rms_normed(const float* x, const float* scaled_weight, float epsilon_norm, int64_t width, float* out) {
+  double squares = 0.0;
+  for (int64_t i = 0; i < width; ++i) squares += static_cast<double>(x[i]) * x[i];
+  const float inverse = static_cast<float>(1.0 / std::sqrt(squares + static_cast<double>(epsilon_norm) * epsilon_norm));
+  for (int64_t i = 0; i < width; ++i) out[i] = x[i] * inverse * scaled_weight[i];
+}
+
+// architectures.rotated on one head: x * cos + roll(x, d/2) * signed_sin.
+void rotate(float* x, const float* cos, const float* signed_sin, int64_t head_dim) {
+  float rolled[512];
+  const int64_t half = head_dim / 2;
+  for (int64_t i = 0; i < head_dim; ++i) rolled[i] = x[(i + half) % head_dim];
+  for (int64_t i = 0; i < head_dim; ++i) x[i] = x[i] * cos[i] + rolled[i] * signed_sin[i];
+}
+
+template <typename Scalar>
+void store_row(const float* from, int64_t width, Scalar* to) {
+  for (int64_t i = 0; i < width; ++i) to[i] = static_cast<Scalar>(from[i]);
+}
+
+// One query per head over `count` cached positions of its group's keys and values (rows `row_stride` apart):
+// softmax(q . k * scaling) . v, for the `per_group` query heads that share them.
+template <typename Scalar>
+SELFSPEC_AVX512 void attend_group(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
+                                  int64_t row_stride, int64_t count, int64_t head_dim, float scaling, float* out,
+                                  std::vector<float>& scores) {
+  scores.resize(per_group * count);
+  const int64_t chunks = head_dim / kLanes;
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* key = keys + p * row_stride;
+    for (int64_t h = 0; h < per_group; ++h) {
+      __m512 dot = _mm512_setzero_ps();
+      for (int64_t c = 0; c < chunks; ++c) {
+        dot = _mm512_fmadd_ps(_mm512_loadu_ps(queries + h * head_dim + c * kLanes), load_lanes(key + c * kLanes), dot);
+      }
+      scores[h * count + p] = _mm512_reduce_add_ps(dot) * scaling;
+    }
+  }
+  for (int64_t h = 0; h < per_group; ++h) {
+    float* row = scores.data() + h * count;
+    float largest = -INFINITY;
+    for (int64_t p = 0; p < count; ++p) largest = std::max(largest, row[p]);
+    __m512 total = _mm512_setzero_ps();
+    int64_t p = 0;
+    for (; p + kLanes <= count; p += kLanes) {
+      const __m512 e = exp_lanes(_mm512_sub_ps(_mm512_loadu_ps(row + p), _mm512_set1_ps(largest)));
+      _mm512_storeu_ps(row + p, e);
+      total = _mm512_add_ps(total, e);
+    }
+    float sum = _mm512_reduce_add_ps(total);
+    for (; p < count; ++p) row[p] = std::exp(row[p] - largest), sum += row[p];
+    for (p = 0; p < count; ++p) row[p] /= sum;
+  }
+  // Weighted values: every head's and chunk's sum at once, so the additions of one position do not wait on
+  // each other (up to 8 heads x 4 chunks of 16 lanes in registers; wider heads or groups loop).
+  constexpr int64_t kAccumulators = 32;
+  for (int64_t first = 0; first < per_group * chunks; first += kAccumulators) {
+    const int64_t count_here = std::min(kAccumulators, per_group * chunks - first);
+    __m512 acc[kAccumulators];
+    for (int64_t a = 0; a < count_here; ++a) acc[a] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < count; ++p) {
+      const Scalar* value = values + p * row_stride;
+      for (int64_t a = 0; a < count_here; ++a) {
+        const int64_t h = (first + a) / chunks, c = (first + a) % chunks;
+        acc[a] = _mm512_fmadd_ps(_mm512_set1_ps(scores[h * count + p]), load_lanes(value + c * kLanes), acc[a]);
+      }
+    }
+    for (int64_t a = 0; a < count_here; ++a) {
+      const int64_t h = (first + a) / chunks, c = (first + a) % chunks;
+      _mm512_storeu_ps(out + h * head_dim + c * kLanes, acc[a]);
+    }
+  }
+}
+
+const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+}  // namespace
+
+at::Tensor run_draft_token(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
+                           int64_t position, const std::vector<int64_t>& plan, const std::vector<at::Tensor>& norms,
+                           const std::vector<int64_t>& kinds, const std::vector<at::Tensor>& weights,
+                           const std::vector<at::Tensor>& scales,
+                           const std::vector<c10::optional<at::Tensor>>& biases, const std::vector<at::Tensor>& keys,
+                           const std::vector<at::Tensor>& values, const std::vector<at::Tensor>& lengths,
+                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t intermediate, double scaling) {
+  c10::InferenceMode inference;
+  const int64_t width = hidden.size(-1), per_group = heads / kv_heads;
+  const int64_t query_width = heads * head_dim, kv_width = kv_heads * head_dim;
+  TORCH_CHECK(hidden.numel() == width && head_dim % kLanes == 0 && head_dim <= 512 && heads % kv_heads == 0,
+              "one row, heads of a multiple of 16 up to 512 wide, whole groups");
+  TORCH_CHECK(norms.size() == 4 * plan.size() && weights.size() == 4 * plan.size(), "four norms and products a layer");
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t in = i % 4 == 1 ? query_width : i % 4 == 3 ? intermediate : width;
+    check_int8_dot(kinds[i], weights[i], scales[i], in);
+    TORCH_CHECK(!biases[i].has_value() || (biases[i]->scalar_type() == at::kFloat && biases[i]->is_contiguous()),
+                "float biases");
+  }
+  for (const at::Tensor& norm : norms) TORCH_CHECK(norm.scalar_type() == at::kFloat && norm.is_contiguous(), "float norms");
+  for (const at::Tensor& length : lengths) TORCH_CHECK(length.scalar_type() == at::kLong, "int64 cache lengths");
+  const at::Tensor rotary_cos = cos.to(at::kFloat).contiguous(), rotary_sin = signed_sin.to(at::kFloat).contiguous();
+  std::vector<float> stream(width), normed(std::max({width, query_width, intermediate})), qkv(query_width + 2 * kv_width),
+      attended(query_width), out(width), gate_up(2 * intermediate);
+  {
+    const at::Tensor row = hidden.to(at::kFloat).contiguous();
+    std::copy(floats(row), floats(row) + width, stream.begin());
+  }
+  auto product = [&](size_t index, const float* x, float* y) {
+    int8_dot_rows(kinds[index], x, 1, weights[index], scales[index], y);
+    if (biases[index].has_value()) {
+      const float* bias = floats(*biases[index]);
+      for (int64_t i = 0; i < biases[index]->numel(); ++i) y[i] += bias[i];
+    }
+  };
+  auto add_to_stream = [&](const float* x) { for (int64_t i = 0; i < width; ++i) stream[i] += x[i]; };
+  std::vector<std::vector<float>> scores(kv_heads);
+  for (size_t layer = 0; layer < plan.size(); ++layer) {
+    const at::Tensor* norm = &norms[4 * layer];
+    if (plan[layer] & 1) {
+      rms_normed(stream.data(), floats(norm[0]), floats(norm[1])[0], width, normed.data());
+      product(4 * layer, normed.data(), qkv.data());
+      for (int64_t h = 0; h < heads + kv_heads; ++h) {
+        rotate(qkv.data() + h * head_dim, floats(rotary_cos), floats(rotary_sin), head_dim);
+      }
+      const at::Tensor &layer_keys = keys[layer], &layer_values = values[layer];
+      TORCH_CHECK(layer_keys.stride(3) == 1 && layer_keys.stride(2) == head_dim && layer_keys.strides() == layer_values.strides() &&
+                      position < layer_keys.size(2),
+                  "a static cache layer with room at the position");
+      const int64_t head_stride = layer_keys.stride(1);
+      auto write_and_attend = [&](auto* key_base, auto* value_base) {
+        for (int64_t g = 0; g < kv_heads; ++g) {
+          store_row(qkv.data() + query_width + g * head_dim, head_dim, key_base + g * head_stride + position * head_dim);
+          store_row(qkv.data() + query_width + kv_width + g * head_dim, head_dim,
+                    value_base + g * head_stride + position * head_dim);
+        }
+        at::parallel_for(0, kv_heads, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t g = begin; g < end; ++g) {
+            attend_group(qkv.data() + g * per_group * head_dim, per_group, key_base + g * head_stride,
+                         value_base + g * head_stride, head_dim, position + 1, head_dim, static_cast<float>(scaling),
+                         attended.data() + g * per_group * head_dim, scores[g]);
+          }
+        });
+      };
+      if (layer_keys.scalar_type() == at::kFloat) {
+        write_and_attend(layer_keys.data_ptr<float>(), layer_values.data_ptr<float>());
+      } else {
+        TORCH_CHECK(layer_keys.scalar_type() == at::kBFloat16, "a float32 or bfloat16 cache");
+        write_and_attend(layer_keys.data_ptr<c10::BFloat16>(), layer_values.data_ptr<c10::BFloat16>());
+      }
+      lengths[layer].data_ptr<int64_t>()[0] += 1;
+      product(4 * layer + 1, attended.data(), out.data());
+      add_to_stream(out.data());
+    }
+    if (plan[layer] & 2) {
+      rms_normed(stream.data(), floats(norm[2]), floats(norm[3])[0], width, normed.data());
+      product(4 * layer + 2, normed.data(), gate_up.data());
+      for (int64_t i = 0; i < intermediate; ++i) {
+        const float gate = gate_up[i];
+        normed[i] = gate / (1.f + std::exp(-gate)) * gate_up[intermediate + i];  // silu(gate) * up
+      }
+      product(4 * layer + 3, normed.data(), out.data());
+      add_to_stream(out.data());
+    }
+  }
+  return at::from_blob(stream.data(), {1, width}, at::kFloat).to(hidden.scalar_type(), false, true);
+}

@@ -1,0 +1,185 @@
+// Low-bit products that run at memory speed on CPUs with 8-bit dot-product instructions (AVX512-VNNI): each
+// group of 32 activations is rounded to int8 with a scale of its own (as llama.cpp's Q8 blocks), and the weights'
+// 4- or 8-bit values multiply them as unsigned bytes, 64 products an instruction. torch's
+// _weight_int4pack_mm_for_cpu widens every weight to floating point instead, which makes a draft token's products
+// compute-bound on a small CPU (docs/BENCHMARKS.md). The rounding of the activations only moves a draft's
+// proposals: the full model verifies them.
+//
+// int4 layout (lowbit.pack_int4_for_int8_dot): blocks of 16 output rows; per block and group of 32 inputs, four
+// 64-byte chunks, one per 8 inputs, where bytes 4r..4r+3 hold row r's inputs 0..3 of the chunk in their low
+// nibbles and inputs 4..7 in their high nibbles, so one instruction serves 16 rows at once. Per block and group,
+// 16 scales then 16 zeros (float): weight = (q - 8) * scale + zero. int8 layout: see int8_block_product.
+#include "products.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <vector>
+
+#define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+namespace {
+
+constexpr int64_t kGroup = 32, kBlock = 16, kGroupBytes = kGroup * kBlock / 2, kInt8GroupBytes = kGroup * kBlock;
+constexpr int32_t kInt4Offset = 8, kInt8Offset = 128;  // the weights are stored as unsigned values plus these
+// Weights asked for this far ahead of their use: the hardware's own prefetcher ramps up too slowly over the few
+// hundred kilobytes of one product.
+constexpr int64_t kPrefetchBytes = 2048;
+
+// The activations, each group of 32 rounded to int8 against its largest magnitude.
+struct RoundedRows {
+  std::vector<int8_t> values;  // (rows, in)
+  std::vector<float> scale;    // (rows, groups): value = int8 * scale
+  std::vector<float> sum;      // (rows, groups): the sum of the group's activations as they were
+  std::vector<int32_t> total;  // (rows, groups): the sum of the group's int8 values (for the weights' offset)
+};
+
+template <typename Scalar>
+RoundedRows rounded_rows(const Scalar* data, int64_t numel) {
+  const int64_t count = numel / kGroup;
+  RoundedRows rows{std::vector<int8_t>(numel), std::vector<float>(count), std::vector<float>(count),
+                   std::vector<int32_t>(count)};
+  float v[kGroup];
+  for (int64_t group = 0; group < count; ++group) {
+    float largest = 0.f, sum = 0.f;
+    for (int64_t j = 0; j < kGroup; ++j) {
+      v[j] = static_cast<float>(data[group * kGroup + j]);
+      largest = std::max(largest, std::fabs(v[j])), sum += v[j];
+    }
+    const float inverse = largest > 0.f ? 127.f / largest : 0.f;
+    int32_t total = 0;
+    for (int64_t j = 0; j < kGroup; ++j) {
+      const int32_t rounded = static_cast<int32_t>(std::nearbyint(v[j] * inverse));
+      rows.values[group * kGroup + j] = static_cast<int8_t>(rounded);
+      total += rounded;
+    }
+    rows.scale[group] = largest / 127.f, rows.sum[group] = sum, rows.total[group] = total;
+  }
+  return rows;
+}
+
+template <typename Scalar>
+SELFSPEC_AVX512 void store_block(__m512 sums, Scalar* out) {
+  float values[kBlock];
+  _mm512_storeu_ps(values, sums);
+  for (int64_t r = 0; r < kBlock; ++r) out[r] = static_cast<Scalar>(values[r]);
+}
+
+// Every row of x against one block of 16 output rows: out[m, 16 block .. 16 block + 15].
+template <typename Scalar>
+SELFSPEC_AVX512 void block_product(const uint8_t* packed, const float* scales_and_zeros, const RoundedRows& x, int64_t rows,
+                   int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
+  const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+  const uint8_t* block_weights = packed + block * groups * kGroupBytes;
+  const float* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
+  for (int64_t m = 0; m < rows; ++m) {  // the block's weights stay in L1 from the second row on
+    const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
+    __m512 scaled = _mm512_setzero_ps(), zeros = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* w = block_weights + g * kGroupBytes;
+      const int32_t* a = words + g * (kGroup / 4);  // four int8 activations a word
+      __m512i low = _mm512_setzero_si512(), high = _mm512_setzero_si512();
+      for (int c = 0; c < 4; ++c) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + 64 * c), _MM_HINT_T0);
+      for (int c = 0; c < 4; ++c) {
+        const __m512i chunk = _mm512_loadu_si512(w + 64 * c);
+        low = _mm512_dpbusd_epi32(low, _mm512_and_si512(chunk, low_nibbles), _mm512_set1_epi32(a[2 * c]));
+        high = _mm512_dpbusd_epi32(high, _mm512_and_si512(_mm512_srli_epi16(chunk, 4), low_nibbles),
+                                   _mm512_set1_epi32(a[2 * c + 1]));
+      }
+      const int64_t at = m * groups + g;
+      const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(low, high), _mm512_set1_epi32(kInt4Offset * x.total[at]));
+      const __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(block_scales + g * 2 * kBlock), _mm512_set1_ps(x.scale[at]));
+      scaled = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), scaled);
+      zeros = _mm512_fmadd_ps(_mm512_loadu_ps(block_scales + g * 2 * kBlock + kBlock), _mm512_set1_ps(x.sum[at]), zeros);
+    }
+    store_block(_mm512_add_ps(scaled, zeros), out + m * out_features + block * kBlock);
+  }
+}
+
+// The int8 weights' form of block_product: per group of 32 inputs, eight 64-byte chunks of 4 inputs, row r's
+// bytes 4r..4r+3 holding its weights plus 128 (unsigned bytes, as the instruction takes them); one scale a row.
+template <typename Scalar>
+SELFSPEC_AVX512 void int8_block_product(const uint8_t* packed, const float* row_scales, const RoundedRows& x,
+                                        int64_t rows, int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
+  const uint8_t* block_weights = packed + block * groups * kInt8GroupBytes;
+  const __m512 scale = _mm512_loadu_ps(row_scales + block * kBlock);
+  for (int64_t m = 0; m < rows; ++m) {
+    const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* w = block_weights + g * kInt8GroupBytes;
+      const int32_t* a = words + g * (kGroup / 4);
+      for (int c = 0; c < 8; ++c) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + 64 * c), _MM_HINT_T0);
+      __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+      for (int c = 0; c < 8; c += 2) {
+        even = _mm512_dpbusd_epi32(even, _mm512_loadu_si512(w + 64 * c), _mm512_set1_epi32(a[c]));
+        odd = _mm512_dpbusd_epi32(odd, _mm512_loadu_si512(w + 64 * (c + 1)), _mm512_set1_epi32(a[c + 1]));
+      }
+      const int64_t at = m * groups + g;
+      const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(even, odd), _mm512_set1_epi32(kInt8Offset * x.total[at]));
+      sum = _mm512_fmadd_ps(_mm512_set1_ps(x.scale[at]), _mm512_cvtepi32_ps(dot), sum);
+    }
+    store_block(_mm512_mul_ps(sum, scale), out + m * out_features + block * kBlock);
+  }
+}
+
+bool has_int8_dot() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+}  // namespace
+
+void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& scales, int64_t in_features) {
+  TORCH_CHECK(has_int8_dot(), "this CPU has no AVX512-VNNI 8-bit dot products");
+  const int64_t group_bytes = kind == kInt4Int8Dot ? kGroupBytes : kInt8GroupBytes;
+  TORCH_CHECK((kind == kInt4Int8Dot || kind == kInt8Int8Dot) && packed.dim() == 3 && packed.size(2) == group_bytes &&
+                  packed.is_contiguous() && packed.scalar_type() == at::kByte && scales.is_contiguous() &&
+                  scales.scalar_type() == at::kFloat,
+              "weights packed by lowbit.pack_int4_for_int8_dot or pack_int8_for_int8_dot");
+  TORCH_CHECK(in_features == packed.size(1) * kGroup, "the input has ", in_features, " features; the weights take ",
+              packed.size(1) * kGroup);
+}
+
+namespace {
+
+template <typename Scalar>
+void int8_dot(int64_t kind, const Scalar* x, int64_t rows, const at::Tensor& packed, const at::Tensor& scales,
+              Scalar* out) {
+  const int64_t blocks = packed.size(0), groups = packed.size(1);
+  const RoundedRows rounded = rounded_rows(x, rows * groups * kGroup);
+  const uint8_t* weights = packed.data_ptr<uint8_t>();
+  const float* scale = scales.data_ptr<float>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      if (kind == kInt4Int8Dot) {
+        block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
+      } else {
+        int8_block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void int8_dot_rows(int64_t kind, const float* x, int64_t rows, const at::Tensor& packed, const at::Tensor& scales,
+                   float* out) {
+  int8_dot(kind, x, rows, packed, scales, out);
+}
+
+at::Tensor int8_dot_mm(int64_t kind, const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales) {
+  TORCH_CHECK(x.dim() == 2, "rows of activations");
+  check_int8_dot(kind, packed, scales, x.size(1));
+  const at::Tensor input = x.contiguous();
+  at::Tensor out = at::empty({x.size(0), packed.size(0) * kBlock}, input.options());
+  if (x.size(0) == 0) return out;
+  if (input.scalar_type() == at::kFloat) {
+    int8_dot(kind, input.data_ptr<float>(), x.size(0), packed, scales, out.data_ptr<float>());
+  } else {
+    TORCH_CHECK(input.scalar_type() == at::kBFloat16, "float32 or bfloat16 activations");
+    int8_dot(kind, input.data_ptr<c10::BFloat16>(), x.size(0), packed, scales, out.data_ptr<c10::BFloat16>());
+  }
+  return out;
+}

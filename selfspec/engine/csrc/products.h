@@ -1,0 +1,16 @@
+// Products of the engine's C++ extension that the layer loops call too (int8_dot_products.cpp).
+#pragma once
+#include <torch/extension.h>
+
+// Low-bit weights times activations rounded to int8 per group of 32, by 8-bit dot instructions, by kind (the
+// numbers lowbit.py gives them): int4 weights in lowbit.pack_int4_for_int8_dot's layout with per-group scales and
+// zeros, or int8 weights in pack_int8_for_int8_dot's with a scale a row.
+constexpr int64_t kInt4Int8Dot = 2, kInt8Int8Dot = 3;
+
+// x (rows, in) float or bfloat16: (rows, out) in x's dtype.
+at::Tensor int8_dot_mm(int64_t kind, const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales);
+// The same on raw float rows (x: rows x in, out: rows x out), for loops that keep their activations in buffers.
+void int8_dot_rows(int64_t kind, const float* x, int64_t rows, const at::Tensor& packed, const at::Tensor& scales,
+                   float* out);
+// Refuses weights not packed so, or a CPU without the instructions.
+void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& scales, int64_t in_features);
