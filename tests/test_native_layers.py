@@ -29,9 +29,11 @@ PLAIN = list(PLAIN_LLAMA_MODEL_TYPES)  # the families whose draft layers are fus
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = {"float32": [{"int4": "int4pack-bfloat16", "int8": "int8pack-bfloat16"},
                        {"int4": "int4pack-float32", "int8": "int8pack"},
-                       {"int4": "int4-int8dot", "int8": "int8-int8dot"}],
+                       {"int4": "int4-int8dot", "int8": "int8-int8dot"},
+                       {"int4": "int4-int8dot-avx2", "int8": "int8-int8dot-avx2"}],
            "bfloat16": [{"int4": "int4pack-bfloat16", "int8": "int8pack-bfloat16"},
-                        {"int4": "int4-int8dot", "int8": "int8-int8dot"}]}
+                        {"int4": "int4-int8dot", "int8": "int8-int8dot"},
+                        {"int4": "int4-int8dot-avx2", "int8": "int8-int8dot-avx2"}]}
 EIGHT_BIT_DOT = {"int4": "int4-int8dot", "int8": "int8-int8dot"}
 
 
@@ -89,6 +91,7 @@ def test_the_cpp_loop_computes_the_python_loops_values_bit_for_bit(extension, ar
                 draft = DraftModel(model, profile, weights=weights, kernels=kernels | {"attention": query_form})
                 assert draft.walk._native is not None, "a fused CPU draft runs the C++ loop"
                 reference = python_twin(draft)
+                draft = _aten_twin(draft)  # its loop of ATen operations (the buffers path is tested below)
                 with torch.inference_mode():
                     cache = engine.new_cache(n, 8, 4)
                     engine.full(prompt, 0, cache, last_only=True)
@@ -287,21 +290,23 @@ def _aten_twin(draft: DraftModel) -> DraftModel:
     return twin
 
 
+@pytest.mark.parametrize("instructions", ["", "-avx2"])
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-3), ("bfloat16", 0.05)])
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 @pytest.mark.parametrize("arch", PLAIN)
-def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, arch, weights, dtype, tolerance):
+def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, arch, weights, dtype, tolerance,
+                                                                   instructions):
     """Where every product is an 8-bit dot product, one draft token runs in buffers (csrc/draft_token.cpp): the
     same logits as the loop of ATen operations up to rounding (its stream stays in float32, its attention and
     activations are loops of its own), the same keys and values written at the same position, nothing else in
-    the cache touched. Heads 16 wide: the narrowest the buffers take."""
+    the cache touched. Heads 16 wide: two of its 8-lane chunks."""
     model = tiny_model(arch, hidden_size=64, head_dim=16).to(getattr(torch, dtype))
     layers = model.config.num_hidden_layers
     engine = Engine(model, choose_kernels=False)
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 11, 90, 3, 14, 15, 92, 65, 35]])
     n = prompt.shape[1]
     for profile in (SkipProfile(layers), SkipProfile(layers, attn=[1], mlp=[0, 3])):
-        kernels = {kind: name for kind, name in EIGHT_BIT_DOT.items() if kind in ("int8", weights)}
+        kernels = {kind: name + instructions for kind, name in EIGHT_BIT_DOT.items() if kind in ("int8", weights)}
         draft = DraftModel(model, profile, weights=weights, kernels=kernels)
         assert draft.walk.layer_loop == "c++ in buffers"
         reference = _aten_twin(draft)

@@ -32,9 +32,10 @@ from selfspec.engine.native_build import native_extension
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 DRAFT_WEIGHTS = ("full", "int8", "int4")
-# The product kinds csrc/layer_loops.cpp makes (the last two: csrc/products.h).
-NATIVE_INT4PACK_CPU, NATIVE_INT8PACK, NATIVE_INT4_INT8_DOT, NATIVE_INT8_INT8_DOT = 0, 1, 2, 3
-INT8_DOT_KINDS = (NATIVE_INT4_INT8_DOT, NATIVE_INT8_INT8_DOT)
+# The product kinds csrc/layer_loops.cpp makes: torch's two, then the 8-bit dot products (csrc/products.h) by
+# weight bits and instructions.
+NATIVE_INT4PACK_CPU, NATIVE_INT8PACK = 0, 1
+INT8_DOT_KINDS = {(4, "vnni"): 2, (8, "vnni"): 3, (4, "avx2"): 4, (8, "avx2"): 5}
 
 
 # --- quantisation ---------------------------------------------------------------------------------
@@ -186,22 +187,30 @@ def pack_int8_for_int8_dot(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.
     return unsigned.permute(0, 2, 3, 1, 4).reshape(blocks, groups, -1).contiguous(), scale.float().contiguous()
 
 
-def _int8_dot(linear: nn.Linear, bits: int) -> LowBitLinear:
+def _int8_dot(linear: nn.Linear, bits: int, instructions: str) -> LowBitLinear:
     """int4 or int8 weights times activations rounded to int8 per group of 32, by 8-bit dot instructions
-    (csrc/int8_dot_products.cpp): at memory speed where torch's int4 product widens every weight to floats."""
+    (csrc/int8_dot_products.cpp: "vnni", AVX512-VNNI, or "avx2"): at memory speed where torch's int4 product
+    widens every weight to floats."""
     extension = native_extension()
     if extension is None or linear.weight.device.type != "cpu":
         raise RuntimeError("the 8-bit dot products need the C++ extension, on a CPU")
     if linear.in_features % INT4_GROUP or linear.out_features % INT8_DOT_BLOCK:
         raise RuntimeError(f"the 8-bit dot products take {INT8_DOT_BLOCK}-row blocks of {INT4_GROUP}-input groups")
+    kind = INT8_DOT_KINDS[bits, instructions]
     if bits == 4:
-        kind, (packed, scales) = NATIVE_INT4_INT8_DOT, pack_int4_for_int8_dot(*quantize_int4(linear.weight, INT4_GROUP))
+        packed, scales = pack_int4_for_int8_dot(*quantize_int4(linear.weight, INT4_GROUP))
     else:
-        kind, (packed, scales) = NATIVE_INT8_INT8_DOT, pack_int8_for_int8_dot(*quantize_int8(linear.weight))
+        packed, scales = pack_int8_for_int8_dot(*quantize_int8(linear.weight))
     product = lambda x: extension.int8_dot_mm(kind, x, packed, scales)  # noqa: E731
     product(torch.zeros(1, linear.in_features))  # raises on a CPU without the instructions
-    return LowBitLinear(linear, f"int{bits}-int8dot", product, {"packed": packed, "scales": scales},
-                        _nbytes(packed, scales), (kind, packed, scales, INT4_GROUP))
+    name = f"int{bits}-int8dot" + ("" if instructions == "vnni" else f"-{instructions}")
+    return LowBitLinear(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales),
+                        (kind, packed, scales, INT4_GROUP))
+
+
+def _int8_dot_builders(bits: int) -> dict[str, Callable]:
+    return {f"int{bits}-int8dot": lambda lin: _int8_dot(lin, bits, "vnni"),
+            f"int{bits}-int8dot-avx2": lambda lin: _int8_dot(lin, bits, "avx2")}
 
 
 def _int4_dequantize(linear: nn.Linear) -> LowBitLinear:
@@ -227,13 +236,13 @@ def kernel_builders(weights: str, dtype: torch.dtype, device: torch.device) -> d
         if dtype != torch.bfloat16:
             builders["int8pack"] = lambda lin: _int8pack(lin, None)
         if device.type == "cpu":
-            builders["int8-int8dot"] = lambda lin: _int8_dot(lin, 8)
+            builders |= _int8_dot_builders(8)
         builders["int8-dequantize"] = _int8_dequantize
         return builders
     if weights == "int4":
         builders = {"int4pack-bfloat16": lambda lin: _int4pack(lin, torch.bfloat16)}
         if device.type == "cpu":
-            builders["int4-int8dot"] = lambda lin: _int8_dot(lin, 4)
+            builders |= _int8_dot_builders(4)
         if device.type == "cpu" and dtype == torch.float32:
             builders["int4pack-float32"] = lambda lin: _int4pack(lin, torch.float32)
         builders["int4-dequantize"] = _int4_dequantize
@@ -280,7 +289,7 @@ def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]
     key = f"draft-linear:{weights}:{dtype_name(linear.weight.dtype)}:{linear.out_features}x{linear.in_features}"
     # Where every product of a fused layer is an 8-bit dot product, a draft token runs in buffers
     # (native_layers.DraftLayers), which saves more than a near-tie of one product: another kernel must win clearly.
-    usual = next((name for name in candidates if name.endswith("-int8dot")), None)
+    usual = next((name for name in candidates if "-int8dot" in name), None)
     with torch.inference_mode():
         return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent=usual, margin=INT8_DOT_MARGIN).name
 

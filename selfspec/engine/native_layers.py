@@ -43,8 +43,8 @@ class DraftLayers:
         first = fused[0]
         self._shape = (first.query_heads, first.groups, first.head_dim, first.scaling, first.packs_one_query)
         # One token in buffers (csrc/draft_token.cpp) where every product is an 8-bit dot product.
-        self._in_buffers = (all(kind in INT8_DOT_KINDS for kind in self._kinds)
-                            and first.head_dim % 16 == 0 and first.head_dim <= 512)
+        self._in_buffers = (all(kind in INT8_DOT_KINDS.values() for kind in self._kinds)
+                            and first.head_dim % 8 == 0 and first.head_dim <= 512)
         if self._in_buffers:
             self._float_norms = [t.float().contiguous() for t in self._norms]
             self._float_biases = [None if b is None else b.detach().float().contiguous() for b in self._biases]

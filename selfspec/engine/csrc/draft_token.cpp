@@ -13,29 +13,37 @@
 #include <cmath>
 #include <vector>
 
-#define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
+// AVX2 (8 lanes), which every CPU with the 8-bit dot products has: attention is a small share of the token.
+#define SELFSPEC_AVX2 __attribute__((target("avx2,fma")))
 
 namespace {
 
-constexpr int64_t kLanes = 16;
+constexpr int64_t kLanes = 8;
 
-SELFSPEC_AVX512 inline __m512 load_lanes(const float* p) { return _mm512_loadu_ps(p); }
-SELFSPEC_AVX512 inline __m512 load_lanes(const c10::BFloat16* p) {
-  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+SELFSPEC_AVX2 inline __m256 load_lanes(const float* p) { return _mm256_loadu_ps(p); }
+SELFSPEC_AVX2 inline __m256 load_lanes(const c10::BFloat16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+
+SELFSPEC_AVX2 inline float lane_sum(__m256 v) {
+  const __m128 halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
 }
 
 // e^x for x <= 0 (softmax after its maximum is taken off): 2^n 2^f, 2^f by its Taylor series to f^6 on
-// |f| <= 1/2 (relative error below 1e-7).
-SELFSPEC_AVX512 inline __m512 exp_lanes(__m512 x) {
-  const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(1.4426950409f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.5403530e-4f);
+// |f| <= 1/2 (relative error below 1e-7), 2^n built in the exponent bits (n >= -126: e^-87 is zero enough).
+SELFSPEC_AVX2 inline __m256 exp_lanes(__m256 x) {
+  const __m256 t = _mm256_mul_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(1.4426950409f));
+  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(t, n);
+  __m256 p = _mm256_set1_ps(1.5403530e-4f);
   for (const float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.f}) {
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
   }
-  return _mm512_scalef_ps(p, n);
+  const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(power));
 }
 
 // rms_norms.rms_normed on a float row: x / hypot(|x|, epsilon_norm) * scaled_weight.
@@ -62,7 +70,7 @@ void store_row(const float* from, int64_t width, Scalar* to) {
 // One query per head over `count` cached positions of its group's keys and values (rows `row_stride` apart):
 // softmax(q . k * scaling) . v, for the `per_group` query heads that share them.
 template <typename Scalar>
-SELFSPEC_AVX512 void attend_group(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
+SELFSPEC_AVX2 void attend_group(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
                                   int64_t row_stride, int64_t count, int64_t head_dim, float scaling, float* out,
                                   std::vector<float>& scores) {
   scores.resize(per_group * count);
@@ -70,45 +78,45 @@ SELFSPEC_AVX512 void attend_group(const float* queries, int64_t per_group, const
   for (int64_t p = 0; p < count; ++p) {
     const Scalar* key = keys + p * row_stride;
     for (int64_t h = 0; h < per_group; ++h) {
-      __m512 dot = _mm512_setzero_ps();
+      __m256 dot = _mm256_setzero_ps();
       for (int64_t c = 0; c < chunks; ++c) {
-        dot = _mm512_fmadd_ps(_mm512_loadu_ps(queries + h * head_dim + c * kLanes), load_lanes(key + c * kLanes), dot);
+        dot = _mm256_fmadd_ps(_mm256_loadu_ps(queries + h * head_dim + c * kLanes), load_lanes(key + c * kLanes), dot);
       }
-      scores[h * count + p] = _mm512_reduce_add_ps(dot) * scaling;
+      scores[h * count + p] = lane_sum(dot) * scaling;
     }
   }
   for (int64_t h = 0; h < per_group; ++h) {
     float* row = scores.data() + h * count;
     float largest = -INFINITY;
     for (int64_t p = 0; p < count; ++p) largest = std::max(largest, row[p]);
-    __m512 total = _mm512_setzero_ps();
+    __m256 total = _mm256_setzero_ps();
     int64_t p = 0;
     for (; p + kLanes <= count; p += kLanes) {
-      const __m512 e = exp_lanes(_mm512_sub_ps(_mm512_loadu_ps(row + p), _mm512_set1_ps(largest)));
-      _mm512_storeu_ps(row + p, e);
-      total = _mm512_add_ps(total, e);
+      const __m256 e = exp_lanes(_mm256_sub_ps(_mm256_loadu_ps(row + p), _mm256_set1_ps(largest)));
+      _mm256_storeu_ps(row + p, e);
+      total = _mm256_add_ps(total, e);
     }
-    float sum = _mm512_reduce_add_ps(total);
+    float sum = lane_sum(total);
     for (; p < count; ++p) row[p] = std::exp(row[p] - largest), sum += row[p];
     for (p = 0; p < count; ++p) row[p] /= sum;
   }
   // Weighted values: every head's and chunk's sum at once, so the additions of one position do not wait on
-  // each other (up to 8 heads x 4 chunks of 16 lanes in registers; wider heads or groups loop).
-  constexpr int64_t kAccumulators = 32;
+  // each other (up to 12 sums of 8 lanes in registers; wider heads or groups loop).
+  constexpr int64_t kAccumulators = 12;
   for (int64_t first = 0; first < per_group * chunks; first += kAccumulators) {
     const int64_t count_here = std::min(kAccumulators, per_group * chunks - first);
-    __m512 acc[kAccumulators];
-    for (int64_t a = 0; a < count_here; ++a) acc[a] = _mm512_setzero_ps();
+    __m256 acc[kAccumulators];
+    for (int64_t a = 0; a < count_here; ++a) acc[a] = _mm256_setzero_ps();
     for (int64_t p = 0; p < count; ++p) {
       const Scalar* value = values + p * row_stride;
       for (int64_t a = 0; a < count_here; ++a) {
         const int64_t h = (first + a) / chunks, c = (first + a) % chunks;
-        acc[a] = _mm512_fmadd_ps(_mm512_set1_ps(scores[h * count + p]), load_lanes(value + c * kLanes), acc[a]);
+        acc[a] = _mm256_fmadd_ps(_mm256_set1_ps(scores[h * count + p]), load_lanes(value + c * kLanes), acc[a]);
       }
     }
     for (int64_t a = 0; a < count_here; ++a) {
       const int64_t h = (first + a) / chunks, c = (first + a) % chunks;
-      _mm512_storeu_ps(out + h * head_dim + c * kLanes, acc[a]);
+      _mm256_storeu_ps(out + h * head_dim + c * kLanes, acc[a]);
     }
   }
 }
@@ -128,7 +136,7 @@ at::Tensor run_draft_token(const at::Tensor& hidden, const at::Tensor& cos, cons
   const int64_t width = hidden.size(-1), per_group = heads / kv_heads;
   const int64_t query_width = heads * head_dim, kv_width = kv_heads * head_dim;
   TORCH_CHECK(hidden.numel() == width && head_dim % kLanes == 0 && head_dim <= 512 && heads % kv_heads == 0,
-              "one row, heads of a multiple of 16 up to 512 wide, whole groups");
+              "one row, heads of a multiple of 8 up to 512 wide, whole groups");
   TORCH_CHECK(norms.size() == 4 * plan.size() && weights.size() == 4 * plan.size(), "four norms and products a layer");
   for (size_t i = 0; i < weights.size(); ++i) {
     const int64_t in = i % 4 == 1 ? query_width : i % 4 == 3 ? intermediate : width;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define SELFSPEC_AVX2 __attribute__((target("avx2,fma")))
 
 namespace {
 
@@ -124,19 +125,103 @@ SELFSPEC_AVX512 void int8_block_product(const uint8_t* packed, const float* row_
   }
 }
 
-bool has_int8_dot() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vnni");
+// The same two products for CPUs with AVX2 but no 8-bit dot instruction (AMD Zen 2/3, older Intel): each
+// 256-bit half of a 64-byte chunk holds 8 of the block's rows, and a pair of instructions (unsigned-by-signed
+// byte products summed in pairs, then in fours) does what one dot instruction does.
+SELFSPEC_AVX2 inline __m256i dot_fours(__m256i unsigned_bytes, __m256i signed_bytes) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
 }
+
+template <typename Scalar>
+SELFSPEC_AVX2 void store_halves(__m256 low, __m256 high, Scalar* out) {
+  float values[kBlock];
+  _mm256_storeu_ps(values, low);
+  _mm256_storeu_ps(values + kBlock / 2, high);
+  for (int64_t r = 0; r < kBlock; ++r) out[r] = static_cast<Scalar>(values[r]);
+}
+
+template <typename Scalar>
+SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const float* scales_and_zeros, const RoundedRows& x,
+                                      int64_t rows, int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
+  const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
+  const uint8_t* block_weights = packed + block * groups * kGroupBytes;
+  const float* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
+  for (int64_t m = 0; m < rows; ++m) {
+    const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
+    __m256 sums[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* w = block_weights + g * kGroupBytes;
+      const int32_t* a = words + g * (kGroup / 4);
+      const int64_t at = m * groups + g;
+      for (int half = 0; half < 2; ++half) {
+        __m256i dot = _mm256_set1_epi32(-kInt4Offset * x.total[at]);
+        for (int c = 0; c < 4; ++c) {
+          const __m256i chunk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32 * half));
+          dot = _mm256_add_epi32(dot, dot_fours(_mm256_and_si256(chunk, low_nibbles), _mm256_set1_epi32(a[2 * c])));
+          dot = _mm256_add_epi32(dot, dot_fours(_mm256_and_si256(_mm256_srli_epi16(chunk, 4), low_nibbles),
+                                                _mm256_set1_epi32(a[2 * c + 1])));
+        }
+        const float* scale = block_scales + g * 2 * kBlock + 8 * half;
+        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(scale), _mm256_set1_ps(x.scale[at])),
+                                     _mm256_cvtepi32_ps(dot), sums[half]);
+        sums[half] = _mm256_fmadd_ps(_mm256_loadu_ps(scale + kBlock), _mm256_set1_ps(x.sum[at]), sums[half]);
+      }
+    }
+    store_halves(sums[0], sums[1], out + m * out_features + block * kBlock);
+  }
+}
+
+// int8 weights: the stored byte less 128 is the signed weight; its magnitude times the activation signed by it
+// keeps every pair's sum within 16 bits, which the unsigned-by-signed instruction needs.
+template <typename Scalar>
+SELFSPEC_AVX2 void int8_block_product_avx2(const uint8_t* packed, const float* row_scales, const RoundedRows& x,
+                                           int64_t rows, int64_t groups, int64_t block, Scalar* out,
+                                           int64_t out_features) {
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const uint8_t* block_weights = packed + block * groups * kInt8GroupBytes;
+  for (int64_t m = 0; m < rows; ++m) {
+    const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
+    __m256 sums[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* w = block_weights + g * kInt8GroupBytes;
+      const int32_t* a = words + g * (kGroup / 4);
+      const int64_t at = m * groups + g;
+      for (int half = 0; half < 2; ++half) {
+        __m256i dot = _mm256_setzero_si256();
+        for (int c = 0; c < 8; ++c) {
+          const __m256i weights = _mm256_xor_si256(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32 * half)), flip);
+          const __m256i activations = _mm256_sign_epi8(_mm256_set1_epi32(a[c]), weights);
+          dot = _mm256_add_epi32(dot, dot_fours(_mm256_abs_epi8(weights), activations));
+        }
+        sums[half] = _mm256_fmadd_ps(_mm256_set1_ps(x.scale[at]), _mm256_cvtepi32_ps(dot), sums[half]);
+      }
+    }
+    const float* scale = row_scales + block * kBlock;
+    store_halves(_mm256_mul_ps(sums[0], _mm256_loadu_ps(scale)), _mm256_mul_ps(sums[1], _mm256_loadu_ps(scale + 8)),
+                 out + m * out_features + block * kBlock);
+  }
+}
+
+bool has_instructions(int64_t kind) {
+  if (kind == kInt4Int8Dot || kind == kInt8Int8Dot) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+  }
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+bool takes_int4(int64_t kind) { return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2; }
 
 }  // namespace
 
 void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& scales, int64_t in_features) {
-  TORCH_CHECK(has_int8_dot(), "this CPU has no AVX512-VNNI 8-bit dot products");
-  const int64_t group_bytes = kind == kInt4Int8Dot ? kGroupBytes : kInt8GroupBytes;
-  TORCH_CHECK((kind == kInt4Int8Dot || kind == kInt8Int8Dot) && packed.dim() == 3 && packed.size(2) == group_bytes &&
-                  packed.is_contiguous() && packed.scalar_type() == at::kByte && scales.is_contiguous() &&
-                  scales.scalar_type() == at::kFloat,
+  TORCH_CHECK(kind >= kInt4Int8Dot && kind <= kInt8Int8DotAvx2, "no 8-bit dot product of kind ", kind);
+  TORCH_CHECK(has_instructions(kind), "this CPU lacks the instructions of 8-bit dot product kind ", kind,
+              kind == kInt4Int8Dot || kind == kInt8Int8Dot ? " (AVX512-VNNI)" : " (AVX2)");
+  const int64_t group_bytes = takes_int4(kind) ? kGroupBytes : kInt8GroupBytes;
+  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == group_bytes && packed.is_contiguous() &&
+                  packed.scalar_type() == at::kByte && scales.is_contiguous() && scales.scalar_type() == at::kFloat,
               "weights packed by lowbit.pack_int4_for_int8_dot or pack_int8_for_int8_dot");
   TORCH_CHECK(in_features == packed.size(1) * kGroup, "the input has ", in_features, " features; the weights take ",
               packed.size(1) * kGroup);
@@ -153,10 +238,13 @@ void int8_dot(int64_t kind, const Scalar* x, int64_t rows, const at::Tensor& pac
   const float* scale = scales.data_ptr<float>();
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
-      if (kind == kInt4Int8Dot) {
-        block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
-      } else {
-        int8_block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
+      switch (kind) {
+        case kInt4Int8Dot: block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock); break;
+        case kInt8Int8Dot: int8_block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock); break;
+        case kInt4Int8DotAvx2:
+          block_product_avx2(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
+          break;
+        default: int8_block_product_avx2(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
       }
     }
   });

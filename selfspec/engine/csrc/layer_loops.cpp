@@ -31,9 +31,7 @@ struct Products {
     switch (kinds[index]) {
       case kInt4PackCpu: y = at::_weight_int4pack_mm_for_cpu(in_scale_dtype(), weights[index], groups[index], scale); break;
       case kInt8Pack: y = at::_weight_int8pack_mm(in_scale_dtype(), weights[index], scale); break;
-      case kInt4Int8Dot:
-      case kInt8Int8Dot: y = int8_dot_mm(kinds[index], x, weights[index], scale); break;
-      default: TORCH_CHECK(false, "no low-bit product of kind ", kinds[index]);
+      default: y = int8_dot_mm(kinds[index], x, weights[index], scale);  // it refuses a kind it does not make
     }
     const auto& bias = biases[index];
     return bias.has_value() ? y + *bias : y;

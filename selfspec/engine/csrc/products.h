@@ -4,8 +4,8 @@
 
 // Low-bit weights times activations rounded to int8 per group of 32, by 8-bit dot instructions, by kind (the
 // numbers lowbit.py gives them): int4 weights in lowbit.pack_int4_for_int8_dot's layout with per-group scales and
-// zeros, or int8 weights in pack_int8_for_int8_dot's with a scale a row.
-constexpr int64_t kInt4Int8Dot = 2, kInt8Int8Dot = 3;
+// zeros, or int8 weights in pack_int8_for_int8_dot's with a scale a row; by AVX512-VNNI, or by AVX2.
+constexpr int64_t kInt4Int8Dot = 2, kInt8Int8Dot = 3, kInt4Int8DotAvx2 = 4, kInt8Int8DotAvx2 = 5;
 
 // x (rows, in) float or bfloat16: (rows, out) in x's dtype.
 at::Tensor int8_dot_mm(int64_t kind, const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales);
