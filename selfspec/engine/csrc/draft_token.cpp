@@ -19,6 +19,7 @@
 namespace {
 
 constexpr int64_t kLanes = 8;
+constexpr int64_t kPositionsToSplit = 64;  // a group's positions are split between the threads from this many on
 
 SELFSPEC_AVX2 inline __m256 load_lanes(const float* p) { return _mm256_loadu_ps(p); }
 SELFSPEC_AVX2 inline __m256 load_lanes(const c10::BFloat16* p) {
@@ -67,16 +68,18 @@ void store_row(const float* from, int64_t width, Scalar* to) {
   for (int64_t i = 0; i < width; ++i) to[i] = static_cast<Scalar>(from[i]);
 }
 
-// One query per head over `count` cached positions of its group's keys and values (rows `row_stride` apart):
-// softmax(q . k * scaling) . v, for the `per_group` query heads that share them.
+// One query per head over cached positions [begin, end) of its group's keys and values (rows `row_stride` apart),
+// for the `per_group` query heads that share them: each head's largest score, the sum of e^(score - largest), and
+// the values weighted by those exponentials (not yet divided by the sum), so that parts over other positions can
+// be merged (merge_parts).
 template <typename Scalar>
-SELFSPEC_AVX2 void attend_group(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
-                                  int64_t row_stride, int64_t count, int64_t head_dim, float scaling, float* out,
-                                  std::vector<float>& scores) {
+SELFSPEC_AVX2 void attend_part(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
+                               int64_t row_stride, int64_t begin, int64_t end, int64_t head_dim, float scaling,
+                               float* weighted, float* largest, float* sums, std::vector<float>& scores) {
+  const int64_t count = end - begin, chunks = head_dim / kLanes;
   scores.resize(per_group * count);
-  const int64_t chunks = head_dim / kLanes;
   for (int64_t p = 0; p < count; ++p) {
-    const Scalar* key = keys + p * row_stride;
+    const Scalar* key = keys + (begin + p) * row_stride;
     for (int64_t h = 0; h < per_group; ++h) {
       __m256 dot = _mm256_setzero_ps();
       for (int64_t c = 0; c < chunks; ++c) {
@@ -87,38 +90,48 @@ SELFSPEC_AVX2 void attend_group(const float* queries, int64_t per_group, const S
   }
   for (int64_t h = 0; h < per_group; ++h) {
     float* row = scores.data() + h * count;
-    float largest = -INFINITY;
-    for (int64_t p = 0; p < count; ++p) largest = std::max(largest, row[p]);
+    float top = -INFINITY;
+    for (int64_t p = 0; p < count; ++p) top = std::max(top, row[p]);
     __m256 total = _mm256_setzero_ps();
     int64_t p = 0;
     for (; p + kLanes <= count; p += kLanes) {
-      const __m256 e = exp_lanes(_mm256_sub_ps(_mm256_loadu_ps(row + p), _mm256_set1_ps(largest)));
+      const __m256 e = exp_lanes(_mm256_sub_ps(_mm256_loadu_ps(row + p), _mm256_set1_ps(top)));
       _mm256_storeu_ps(row + p, e);
       total = _mm256_add_ps(total, e);
     }
     float sum = lane_sum(total);
-    for (; p < count; ++p) row[p] = std::exp(row[p] - largest), sum += row[p];
-    for (p = 0; p < count; ++p) row[p] /= sum;
+    for (; p < count; ++p) row[p] = std::exp(row[p] - top), sum += row[p];
+    largest[h] = top, sums[h] = sum;
   }
-  // Weighted values: every head's and chunk's sum at once, so the additions of one position do not wait on
-  // each other (up to 12 sums of 8 lanes in registers; wider heads or groups loop).
-  constexpr int64_t kAccumulators = 12;
-  for (int64_t first = 0; first < per_group * chunks; first += kAccumulators) {
-    const int64_t count_here = std::min(kAccumulators, per_group * chunks - first);
-    __m256 acc[kAccumulators];
-    for (int64_t a = 0; a < count_here; ++a) acc[a] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < count; ++p) {
-      const Scalar* value = values + p * row_stride;
-      for (int64_t a = 0; a < count_here; ++a) {
-        const int64_t h = (first + a) / chunks, c = (first + a) % chunks;
-        acc[a] = _mm256_fmadd_ps(_mm256_set1_ps(scores[h * count + p]), load_lanes(value + c * kLanes), acc[a]);
+  // Weighted values, summed in the output rows (in L1): each value chunk is read and widened once for all the
+  // group's heads.
+  std::fill(weighted, weighted + per_group * head_dim, 0.f);
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* value = values + (begin + p) * row_stride;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __m256 lanes = load_lanes(value + c * kLanes);
+      for (int64_t h = 0; h < per_group; ++h) {
+        float* sum = weighted + h * head_dim + c * kLanes;
+        _mm256_storeu_ps(sum, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * count + p]), lanes, _mm256_loadu_ps(sum)));
       }
     }
-    for (int64_t a = 0; a < count_here; ++a) {
-      const int64_t h = (first + a) / chunks, c = (first + a) % chunks;
-      _mm256_storeu_ps(out + h * head_dim + c * kLanes, acc[a]);
-    }
   }
+}
+
+// softmax(q . k) . v of one head from its parts over consecutive position ranges (attend_part's outputs).
+void merge_parts(const float* weighted, const float* largest, const float* sums, int64_t parts, int64_t part_stride,
+                 int64_t head_dim, float* out) {
+  float top = -INFINITY;
+  for (int64_t i = 0; i < parts; ++i) top = std::max(top, largest[i * part_stride]);
+  float total = 0.f;
+  std::fill(out, out + head_dim, 0.f);
+  for (int64_t i = 0; i < parts; ++i) {
+    const float factor = std::exp(largest[i * part_stride] - top);
+    total += sums[i * part_stride] * factor;
+    const float* part = weighted + i * part_stride * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += part[d] * factor;
+  }
+  for (int64_t d = 0; d < head_dim; ++d) out[d] /= total;
 }
 
 const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
@@ -161,7 +174,8 @@ at::Tensor run_draft_token(const at::Tensor& hidden, const at::Tensor& cos, cons
     }
   };
   auto add_to_stream = [&](const float* x) { for (int64_t i = 0; i < width; ++i) stream[i] += x[i]; };
-  std::vector<std::vector<float>> scores(kv_heads);
+  std::vector<std::vector<float>> scores;  // per attention task (a group's part of the positions)
+  std::vector<float> weighted, largest, sums;
   for (size_t layer = 0; layer < plan.size(); ++layer) {
     const at::Tensor* norm = &norms[4 * layer];
     if (plan[layer] & 1) {
@@ -181,13 +195,30 @@ at::Tensor run_draft_token(const at::Tensor& hidden, const at::Tensor& cos, cons
           store_row(qkv.data() + query_width + kv_width + g * head_dim, head_dim,
                     value_base + g * head_stride + position * head_dim);
         }
-        at::parallel_for(0, kv_heads, 1, [&](int64_t begin, int64_t end) {
-          for (int64_t g = begin; g < end; ++g) {
-            attend_group(qkv.data() + g * per_group * head_dim, per_group, key_base + g * head_stride,
-                         value_base + g * head_stride, head_dim, position + 1, head_dim, static_cast<float>(scaling),
-                         attended.data() + g * per_group * head_dim, scores[g]);
+        // Each group's positions split into a part per thread once there are enough of them, so that every
+        // thread has work (three groups on two threads would leave one idle for a third of the time).
+        const int64_t attended_count = position + 1;
+        const int64_t parts = attended_count >= kPositionsToSplit ? std::max<int64_t>(1, at::get_num_threads()) : 1;
+        const int64_t tasks = kv_heads * parts;
+        weighted.resize(tasks * per_group * head_dim), largest.resize(tasks * per_group), sums.resize(tasks * per_group);
+        scores.resize(tasks);
+        at::parallel_for(0, tasks, 1, [&](int64_t first_task, int64_t end_task) {
+          for (int64_t task = first_task; task < end_task; ++task) {
+            const int64_t g = task / parts, part = task % parts;
+            attend_part(qkv.data() + g * per_group * head_dim, per_group, key_base + g * head_stride,
+                        value_base + g * head_stride, head_dim, attended_count * part / parts,
+                        attended_count * (part + 1) / parts, head_dim, static_cast<float>(scaling),
+                        weighted.data() + task * per_group * head_dim, largest.data() + task * per_group,
+                        sums.data() + task * per_group, scores[task]);
           }
         });
+        for (int64_t g = 0; g < kv_heads; ++g) {
+          for (int64_t h = 0; h < per_group; ++h) {
+            const int64_t first = g * parts * per_group + h;  // part i's values of head h: first + i * per_group
+            merge_parts(weighted.data() + first * head_dim, largest.data() + first, sums.data() + first, parts,
+                        per_group, head_dim, attended.data() + (g * per_group + h) * head_dim);
+          }
+        }
       };
       if (layer_keys.scalar_type() == at::kFloat) {
         write_and_attend(layer_keys.data_ptr<float>(), layer_values.data_ptr<float>());
