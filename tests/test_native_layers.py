@@ -303,23 +303,34 @@ def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, ar
     model = tiny_model(arch, hidden_size=64, head_dim=16).to(getattr(torch, dtype))
     layers = model.config.num_hidden_layers
     engine = Engine(model, choose_kernels=False)
-    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 11, 90, 3, 14, 15, 92, 65, 35]])
-    n = prompt.shape[1]
-    for profile in (SkipProfile(layers), SkipProfile(layers, attn=[1], mlp=[0, 3])):
+    short = [5, 9, 17, 33, 2, 8, 41, 60, 7, 11, 90, 3, 14, 15, 92, 65, 35]
+    long = [(7 * i + 3) % 94 + 2 for i in range(150)]  # from 64 positions on, each group's positions are split
+    with torch.no_grad():  # sharper attention: parts of the positions merged wrongly would show in the logits
+        for layer in decoder_layers(model):
+            layer.self_attn.q_proj.weight.mul_(6.0)
+    previous = torch.get_num_threads()
+    for tokens, profile, threads in ((short, SkipProfile(layers), 1), (short, SkipProfile(layers, attn=[1], mlp=[0, 3]), 1),
+                                     (long, SkipProfile(layers), 3)):  # three threads: three parts of each group
+        prompt, n = torch.tensor([tokens]), len(tokens)
         kernels = {kind: name + instructions for kind, name in EIGHT_BIT_DOT.items() if kind in ("int8", weights)}
         draft = DraftModel(model, profile, weights=weights, kernels=kernels)
         assert draft.walk.layer_loop == "c++ in buffers"
         reference = _aten_twin(draft)
-        with torch.inference_mode():
-            cache = engine.new_cache(n, 8, 4)
-            engine.full(prompt, 0, cache, last_only=True)
-            before = cache_contents(cache)
-            outputs = []
-            for which in (draft, reference):
-                outputs.append((which(torch.tensor([[42]]), torch.tensor([[n]]), cache).float(), cache_contents(cache)))
-                cache.rollback(n)
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                cache = engine.new_cache(n, 8, 4)
+                engine.full(prompt, 0, cache, last_only=True)
+                before = cache_contents(cache)
+                outputs = []
+                for which in (draft, reference):
+                    outputs.append((which(torch.tensor([[42]]), torch.tensor([[n]]), cache).float(),
+                                    cache_contents(cache)))
+                    cache.rollback(n)
+        finally:
+            torch.set_num_threads(previous)
         (got, got_cache), (expected, expected_cache) = outputs
-        assert (got - expected).norm() <= tolerance * expected.norm(), profile
+        assert (got - expected).norm() <= tolerance * expected.norm(), (n, profile)
         assert got.argmax() == expected.argmax()
         for (k, v, length), (k_ref, v_ref, length_ref), (k_0, v_0, _) in zip(got_cache, expected_cache, before):
             assert length == length_ref
