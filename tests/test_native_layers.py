@@ -296,8 +296,8 @@ def _aten_twin(draft: DraftModel) -> DraftModel:
 @pytest.mark.parametrize("arch", PLAIN)
 def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, arch, weights, dtype, tolerance,
                                                                    instructions):
-    """Where every product is an 8-bit dot product, one draft token runs in buffers (csrc/draft_token.cpp): the
-    same logits as the loop of ATen operations up to rounding (its stream stays in float32, its attention and
+    """Where every product is an 8-bit dot product, a draft token and a read of copies run in buffers
+    (csrc/draft_token.cpp): the same logits as the loop of ATen operations up to rounding (its stream stays in float32, its attention and
     activations are loops of its own), the same keys and values written at the same position, nothing else in
     the cache touched. Heads 16 wide: two of its 8-lane chunks."""
     model = tiny_model(arch, hidden_size=64, head_dim=16).to(getattr(torch, dtype))
@@ -323,21 +323,25 @@ def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, ar
                 engine.full(prompt, 0, cache, last_only=True)
                 before = cache_contents(cache)
                 outputs = []
-                for which in (draft, reference):
-                    outputs.append((which(torch.tensor([[42]]), torch.tensor([[n]]), cache).float(),
-                                    cache_contents(cache)))
-                    cache.rollback(n)
+                for new_tokens in ([42], [42, 43, 44]):  # a draft token; a read of copies, several rows at once
+                    for which in (draft, reference):
+                        positions = torch.arange(n, n + len(new_tokens))[None]
+                        outputs.append((which(torch.tensor([new_tokens]), positions, cache).float(),
+                                        cache_contents(cache)))
+                        cache.rollback(n)
         finally:
             torch.set_num_threads(previous)
-        (got, got_cache), (expected, expected_cache) = outputs
-        assert (got - expected).norm() <= tolerance * expected.norm(), (n, profile)
-        assert got.argmax() == expected.argmax()
-        for (k, v, length), (k_ref, v_ref, length_ref), (k_0, v_0, _) in zip(got_cache, expected_cache, before):
-            assert length == length_ref
-            for new, ref, old in ((k, k_ref, k_0), (v, v_ref, v_0)):
-                assert torch.equal(new[:, :, :n], old[:, :, :n]) and torch.equal(new[:, :, n + 1:], old[:, :, n + 1:])
-                written, expected_row = new[:, :, n].float(), ref[:, :, n].float()
-                assert (written - expected_row).norm() <= tolerance * expected_row.norm()
+        for (got, got_cache), (expected, expected_cache) in zip(outputs[::2], outputs[1::2]):
+            width = got.shape[-2]
+            assert (got - expected).norm() <= tolerance * expected.norm(), (n, profile, width)
+            assert torch.equal(got.argmax(-1), expected.argmax(-1))
+            for (k, v, length), (k_ref, v_ref, length_ref), (k_0, v_0, _) in zip(got_cache, expected_cache, before):
+                assert length == length_ref
+                for new, ref, old in ((k, k_ref, k_0), (v, v_ref, v_0)):
+                    assert torch.equal(new[:, :, :n], old[:, :, :n])
+                    assert torch.equal(new[:, :, n + width:], old[:, :, n + width:])
+                    written, expected_rows = new[:, :, n:n + width].float(), ref[:, :, n:n + width].float()
+                    assert (written - expected_rows).norm() <= tolerance * expected_rows.norm()
 
 
 def test_drafts_in_buffers_stay_token_identical():

@@ -25,6 +25,8 @@ from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn
                                            weight_major_linear)
 from selfspec.engine.rms_norms import norm_constants
 
+ROWS_IN_BUFFERS = 64  # the most rows the buffers path takes: a draft token or a read of copies, not a prefill
+
 
 class DraftLayers:
     """A fused walk's layers (fused_sublayers.FusedLayer) as the C++ loop takes them: every tensor gathered
@@ -42,7 +44,8 @@ class DraftLayers:
         self._biases = [p.bias for f in fused for p in (f.qkv, f.o, f.gate_up, f.down)]
         first = fused[0]
         self._shape = (first.query_heads, first.groups, first.head_dim, first.scaling, first.packs_one_query)
-        # One token in buffers (csrc/draft_token.cpp) where every product is an 8-bit dot product.
+        # A token, or a read of a few copies, in buffers (csrc/draft_token.cpp) where every product is an 8-bit dot
+        # product.
         self._in_buffers = (all(kind in INT8_DOT_KINDS.values() for kind in self._kinds)
                             and first.head_dim % 8 == 0 and first.head_dim <= 512)
         if self._in_buffers:
@@ -52,17 +55,18 @@ class DraftLayers:
 
     @property
     def name(self) -> str:
-        """How reports name this loop: "c++ in buffers" where one token runs in csrc/draft_token.cpp."""
+        """How reports name this loop: "c++ in buffers" where its forwards run in csrc/draft_token.cpp."""
         return "c++ in buffers" if self._in_buffers else "c++"
 
     def __call__(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask, attended: int,
                  cache, plan: list[int]) -> torch.Tensor:
         """hidden's rows (q, d) through the layers, `plan[i]` saying which of layer i's sublayers run (bit 0
         attention, bit 1 MLP), their keys written to `cache` before the first `attended` keys are read."""
-        if self._in_buffers and hidden.shape[0] == 1 and mask is None:
+        # (Every mask the walk gives a windowless walk's consecutive rows is causal, as the buffers path attends.)
+        if self._in_buffers and hidden.shape[0] <= ROWS_IN_BUFFERS:
             return self._extension.run_draft_token(
-                hidden, *rotary, attended - 1, plan, self._float_norms, self._kinds, self._weights, self._scales,
-                self._float_biases, *_cache_buffers(cache), *self._token_shape)
+                hidden, *rotary, attended - hidden.shape[0], plan, self._float_norms, self._kinds, self._weights,
+                self._scales, self._float_biases, *_cache_buffers(cache), *self._token_shape)
         return self._extension.run_draft_layers(
             hidden, *rotary, mask, attended - hidden.shape[0], plan, self._norms, self._kinds, self._groups,
             self._weights, self._scales, self._biases, *_cache_buffers(cache), *self._shape)

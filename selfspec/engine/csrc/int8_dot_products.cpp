@@ -36,25 +36,32 @@ struct RoundedRows {
   std::vector<int32_t> total;  // (rows, groups): the sum of the group's int8 values (for the weights' offset)
 };
 
+// (AVX2, which every CPU with these products has: a scalar rounding call per activation cost a draft token
+// ~0.2 ms. The conversion rounds to nearest, ties to even, as std::nearbyint does.)
 template <typename Scalar>
-RoundedRows rounded_rows(const Scalar* data, int64_t numel) {
+SELFSPEC_AVX2 RoundedRows rounded_rows(const Scalar* data, int64_t numel) {
   const int64_t count = numel / kGroup;
   RoundedRows rows{std::vector<int8_t>(numel), std::vector<float>(count), std::vector<float>(count),
                    std::vector<int32_t>(count)};
   float v[kGroup];
+  int32_t rounded[8];
   for (int64_t group = 0; group < count; ++group) {
     float largest = 0.f, sum = 0.f;
     for (int64_t j = 0; j < kGroup; ++j) {
       v[j] = static_cast<float>(data[group * kGroup + j]);
       largest = std::max(largest, std::fabs(v[j])), sum += v[j];
     }
-    const float inverse = largest > 0.f ? 127.f / largest : 0.f;
-    int32_t total = 0;
-    for (int64_t j = 0; j < kGroup; ++j) {
-      const int32_t rounded = static_cast<int32_t>(std::nearbyint(v[j] * inverse));
-      rows.values[group * kGroup + j] = static_cast<int8_t>(rounded);
-      total += rounded;
+    const __m256 inverse = _mm256_set1_ps(largest > 0.f ? 127.f / largest : 0.f);
+    __m256i totals = _mm256_setzero_si256();
+    for (int64_t j = 0; j < kGroup; j += 8) {
+      const __m256i values = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + j), inverse));
+      totals = _mm256_add_epi32(totals, values);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rounded), values);
+      for (int k = 0; k < 8; ++k) rows.values[group * kGroup + j + k] = static_cast<int8_t>(rounded[k]);
     }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(rounded), totals);
+    int32_t total = 0;
+    for (int k = 0; k < 8; ++k) total += rounded[k];
     rows.scale[group] = largest / 127.f, rows.sum[group] = sum, rows.total[group] = total;
   }
   return rows;
