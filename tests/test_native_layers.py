@@ -294,10 +294,10 @@ def _aten_twin(draft: DraftModel) -> DraftModel:
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-3), ("bfloat16", 0.05)])
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 @pytest.mark.parametrize("arch", PLAIN)
-def test_one_token_in_buffers_computes_what_the_aten_loop_computes(extension, arch, weights, dtype, tolerance,
+def test_the_buffers_path_computes_what_the_aten_loop_computes(extension, arch, weights, dtype, tolerance,
                                                                    instructions):
     """Where every product is an 8-bit dot product, a draft token and a read of copies run in buffers
-    (csrc/draft_token.cpp): the same logits as the loop of ATen operations up to rounding (its stream stays in float32, its attention and
+    (csrc/draft_in_buffers.cpp): the same logits as the loop of ATen operations up to rounding (its stream stays in float32, its attention and
     activations are loops of its own), the same keys and values written at the same position, nothing else in
     the cache touched. Heads 16 wide: two of its 8-lane chunks."""
     model = tiny_model(arch, hidden_size=64, head_dim=16).to(getattr(torch, dtype))

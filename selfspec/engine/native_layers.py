@@ -44,18 +44,18 @@ class DraftLayers:
         self._biases = [p.bias for f in fused for p in (f.qkv, f.o, f.gate_up, f.down)]
         first = fused[0]
         self._shape = (first.query_heads, first.groups, first.head_dim, first.scaling, first.packs_one_query)
-        # A token, or a read of a few copies, in buffers (csrc/draft_token.cpp) where every product is an 8-bit dot
+        # A token, or a read of a few copies, in buffers (csrc/draft_in_buffers.cpp) where every product is an 8-bit dot
         # product.
         self._in_buffers = (all(kind in INT8_DOT_KINDS.values() for kind in self._kinds)
                             and first.head_dim % 8 == 0 and first.head_dim <= 512)
         if self._in_buffers:
             self._float_norms = [t.float().contiguous() for t in self._norms]
             self._float_biases = [None if b is None else b.detach().float().contiguous() for b in self._biases]
-            self._token_shape = (first.query_heads, first.groups, first.head_dim, first.down.in_features, first.scaling)
+            self._buffers_shape = (first.query_heads, first.groups, first.head_dim, first.down.in_features, first.scaling)
 
     @property
     def name(self) -> str:
-        """How reports name this loop: "c++ in buffers" where its forwards run in csrc/draft_token.cpp."""
+        """How reports name this loop: "c++ in buffers" where its forwards run in csrc/draft_in_buffers.cpp."""
         return "c++ in buffers" if self._in_buffers else "c++"
 
     def __call__(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask, attended: int,
@@ -64,9 +64,9 @@ class DraftLayers:
         attention, bit 1 MLP), their keys written to `cache` before the first `attended` keys are read."""
         # (Every mask the walk gives a windowless walk's consecutive rows is causal, as the buffers path attends.)
         if self._in_buffers and hidden.shape[0] <= ROWS_IN_BUFFERS:
-            return self._extension.run_draft_token(
+            return self._extension.run_draft_in_buffers(
                 hidden, *rotary, attended - hidden.shape[0], plan, self._float_norms, self._kinds, self._weights,
-                self._scales, self._float_biases, *_cache_buffers(cache), *self._token_shape)
+                self._scales, self._float_biases, *_cache_buffers(cache), *self._buffers_shape)
         return self._extension.run_draft_layers(
             hidden, *rotary, mask, attended - hidden.shape[0], plan, self._norms, self._kinds, self._groups,
             self._weights, self._scales, self._biases, *_cache_buffers(cache), *self._shape)

@@ -6,7 +6,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   // Without the GIL, as torch's own operations run: other requests' threads go on meanwhile.
   const auto without_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
   module.def("run_draft_layers", &run_draft_layers, "The fused low-bit draft's layers (native_layers.py)", without_gil);
-  module.def("run_draft_token", &run_draft_token, "One token through the fused draft's layers in buffers (native_layers.py)",
+  module.def("run_draft_in_buffers", &run_draft_in_buffers, "A draft token, or a read of copies, through the fused layers in buffers (native_layers.py)",
              without_gil);
   module.def("run_full_layers", &run_full_layers, "A plain model's layers as the engine runs them (native_layers.py)",
              without_gil);

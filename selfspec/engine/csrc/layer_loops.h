@@ -22,10 +22,10 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
                            const std::vector<at::Tensor>& lengths, int64_t heads, int64_t kv_heads, int64_t head_dim,
                            int64_t intermediate, double scaling, bool pack_one_query);
 
-// Rows through the fused draft's layers where every product is int8_dot_mm's (draft_token.cpp): hidden (q, d) at
+// Rows through the fused draft's layers where every product is int8_dot_mm's (draft_in_buffers.cpp): hidden (q, d) at
 // consecutive positions from `position`, each attending causally; float norms and biases; returns (q, d) in
 // hidden's dtype.
-at::Tensor run_draft_token(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
+at::Tensor run_draft_in_buffers(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
                            int64_t position, const std::vector<int64_t>& plan, const std::vector<at::Tensor>& norms,
                            const std::vector<int64_t>& kinds, const std::vector<at::Tensor>& weights,
                            const std::vector<at::Tensor>& scales, const std::vector<c10::optional<at::Tensor>>& biases,

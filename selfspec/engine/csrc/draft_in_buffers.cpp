@@ -152,7 +152,7 @@ const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
 }  // namespace
 
-at::Tensor run_draft_token(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
+at::Tensor run_draft_in_buffers(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
                            int64_t position, const std::vector<int64_t>& plan, const std::vector<at::Tensor>& norms,
                            const std::vector<int64_t>& kinds, const std::vector<at::Tensor>& weights,
                            const std::vector<at::Tensor>& scales,
