@@ -162,15 +162,17 @@ def _int4pack(linear: nn.Linear, act_dtype: torch.dtype) -> LowBitLinear:
 
 
 INT8_DOT_BLOCK = 16  # output rows one 8-bit dot instruction serves (csrc/int8_dot_products.cpp)
+INT8_DOT_GROUP = 32  # inputs whose activations share one int8 scale there (the int4 weights' groups must match)
 INT8_DOT_MARGIN = 0.2  # how much faster another kernel must measure to be chosen over the 8-bit dot products
 
 
 def pack_int4_for_int8_dot(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """quantize_int4's (q, scale, zero) at group 32 in csrc/int8_dot_products.cpp's layout: per block of 16 output
-    rows and group of 32 inputs, four 64-byte chunks of 8 inputs, row r's bytes 4r..4r+3 holding inputs 0..3 in
-    their low nibbles and 4..7 in their high ones; then per block and group 16 scales and 16 zeros (float)."""
+    """quantize_int4's (q, scale, zero) at group INT8_DOT_GROUP in csrc/int8_dot_products.cpp's layout: per
+    block of 16 output rows and group of 32 inputs, four 64-byte chunks of 8 inputs, row r's bytes 4r..4r+3
+    holding inputs 0..3 in their low nibbles and 4..7 in their high ones; then per block and group 16 scales
+    and 16 zeros (float)."""
     out_features, in_features = q.shape
-    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT4_GROUP
+    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT8_DOT_GROUP
     nibbles = q.to(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups, 4, 2, 4)  # (.., chunk, low/high, input)
     chunks = (nibbles[..., 0, :] | nibbles[..., 1, :] << 4).permute(0, 2, 3, 1, 4)  # (block, group, chunk, row, 4)
     per_block = lambda t: t.float().view(blocks, INT8_DOT_BLOCK, groups).transpose(1, 2)  # noqa: E731
@@ -182,7 +184,7 @@ def pack_int8_for_int8_dot(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.
     """quantize_int8's (q, scale) in the int8 layout: per block of 16 output rows and group of 32 inputs, eight
     64-byte chunks of 4 inputs, row r's bytes 4r..4r+3 holding its weights plus 128; the scales as they are."""
     out_features, in_features = q.shape
-    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT4_GROUP
+    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT8_DOT_GROUP
     unsigned = (q.to(torch.int16) + 128).to(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups, 8, 4)
     return unsigned.permute(0, 2, 3, 1, 4).reshape(blocks, groups, -1).contiguous(), scale.float().contiguous()
 
@@ -194,18 +196,18 @@ def _int8_dot(linear: nn.Linear, bits: int, instructions: str) -> LowBitLinear:
     extension = native_extension()
     if extension is None or linear.weight.device.type != "cpu":
         raise RuntimeError("the 8-bit dot products need the C++ extension, on a CPU")
-    if linear.in_features % INT4_GROUP or linear.out_features % INT8_DOT_BLOCK:
-        raise RuntimeError(f"the 8-bit dot products take {INT8_DOT_BLOCK}-row blocks of {INT4_GROUP}-input groups")
+    if linear.in_features % INT8_DOT_GROUP or linear.out_features % INT8_DOT_BLOCK:
+        raise RuntimeError(f"the 8-bit dot products take {INT8_DOT_BLOCK}-row blocks of {INT8_DOT_GROUP}-input groups")
     kind = INT8_DOT_KINDS[bits, instructions]
     if bits == 4:
-        packed, scales = pack_int4_for_int8_dot(*quantize_int4(linear.weight, INT4_GROUP))
+        packed, scales = pack_int4_for_int8_dot(*quantize_int4(linear.weight, INT8_DOT_GROUP))
     else:
         packed, scales = pack_int8_for_int8_dot(*quantize_int8(linear.weight))
     product = lambda x: extension.int8_dot_mm(kind, x, packed, scales)  # noqa: E731
     product(torch.zeros(1, linear.in_features))  # raises on a CPU without the instructions
     name = f"int{bits}-int8dot" + ("" if instructions == "vnni" else f"-{instructions}")
     return LowBitLinear(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales),
-                        (kind, packed, scales, INT4_GROUP))
+                        (kind, packed, scales, INT8_DOT_GROUP))
 
 
 def _int8_dot_builders(bits: int) -> dict[str, Callable]:
