@@ -166,7 +166,8 @@ INT8_DOT_GROUP = 32  # inputs whose activations share one int8 scale there (the 
 INT8_DOT_MARGIN = 0.2  # how much faster another kernel must measure to be chosen over the 8-bit dot products
 
 
-def pack_int4_for_int8_dot(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_int4_for_int8_dot(q: torch.Tensor, scale: torch.Tensor,
+                           zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """quantize_int4's (q, scale, zero) at group INT8_DOT_GROUP in csrc/int8_dot_products.cpp's layout: per
     block of 16 output rows and group of 32 inputs, four 64-byte chunks of 8 inputs, row r's bytes 4r..4r+3
     holding inputs 0..3 in their low nibbles and 4..7 in their high ones; then per block and group 16 scales
@@ -293,7 +294,8 @@ def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]
     # (native_layers.DraftLayers), which saves more than a near-tie of one product: another kernel must win clearly.
     usual = next((name for name in candidates if "-int8dot" in name), None)
     with torch.inference_mode():
-        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent=usual, margin=INT8_DOT_MARGIN).name
+        return choose_fastest(key, candidates, device, repeats=5, rounds=2, incumbent=usual,
+                              margin=INT8_DOT_MARGIN).name
 
 
 def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | None = None,

@@ -51,7 +51,8 @@ class DraftLayers:
         if self._in_buffers:
             self._float_norms = [t.float().contiguous() for t in self._norms]
             self._float_biases = [None if b is None else b.detach().float().contiguous() for b in self._biases]
-            self._buffers_shape = (first.query_heads, first.groups, first.head_dim, first.down.in_features, first.scaling)
+            self._buffers_shape = (first.query_heads, first.groups, first.head_dim, first.down.in_features,
+                                   first.scaling)
 
     @property
     def name(self) -> str:
