@@ -72,6 +72,9 @@ def test_speedup_bound_and_its_per_step_form_agree():
     sparse = {2: 1.2, 4: 1.6}
     assert bound_for_lengths(a, c, sparse, [3]) == pytest.approx(expected_tokens(a, 3) / (3 * c + 1.4))
     assert bound_for_lengths(a, c, sparse, [8]) == pytest.approx(expected_tokens(a, 8) / (8 * c + 1.6 + 4 * 0.15))
+    # Copies cost no draft forward, unless the draft's first token vetted them.
+    assert bound_for_lengths(a, c, v, [4, 4], [4, 4], [True, False]) == pytest.approx(
+        2 * expected_tokens(a, 4) / (c + 2 * v[4]))
     # A free draft with perfect acceptance and free verification gains K+1; a useless draft loses.
     assert speedup_bound(1.0, 0.0, 1.0, 4) == 5.0
     assert speedup_bound(0.0, 0.5, 1.2, 4) < 1.0

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative, summarize
-from selfspec.engine.controller import (CopyOdds, DraftLength, best_plan, next_interval, plan_tokens, plans,
-                                       nondecreasing, probe_wait, steadied, verify_costs)
+from selfspec.engine.controller import (CopyOdds, DraftLength, Plan, best_plan, next_interval, plan_tokens, plans,
+                                       nondecreasing, probe_wait, steadied, verify_costs, vetted_plans)
 
 
 def expected_by_cases(copy, m, a_draft, k):
@@ -21,6 +21,21 @@ def expected_by_cases(copy, m, a_draft, k):
         total += p_reached * (1 - a) * (n + 1)  # rejected at position n: n kept + the correction
         p_reached *= a
     return total + p_reached * (len(survive) + 1)  # all kept + the bonus token
+
+
+def vetted_by_cases(copy, m, a_draft, k):
+    """Tokens a vetted step commits, over the cases of the draft's first token and the first copy: both
+    the full model's (the draft agrees: the copies are verified, the first kept), only the copy (the
+    drafts are verified, the first rejected), not the copy (the drafts, as if nothing was vetted)."""
+    c1 = copy[0]
+    return (a_draft * c1 * (1 + expected_by_cases(copy[1:], m - 1, a_draft, 0)) + c1 * (1 - a_draft) * 1
+            + (1 - c1) * expected_by_cases((), 0, a_draft, k))
+
+
+def vetted_seconds(copy, m, a_draft, k, draft, verify):
+    """The draft's first token, then v(m) if it agreed with the first copy, else k - 1 more and v(k)."""
+    agree = a_draft * copy[0]
+    return agree * (draft + verify(m)) + (1 - agree) * (k * draft + verify(k))
 
 
 def linear_verify(n: int) -> float:
@@ -37,14 +52,28 @@ def committed_against(proposal, kept, copy_kept):
 def simulate(c: DraftLength, steps: int, copy_kept, draft_kept, draft=0.43, verify=linear_verify,
              available=0, limit=1000):
     """Drive the controller against injected costs (a plain step costs 1.0). `copy_kept(i)` and
-    `draft_kept(i)` say whether the i-th copied / drafted token of a step would be kept; the context
-    proposes `available` tokens every step.
+    `draft_kept(i)` say whether the i-th copied / drafted token of a step would be kept (`copy_kept`, a
+    list: one such function a step, in turn); the context proposes `available` tokens every step.
     Returns the plans and the speedup over plain decoding (tokens per unit of time)."""
     chosen, seconds, tokens = [], 0.0, 0
     proposal = list(range(available))
-    for _ in range(steps):
-        m, k = c.plan(limit, available, 8)
-        chosen.append((m, k))
+    patterns = copy_kept if isinstance(copy_kept, list) else [copy_kept]
+    for step in range(steps):
+        copy_kept = patterns[step % len(patterns)]
+        plan = c.plan(limit, available, 8)
+        chosen.append(plan)
+        m, k = plan.copies, plan.drafts
+        if plan.vetted:  # the draft agrees with the first copy when both are the full model's token
+            if copy_kept(0) and draft_kept(0):
+                kept = next((i for i in range(m) if not copy_kept(i)), m)
+                c.observe_step(m, 0, kept, draft, verify(m))
+                seconds, tokens = seconds + draft + verify(m), tokens + kept + 1
+            else:
+                kept = next((i for i in range(k) if not draft_kept(i)), k)
+                c.observe_step(0, k, kept, draft * k, verify(k))
+                seconds, tokens = seconds + draft * k + verify(k), tokens + kept + 1
+            c.observe_copies(proposal, committed_against(proposal, kept, copy_kept))
+            continue
         if m + k == 0:
             c.observe_plain(1.0)
             c.observe_copies(proposal, committed_against(proposal, 0, copy_kept))
@@ -78,6 +107,9 @@ def test_plan_tokens_is_the_sum_over_where_the_first_rejection_falls(copy, a_dra
     for m in range(5):
         for k in range(5):
             assert plan_tokens(CopyOdds(copy), m, a_draft, k) == pytest.approx(expected_by_cases(copy, m, a_draft, k))
+            if m and k:
+                assert plan_tokens(CopyOdds(copy), m, a_draft, k, vetted=True) == pytest.approx(
+                    vetted_by_cases(copy, m, a_draft, k))
 
 
 @pytest.mark.parametrize("copy,a_draft,draft", [
@@ -89,10 +121,14 @@ def test_plan_tokens_is_the_sum_over_where_the_first_rejection_falls(copy, a_dra
     (run(0.5, 0.98), 0.3, 0.5),  # copies that fail at the first token or not at all
 ])
 def test_best_plan_has_the_highest_rate_of_all_plans(copy, a_draft, draft):
-    candidates = plans(6, 4, limit=8)
-    assert (6, 2) in candidates and (6, 3) not in candidates and (0, 4) in candidates
-    rates = {(m, k): expected_by_cases(copy, m, a_draft, k) / (k * draft + linear_verify(m + k))
+    candidates = plans(6, 4, limit=8) + [p for k in range(1, 5) for p in vetted_plans(6, k, limit=8)]
+    assert Plan(6, 2) in candidates and Plan(6, 3) not in candidates and Plan(0, 4) in candidates
+    assert Plan(6, 4, vetted=True) in candidates and Plan(0, 4, vetted=True) not in candidates
+    rates = {Plan(m, k): expected_by_cases(copy, m, a_draft, k) / (k * draft + linear_verify(m + k))
              for m in range(7) for k in range(5) if m + k <= 8}
+    rates |= {Plan(m, k, True): vetted_by_cases(copy, m, a_draft, k) / vetted_seconds(copy, m, a_draft, k, draft,
+                                                                                         linear_verify)
+              for m in range(1, 7) for k in range(1, 5)}
     best, rate = best_plan(candidates, CopyOdds(copy), a_draft, draft, linear_verify)
     assert rate == pytest.approx(max(rates.values()))
     assert rates[best] == pytest.approx(max(rates.values()))
@@ -100,14 +136,14 @@ def test_best_plan_has_the_highest_rate_of_all_plans(copy, a_draft, draft):
 
 def test_copies_are_used_only_when_their_kept_tokens_pay_for_the_width():
     # One copied token adds a_c tokens for 1/3 of a plain step of width: it pays when 1 + a_c > 4/3.
-    assert best_plan(plans(1, 0, 8), CopyOdds([0.3]), 0.0, 0.4, linear_verify)[0] == (0, 0)
-    assert best_plan(plans(1, 0, 8), CopyOdds([0.4]), 0.0, 0.4, linear_verify)[0] == (1, 0)
+    assert best_plan(plans(1, 0, 8), CopyOdds([0.3]), 0.0, 0.4, linear_verify)[0] == Plan(0, 0)
+    assert best_plan(plans(1, 0, 8), CopyOdds([0.4]), 0.0, 0.4, linear_verify)[0] == Plan(1, 0)
     # Free width (a GPU-like verification): even a poor copy pays.
-    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.2, 0.2)), 0.0, 0.4, lambda n: 1.0)[0] == (8, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.2, 0.2)), 0.0, 0.4, lambda n: 1.0)[0] == Plan(8, 0)
     # A first copy kept one time in two, but a copy that starts goes on: copy all 8 (1 + 0.5 * 7.7
     # tokens for 11/3 of a plain step), where one acceptance of 0.5 for all would copy one (1.5 for 4/3).
-    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.5, 0.99)), 0.0, 0.4, linear_verify)[0] == (8, 0)
-    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.5, 0.5)), 0.0, 0.4, linear_verify)[0] == (1, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.5, 0.99)), 0.0, 0.4, linear_verify)[0] == Plan(8, 0)
+    assert best_plan(plans(8, 0, 8), CopyOdds(run(0.5, 0.5)), 0.0, 0.4, linear_verify)[0] == Plan(1, 0)
 
 
 def test_the_probe_interval_doubles_and_keeps_probes_within_their_budget():
@@ -183,7 +219,7 @@ def test_one_slow_verification_does_not_keep_a_good_draft_short():
     def verify(n):
         return (next(slow, None) if n == 8 else None) or 1.0 + 0.05 * n
     chosen, _ = simulate(DraftLength(8), 60, never, always, draft=0.2, verify=verify)
-    assert (0, 8) in chosen[:6] and chosen[-20:] == [(0, 8)] * 20
+    assert Plan(0, 8) in chosen[:6] and chosen[-20:] == [Plan(0, 8)] * 20
 
 
 def test_one_stalled_draft_token_does_not_keep_a_good_draft_out():
@@ -194,7 +230,7 @@ def test_one_stalled_draft_token_does_not_keep_a_good_draft_out():
 
     c = DraftLength(8)
     c.observe_plain(1.0)
-    assert c.plan(100, 0, 8) == (0, 1)
+    assert c.plan(100, 0, 8) == Plan(0, 1)
     c.observe_step(0, 1, 1, next(stalled), 1.05)  # kept, but timed at 40 plain steps
     chosen = []
     for _ in range(8):  # runs of 24 steps, each starting from what the last one measured, as a bench's are
@@ -202,22 +238,22 @@ def test_one_stalled_draft_token_does_not_keep_a_good_draft_out():
         c = DraftLength(8)
         c.start_from(carried)
         chosen += simulate(c, 24, never, always, draft=0.4, verify=lambda n: 1.0 + 0.05 * n)[0]
-    first = next(i for i, plan in enumerate(chosen) if plan != (0, 0))
+    first = next(i for i, plan in enumerate(chosen) if plan != Plan(0, 0))
     # One probe, no later than the longest wait, though each run is shorter than that: the probes' clock
     # runs on from run to run.
-    assert chosen[first] == (0, 1) and first <= c.max_probe
+    assert chosen[first] == Plan(0, 1) and first <= c.max_probe
     # Measured cheap: drafted from then on, mostly at full length (each run ramps up from its carried evidence).
-    assert all(k >= 3 for _, k in chosen[first + 1:]) and chosen.count((0, 8)) > len(chosen[first:]) // 2
+    assert all(k >= 3 for _, k, _ in chosen[first + 1:]) and chosen.count(Plan(0, 8)) > len(chosen[first:]) // 2
 
 
 def test_one_stalled_plain_step_does_not_keep_a_bad_draft_drafting():
     # The first plain step stalls (a busy host at a request's start): priced at 40 steps, plain steps lost
     # to a draft whose every token was rejected, and were never measured again: 0.57x plain decoding.
     c = DraftLength(4)
-    assert c.plan(100, 0, 8) == (0, 0)
+    assert c.plan(100, 0, 8) == Plan(0, 0)
     c.observe_plain(40.0)
     chosen, speedup = simulate(c, 96, never, never)
-    assert chosen.count((0, 0)) >= 90 and speedup > 0.95
+    assert chosen.count(Plan(0, 0)) >= 90 and speedup > 0.95
     assert c.plain_seconds() == pytest.approx(1.0)
 
 
@@ -226,23 +262,23 @@ def test_one_stalled_plain_step_does_not_keep_a_bad_draft_drafting():
 
 def test_first_a_plain_step_then_a_one_token_draft():
     c = DraftLength(5)
-    assert c.plan(10, 0, 8) == (0, 0)  # measures the full model first
+    assert c.plan(10, 0, 8) == Plan(0, 0)  # measures the full model first
     c.observe_plain(1.0)
-    assert c.plan(10, 0, 8) == (0, 1)  # nothing known about the draft: a short first draft, not K
-    assert c.plan(0, 0, 8) == (0, 0)  # nothing left to propose
+    assert c.plan(10, 0, 8) == Plan(0, 1)  # nothing known about the draft: a short first draft, not K
+    assert c.plan(0, 0, 8) == Plan(0, 0)  # nothing left to propose
 
 
 def test_a_good_draft_is_drafted_at_full_length_once_it_is_known():
     chosen, speedup = simulate(DraftLength(4), 30, never, always, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
-    assert chosen[:3] == [(0, 0), (0, 1), (0, 4)]
-    assert set(chosen[2:]) == {(0, 4)}
+    assert chosen[:3] == [Plan(0, 0), Plan(0, 1), Plan(0, 4)]
+    assert set(chosen[2:]) == {Plan(0, 4)}
     assert speedup == pytest.approx((1 + 2 + 28 * 5) / (1 + 1.25 + 28 * 2.0))  # 1 plain, 1 probe, 28 at K
 
 
 def test_a_bad_draft_gets_plain_steps_and_rare_one_token_probes():
     chosen, speedup = simulate(DraftLength(4), 96, never, never)
-    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
-    assert all(chosen[i] == (0, 1) for i in probes)  # cheap probes, never a K-token draft
+    probes = [i for i, plan in enumerate(chosen) if plan != Plan(0, 0)]
+    assert all(chosen[i] == Plan(0, 1) for i in probes)  # cheap probes, never a K-token draft
     plain_between = [b - a - 1 for a, b in zip(probes, probes[1:])]
     assert len(probes) <= 4 and all(b >= 2 * a for a, b in zip(plain_between, plain_between[1:]))
     # The first wait is set by the probe's expected waste (a one-token draft at the prior-tempered
@@ -259,8 +295,8 @@ def test_a_draft_kept_now_and_then_but_never_paying_is_probed_ever_more_rarely()
     probes_made = itertools.count()
     sometimes = lambda i: i == 0 and next(probes_made) % 5 == 4  # noqa: E731
     chosen, speedup = simulate(DraftLength(4), 300, never, sometimes, draft=0.5, verify=lambda n: 1.0 + 0.3 * n)
-    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
-    assert all(chosen[i] == (0, 1) for i in probes)
+    probes = [i for i, plan in enumerate(chosen) if plan != Plan(0, 0)]
+    assert all(chosen[i] == Plan(0, 1) for i in probes)
     gaps = [b - a for a, b in zip(probes, probes[1:])]
     assert gaps == sorted(gaps) and gaps[-1] >= 32
     assert speedup >= 0.97
@@ -270,8 +306,8 @@ def test_a_draft_always_kept_but_as_slow_as_the_model_gets_plain_steps():
     # The draft is the model itself: every token kept, but drafting one costs a full step and its
     # verification 1.45 (what auto's full-weight, skip-nothing draft measured on a loaded CPU).
     chosen, speedup = simulate(DraftLength(4), 96, never, always, draft=1.0, verify=lambda n: 1.0 + 0.45 * n)
-    probes = [i for i, plan in enumerate(chosen) if plan != (0, 0)]
-    assert all(chosen[i] == (0, 1) for i in probes) and len(probes) <= 8
+    probes = [i for i, plan in enumerate(chosen) if plan != Plan(0, 0)]
+    assert all(chosen[i] == Plan(0, 1) for i in probes) and len(probes) <= 8
     assert speedup >= 0.97
 
 
@@ -279,11 +315,11 @@ def test_a_probe_that_is_accepted_resumes_drafting():
     c = DraftLength(4)
     simulate(c, 40, never, never, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
     chosen, _ = simulate(c, 70, never, always, draft=0.2, verify=lambda n: 1.0 + 0.05 * n)
-    first = next(i for i, plan in enumerate(chosen) if plan != (0, 0))
-    assert chosen[first] == (0, 1)  # the probe, kept
+    first = next(i for i, plan in enumerate(chosen) if plan != Plan(0, 0))
+    assert chosen[first] == Plan(0, 1)  # the probe, kept
     assert first < 64  # the longest wait
     # The text became predictable: drafting resumes within a few steps and reaches K.
-    resumed = next(i for i in range(first, len(chosen)) if chosen[i:i + 10] == [(0, 4)] * 10)
+    resumed = next(i for i in range(first, len(chosen)) if chosen[i:i + 10] == [Plan(0, 4)] * 10)
     assert resumed - first <= 12  # the failed probes' evidence fades by 0.9 a step
 
 
@@ -296,8 +332,23 @@ def test_copies_that_always_fail_stop_being_proposed():
     _, draft_alone = simulate(DraftLength(4), 200, never, always, draft=0.3, verify=verify)
     # Scored for free against what the full model commits at every step, copies that never match are
     # never verified, not even probed.
-    assert not any(m for m, _ in with_copies)
+    assert not any(plan.copies and not plan.vetted for plan in with_copies)
     assert speedup >= 0.97 * draft_alone
+
+
+def test_copies_that_fail_at_once_or_run_on_are_vetted_by_the_draft():
+    # A summary quoting its article: two copies in three are wrong at their first token, the others run
+    # on. A good draft's first token tells the two apart, for the price of one drafted token.
+    verify = lambda n: 1.0 + 0.04 * n  # noqa: E731
+    chosen, with_copies = simulate(DraftLength(8), 300, [never, never, always], always, draft=0.2, verify=verify,
+                                   available=8)
+    _, draft_alone = simulate(DraftLength(8), 300, never, always, draft=0.2, verify=verify)
+    assert sum(plan.vetted for plan in chosen[20:]) > 250
+    # By hand, three steps: twice the draft disagrees and 8 are drafted (9 tokens for 8 * 0.2 + 1.32), once
+    # it agrees and 8 copies are verified behind its one token (9 tokens for 0.2 + 1.32). Drafting alone
+    # is 9 tokens for 2.92 every step; copying unvetted 11 tokens for 3 * 1.32.
+    assert with_copies == pytest.approx(27 / (2 * 2.92 + 1.52), rel=0.02)
+    assert with_copies > 1.15 * draft_alone and draft_alone == pytest.approx(9 / 2.92, rel=0.02)
 
 
 def test_copies_that_succeed_are_used_as_wide_as_they_pay():
@@ -305,8 +356,8 @@ def test_copies_that_succeed_are_used_as_wide_as_they_pay():
     # A plain step measures f, and shows the copy matching what the full model chose; the draft, not
     # known yet, gets its one-token probe; within a few steps every step copies all it may, but for
     # the failing draft's rare probes.
-    assert chosen[:2] == [(0, 0), (0, 1)]
-    assert all(plan in ((8, 0), (0, 1)) for plan in chosen[6:]) and chosen.count((8, 0)) >= 50
+    assert chosen[:2] == [Plan(0, 0), Plan(0, 1)]
+    assert all(plan in (Plan(8, 0), Plan(0, 1)) for plan in chosen[6:]) and chosen.count(Plan(8, 0)) >= 50
     assert speedup > 2.0
 
 
@@ -330,11 +381,14 @@ def test_the_plan_maximises_the_expected_rate_when_no_probe_is_due():
     def seconds(m, k):  # v from 1.0 to 1.2; a draft after m copies first reads them: d scaled like v
         drafting = 0.0 if not k else (0.3 * (1.0 + 0.05 * m) if m else 0.3) + (k - 1) * 0.3
         return drafting + 1.0 + 0.05 * (m + k)
-    rates = {(m, k): expected_by_cases(tuple(odds), m, a_d, k) / seconds(m, k)
+    rates = {Plan(m, k): expected_by_cases(tuple(odds), m, a_d, k) / seconds(m, k)
              for m in range(7) for k in range(5) if m + k <= 6}
-    assert c.plan(limit=6, available=6, max_context=8) == max(rates, key=rates.get)
-    assert c.plan(limit=6, available=0, max_context=8) == max({p: r for p, r in rates.items() if not p[0]},
-                                                             key=rates.get)
+    alone = max({p: r for p, r in rates.items() if not p.copies}, key=rates.get)
+    # Vetted copies fall back on the draft alone's best length.
+    vetted = {Plan(m, alone.drafts, True): vetted_by_cases(tuple(odds), m, a_d, alone.drafts)
+              / vetted_seconds(odds, m, a_d, alone.drafts, 0.3, lambda n: 1.0 + 0.05 * n) for m in range(1, 7)}
+    assert c.plan(limit=6, available=6, max_context=8) == max(rates | vetted, key=(rates | vetted).get)
+    assert c.plan(limit=6, available=0, max_context=8) == alone
     assert sum(c.plan(limit=2, available=5, max_context=8)) <= 2  # never past the tokens left
 
 
@@ -343,7 +397,8 @@ def test_plain_steps_are_recorded_and_lossless(monkeypatch):
 
     model = tiny_model("llama")
     expected = [t for r in autoregressive(model, [5, 6, 7], 20) for t in r.token_ids]
-    monkeypatch.setattr(DraftLength, "plan", lambda self, limit, available, max_context, match: (0, 0))  # never drafts
+    never_drafts = lambda self, limit, available, max_context, match: Plan(0, 0)  # noqa: E731
+    monkeypatch.setattr(DraftLength, "plan", never_drafts)
     settings = DraftSettings(max_draft=4, controller=True)
     records = list(self_speculative(model, [5, 6, 7], SkipProfile(4, attn=[0]), 20, settings=settings))
     assert [t for r in records for t in r.token_ids] == expected
@@ -385,7 +440,8 @@ def test_the_context_earns_its_place_without_probes_once_the_text_copies():
     for _ in range(3):
         lengths.observe_copies([1, 2, 3], [9])  # wrong at once
     lengths.observe_step(0, 2, 2, 0.1, 0.12)  # a draft step measures d and v(2)
-    assert lengths.plan(limit=16, available=8, max_context=8)[0] == 0
+    plan = lengths.plan(limit=16, available=8, max_context=8)
+    assert plan.copies == 0 or plan.vetted  # copies verified only where the draft would choose them too
     for _ in range(6):
         lengths.observe_copies([4, 5, 6, 7, 8], [4, 5, 6, 7, 9])
     assert lengths.plan(limit=16, available=8, max_context=8)[0] > 0
@@ -404,7 +460,7 @@ def test_a_draft_after_copies_pays_for_reading_them_and_leaves_the_drafting_cost
     odds, a_d = c.copy_odds(2, 2).kept, c.acceptance()
     copy_only = expected_by_cases(odds, 2, a_d, 0) / 1.1
     assert expected_by_cases(odds, 2, a_d, 4) / (0.22 + 3 * 0.2 + 1.3) > copy_only
-    assert c.plan(limit=16, available=2, max_context=8) == (2, 4)
+    assert c.plan(limit=16, available=2, max_context=8) == Plan(2, 4)
     # Measured: the draft's forward over the 2 copies took 1.5, the 3 tokens after them 0.2 each.
     c.observe_step(2, 4, 6, 1.5 + 3 * 0.2, 1.3, reading_seconds=1.5)
     assert c.draft.value == pytest.approx(0.2)  # the wide forward is not counted as drafting
@@ -412,7 +468,7 @@ def test_a_draft_after_copies_pays_for_reading_them_and_leaves_the_drafting_cost
     c.observe_copies([1, 2], [1, 2, 3, 4, 5, 6, 7])
     odds, a_d = c.copy_odds(2, 2).kept, c.acceptance()
     assert expected_by_cases(odds, 2, a_d, 4) / (1.5 + 3 * 0.2 + 1.3) < expected_by_cases(odds, 2, a_d, 0) / 1.1
-    assert c.plan(limit=16, available=2, max_context=8) == (2, 0)  # copying alone now wins
+    assert c.plan(limit=16, available=2, max_context=8) == Plan(2, 0)  # copying alone now wins
 
 
 def test_copies_after_one_token_matches_are_learned_apart_from_longer_matches():
@@ -426,8 +482,10 @@ def test_copies_after_one_token_matches_are_learned_apart_from_longer_matches():
     assert lengths.copy_odds(1, 1).kept == pytest.approx([0.25 / (weight + 1)])  # prior 0.25 : 0.75
     assert lengths.copy_odds(2, 1).kept == pytest.approx([(weight + 0.5) / (weight + 1)])  # prior 0.5 : 0.5
     assert lengths.copy_odds(4, 1).kept == pytest.approx([(weight + 0.7) / (2 * weight + 1)])  # one of two
-    assert lengths.plan(limit=16, available=8, max_context=8, match=1)[0] == 0
-    assert lengths.plan(limit=16, available=8, max_context=8, match=2)[0] > 0
+    plan = lengths.plan(limit=16, available=8, max_context=8, match=1)
+    assert plan.copies == 0 or plan.vetted
+    plan = lengths.plan(limit=16, available=8, max_context=8, match=2)
+    assert plan.copies > 0 and not plan.vetted
 
 
 def test_a_run_starts_from_what_the_last_run_with_the_draft_measured():
@@ -442,8 +500,8 @@ def test_a_run_starts_from_what_the_last_run_with_the_draft_measured():
     second = DraftLength(4)
     second.start_from(carried)
     # No plain step to learn f, no one-token probe: the draft, known good, at full length at once.
-    assert second.plan(10, 0, 8) == (0, 4)
-    assert DraftLength(4).plan(10, 0, 8) == (0, 0)  # a controller with no past measures a plain step first
+    assert second.plan(10, 0, 8) == Plan(0, 4)
+    assert DraftLength(4).plan(10, 0, 8) == Plan(0, 0)  # a controller with no past measures a plain step first
 
 
 def test_a_run_does_not_inherit_the_last_runs_copy_odds():

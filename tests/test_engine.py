@@ -20,6 +20,7 @@ from selfspec import (
     self_speculative,
     summarize,
 )
+from selfspec.engine.controller import Plan
 from selfspec.engine.runtime import Engine
 from selfspec.engine.sampling import greedy_tokens, probabilities, sample
 from tiny_models import CONFIGS, tiny_model
@@ -293,6 +294,50 @@ def test_sampling_stays_exact_with_tokens_copied_from_the_context(small_vocab_mo
     expected = _exact_second_third(model, REPEATING, sampling) * draws
     observed = _sampled_second_third(model, REPEATING, profile, sampling, draws, context_tokens=1)
     assert _chi_square_p_value(observed, expected) > 1e-3
+
+
+def _vetting_every_copy(lengths, settings, left, available, match):
+    """A plan for every step: the context's copies vetted by the draft's first token, K drafts if it
+    disagrees (the controller picks such plans only where they pay)."""
+    if not available or not left:
+        return Plan(0, min(settings.max_draft, left))
+    return Plan(min(available, settings.context_tokens, left), min(settings.max_draft, left), vetted=True)
+
+
+def _vetted_steps(records) -> tuple[int, int]:
+    """(steps that verified copies alone, steps that verified drafts alone)."""
+    steps = [r for r in records if r.kind == "speculate"]
+    return sum(r.copied == r.drafted > 0 for r in steps), sum(r.drafted > r.copied == 0 for r in steps)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_greedy_stays_token_identical_with_copies_vetted_by_the_draft(arch, monkeypatch):
+    monkeypatch.setattr(decoding, "_plan", _vetting_every_copy)
+    model = tiny_model(arch)
+    model.generation_config.eos_token_id = None  # the whole budget, for the copies to show up
+    prompt = [5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]
+    profile = SkipProfile(model.config.num_hidden_layers)  # the draft is the model: it agrees with right copies
+    settings = DraftSettings(max_draft=3, exit="off", context_tokens=4)
+    records = list(self_speculative(model, prompt, profile, 32, settings=settings))
+    assert generated(records) == reference(model, prompt, 32)
+    copies_alone, drafts_alone = _vetted_steps(records)
+    assert copies_alone and drafts_alone  # the draft agreed with the copies at some steps, not at others
+
+
+@pytest.mark.parametrize("sampling", SAMPLING_CASES, ids=["plain", "top-k-top-p"])
+def test_sampling_stays_exact_with_copies_vetted_by_the_draft(small_vocab_model, sampling, monkeypatch):
+    monkeypatch.setattr(decoding, "_plan", _vetting_every_copy)
+    model, profile, draws = small_vocab_model, SkipProfile(4, attn=[1, 2, 3], mlp=[0, 2, 3]), 800
+    expected = _exact_second_third(model, REPEATING, sampling) * draws
+    observed = _sampled_second_third(model, REPEATING, profile, sampling, draws, context_tokens=1)
+    assert _chi_square_p_value(observed, expected) > 1e-3
+    copies_alone, drafts_alone = 0, 0
+    for seed in range(20):
+        s = Sampling(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=seed)
+        counts = _vetted_steps(self_speculative(model, REPEATING, profile, 4, s,
+                                                DraftSettings(max_draft=2, exit="off", context_tokens=1)))
+        copies_alone, drafts_alone = copies_alone + counts[0], drafts_alone + counts[1]
+    assert copies_alone and drafts_alone
 
 
 @pytest.mark.parametrize("weights,context_tokens", [("full", 0), ("int4", 0), ("full", 2)],

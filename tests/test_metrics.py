@@ -37,6 +37,15 @@ def test_decode_metrics_leave_the_prefill_out():
     assert m.full_seconds_per_token is None  # no plain decode step
 
 
+def test_a_drafted_token_that_vetted_copies_is_counted_as_drafting():
+    # 3 copies verified after the draft's first token agreed with them (0.02 s), then 2 drafted tokens.
+    vetted = StepRecord(1, "speculate", (6, 7, 8, 9), 3, 3, 0.02, 0.05, 0.7, copied=3, vetted=True)
+    drafted = StepRecord(2, "speculate", (10, 11), 2, 1, 0.04, 0.04, 0.8)
+    m = decode_metrics([[SPEC[0], vetted, drafted]])
+    assert m.draft_seconds_per_token == pytest.approx(0.06 / 3)  # three draft forwards, two of them proposals
+    assert m.vetted == (True, False) and m.copied == 3 and m.drafted == 5
+
+
 def test_decode_metrics_add_runs_up_and_an_empty_run_has_no_rates():
     twice = decode_metrics([SPEC, SPEC])
     assert (twice.tokens, twice.drafted) == (8, 10) and twice.seconds == pytest.approx(0.6)

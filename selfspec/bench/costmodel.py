@@ -30,17 +30,19 @@ from selfspec.engine.devices import synchronize
 
 
 def bound_for_lengths(a: float, c: float, v: dict[int, float], lengths: Iterable[int],
-                      copied: Iterable[int] | None = None) -> float | None:
+                      copied: Iterable[int] | None = None, vetted: Iterable[bool] | None = None) -> float | None:
     """The bound for the draft lengths a run actually used (the adaptive exit varies K per step);
-    `copied[i]` of step i's tokens came from the context and cost no draft forward. `v` (unit: one
-    forward) may lack widths the run used (copies can be longer than K): those are interpolated."""
+    `copied[i]` of step i's tokens came from the context and cost no draft forward, but one when
+    `vetted[i]` (the draft's first token vetted them). `v` (unit: one forward) may lack widths the run
+    used (copies can be longer than K): those are interpolated."""
     lengths = list(lengths)
     if not lengths:
         return None
     copied = list(copied) if copied is not None else [0] * len(lengths)
+    vetted = list(vetted) if vetted is not None else [False] * len(lengths)
     tokens = sum(expected_tokens(a, n) for n in lengths)
     table = verify_costs([(0, 1.0)] + [(int(n), x) for n, x in v.items()], max(lengths))
-    cost = sum((n - m) * c + table[n] for n, m in zip(lengths, copied))
+    cost = sum((n - m + first) * c + table[n] for n, m, first in zip(lengths, copied, vetted))
     return tokens / cost
 
 

@@ -109,7 +109,7 @@ def _add_speculation(row: Row, m: DecodeMetrics, records: list[list[StepRecord]]
     if costs is None or row.a is None:
         return
     row.c, row.v = costs.c, costs.v[k]
-    row.bound = bound_for_lengths(row.a, costs.c, costs.v, m.draft_lengths, m.copied_lengths)
+    row.bound = bound_for_lengths(row.a, costs.c, costs.v, m.draft_lengths, m.copied_lengths, m.vetted)
     row.efficiency = row.speedup / row.bound if row.bound and row.speedup else None
 
 
@@ -123,5 +123,5 @@ def _add_in_run_costs(row: Row, m: DecodeMetrics, ar: DecodeMetrics) -> None:
     row.decode_speedup = ar_unit / mine
     if row.a is not None and m.draft_lengths:
         v = {n: row.v_in_run for n in set(m.draft_lengths)}  # the mean verification, whatever the step's length
-        row.bound_in_run = bound_for_lengths(row.a, row.c_in_run, v, m.draft_lengths, m.copied_lengths)
+        row.bound_in_run = bound_for_lengths(row.a, row.c_in_run, v, m.draft_lengths, m.copied_lengths, m.vetted)
         row.efficiency_in_run = row.decode_speedup / row.bound_in_run

@@ -18,6 +18,13 @@ second, so a source is used only when the tokens it is expected to add pay for t
 time it adds, and (0, 0), a plain step, whenever nothing pays: that is what keeps self-speculation
 from being much slower than plain decoding.
 
+Copies fail mostly at their first token (a summary leaves the sentence it was quoting), and the draft
+knows where: its first token is the full model's nearly always, so a copy it would not choose is nearly
+always rejected. A vetted plan (m, k) therefore drafts one token first: if it is the first copy, the m
+copies are verified behind it, else the draft goes on alone to k tokens. That costs one drafted token
+where the copies pass and nothing where they fail (the draft would have drafted that token anyway), in
+place of a wide verification that keeps nothing (`plan_tokens`, `vetting_agreement`).
+
 Copies are scored at every step for free (`observe_copies`). The draft, when the best plan leaves it
 out, is probed now and then, so a draft that starts to pay (the text became predictable) is noticed:
 one drafted token, alone (behind copies it would be observed only if all of them survived, and its
@@ -48,7 +55,7 @@ import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -98,9 +105,35 @@ def copy_run(matched: int) -> int:
     return bisect.bisect_right(COPY_RUNS, max(matched, 1)) - 1
 
 
-def plan_tokens(copy: CopyOdds, copies: int, draft_acceptance: float, drafts: int) -> float:
-    """E(m, k): expected tokens committed by a step verifying `copies` copied tokens, then `drafts` drafted."""
-    return copy.tokens(copies) + copy.reach(copies) * (expected_tokens(draft_acceptance, drafts) - 1)
+class Plan(NamedTuple):
+    """What a step verifies: `copies` tokens copied from the context, then `drafts` tokens the model
+    drafts after them. Or, `vetted`, the draft's first token chooses between the two: the copies alone
+    if it is their first token, else `drafts` drafted tokens alone (that token first)."""
+
+    copies: int
+    drafts: int
+    vetted: bool = False
+
+
+def vetting_agreement(copy: CopyOdds, draft_acceptance: float) -> float:
+    """The chance a vetted plan verifies its copies: the draft's first token is the first copy's. Taken
+    as the chance that both are the full model's token: a wrong copy that the draft would choose too is
+    rare, since the draft's choices are mostly the full model's."""
+    return draft_acceptance * copy.reach(1)
+
+
+def plan_tokens(copy: CopyOdds, copies: int, draft_acceptance: float, drafts: int, vetted: bool = False) -> float:
+    """E(m, k): expected tokens committed by a step verifying `copies` copied tokens, then `drafts` drafted.
+
+    Vetted, by the cases of the draft's first token (a) and the first copy (c_1) being the full model's:
+    both (a c_1): the copies are verified, their first kept, 1 + (E_c(m) - 1) / c_1 tokens; only the copy
+    (c_1 (1 - a)): the drafts are verified and their first rejected, 1 token; not the copy (1 - c_1): the
+    drafts, E_d(k)."""
+    a = draft_acceptance
+    if vetted:
+        first = copy.reach(1)
+        return a * (first + copy.tokens(copies) - 1) + first * (1 - a) + (1 - first) * expected_tokens(a, drafts)
+    return copy.tokens(copies) + copy.reach(copies) * (expected_tokens(a, drafts) - 1)
 
 
 def drafting_seconds(copies: int, drafts: int, draft_seconds: float,
@@ -114,32 +147,47 @@ def drafting_seconds(copies: int, drafts: int, draft_seconds: float,
 
 
 def plan_seconds(copies: int, drafts: int, draft_seconds: float, verify_seconds: Callable[[int], float],
-                 reading_seconds: Callable[[int], float] | None = None) -> float:
-    """Drafting plus v(m + k); v(0) is a plain step."""
+                 reading_seconds: Callable[[int], float] | None = None, agreement: float | None = None) -> float:
+    """Drafting plus v(m + k); v(0) is a plain step. With the `agreement` of a vetted plan: one drafted
+    token and v(m) when the draft agrees with the copies, k drafted tokens and v(k) when not."""
+    if agreement is not None:
+        return (agreement * (draft_seconds + verify_seconds(copies))
+                + (1 - agreement) * (drafts * draft_seconds + verify_seconds(drafts)))
     return drafting_seconds(copies, drafts, draft_seconds, reading_seconds) + verify_seconds(copies + drafts)
-
-
-Plan = tuple[int, int]  # (tokens copied from the context, tokens drafted by the model)
 
 
 def plans(copies: int, drafts: int, limit: int) -> list[Plan]:
     """Every plan of at most `copies` copied and `drafts` drafted tokens, `limit` in all, narrowest first."""
-    return sorted(((m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)), key=sum)
+    return sorted((Plan(m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)),
+                  key=sum)
+
+
+def vetted_plans(copies: int, drafts: int, limit: int) -> list[Plan]:
+    """1..`copies` copies vetted by the draft's first token, each with `drafts` drafted tokens for when
+    it disagrees."""
+    if not drafts:
+        return []
+    return [Plan(m, min(drafts, limit), vetted=True) for m in range(1, min(copies, limit) + 1)]
+
+
+def plan_rate(plan: Plan, copy: CopyOdds, draft_acceptance: float, draft_seconds: float,
+              verify_seconds: Callable[[int], float],
+              reading_seconds: Callable[[int], float] | None = None) -> float:
+    """Expected tokens per second of a step of `plan`."""
+    agreement = vetting_agreement(copy, draft_acceptance) if plan.vetted else None
+    seconds = plan_seconds(plan.copies, plan.drafts, draft_seconds, verify_seconds, reading_seconds, agreement)
+    return plan_tokens(copy, plan.copies, draft_acceptance, plan.drafts, plan.vetted) / seconds
 
 
 def best_plan(candidates: list[Plan], copy: CopyOdds, draft_acceptance: float, draft_seconds: float,
               verify_seconds: Callable[[int], float],
               reading_seconds: Callable[[int], float] | None = None) -> tuple[Plan, float]:
     """The candidate with the most expected tokens per second, and that rate."""
-    copied = [(copy.tokens(m), copy.reach(m)) for m in range(max(m for m, _ in candidates) + 1)]
-    drafted = [expected_tokens(draft_acceptance, k) - 1 for k in range(max(k for _, k in candidates) + 1)]
     best, best_rate = None, -1.0
-    for m, k in candidates:  # in order of width: a tie keeps the narrower plan
-        seconds = plan_seconds(m, k, draft_seconds, verify_seconds, reading_seconds)
-        tokens, reach = copied[m]
-        rate = (tokens + reach * drafted[k]) / seconds
+    for plan in candidates:  # in order of width: a tie keeps the narrower plan
+        rate = plan_rate(plan, copy, draft_acceptance, draft_seconds, verify_seconds, reading_seconds)
         if rate > best_rate:
-            best, best_rate = (m, k), rate
+            best, best_rate = plan, rate
     return best, best_rate
 
 
@@ -148,8 +196,9 @@ def probe_waste(plan: Plan, best_rate: float, copy: CopyOdds, draft_acceptance: 
                 reading_seconds: Callable[[int], float] | None = None) -> float:
     """Seconds a step of `plan` is expected to lose against the best plan: its time less the time the
     best plan takes to commit as many tokens."""
-    tokens = plan_tokens(copy, plan[0], draft_acceptance, plan[1])
-    return max(0.0, plan_seconds(*plan, draft_seconds, verify_seconds, reading_seconds) - tokens / best_rate)
+    tokens = plan_tokens(copy, plan.copies, draft_acceptance, plan.drafts, plan.vetted)
+    rate = plan_rate(plan, copy, draft_acceptance, draft_seconds, verify_seconds, reading_seconds)
+    return max(0.0, tokens / rate - tokens / best_rate)
 
 
 def probe_wait(waste: float, plain_seconds: float, explore: float) -> int:
@@ -398,28 +447,34 @@ class DraftLength:
         self.drafts.idle, self.drafts.interval = carried.probe
 
     def plan(self, limit: int, available: int, max_context: int, match: int = 2) -> Plan:
-        """(tokens copied, tokens drafted) for the next step: of `available` tokens the context
-        proposes (after a match of `match` tokens) at most `max_context` are used, up to `limit`
-        tokens in all, at most K drafted."""
+        """What the next step verifies: of `available` tokens the context proposes (after a match of
+        `match` tokens) at most `max_context` are used, up to `limit` tokens in all, at most K drafted."""
         copies = min(available, max_context, limit)
         drafts = min(self.max_draft, limit)
         if limit < 1 or self.plain_seconds() is None:
-            return 0, 0  # measure a plain step first: it costs nothing against plain decoding
+            return Plan(0, 0)  # measure a plain step first: it costs nothing against plain decoding
         odds, a_d = self.copy_odds(match, copies), self.drafts.acceptance()
         d = self.draft.value or 0.0
         v = self.verify_table(copies + drafts).__getitem__
         r = self.reading_table(copies).__getitem__
-        best, rate = best_plan(plans(copies, drafts if a_d is not None else 0, limit), odds, a_d or 0.0, d, v, r)
-        if best[1]:
+        candidates = plans(copies, drafts if a_d is not None else 0, limit)
+        best, rate = best_plan(candidates, odds, a_d or 0.0, d, v, r)
+        if a_d is not None and copies and drafts:
+            # Vetted copies fall back on the drafts the draft alone would verify.
+            alone = best_plan([p for p in candidates if not p.copies], odds, a_d, d, v, r)[0]
+            vetted, vetted_rate = best_plan(vetted_plans(copies, alone.drafts, limit), odds, a_d, d, v, r)
+            if vetted_rate > rate:
+                best, rate = vetted, vetted_rate
+        if best.drafts:
             self.drafts.interval = 1  # it pays: once it stops paying, probe it again soon
         elif drafts and self.drafts.due():
             # A probe: one drafted token, alone (behind copies it is seen only if they all survive).
             # An unknown acceptance counts as 0: the probe wastes the least if the draft fails.
-            waste = probe_waste((0, 1), rate, odds, a_d or 0.0, d, v, r)
+            waste = probe_waste(Plan(0, 1), rate, odds, a_d or 0.0, d, v, r)
             wait = probe_wait(waste, self.plain_seconds(), self.explore)
             if a_d is None or self.drafts.idle >= min(wait, self.max_probe):
                 self.drafts.interval = next_interval(max(self.drafts.interval, self.drafts.idle), wait, self.max_probe)
-                return 0, 1
+                return Plan(0, 1)
         return best
 
     def observe_copies(self, proposal: list[int], committed: list[int], match: int = 2) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from selfspec.engine.adaptive import no_exit
 from selfspec.engine.cache import truncate
 from selfspec.engine.context import ContextIndex
-from selfspec.engine.controller import DraftLength
+from selfspec.engine.controller import DraftLength, Plan
 from selfspec.engine.devices import HostCopy, model_device, synchronize
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_full: re-exported)
@@ -102,6 +102,7 @@ def draft_tokens(
     engine: Engine | None = None,
     copied: torch.Tensor | None = None,
     clock: Callable[[], float] | None = None,
+    vetted: bool = False,
 ) -> Drafted:
     """Draft up to `max_tokens` tokens after `pending` (at `position`), through `engine`'s draft step.
 
@@ -109,15 +110,22 @@ def draft_tokens(
     before continuing after them. The draft's own next token after each copy comes out of that read
     for free; at the first copy it would not have chosen, the copies are cut and the draft continues
     from its own token instead (a copy the draft disagrees with seldom survives the verification, and
-    drafts planned after a failed copy are lost with it). Stops early after a token whose draft top-1
-    probability is below `threshold`. With a `clock`, the first forward is timed apart.
+    drafts planned after a failed copy are lost with it). `vetted`: the copies are not read; the draft's
+    first token decides instead: if the draft would choose the first copy, nothing is drafted and every
+    copy is kept for verification, else the draft goes on from its own token. (Decided by the draft's top
+    choice, not by a sampled token, so that which proposal is verified never depends on the sampling:
+    each proposal keeps the distribution it was drawn from, and sampling stays exact.) Stops early after
+    a token whose draft top-1 probability is below `threshold`. With a `clock`, the first forward is timed
+    apart.
     """
     vocabulary = draft.vocabulary
     engine = engine or Engine(draft.model, choose_kernels=False)  # drafting needs no full-model products
     tokens, dists, first_seconds, kept = [], [], None, 0
     start = clock() if clock is not None else None
-    if copied is None:
+    if copied is None or vetted:
         logits = engine.draft(draft, pending.view(1, 1), position, cache)
+        if vetted and _agreed(logits.view(1, -1), copied[:1], vocabulary):
+            return Drafted(copied[:0], None, None, len(copied))
     else:
         read = torch.cat([pending.view(1), copied]).view(1, -1)
         rows = draft(read, torch.arange(position, position + read.shape[-1], device=read.device)[None], cache)[0]
@@ -218,7 +226,8 @@ class _Run:
         return time.perf_counter()
 
     def commit(self, tokens: list[int], kind: str, drafted: int, accepted: int,
-               draft_seconds: float, verify_seconds: float, gamma: float | None, copied: int = 0) -> StepRecord:
+               draft_seconds: float, verify_seconds: float, gamma: float | None, copied: int = 0,
+               vetted: bool = False) -> StepRecord:
         tokens = tokens[: self.budget - self.generated]
         for i, token in enumerate(tokens):
             if token in self.eos:
@@ -231,6 +240,7 @@ class _Run:
             step=self.step, kind=kind, token_ids=tuple(tokens), drafted=drafted, accepted=accepted,
             draft_seconds=draft_seconds, verify_seconds=verify_seconds,
             elapsed_seconds=time.perf_counter() - self.start, gamma=gamma, copied=copied,
+            vetted=vetted,
         )
         self.step += 1
         return record
@@ -379,7 +389,7 @@ def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: Dra
         position = run.prompt.shape[1] + run.generated - 1  # where the pending token goes
         left = run.budget - run.generated - 1  # one token left: no proposal
         proposal, match = ([], 0) if context is None else context.propose_matched(min(settings.context_tokens, left))
-        n_copied, n_draft = _plan(lengths, settings, left, len(proposal), match)
+        n_copied, n_draft, vetted = _plan(lengths, settings, left, len(proposal), match)
         compilations = run.engine.compilations
         if n_copied + n_draft < 1:  # a plain step with the full model
             record, pending = run.decode_one(cache, pending, sampling, generator, exit_rule.threshold)
@@ -393,9 +403,11 @@ def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: Dra
         copied = torch.tensor(proposal[:n_copied], dtype=torch.long, device=run.device)
         drafted, dists, reading = copied, None, None
         if n_draft:
+            reads = n_copied and not vetted  # the draft's first forward reads the copies: timed apart
             more, dists, reading, n_copied = draft_tokens(
                 draft, pending, position, cache, n_draft, exit_rule.threshold, sampling, generator, run.engine,
-                copied if n_copied else None, clock=run.clock if n_copied and lengths is not None else None)
+                copied if n_copied else None, clock=run.clock if reads and lengths is not None else None,
+                vetted=vetted)
             drafted = torch.cat([copied[:n_copied], more])
         truncate(cache, position)
         t1 = run.clock()
@@ -403,7 +415,7 @@ def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: Dra
                                    sampling, generator, n_copied)
         truncate(cache, position + 1 + accepted)
         t2 = run.clock()
-        if n_draft:
+        if len(drafted) > n_copied:
             exit_rule.update(max(0, accepted - n_copied), len(drafted) - n_copied)
         tokens = drafted[:accepted].tolist() + [int(pending)]
         if lengths is not None:
@@ -411,16 +423,16 @@ def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: Dra
                 lengths.observe_step(n_copied, len(drafted) - n_copied, accepted, t1 - t0, t2 - t1, reading)
             lengths.observe_copies(proposal, tokens, match)
         record = run.commit(tokens, "speculate", len(drafted), accepted, t1 - t0, t2 - t1,
-                            exit_rule.threshold, copied=n_copied)
+                            exit_rule.threshold, copied=n_copied, vetted=vetted and len(drafted) == n_copied)
         yield record
 
 
 def _plan(lengths: DraftLength | None, settings: DraftSettings, left: int, available: int,
-          match: int) -> tuple[int, int]:
+          match: int) -> Plan:
     """(tokens copied from the context, tokens drafted) for the next step. The controller weighs
     both sources by what they earned in this run; without it, copied tokens (free) come first and
     the draft continues after them up to K."""
     if lengths is not None:
         return lengths.plan(left, available, settings.context_tokens, match)
     copied = min(available, settings.context_tokens, left)
-    return copied, max(0, min(settings.max_draft, left) - copied)
+    return Plan(copied, max(0, min(settings.max_draft, left) - copied))

@@ -83,6 +83,7 @@ class DecodeMetrics:
     copied: int = 0  # of `drafted`, tokens copied from the context (no forward pass: not in draft_seconds)
     copied_lengths: tuple[int, ...] = ()  # of each verification's drafted tokens, those copied
     copied_accepted: int = 0
+    vetted: tuple[bool, ...] = ()  # of each verification: copies the draft's first token vetted (one forward)
 
     # The rates, None where nothing was counted.
     seconds_per_token = property(lambda m: _ratio(m.seconds, m.tokens))
@@ -95,7 +96,7 @@ class DecodeMetrics:
     model_draft_acceptance = property(lambda m: _ratio(m.accepted - m.copied_accepted, m.drafted - m.copied))
     # What one drafted token, one verification forward (whatever its length) and one plain
     # full-model decode step cost, as the loop paid them.
-    draft_seconds_per_token = property(lambda m: _ratio(m.draft_seconds, m.drafted - m.copied))
+    draft_seconds_per_token = property(lambda m: _ratio(m.draft_seconds, m.drafted - m.copied + sum(m.vetted)))
     verify_seconds_per_step = property(lambda m: _ratio(m.verify_seconds, m.verifications))
     full_seconds_per_token = property(lambda m: _ratio(m.decode_seconds, m.decodes))
 
@@ -121,6 +122,7 @@ def decode_metrics(runs: Iterable[Sequence[StepRecord]]) -> DecodeMetrics:
         copied=sum(r.copied for r in verifications),
         copied_lengths=tuple(r.copied for r in verifications),
         copied_accepted=sum(r.copied_accepted for r in verifications),
+        vetted=tuple(r.vetted for r in verifications),
     )
 
 

@@ -17,6 +17,7 @@ class StepRecord:
     elapsed_seconds: float  # since the decoder started, this step included
     gamma: float | None = None  # draft-exit threshold after this step (None: not speculative)
     copied: int = 0  # of the `drafted` tokens, how many were copied from the context (they come first)
+    vetted: bool = False  # copies verified after the draft's first token agreed with them (one draft forward)
 
     @property
     def copied_accepted(self) -> int:
