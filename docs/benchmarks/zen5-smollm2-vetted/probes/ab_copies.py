@@ -7,9 +7,11 @@ VARIANT: copies (vetting on), unvetted (vetted plans never offered), alone (no c
 alone: shows the noise between two identical configurations). Each variant keeps its own controller memory, as
 bench's methods do. Besides wall-clock speedups it prints a "modelled" ratio: each run's steps priced at the
 fixed c and v(n) of BENCH_JSON (its +context method), so the host's noise drops out but not the decisions'.
+NEW_TOKENS in the environment sets the tokens generated per prompt (default 64).
 """
 import collections
 import json
+import os
 import statistics
 import sys
 
@@ -27,6 +29,7 @@ torch.set_num_threads(2)
 dtype, reps, bench, names = sys.argv[1], int(sys.argv[2]), json.load(open(sys.argv[3])), sys.argv[4:]
 costs = next(v for k, v in bench["overhead"]["methods"].items() if "+context" in k)
 C, V = costs["c"], {int(n): x for n, x in costs["v"].items()}
+TOKENS = int(os.environ.get("NEW_TOKENS", 64))
 VARIANTS = {"copies": (16, True), "unvetted": (16, False), "alone": (0, True), "alone-again": (0, True)}
 
 
@@ -51,12 +54,12 @@ for prompt in builtin_suite(3):
     for _ in range(reps):
         for name in names + ["ar"]:
             if name == "ar":
-                records = list(autoregressive(lm.model, ids, 64, engine=lm.engine))
+                records = list(autoregressive(lm.model, ids, TOKENS, engine=lm.engine))
             else:
                 context, vetting = VARIANTS[name]
                 controller.vetted_plans = offered if vetting else (lambda *args: [])
                 draft.carried = carried[name]
-                records = list(self_speculative(lm.model, ids, draft, 64, engine=lm.engine,
+                records = list(self_speculative(lm.model, ids, draft, TOKENS, engine=lm.engine,
                                                 settings=DraftSettings(max_draft=8, context_tokens=context)))
                 carried[name] = draft.carried
             samples[name].append((sum(r.seconds for r in records[1:]), modelled(records),
@@ -64,7 +67,7 @@ for prompt in builtin_suite(3):
     for name, runs in samples.items():
         for i, key in enumerate("smn"):
             totals[(name, prompt.category, key)] += statistics.median(run[i] for run in runs)
-print(dtype, bench["machine"]["device"], "reps", reps)
+print(dtype, bench["machine"]["device"], "reps", reps, "tokens", TOKENS)
 for category in CATEGORIES + ("all",):
     def rate(name, key):
         cats = CATEGORIES if category == "all" else (category,)
