@@ -170,13 +170,13 @@ def vetted_plans(copies: int, drafts: int, limit: int) -> list[Plan]:
     return [Plan(m, min(drafts, limit), vetted=True) for m in range(1, min(copies, limit) + 1)]
 
 
-def plan_rate(plan: Plan, copy: CopyOdds, draft_acceptance: float, draft_seconds: float,
-              verify_seconds: Callable[[int], float],
-              reading_seconds: Callable[[int], float] | None = None) -> float:
-    """Expected tokens per second of a step of `plan`."""
+def plan_expectation(plan: Plan, copy: CopyOdds, draft_acceptance: float, draft_seconds: float,
+                     verify_seconds: Callable[[int], float],
+                     reading_seconds: Callable[[int], float] | None = None) -> tuple[float, float]:
+    """(expected tokens, expected seconds) of a step of `plan`."""
     agreement = vetting_agreement(copy, draft_acceptance) if plan.vetted else None
     seconds = plan_seconds(plan.copies, plan.drafts, draft_seconds, verify_seconds, reading_seconds, agreement)
-    return plan_tokens(copy, plan.copies, draft_acceptance, plan.drafts, plan.vetted) / seconds
+    return plan_tokens(copy, plan.copies, draft_acceptance, plan.drafts, plan.vetted), seconds
 
 
 def best_plan(candidates: list[Plan], copy: CopyOdds, draft_acceptance: float, draft_seconds: float,
@@ -185,7 +185,8 @@ def best_plan(candidates: list[Plan], copy: CopyOdds, draft_acceptance: float, d
     """The candidate with the most expected tokens per second, and that rate."""
     best, best_rate = None, -1.0
     for plan in candidates:  # in order of width: a tie keeps the narrower plan
-        rate = plan_rate(plan, copy, draft_acceptance, draft_seconds, verify_seconds, reading_seconds)
+        tokens, seconds = plan_expectation(plan, copy, draft_acceptance, draft_seconds, verify_seconds, reading_seconds)
+        rate = tokens / seconds
         if rate > best_rate:
             best, best_rate = plan, rate
     return best, best_rate
@@ -196,9 +197,8 @@ def probe_waste(plan: Plan, best_rate: float, copy: CopyOdds, draft_acceptance: 
                 reading_seconds: Callable[[int], float] | None = None) -> float:
     """Seconds a step of `plan` is expected to lose against the best plan: its time less the time the
     best plan takes to commit as many tokens."""
-    tokens = plan_tokens(copy, plan.copies, draft_acceptance, plan.drafts, plan.vetted)
-    rate = plan_rate(plan, copy, draft_acceptance, draft_seconds, verify_seconds, reading_seconds)
-    return max(0.0, tokens / rate - tokens / best_rate)
+    tokens, seconds = plan_expectation(plan, copy, draft_acceptance, draft_seconds, verify_seconds, reading_seconds)
+    return max(0.0, seconds - tokens / best_rate)
 
 
 def probe_wait(waste: float, plain_seconds: float, explore: float) -> int:
@@ -458,13 +458,14 @@ class DraftLength:
         v = self.verify_table(copies + drafts).__getitem__
         r = self.reading_table(copies).__getitem__
         candidates = plans(copies, drafts if a_d is not None else 0, limit)
-        best, rate = best_plan(candidates, odds, a_d or 0.0, d, v, r)
-        if a_d is not None and copies and drafts:
-            # Vetted copies fall back on the drafts the draft alone would verify.
-            alone = best_plan([p for p in candidates if not p.copies], odds, a_d, d, v, r)[0]
-            vetted, vetted_rate = best_plan(vetted_plans(copies, alone.drafts, limit), odds, a_d, d, v, r)
-            if vetted_rate > rate:
-                best, rate = vetted, vetted_rate
+        best, rate = best_plan([p for p in candidates if not p.copies], odds, a_d or 0.0, d, v, r)
+        if copies:
+            copying = [p for p in candidates if p.copies]
+            if a_d is not None and drafts:  # vetted copies fall back on the drafts the draft alone would verify
+                copying += vetted_plans(copies, best.drafts, limit)
+            copying_best, copying_rate = best_plan(copying, odds, a_d or 0.0, d, v, r)
+            if copying_rate > rate:
+                best, rate = copying_best, copying_rate
         if best.drafts:
             self.drafts.interval = 1  # it pays: once it stops paying, probe it again soon
         elif drafts and self.drafts.due():

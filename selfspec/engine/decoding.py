@@ -429,7 +429,8 @@ def _speculating(draft: DraftModel, run: _Run, sampling: Sampling, settings: Dra
 
 def _plan(lengths: DraftLength | None, settings: DraftSettings, left: int, available: int,
           match: int) -> Plan:
-    """(tokens copied from the context, tokens drafted) for the next step. The controller weighs
+    """What the next step verifies (tokens copied from the context, tokens drafted, and whether the
+    draft's first token vets the copies). The controller weighs
     both sources by what they earned in this run; without it, copied tokens (free) come first and
     the draft continues after them up to K."""
     if lengths is not None:
