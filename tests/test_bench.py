@@ -433,3 +433,16 @@ def test_the_engine_line_names_the_memory_of_packed_weight_copies():
     line = overhead_lines(detail(113_246_208))[0]
     assert "rows 6-9: onednn-packed for 96x32" in line and line.endswith("(packed weight copies: 113 MB)")
     assert "packed weight copies" not in overhead_lines(detail(0))[0]
+
+
+def test_the_engine_line_says_whether_verifications_are_exact_by_rows_where_that_was_checked():
+    from selfspec.bench.report import overhead_lines
+
+    def line(rows_exact):
+        products = {"chosen": {}, "choices": [], "rows_exact": rows_exact}
+        return overhead_lines({"engine": {"cache": "static", "compiled": "off", "products": products}, "floor": {},
+                               "overhead": {"ar_ms_per_token": None, "methods": {}}})[0]
+
+    assert line(True).endswith("gives a row what it gives it alone: yes")
+    assert "may round otherwise" in line(False)
+    assert "alone" not in line(None)  # float32, or a GPU: not checked

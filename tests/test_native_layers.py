@@ -204,6 +204,7 @@ def forms(monkeypatch):
     """The forms the full model's C++ loop makes, whatever this machine's timing would pick (norms by length;
     one query grouped unless a test packs it; several queries grouped under sdpa's boolean mask)."""
     chosen = {"one query": "grouped", "masked queries": "grouped"}
+    monkeypatch.setattr(architectures, "exact_rows_required", lambda dtype: False)  # "rows" only where a test asks
     monkeypatch.setattr(architectures, "norm_form", lambda norm: "by length")
     monkeypatch.setattr(architectures, "one_query_form", lambda *a, **k: chosen["one query"])
     monkeypatch.setattr(architectures, "masked_queries_form", lambda *a, **k: chosen["masked queries"])
@@ -223,8 +224,8 @@ def test_the_full_models_cpp_loop_computes_the_python_loops_values_bit_for_bit(e
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for one_query in ("grouped", "packed"):
-            forms["one query"] = one_query
+        for one_query, masked_queries in (("grouped", "grouped"), ("packed", "grouped"), ("rows", "rows")):
+            forms["one query"], forms["masked queries"] = one_query, masked_queries
             for products in (mixed_products(model, model.dtype), RowProducts.plain()):
                 tuned = products.tuned(model)
                 walk = LayerWalk(tuned, model.config, tuned.get_output_embeddings())
@@ -355,3 +356,67 @@ def test_drafts_in_buffers_stay_token_identical():
         assert draft.walk.layer_loop == "c++ in buffers"
         got = generated(self_speculative(model, prompt, draft, 24, settings=DraftSettings(max_draft=4, exit="off")))
         assert got == expected, profile
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rows_attention_is_causal_softmax_attention_and_each_row_as_if_alone(extension, dtype, threads):
+    torch.manual_seed(0)
+    heads, groups, head_dim, capacity, scale = 6, 2, 16, 160, 0.25
+    keys, values = (torch.randn(1, groups, capacity, head_dim).to(dtype) for _ in range(2))
+    query = torch.randn(1, heads, 17, head_dim).to(dtype)
+    tolerance = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for position in (0, 5, 55, 140):  # from 64 positions on, a row's are split between the threads
+            rows = min(17, capacity - position)
+            out = extension.attend_cached_rows(query[:, :, :rows], keys, values, position, scale)
+            assert out.shape == (1, heads, rows, head_dim) and out.dtype == dtype
+            for r in range(rows):
+                seen = position + r + 1  # the row's own position and those before it, nothing after
+                k, v = (t[0, :, :seen].double().repeat_interleave(heads // groups, 0) for t in (keys, values))
+                weights = (torch.einsum("hd,hnd->hn", query[0, :, r].double(), k) * scale).softmax(-1)
+                expected = torch.einsum("hn,hnd->hd", weights, v)
+                torch.testing.assert_close(out[0, :, r].double(), expected, rtol=tolerance, atol=tolerance)
+                alone = extension.attend_cached_rows(query[:, :, r:r + 1], keys, values, position + r, scale)
+                assert torch.equal(out[:, :, r:r + 1], alone), (position, r)
+    finally:
+        torch.set_num_threads(previous)
+
+
+WIDE = dict(hidden_size=256, intermediate_size=1536, head_dim=64)  # rows long enough for a product to split them
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("arch", PLAIN)
+def test_in_16_bits_a_verifications_rows_are_the_steps_they_stand_for_bit_for_bit(extension, arch, dtype):
+    model = tiny_model(arch, **WIDE).to(dtype)
+    engine = Engine(model)  # kernels chosen: products exact by rows, attention in "rows"
+    described = engine.describe()
+    assert described["forms"]["one query"] == described["forms"]["masked queries"] == "rows"
+    assert described["products"]["rows_exact"] is True
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7] * 8])  # past 64 positions: the threads split rows
+    tokens = torch.randint(2, 96, (1, 17), generator=torch.Generator().manual_seed(1))
+    n = prompt.shape[1]
+    with torch.inference_mode(), engine.request_cache(n, 20, 17) as cache:
+        engine.full(prompt, 0, cache, last_only=True)
+        steps = [engine.full(tokens[:, j:j + 1], n + j, cache)[-1].clone() for j in range(17)]
+        cache.rollback(n)
+        for width in (2, 3, 5, 9, 17):
+            verified = engine.verify(tokens[:, :width], n, cache)
+            cache.rollback(n)
+            for j in range(width):
+                assert torch.equal(verified[j], steps[j]), (width, j)
+
+
+@pytest.mark.parametrize("arch", PLAIN)
+def test_in_bfloat16_greedy_self_speculation_is_token_identical_to_plain_decoding(extension, arch):
+    model = tiny_model(arch, **WIDE).to(torch.bfloat16)
+    model.generation_config.eos_token_id = None
+    engine = Engine(model)
+    prompt = [5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6, 40, 41, 42]
+    expected = generated(autoregressive(model, prompt, 40, engine=engine))
+    for profile in (SkipProfile(4, attn=[1], mlp=[2]), SkipProfile(4)):
+        settings = DraftSettings(max_draft=6, exit="off", context_tokens=8)
+        assert generated(self_speculative(model, prompt, profile, 40, settings=settings, engine=engine)) == expected

@@ -403,3 +403,89 @@ def test_verification_forward_gives_the_full_models_logits(arch, monkeypatch, tm
         narrow = engine.verify(block, prompt.shape[1], cache_b)
         torch.testing.assert_close(narrow, plain, rtol=1e-4, atol=1e-4)
         assert torch.equal(narrow.argmax(-1), plain.argmax(-1))
+
+
+def _exactly(x, weight, bias=None):
+    """x W^T (+ b) of 16-bit tensors summed in float64, where their few products add up exactly in any order:
+    a product that gives every row the same whatever the rows around it, on any machine."""
+    out = x.double() @ weight.double().T
+    return (out if bias is None else out + bias.double()).to(x.dtype)
+
+
+def _summing_one_row_otherwise(x, weight, bias=None):
+    """A product whose one-row result is a hair off what it gives that row among others (as oneDNN's one-row
+    kernel sums a long row in another order)."""
+    out = _exactly(x, weight, bias)
+    return out * 1.01 if x.numel() == x.shape[-1] else out
+
+
+def _summing_in_three_rows_otherwise(x, weight, bias=None):
+    out = _exactly(x, weight, bias)
+    return out * 1.01 if x.numel() == 3 * x.shape[-1] else out
+
+
+def test_rows_agree_tells_a_product_that_gives_a_row_otherwise_among_others():
+    from functools import partial
+    torch.manual_seed(0)
+    weight, x = torch.randn(12, 8).to(torch.bfloat16), torch.randn(24, 8).to(torch.bfloat16)
+    assert row_products.rows_agree(lambda rows: partial(_exactly, weight=weight), x, 5)
+    assert not row_products.rows_agree(lambda rows: partial(_summing_one_row_otherwise, weight=weight), x, 5)
+    assert not row_products.rows_agree(lambda rows: partial(_summing_in_three_rows_otherwise, weight=weight), x, 5)
+    # Two products, one for one row, another for several, agree where their sums do.
+    assert row_products.rows_agree(
+        lambda rows: partial(_exactly if rows == 1 else _summing_one_row_otherwise, weight=weight), x, 5)
+
+
+def _decoding_names(products: RowProducts, shape) -> set[str]:
+    return {products.chosen[b].get(shape, row_products.INCUMBENT) for b in row_products.DECODE_BUCKETS}
+
+
+def test_in_16_bits_products_that_give_rows_otherwise_are_replaced_by_exact_ones(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    # Stand-ins for the machine's products (no oneDNN needed): "thread-split" sums three rows otherwise,
+    # "onednn-packed" one row alone, and its variant that runs one row as two gives what it gives among others.
+    for name in ("linear", "weight-major"):
+        monkeypatch.setitem(row_products.PRODUCTS, name, _exactly)
+    monkeypatch.setitem(row_products.PRODUCTS, "thread-split", _summing_in_three_rows_otherwise)
+    monkeypatch.setitem(row_products.PRODUCTS, "onednn-packed", _summing_one_row_otherwise)
+    monkeypatch.setitem(row_products.PRODUCTS, row_products.ONE_ROW_AS_TWO["onednn-packed"], _exactly)
+    monkeypatch.setitem(row_products.PREPARED, "onednn-packed", lambda w: w)
+    monkeypatch.setitem(row_products.PREPARED, row_products.ONE_ROW_AS_TWO["onednn-packed"], lambda w: w)
+    model = tiny_model("llama").to(torch.bfloat16)
+    down, head = (32, 64), (96, 32)
+    chosen = {b: {} for b in ROW_BUCKETS + (PREFILL_BUCKET,)}
+    for bucket in ROW_BUCKETS:
+        chosen[bucket][down] = "onednn-packed"
+        chosen[bucket][head] = "thread-split" if bucket == (2, 3) else "weight-major"
+    joined = {b: ("qkv_proj", "gate_up_proj") for b in ROW_BUCKETS[1:]}  # q/k/v and gate/up joined over 2+ rows
+    products = {name: row_products.PRODUCTS[name] for name in ("linear", "weight-major", "thread-split", "onednn-packed")}
+    timed = {(head, "linear"): 5.0, (head, "weight-major"): 1.0, (head, "thread-split"): 0.5}
+    assert row_products._exact_rows(model, chosen, joined, products, "onednn-packed", timed) is True
+    # The down projection keeps its product over several rows and runs one row as two.
+    assert chosen[ROW_BUCKETS[0]][down] == row_products.ONE_ROW_AS_TWO["onednn-packed"]
+    assert all(chosen[b][down] == "onednn-packed" for b in ROW_BUCKETS[1:])
+    # The head takes the fastest exact product over every bucket: thread-split is faster but not exact.
+    assert _decoding_names(RowProducts(chosen), head) == {"weight-major"}
+    # A group's joined product ("onednn-packed" here) gives one row otherwise: it runs joined nowhere.
+    assert not any(joined.values())
+    tuned = RowProducts(chosen, joined=joined).tuned(model)
+    for module in (decoder_layers(tuned)[0].mlp.down_proj, tuned.lm_head):  # as the engine will run them
+        inputs = torch.randn(1, 17, module.in_features).to(torch.bfloat16)
+        alone = torch.cat([module(inputs[:, j:j + 1]) for j in range(17)], dim=1)
+        for rows in range(2, 18):
+            assert torch.equal(module(inputs[:, :rows]), alone[:, :rows])
+
+
+def test_a_shape_with_no_exact_product_leaves_the_products_inexact(monkeypatch):
+    for name in ("linear", "weight-major", "thread-split"):
+        monkeypatch.setitem(row_products.PRODUCTS, name, _summing_in_three_rows_otherwise)
+    model = tiny_model("llama").to(torch.bfloat16)
+    chosen = {b: {} for b in ROW_BUCKETS + (PREFILL_BUCKET,)}
+    products = {name: row_products.PRODUCTS[name] for name in ("linear", "weight-major", "thread-split")}
+    assert row_products._exact_rows(model, chosen, {}, products, "linear", {}) is False
+
+
+def test_float32_products_are_not_checked_and_16_bit_ones_are(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    assert choose_row_products(tiny_model("llama")).rows_exact is None
+    assert choose_row_products(tiny_model("llama").to(torch.bfloat16)).rows_exact is not None

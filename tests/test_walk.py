@@ -56,7 +56,7 @@ def test_either_masked_queries_form_gives_transformers_logits_bit_for_bit(form, 
     # Whichever form this machine's timing picks, a verification over a static cache (masked queries over
     # grouped keys and values: the tiny llama has 4 query heads and 2 key/value heads) must not change.
     chosen = []
-    monkeypatch.setattr(architectures, "masked_queries_form", lambda *args: chosen.append(form) or form)
+    monkeypatch.setattr(architectures, "masked_queries_form", lambda *args, **kwargs: chosen.append(form) or form)
     model = tiny_model("llama")
     engine = Engine(model, choose_kernels=False)
     ours, theirs = _caches(True, model.config.num_hidden_layers, _reads_prefix(model))
@@ -77,7 +77,7 @@ def test_forms_are_not_timed_where_there_is_nothing_to_choose():
 
 def test_packed_one_query_form_gives_transformers_logits_to_rounding(monkeypatch):
     # "packed" sums the same products as transformers' one-query path in another kernel: float32 ulps apart.
-    monkeypatch.setattr(architectures, "one_query_form", lambda *args: "packed")
+    monkeypatch.setattr(architectures, "one_query_form", lambda *args, **kwargs: "packed")
     monkeypatch.setenv("SELFSPEC_NATIVE", "0")  # the Python loop's calls are counted (test_native_layers.py: the C++ one's)
     packed_calls = []
     attend = attention_forms.attend
@@ -159,8 +159,8 @@ def test_a_hooked_model_runs_and_compiles_through_transformers_forward():
 
 
 def test_reports_name_the_forms_chosen(monkeypatch):
-    monkeypatch.setattr(architectures, "one_query_form", lambda *args: "packed")
-    monkeypatch.setattr(architectures, "masked_queries_form", lambda *args: "grouped")
+    monkeypatch.setattr(architectures, "one_query_form", lambda *args, **kwargs: "packed")
+    monkeypatch.setattr(architectures, "masked_queries_form", lambda *args, **kwargs: "grouped")
     monkeypatch.setattr(architectures, "norm_form", lambda *args: "by length")
     model = tiny_model("llama")
     assert Engine(model).describe()["forms"] == {"masked queries": "grouped", "one query": "packed",

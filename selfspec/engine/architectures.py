@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from selfspec.engine.attention_forms import masked_queries_form, one_query_form, with_forms
+from selfspec.engine.attention_forms import (ROWS_FORM, exact_rows_required, masked_queries_form, one_query_form,
+                                             rows_attention, with_forms)
 from selfspec.engine.rms_norms import by_length, norm_form
 
 # model_type -> family name shown to users
@@ -185,11 +186,17 @@ def direct_sublayers(model: nn.Module, choose_forms: bool = True) -> tuple[Calla
     weight = layers[0].self_attn.o_proj.weight
     forms = {}
     if implementation == "sdpa":
-        forms = {"masked queries": masked_queries_form(layers[0].self_attn, attend, weight.dtype, weight.device),
-                 "one query": (one_query_form(layers[0].self_attn, weight.dtype, weight.device) if choose_forms
-                               else "grouped")}
+        attn = layers[0].self_attn
+        windowless = all(attention_window(model.config, i) is None for i in range(len(layers)))
+        rows = rows_attention(attn, weight.device, windowless) if choose_forms else None
+        if rows is not None and exact_rows_required(weight.dtype):
+            forms = {"masked queries": ROWS_FORM, "one query": ROWS_FORM}
+        else:
+            forms = {"masked queries": masked_queries_form(attn, attend, weight.dtype, weight.device, rows=rows),
+                     "one query": (one_query_form(attn, weight.dtype, weight.device, rows=rows) if choose_forms
+                                   else "grouped")}
         attend = with_forms(attend, forms["masked queries"], forms["one query"],
-                            direct_one_query=weight.device.type == "cpu")
+                            direct_one_query=weight.device.type == "cpu", rows=rows)
 
     norms = norm_form(layers[0].input_layernorm) if choose_forms else "transformers"
     forms["norms"] = norms

@@ -123,6 +123,18 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
+def onednn_two_rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`onednn_linear`, with one row padded with a zero row: oneDNN's one-row kernel can sum a row in another order
+    than its kernel of several rows (the matrix-vector path splits long rows), and so round it otherwise; as two
+    rows, a step's row gets what it gets among a verification's (row_products.rows_agree)."""
+    rows = x.numel() // x.shape[-1]
+    if rows != 1:
+        return onednn_linear(x, weight, bias)
+    flat = x.reshape(1, x.shape[-1])
+    out = onednn_linear(torch.cat([flat, flat.new_zeros(1, flat.shape[1])]), weight, bias)[:1]
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
 PACKED_FOR_ROWS = 9  # the row count oneDNN lays a packed weight out for: the widest verification of K = 8
 
 

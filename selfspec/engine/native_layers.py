@@ -7,7 +7,8 @@ logits are equal bit for bit (tests/test_native_layers.py); only the Python arou
   - `DraftLayers`: the fused low-bit draft's layers (fused_sublayers.py);
   - `FullLayers`: plain Llama-family layers as the engine runs them (architectures.direct_sublayers), with the
     products row_products.py chose, where the forms taken are ones the loop makes (norms "by length", attention
-    as attention_forms.with_forms calls sdpa directly); a forward whose width needs anything else runs in Python.
+    as attention_forms.with_forms calls sdpa directly, or in "rows"); a forward whose width needs anything else runs
+    in Python.
 Both are in the engine's C++ extension (native_build.py); where it cannot be built, or with SELFSPEC_NATIVE=0,
 the Python loops run.
 """
@@ -18,11 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from selfspec.engine.attention_forms import EXACT_ROWS_LIMIT, ROWS_FORM
 from selfspec.engine.cache import is_static
 from selfspec.engine.lowbit import INT8_DOT_KINDS
 from selfspec.engine.native_build import native_extension
-from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn_linear, thread_split_linear,
-                                           weight_major_linear)
+from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn_linear, onednn_two_rows_linear,
+                                           thread_split_linear, weight_major_linear)
 from selfspec.engine.rms_norms import norm_constants
 
 ROWS_IN_BUFFERS = 64  # the most rows the buffers path takes: a draft token or a read of copies, not a prefill
@@ -100,7 +102,7 @@ def draft_layers(layers) -> DraftLayers | None:
 
 
 # The products narrow_linear.py makes, as csrc/layer_loops.cpp names their kinds.
-PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3}
+PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3, onednn_two_rows_linear: 4}
 _UNUSED = (-1, torch.empty(0), None)  # a product slot a joined layer leaves empty
 
 
@@ -138,6 +140,7 @@ class FullLayers:
         self._shape = (config.num_attention_heads, config.num_key_value_heads, attention.head_dim,
                        layers[0].mlp.down_proj.in_features, attention.scaling, one_query == "packed")
         self._takes_masks = masked_queries == "grouped"
+        self._in_rows = (one_query == ROWS_FORM, masked_queries == ROWS_FORM)  # by width > 1: the "rows" form
         self._by_width: dict[int, tuple | None] = {}
 
     name = "c++"  # as reports name the loop
@@ -162,7 +165,8 @@ class FullLayers:
         """hidden (1, q, d) through the layers as `DraftLayers` runs its rows; None where this width needs what
         the loop does not make (a mask other than sdpa's boolean one, another attention form, a product)."""
         width = hidden.shape[-2]
-        if width > 1 and not (self._takes_masks and mask is not None and mask.dtype == torch.bool):
+        in_rows = self._in_rows[width > 1] and width <= EXACT_ROWS_LIMIT  # as attention_forms.with_forms takes it
+        if width > 1 and not in_rows and not (self._takes_masks and mask is not None and mask.dtype == torch.bool):
             return None
         if width not in self._by_width:
             self._by_width[width] = self._products(width)
@@ -170,7 +174,7 @@ class FullLayers:
         if products is None:
             return None
         return self._extension.run_full_layers(hidden, *rotary, mask, attended - width, plan, self._norms, *products,
-                                               *_cache_buffers(cache), *self._shape)
+                                               *_cache_buffers(cache), *self._shape, in_rows)
 
 
 def full_layers(layers, forms: dict) -> FullLayers | None:

@@ -22,6 +22,7 @@ disagree about which product is faster.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -36,8 +37,8 @@ from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.host import available_memory, free_device_memory
 from selfspec.engine.kernels import KernelChoice, choose_fastest
 from selfspec.engine.narrow_linear import (PACKED_FOR_ROWS, JoinedLinear, RowChosenLinear, onednn_available,
-                                           onednn_linear, onednn_packed, onednn_packing_available, thread_split_linear,
-                                           weight_major_linear)
+                                           onednn_linear, onednn_packed, onednn_packing_available,
+                                           onednn_two_rows_linear, thread_split_linear, weight_major_linear)
 from selfspec.engine.shadow import linear_slots, shadow_copy
 
 # One decoding row, then verification widths K+1 and copies (up to 16 and the pending token), grouped so
@@ -50,6 +51,11 @@ INCUMBENT = "linear"  # torch's own product; any other must beat it by WIN_MARGI
 PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear,  # same arguments
             "thread-split": thread_split_linear, "onednn-packed": onednn_linear}
 PREPARED = {"onednn-packed": onednn_packed}  # products that read a copy of the weight, made once per layer
+# Variants offered only to make a shape's products exact by rows (`_exact_rows`), never timed: for one row, what
+# the product gives it among others.
+ONE_ROW_AS_TWO = {"onednn-packed": "onednn-packed, one row as two"}
+PRODUCTS[ONE_ROW_AS_TWO["onednn-packed"]] = onednn_two_rows_linear
+PREPARED[ONE_ROW_AS_TWO["onednn-packed"]] = onednn_packed
 PACKED_MEMORY_SHARE = 0.5  # packed copies only while the model's linear weights are at most this share of free memory
 # Another product must be this much faster to replace torch's own. Small: in a real verification a product
 # that timed a few percent ahead can be far ahead (bf16 on a Zen 5: `linear` over 192x576 weights timed 4-10%
@@ -83,6 +89,9 @@ class RowProducts:
     choices: tuple[KernelChoice, ...] = ()
     joined: dict[Bucket, tuple[str, ...]] = field(default_factory=dict)  # bucket -> joined names (PROJECTION_GROUPS)
     joined_product: str = JOINED_PRODUCTS[0]  # what joined groups run (JOINED_PRODUCTS)
+    # Whether every product gives each of 1..17 rows what it gives that row alone (`exact_rows`): checked in
+    # 16-bit dtypes on a CPU, where it makes a verification exactly the steps it stands for; None: not checked.
+    rows_exact: bool | None = None
 
     @staticmethod
     def plain() -> "RowProducts":
@@ -132,7 +141,7 @@ class RowProducts:
         products, prefill = self.products_for(shape, skip), self.prefill_product_for(shape, skip)
         if not products and not prefill:
             return linear
-        copies = {p: PREPARED[p](linear.weight) for p in self._names_for(shape, skip) if p in PREPARED}
+        copies = _prepared_copies(linear.weight, self._names_for(shape, skip))
         return RowChosenLinear(linear, {r: PRODUCTS[p] for r, p in products.items()},
                                {r: copies[p] for r, p in products.items() if p in copies},
                                prefill=prefill and (PREFILL_BUCKET[0], PRODUCTS[prefill], copies.get(prefill, linear.weight)))
@@ -164,6 +173,7 @@ class RowProducts:
                            for (lo, hi), names in self.chosen.items() if names},
                 "joined": {f"rows {_rows(lo, hi)}": list(groups) for (lo, hi), groups in self.joined.items() if groups},
                 "joined_product": self.joined_product,
+                "rows_exact": self.rows_exact,
                 "choices": [c.to_dict() for c in self.choices]}
 
     def summary(self) -> str:
@@ -252,7 +262,8 @@ def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool =
         left_out = {"onednn-packed"}
     else:
         left_out = {"onednn", "onednn-packed"}
-    return {name: product for name, product in PRODUCTS.items() if name not in left_out}
+    return {name: product for name, product in PRODUCTS.items()
+            if name not in left_out and name not in ONE_ROW_AS_TWO.values()}
 
 
 def packing_fits(model: nn.Module) -> bool:
@@ -261,6 +272,14 @@ def packing_fits(model: nn.Module) -> bool:
     device = model.get_input_embeddings().weight.device
     free = available_memory() if device.type == "cpu" else free_device_memory(device)
     return sum(map(_bytes, linear_weights(model).values())) <= PACKED_MEMORY_SHARE * free
+
+
+def _prepared_copies(weight: torch.Tensor, names) -> dict[str, torch.Tensor]:
+    """The copies of `weight` that products `names` read (those in PREPARED), one per preparation."""
+    made: dict[Callable, torch.Tensor] = {}
+    for prepare in {PREPARED[name] for name in names if name in PREPARED}:
+        made[prepare] = prepare(weight)
+    return {name: made[PREPARED[name]] for name in names if name in PREPARED}
 
 
 def _prepare(name: str, weight: torch.Tensor) -> torch.Tensor:
@@ -316,7 +335,101 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     join_product = next(name for name in JOINED_PRODUCTS if name in products)
     joined, join_choices = (_chosen_joins(model, chosen, dtype, device, join_product)
                             if copies_fit and walkable_plain_layers(model) else ({}, []))
-    return RowProducts(chosen, tuple(choices + join_choices), joined, join_product)
+    exact = None
+    if device.type == "cpu" and probe.dtype in EXACT_ROWS_DTYPES:
+        exact = _exact_rows(model, chosen, joined, products, join_product, _decoding_milliseconds(choices))
+    return RowProducts(chosen, tuple(choices + join_choices), joined, join_product, exact)
+
+
+# Where verifications can commit exactly what steps one by one would (attention_forms.py: the "rows" form): the
+# products must give each row what they give it alone. oneDNN's bfloat16 product over 576x1536 weights gave one
+# row alone other sums than the same row among others (a one-row kernel splits its long sums), so it is checked.
+EXACT_ROWS_DTYPES = (torch.bfloat16, torch.float16)
+DECODE_BUCKETS = ROW_BUCKETS  # the row counts of steps, verifications and reads of copies (a prompt's aside)
+EXACTNESS_ROWS = 48  # random rows each product is checked over
+
+
+def _decoding_milliseconds(choices: list[KernelChoice]) -> dict[tuple[Shape, str], float]:
+    """(shape, product) -> its milliseconds summed over the decoding buckets' choices (row-linear keys)."""
+    total: dict[tuple[Shape, str], float] = {}
+    for choice in choices:
+        kind, _, shape, rows = choice.key.split(":")[:4]
+        if kind != "row-linear" or rows == f"rows{_rows(*PREFILL_BUCKET)}":
+            continue
+        out, inner = shape.split("x")[:2]
+        for name, ms in choice.milliseconds.items():
+            key = ((int(out), int(inner)), name)
+            total[key] = total.get(key, 0.0) + ms
+    return total
+
+
+def rows_agree(product_for: Callable[[int], Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
+               widest: int) -> bool:
+    """Whether `product_for(r)`, the product over r rows, gives every row of `x` (rows, in), taken r at a time, for
+    each r up to `widest`, exactly what `product_for(1)` gives that row alone. Two orders of summing round alike
+    for most rows, so the more rows, the surer the answer (one product differed on 3 rows in 68)."""
+    alone = torch.cat([product_for(1)(x[None, j:j + 1])[0] for j in range(len(x))])
+    return all(torch.equal(product_for(r)(x[None, s:s + r])[0], alone[s:s + r])
+               for r in range(2, widest + 1) for s in range(0, len(x) - r + 1, r))
+
+
+def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined: dict[Bucket, tuple[str, ...]],
+                products: dict, join_product: str, timed: dict[tuple[Shape, str], float]) -> bool:
+    """Make the decoding buckets' products exact by rows (`rows_agree`), in place, and say whether they are.
+
+    A projection group joined over some decoding buckets runs joined over all of them where its joined product
+    is exact, else over none of them (nor over prompts: its parts would hold copies twice). A shape whose chosen
+    products are not exact takes the fastest candidate that is (by `timed`: (shape, product) -> milliseconds over
+    the decoding buckets), over every decoding bucket. False where a shape has no exact candidate."""
+    widest = DECODE_BUCKETS[-1][1]
+    generator = torch.Generator().manual_seed(0)
+
+    def inputs(width: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.randn(EXACTNESS_ROWS, width, generator=generator).to(dtype)
+
+    def one_product(name: str, weight: torch.Tensor) -> Callable[[int], Callable]:
+        prepared = _prepare(name, weight)
+        return lambda rows: partial(PRODUCTS[name], weight=prepared)
+
+    fully_joined = set()
+    for _, group, _ in PROJECTION_GROUPS:
+        buckets = {b for b in DECODE_BUCKETS if group in joined.get(b, ())}
+        if not buckets:
+            continue
+        parts = _group_parts(model, group)[0]
+        stacked = stacked_linear(parts).weight
+        if rows_agree(one_product(join_product, stacked), inputs(stacked.shape[1], stacked.dtype), widest):
+            joined |= {b: joined.get(b, ()) + (group,) for b in DECODE_BUCKETS if b not in buckets}
+            fully_joined |= {id(part.weight) for parts in _group_parts(model, group) for part in parts}
+        else:
+            joined |= {b: tuple(g for g in groups if g != group) for b, groups in joined.items()}
+    exact = True
+    for shape, group in linear_weights(model).items():
+        if all(id(w) in fully_joined for w in group):
+            continue  # decoding runs these only joined
+        weight, x = group[0], inputs(shape[1], group[0].dtype)
+        current = {r: chosen[b].get(shape, INCUMBENT) for b in DECODE_BUCKETS for r in range(b[0], b[1] + 1)}
+
+        def product_for(names: dict[int, str]) -> Callable[[int], Callable]:
+            prepared = _prepared_copies(weight, set(names.values()))
+            return lambda rows: partial(PRODUCTS[names[rows]], weight=prepared.get(names[rows], weight))
+
+        if rows_agree(product_for(current), x, widest):
+            continue
+        one_row = ONE_ROW_AS_TWO.get(current[1])
+        if one_row is not None and rows_agree(product_for(current | {1: one_row}), x, widest):
+            chosen[DECODE_BUCKETS[0]][shape] = one_row
+            continue
+        name = next((n for n in sorted(products, key=lambda n: timed.get((shape, n), math.inf))
+                     if rows_agree(one_product(n, weight), x, widest)), None)
+        if name is None:
+            exact = False
+            continue
+        for bucket in DECODE_BUCKETS:
+            chosen[bucket].pop(shape, None)
+            if name != INCUMBENT:
+                chosen[bucket][shape] = name
+    return exact
 
 
 def _chosen_joins(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], dtype: str, device: torch.device,

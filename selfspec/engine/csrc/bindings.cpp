@@ -1,6 +1,7 @@
 // The engine's C++ extension as Python sees it (native_build.py builds it).
 #include "layer_loops.h"
 #include "products.h"
+#include "rows_attention.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   // Without the GIL, as torch's own operations run: other requests' threads go on meanwhile.
@@ -10,5 +11,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              without_gil);
   module.def("run_full_layers", &run_full_layers, "A plain model's layers as the engine runs them (native_layers.py)",
              without_gil);
+  module.def("attend_cached_rows", &attend_cached_rows,
+             "Attention of a forward's rows over a cache layer, each over the positions up to its own (attention_forms.py)",
+             without_gil);
+  module.def("rows_attention_available", &rows_attention_available, "Whether this CPU runs attend_cached_rows");
   module.def("int8_dot_mm", &int8_dot_mm, "Low-bit weights times int8-rounded activations (lowbit.py)", without_gil);
 }

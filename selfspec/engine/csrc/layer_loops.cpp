@@ -3,6 +3,7 @@
 // row_products.py chose). The same ATen operations in the same order, so the same values bit for bit,
 // without the Python call around each operation (native_layers.py).
 #include "layer_loops.h"
+#include "rows_attention.h"
 #include "products.h"
 
 #include <ATen/Parallel.h>
@@ -72,14 +73,17 @@ Heads rotated_heads(const at::Tensor& qkv, int64_t width, int64_t heads, int64_t
 
 // The new keys and values written at `position` into a static cache layer's buffers, then attention
 // (1, heads, q, d) over their filled prefix (PositionalCache.update while `attending`, then
-// attention_forms.attend: one query packed as its groups' rows where `pack_one_query`, else sdpa's grouped form).
+// attention_forms.attend: one query packed as its groups' rows where `pack_one_query`, else sdpa's grouped form;
+// or, `exact_rows`, each row over the positions up to its own, as attention_forms.exact_rows_attention does).
 at::Tensor cached_attention(const Heads& new_heads, const at::Tensor& keys, const at::Tensor& values,
                             const at::Tensor& length, int64_t position, const c10::optional<at::Tensor>& mask,
-                            int64_t heads, int64_t kv_heads, int64_t head_dim, double scaling, bool pack_one_query) {
+                            int64_t heads, int64_t kv_heads, int64_t head_dim, double scaling, bool pack_one_query,
+                            bool exact_rows = false) {
   const int64_t width = new_heads.query.size(2);
   keys.narrow(2, position, width).copy_(new_heads.key);
   values.narrow(2, position, width).copy_(new_heads.value);
   length.add_(width);
+  if (exact_rows) return attend_cached_rows(new_heads.query, keys, values, position, scaling);
   const at::Tensor layer_keys = keys.narrow(2, 0, position + width);
   const at::Tensor layer_values = values.narrow(2, 0, position + width);
   if (width == 1 && pack_one_query && heads != kv_heads) {
@@ -133,7 +137,7 @@ at::Tensor run_draft_layers(at::Tensor hidden, const at::Tensor& cos, const at::
 namespace {
 
 // The products row_products.py chooses among (narrow_linear.py), by kind.
-constexpr int64_t kLinear = 0, kThreadSplit = 1, kWeightMajor = 2, kOneDnn = 3;
+constexpr int64_t kLinear = 0, kThreadSplit = 1, kWeightMajor = 2, kOneDnn = 3, kOneDnnTwoRows = 4;
 
 std::vector<int64_t> rows_shape(const at::Tensor& x, int64_t out_features) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
@@ -187,6 +191,15 @@ at::Tensor onednn(const at::Tensor& x, const at::Tensor& weight, const c10::opti
   return stack.back().toTensor().view(rows_shape(x, weight.size(0)));
 }
 
+// narrow_linear.onednn_two_rows_linear: one row as two, the second zero
+at::Tensor onednn_two_rows(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  const int64_t in = x.size(-1);
+  if (x.numel() != in) return onednn(x, weight, bias);
+  const at::Tensor flat = x.reshape({1, in});
+  return onednn(at::cat({flat, at::zeros({1, in}, flat.options())}), weight, bias).narrow(0, 0, 1)
+      .view(rows_shape(x, weight.size(0)));
+}
+
 struct FullProducts {
   const std::vector<int64_t>& kinds;
   const std::vector<at::Tensor>& weights;
@@ -200,6 +213,7 @@ struct FullProducts {
       case kThreadSplit: return thread_split(x, weight, bias);
       case kWeightMajor: return weight_major(x, weight, bias);
       case kOneDnn: return onednn(x, weight, bias);
+      case kOneDnnTwoRows: return onednn_two_rows(x, weight, bias);
       default: TORCH_CHECK(false, "no product of kind ", kinds[index]);
     }
   }
@@ -225,12 +239,12 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
                            const std::vector<c10::optional<at::Tensor>>& biases, const std::vector<int64_t>& joined,
                            const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values,
                            const std::vector<at::Tensor>& lengths, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                           int64_t intermediate, double scaling, bool pack_one_query) {
+                           int64_t intermediate, double scaling, bool pack_one_query, bool exact_rows) {
   c10::InferenceMode inference;
   const FullProducts product{kinds, weights, biases};
   const int64_t width = hidden.size(1);
   TORCH_CHECK(heads != kv_heads, "grouped heads (with_forms hands others to transformers)");
-  TORCH_CHECK(width == 1 ? !mask.has_value() : mask.has_value(), "one query unmasked, several masked");
+  TORCH_CHECK(exact_rows || (width == 1 ? !mask.has_value() : mask.has_value()), "one query unmasked, several masked");
   TORCH_CHECK(norms.size() == 4 * plan.size() && weights.size() == 7 * plan.size(), "4 norms and 7 products a layer");
   const std::vector<int64_t> heads_shape{1, width, -1, head_dim};
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -246,7 +260,7 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
         new_heads.value = product(slot + 2, normed).view(heads_shape).transpose(1, 2);
       }
       at::Tensor out = cached_attention(new_heads, keys[i], values[i], lengths[i], position, mask, heads, kv_heads,
-                                        head_dim, scaling, pack_one_query);
+                                        head_dim, scaling, pack_one_query, exact_rows);
       out = out.transpose(1, 2).contiguous();  // with_forms' return
       hidden = hidden + product(slot + 3, out.reshape({1, width, -1}).contiguous());
     }

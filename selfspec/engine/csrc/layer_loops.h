@@ -20,7 +20,7 @@ at::Tensor run_full_layers(at::Tensor hidden, const at::Tensor& cos, const at::T
                            const std::vector<c10::optional<at::Tensor>>& biases, const std::vector<int64_t>& joined,
                            const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values,
                            const std::vector<at::Tensor>& lengths, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                           int64_t intermediate, double scaling, bool pack_one_query);
+                           int64_t intermediate, double scaling, bool pack_one_query, bool exact_rows);
 
 // Rows through the fused draft's layers where every product is int8_dot_mm's (draft_in_buffers.cpp): hidden (q, d) at
 // consecutive positions from `position`, each attending causally; float norms and biases; returns (q, d) in

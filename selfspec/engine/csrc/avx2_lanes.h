@@ -1,0 +1,45 @@
+// AVX2 helpers (8 float lanes) shared by the buffers path (draft_in_buffers.cpp) and the attention of rows
+// (rows_attention.cpp): every CPU with the 8-bit dot products has AVX2 and FMA.
+#pragma once
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <immintrin.h>
+
+#define SELFSPEC_AVX2 __attribute__((target("avx2,fma")))
+#define SELFSPEC_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+
+namespace selfspec_lanes {
+
+constexpr int64_t kLanes = 8;
+
+SELFSPEC_AVX2 inline __m256 load_lanes(const float* p) { return _mm256_loadu_ps(p); }
+SELFSPEC_AVX2 inline __m256 load_lanes(const c10::BFloat16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+SELFSPEC_AVX2_F16C inline __m256 load_lanes(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+SELFSPEC_AVX2 inline float lane_sum(__m256 v) {
+  const __m128 halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+}
+
+// e^x for |x| <= 87 (softmax after its maximum is taken off; silu): 2^n 2^f, 2^f by its Taylor series to f^6 on
+// |f| <= 1/2 (relative error below 1e-7), 2^n built in the exponent bits (|n| <= 126; e^-87 is zero enough).
+SELFSPEC_AVX2 inline __m256 exp_lanes(__m256 x) {
+  const __m256 clamped = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(87.f));
+  const __m256 t = _mm256_mul_ps(clamped, _mm256_set1_ps(1.4426950409f));
+  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(t, n);
+  __m256 p = _mm256_set1_ps(1.5403530e-4f);
+  for (const float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.f}) {
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
+  }
+  const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(power));
+}
+
+}  // namespace selfspec_lanes

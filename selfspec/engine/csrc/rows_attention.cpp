@@ -1,0 +1,176 @@
+// Attention of a forward's few rows over a static cache layer, one row at a time: each row over exactly the
+// positions up to its own, in an order that depends on nothing else. sdpa's sums over a row's keys are grouped by
+// how many keys and queries the call holds, so a verification's row and the one-token step at its position can
+// round differently: in bfloat16 often enough to change a greedy token. Here a verification's rows are, bit for
+// bit, the steps that would have run one by one (tests/test_native_layers.py). Softmax in float32 throughout.
+#include "rows_attention.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <vector>
+
+#include "avx2_lanes.h"
+
+using namespace selfspec_lanes;
+
+namespace {
+
+constexpr int64_t kPositionsToSplit = 64;  // a row's positions are split between the threads from this many on
+
+// One query per head over cached positions [begin, end) of its group's keys and values (rows `row_stride` apart),
+// for the `per_group` query heads that share them: each head's largest score, the sum of e^(score - largest), and
+// the values weighted by those exponentials (not yet divided by the sum), so that parts over other positions can
+// be merged (merge_parts).
+template <typename Scalar>
+SELFSPEC_AVX2 void attend_part(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
+                               int64_t row_stride, int64_t begin, int64_t end, int64_t head_dim, float scaling,
+                               float* weighted, float* largest, float* sums, std::vector<float>& scores) {
+  const int64_t count = end - begin, chunks = head_dim / kLanes;
+  scores.resize(per_group * count);
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* key = keys + (begin + p) * row_stride;
+    for (int64_t h = 0; h < per_group; ++h) {
+      __m256 dot = _mm256_setzero_ps();
+      for (int64_t c = 0; c < chunks; ++c) {
+        dot = _mm256_fmadd_ps(_mm256_loadu_ps(queries + h * head_dim + c * kLanes), load_lanes(key + c * kLanes), dot);
+      }
+      scores[h * count + p] = lane_sum(dot) * scaling;
+    }
+  }
+  for (int64_t h = 0; h < per_group; ++h) {
+    float* row = scores.data() + h * count;
+    float top = -INFINITY;
+    for (int64_t p = 0; p < count; ++p) top = std::max(top, row[p]);
+    __m256 total = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + kLanes <= count; p += kLanes) {
+      const __m256 e = exp_lanes(_mm256_sub_ps(_mm256_loadu_ps(row + p), _mm256_set1_ps(top)));
+      _mm256_storeu_ps(row + p, e);
+      total = _mm256_add_ps(total, e);
+    }
+    float sum = lane_sum(total);
+    for (; p < count; ++p) row[p] = std::exp(row[p] - top), sum += row[p];
+    largest[h] = top, sums[h] = sum;
+  }
+  // Weighted values, summed in the output rows (in L1): each value chunk is read and widened once for all the
+  // group's heads.
+  std::fill(weighted, weighted + per_group * head_dim, 0.f);
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* value = values + (begin + p) * row_stride;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __m256 lanes = load_lanes(value + c * kLanes);
+      for (int64_t h = 0; h < per_group; ++h) {
+        float* sum = weighted + h * head_dim + c * kLanes;
+        _mm256_storeu_ps(sum, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * count + p]), lanes, _mm256_loadu_ps(sum)));
+      }
+    }
+  }
+}
+
+// softmax(q . k) . v of one head from its parts over consecutive position ranges (attend_part's outputs).
+void merge_parts(const float* weighted, const float* largest, const float* sums, int64_t parts, int64_t part_stride,
+                 int64_t head_dim, float* out) {
+  float top = -INFINITY;
+  for (int64_t i = 0; i < parts; ++i) top = std::max(top, largest[i * part_stride]);
+  float total = 0.f;
+  std::fill(out, out + head_dim, 0.f);
+  for (int64_t i = 0; i < parts; ++i) {
+    const float factor = std::exp(largest[i * part_stride] - top);
+    total += sums[i * part_stride] * factor;
+    const float* part = weighted + i * part_stride * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += part[d] * factor;
+  }
+  for (int64_t d = 0; d < head_dim; ++d) out[d] /= total;
+}
+
+struct Task {
+  int64_t row, group, part, parts;
+};
+
+}  // namespace
+
+template <typename Scalar>
+void attend_rows(const float* queries, int64_t query_stride, int64_t rows, const Scalar* keys, const Scalar* values, int64_t head_stride,
+                 int64_t position, int64_t heads, int64_t kv_heads, int64_t head_dim, float scaling, float* out) {
+  const int64_t per_group = heads / kv_heads, query_width = heads * head_dim, threads = at::get_num_threads();
+  // A row's positions are split into a part per thread once there are enough of them, so that every thread has
+  // work (three groups on two threads would leave one idle for a third of the time); how many parts depends on the
+  // row's own positions only, so that its sums are grouped alike in any forward.
+  std::vector<Task> tasks;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t parts = position + r + 1 >= kPositionsToSplit ? std::max<int64_t>(1, threads) : 1;
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      for (int64_t part = 0; part < parts; ++part) tasks.push_back({r, g, part, parts});
+    }
+  }
+  const int64_t count_tasks = static_cast<int64_t>(tasks.size());
+  std::vector<float> weighted(count_tasks * per_group * head_dim), largest(count_tasks * per_group),
+      sums(count_tasks * per_group);
+  at::parallel_for(0, count_tasks, 1, [&](int64_t first_task, int64_t end_task) {
+    std::vector<float> scores;
+    for (int64_t i = first_task; i < end_task; ++i) {
+      const Task& t = tasks[i];
+      const int64_t count = position + t.row + 1;
+      attend_part(queries + t.row * query_stride + t.group * per_group * head_dim, per_group, keys + t.group * head_stride,
+                  values + t.group * head_stride, head_dim, count * t.part / t.parts, count * (t.part + 1) / t.parts,
+                  head_dim, scaling, weighted.data() + i * per_group * head_dim, largest.data() + i * per_group,
+                  sums.data() + i * per_group, scores);
+    }
+  });
+  for (int64_t i = 0; i < count_tasks; i += tasks[i].parts) {  // each (row, group)'s parts are consecutive tasks
+    const Task& t = tasks[i];
+    for (int64_t h = 0; h < per_group; ++h) {
+      // part j's values of head h: first + j * per_group
+      const int64_t first = i * per_group + h;
+      merge_parts(weighted.data() + first * head_dim, largest.data() + first, sums.data() + first, t.parts, per_group,
+                  head_dim, out + t.row * query_width + (t.group * per_group + h) * head_dim);
+    }
+  }
+}
+
+template void attend_rows<float>(const float*, int64_t, int64_t, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                 int64_t, float, float*);
+template void attend_rows<c10::BFloat16>(const float*, int64_t, int64_t, const c10::BFloat16*, const c10::BFloat16*, int64_t,
+                                         int64_t, int64_t, int64_t, int64_t, float, float*);
+template void attend_rows<c10::Half>(const float*, int64_t, int64_t, const c10::Half*, const c10::Half*, int64_t, int64_t,
+                                     int64_t, int64_t, int64_t, float, float*);
+
+bool rows_attention_available() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+at::Tensor attend_cached_rows(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
+                              int64_t position, double scaling) {
+  c10::InferenceMode inference;
+  TORCH_CHECK(rows_attention_available(), "attention of rows needs AVX2, FMA and F16C");
+  TORCH_CHECK(query.dim() == 4 && keys.dim() == 4 && query.size(0) == 1 && keys.size(0) == 1, "batch 1, (1, heads, q, d)");
+  const int64_t heads = query.size(1), rows = query.size(2), head_dim = query.size(3), kv_heads = keys.size(1);
+  TORCH_CHECK(head_dim % kLanes == 0 && head_dim <= 512 && heads % kv_heads == 0 && keys.size(3) == head_dim,
+              "heads a multiple of 8 up to 512 wide, whole groups");
+  TORCH_CHECK(keys.stride(3) == 1 && keys.stride(2) == head_dim && keys.strides() == values.strides() &&
+                  keys.sizes() == values.sizes() && keys.scalar_type() == values.scalar_type(),
+              "a cache layer's key and value buffers, each head's positions in consecutive rows");
+  TORCH_CHECK(position >= 0 && position + rows <= keys.size(2), "the rows' positions inside the buffers");
+  const at::Tensor floats = query.select(0, 0).transpose(0, 1).to(at::kFloat).contiguous();  // (q, heads, d)
+  at::Tensor out = at::empty({1, rows, heads, head_dim}, query.options().dtype(at::kFloat));
+  const float scale = static_cast<float>(scaling);
+  const int64_t head_stride = keys.stride(1);
+  switch (keys.scalar_type()) {
+    case at::kFloat:
+      attend_rows(floats.data_ptr<float>(), heads * head_dim, rows, keys.data_ptr<float>(), values.data_ptr<float>(), head_stride,
+                  position, heads, kv_heads, head_dim, scale, out.data_ptr<float>());
+      break;
+    case at::kBFloat16:
+      attend_rows(floats.data_ptr<float>(), heads * head_dim, rows, keys.data_ptr<c10::BFloat16>(), values.data_ptr<c10::BFloat16>(),
+                  head_stride, position, heads, kv_heads, head_dim, scale, out.data_ptr<float>());
+      break;
+    case at::kHalf:
+      attend_rows(floats.data_ptr<float>(), heads * head_dim, rows, keys.data_ptr<c10::Half>(), values.data_ptr<c10::Half>(),
+                  head_stride, position, heads, kv_heads, head_dim, scale, out.data_ptr<float>());
+      break;
+    default:
+      TORCH_CHECK(false, "a float32, bfloat16 or float16 cache");
+  }
+  return out.to(query.scalar_type()).transpose(1, 2);
+}
