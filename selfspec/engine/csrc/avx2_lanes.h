@@ -1,4 +1,4 @@
-// AVX2 helpers (8 float lanes) shared by the buffers path (draft_in_buffers.cpp) and the attention of rows
+// AVX2 helpers (8 float lanes; 16 with AVX-512) shared by the buffers path (draft_in_buffers.cpp) and the attention of rows
 // (rows_attention.cpp): every CPU with the 8-bit dot products has AVX2 and FMA.
 #pragma once
 #include <c10/util/BFloat16.h>
@@ -7,6 +7,7 @@
 
 #define SELFSPEC_AVX2 __attribute__((target("avx2,fma")))
 #define SELFSPEC_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+#define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 namespace selfspec_lanes {
 
@@ -19,6 +20,17 @@ SELFSPEC_AVX2 inline __m256 load_lanes(const c10::BFloat16* p) {
 }
 SELFSPEC_AVX2_F16C inline __m256 load_lanes(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The same, 16 lanes (AVX-512).
+constexpr int64_t kWideLanes = 16;
+SELFSPEC_AVX512 inline __m512 load_wide(const float* p) { return _mm512_loadu_ps(p); }
+SELFSPEC_AVX512 inline __m512 load_wide(const c10::BFloat16* p) {
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+SELFSPEC_AVX512 inline __m512 load_wide(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
 SELFSPEC_AVX2 inline float lane_sum(__m256 v) {

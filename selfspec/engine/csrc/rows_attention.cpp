@@ -18,16 +18,12 @@ namespace {
 
 constexpr int64_t kPositionsToSplit = 64;  // a row's positions are split between the threads from this many on
 
-// One query per head over cached positions [begin, end) of its group's keys and values (rows `row_stride` apart),
-// for the `per_group` query heads that share them: each head's largest score, the sum of e^(score - largest), and
-// the values weighted by those exponentials (not yet divided by the sum), so that parts over other positions can
-// be merged (merge_parts).
+// Scores q . k * scaling of the `per_group` query heads over positions [begin, end) (keys `row_stride` apart):
+// scores[h * count + p - begin], 8 lanes a step.
 template <typename Scalar>
-SELFSPEC_AVX2 void attend_part(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
-                               int64_t row_stride, int64_t begin, int64_t end, int64_t head_dim, float scaling,
-                               float* weighted, float* largest, float* sums, std::vector<float>& scores) {
+SELFSPEC_AVX2 void scores_avx2(const float* queries, int64_t per_group, const Scalar* keys, int64_t row_stride,
+                               int64_t begin, int64_t end, int64_t head_dim, float scaling, float* scores) {
   const int64_t count = end - begin, chunks = head_dim / kLanes;
-  scores.resize(per_group * count);
   for (int64_t p = 0; p < count; ++p) {
     const Scalar* key = keys + (begin + p) * row_stride;
     for (int64_t h = 0; h < per_group; ++h) {
@@ -37,6 +33,89 @@ SELFSPEC_AVX2 void attend_part(const float* queries, int64_t per_group, const Sc
       }
       scores[h * count + p] = lane_sum(dot) * scaling;
     }
+  }
+}
+
+// The values over positions [begin, end) weighted by each head's `scores` (exponentials by then), summed per head
+// into weighted[h * head_dim ...] (in L1): each value chunk is read and widened once for all the heads.
+template <typename Scalar>
+SELFSPEC_AVX2 void weighted_avx2(const float* scores, int64_t per_group, const Scalar* values, int64_t row_stride,
+                                 int64_t begin, int64_t end, int64_t head_dim, float* weighted) {
+  const int64_t count = end - begin, chunks = head_dim / kLanes;
+  std::fill(weighted, weighted + per_group * head_dim, 0.f);
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* value = values + (begin + p) * row_stride;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __m256 lanes = load_lanes(value + c * kLanes);
+      for (int64_t h = 0; h < per_group; ++h) {
+        float* sum = weighted + h * head_dim + c * kLanes;
+        _mm256_storeu_ps(sum, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * count + p]), lanes, _mm256_loadu_ps(sum)));
+      }
+    }
+  }
+}
+
+// The same two with 16 lanes, where the CPU has AVX-512 and heads are a multiple of 16 wide: half the instructions,
+// and the weighted sums held in registers over all the positions (a block of heads at a time).
+template <typename Scalar>
+SELFSPEC_AVX512 void scores_avx512(const float* queries, int64_t per_group, const Scalar* keys, int64_t row_stride,
+                                   int64_t begin, int64_t end, int64_t head_dim, float scaling, float* scores) {
+  const int64_t count = end - begin, chunks = head_dim / kWideLanes;
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* key = keys + (begin + p) * row_stride;
+    for (int64_t h = 0; h < per_group; ++h) {
+      __m512 dot = _mm512_setzero_ps();
+      for (int64_t c = 0; c < chunks; ++c) {
+        dot = _mm512_fmadd_ps(_mm512_loadu_ps(queries + h * head_dim + c * kWideLanes), load_wide(key + c * kWideLanes),
+                              dot);
+      }
+      scores[h * count + p] = _mm512_reduce_add_ps(dot) * scaling;
+    }
+  }
+}
+
+template <typename Scalar>
+SELFSPEC_AVX512 void weighted_avx512(const float* scores, int64_t per_group, const Scalar* values, int64_t row_stride,
+                                     int64_t begin, int64_t end, int64_t head_dim, float* weighted) {
+  constexpr int64_t kHeadsAtOnce = 8;
+  const int64_t count = end - begin, chunks = head_dim / kWideLanes;
+  for (int64_t first = 0; first < per_group; first += kHeadsAtOnce) {
+    const int64_t heads = std::min(kHeadsAtOnce, per_group - first);
+    for (int64_t c = 0; c < chunks; ++c) {
+      __m512 sums[kHeadsAtOnce];
+      for (int64_t h = 0; h < heads; ++h) sums[h] = _mm512_setzero_ps();
+      for (int64_t p = 0; p < count; ++p) {
+        const __m512 lanes = load_wide(values + (begin + p) * row_stride + c * kWideLanes);
+        for (int64_t h = 0; h < heads; ++h) {
+          sums[h] = _mm512_fmadd_ps(_mm512_set1_ps(scores[(first + h) * count + p]), lanes, sums[h]);
+        }
+      }
+      for (int64_t h = 0; h < heads; ++h) _mm512_storeu_ps(weighted + (first + h) * head_dim + c * kWideLanes, sums[h]);
+    }
+  }
+}
+
+bool wide_lanes(int64_t head_dim) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl");
+  return avx512 && head_dim % kWideLanes == 0;
+}
+
+// One query per head over cached positions [begin, end) of its group's keys and values (rows `row_stride` apart),
+// for the `per_group` query heads that share them: each head's largest score, the sum of e^(score - largest), and
+// the values weighted by those exponentials (not yet divided by the sum), so that parts over other positions can
+// be merged (merge_parts).
+template <typename Scalar>
+SELFSPEC_AVX2 void attend_part(const float* queries, int64_t per_group, const Scalar* keys, const Scalar* values,
+                               int64_t row_stride, int64_t begin, int64_t end, int64_t head_dim, float scaling,
+                               float* weighted, float* largest, float* sums, std::vector<float>& scores) {
+  const int64_t count = end - begin;
+  const bool wide = wide_lanes(head_dim);
+  scores.resize(per_group * count);
+  if (wide) {
+    scores_avx512(queries, per_group, keys, row_stride, begin, end, head_dim, scaling, scores.data());
+  } else {
+    scores_avx2(queries, per_group, keys, row_stride, begin, end, head_dim, scaling, scores.data());
   }
   for (int64_t h = 0; h < per_group; ++h) {
     float* row = scores.data() + h * count;
@@ -53,18 +132,10 @@ SELFSPEC_AVX2 void attend_part(const float* queries, int64_t per_group, const Sc
     for (; p < count; ++p) row[p] = std::exp(row[p] - top), sum += row[p];
     largest[h] = top, sums[h] = sum;
   }
-  // Weighted values, summed in the output rows (in L1): each value chunk is read and widened once for all the
-  // group's heads.
-  std::fill(weighted, weighted + per_group * head_dim, 0.f);
-  for (int64_t p = 0; p < count; ++p) {
-    const Scalar* value = values + (begin + p) * row_stride;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const __m256 lanes = load_lanes(value + c * kLanes);
-      for (int64_t h = 0; h < per_group; ++h) {
-        float* sum = weighted + h * head_dim + c * kLanes;
-        _mm256_storeu_ps(sum, _mm256_fmadd_ps(_mm256_set1_ps(scores[h * count + p]), lanes, _mm256_loadu_ps(sum)));
-      }
-    }
+  if (wide) {
+    weighted_avx512(scores.data(), per_group, values, row_stride, begin, end, head_dim, weighted);
+  } else {
+    weighted_avx2(scores.data(), per_group, values, row_stride, begin, end, head_dim, weighted);
   }
 }
 
