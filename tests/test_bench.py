@@ -438,11 +438,11 @@ def test_the_engine_line_names_the_memory_of_packed_weight_copies():
 def test_the_engine_line_says_whether_verifications_are_exact_by_rows_where_that_was_checked():
     from selfspec.bench.report import overhead_lines
 
-    def line(rows_exact):
-        products = {"chosen": {}, "choices": [], "rows_exact": rows_exact}
-        return overhead_lines({"engine": {"cache": "static", "compiled": "off", "products": products}, "floor": {},
-                               "overhead": {"ar_ms_per_token": None, "methods": {}}})[0]
+    def line(exact):
+        engine = {"cache": "static", "compiled": "off", "products": {"chosen": {}, "choices": []},
+                  "exact_verifications": exact}
+        return overhead_lines({"engine": engine, "floor": {}, "overhead": {"ar_ms_per_token": None, "methods": {}}})[0]
 
-    assert line(True).endswith("gives a row what it gives it alone: yes")
-    assert "may round otherwise" in line(False)
-    assert "alone" not in line(None)  # float32, or a GPU: not checked
+    assert line(True).endswith("verifications bit for bit the one-token steps: yes")
+    assert "may part from plain decoding's" in line(False)
+    assert "bit for bit" not in line(None)  # float32, or a GPU: not checked

@@ -395,7 +395,7 @@ def test_in_16_bits_a_verifications_rows_are_the_steps_they_stand_for_bit_for_bi
     engine = Engine(model)  # kernels chosen: products exact by rows, attention in "rows"
     described = engine.describe()
     assert described["forms"]["one query"] == described["forms"]["masked queries"] == "rows"
-    assert described["products"]["rows_exact"] is True
+    assert described["products"]["rows_exact"] is True and described["exact_verifications"] is True
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7] * 8])  # past 64 positions: the threads split rows
     tokens = torch.randint(2, 96, (1, 17), generator=torch.Generator().manual_seed(1))
     n = prompt.shape[1]

@@ -218,3 +218,11 @@ def test_the_norm_by_length_form_gives_transformers_logits_to_rounding(monkeypat
         got = engine.full(tokens, start, ours) if tokens.shape[-1] == 1 else engine.verify(tokens, start, ours)
         torch.testing.assert_close(got, _transformers_logits(model, tokens, start, theirs), rtol=1e-5, atol=1e-5)
     assert len(calls) == 3 * 2 * model.config.num_hidden_layers  # two norms a layer, in each of the 3 forwards
+
+
+def test_the_engine_says_whether_its_verifications_are_the_steps_bit_for_bit(monkeypatch):
+    assert Engine(tiny_model("llama")).exact_verifications() is None  # float32: not checked
+    monkeypatch.setattr(architectures, "rows_attention", lambda *args: None)  # no C++ extension: sdpa's forms
+    engine = Engine(tiny_model("llama").to(torch.bfloat16))
+    assert engine.describe()["forms"]["one query"] != "rows"
+    assert engine.exact_verifications() is False and engine.describe()["exact_verifications"] is False

@@ -74,13 +74,13 @@ def overhead_lines(detail: dict) -> list[str]:
     copies = engine["products"].get("extra_bytes", 0)
     forms = "; ".join(f"{what}: {form}" for what, form in engine.get("forms", {}).items())
     loop = engine.get("layer_loop")
-    exact = engine["products"].get("rows_exact")
+    exact = engine.get("exact_verifications")
     lines = [f"engine: {engine['cache']} cache, compiled {compiled}" + (f", layers in {loop}" if loop else "")
              + f"; few-row products: {products}"
              + (f" (packed weight copies: {copies / 1e6:.0f} MB)" if copies else "")
              + (f"; forms: {forms}" if forms else "")
-             + ("" if exact is None else "; every product gives a row what it gives it alone: "
-                + ("yes" if exact else "no, so a verification may round otherwise than the steps it stands for"))]
+             + ("" if exact is None else "; verifications bit for bit the one-token steps: "
+                + ("yes" if exact else "no, so a 16-bit greedy output may part from plain decoding's at a near-tie"))]
     if over["ar_ms_per_token"] is not None:
         lines.append(f"autoregressive {over['ar_ms_per_token']:.1f} ms/token = {over['ar_over_floor']:.2f}x the floor "
                      f"of {over['floor_ms']:.1f} ms ({floor['how']}, {floor['weight_bytes'] / 1e6:.0f} MB, this run"

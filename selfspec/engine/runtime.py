@@ -21,6 +21,7 @@ from torch import nn
 
 from selfspec.engine.architectures import hooked, num_layers
 from selfspec.engine.cache import new_cache
+from selfspec.engine.attention_forms import ROWS_FORM
 from selfspec.engine.compiled import CompiledSteps, compile_setting, padded_width
 from selfspec.engine.row_products import RowProducts, choose_row_products
 from selfspec.engine.walk import LayerWalk
@@ -174,4 +175,15 @@ class Engine:
                 "compiled": self.steps.describe() if self.steps is not None else "off",
                 "products": self.products.to_dict() | {"extra_bytes": self.products.extra_bytes(self.model)},
                 "forms": self.walk.forms if self.walk is not None else {},
-                "layer_loop": self.walk.layer_loop if self.walk is not None else "transformers"}
+                "layer_loop": self.walk.layer_loop if self.walk is not None else "transformers",
+                "exact_verifications": self.exact_verifications()}
+
+    def exact_verifications(self) -> bool | None:
+        """Whether a verification's rows are, bit for bit, the one-token steps they stand for, where that was
+        checked (16-bit dtypes on a CPU: row_products.EXACT_ROWS_DTYPES): every product exact by rows, and both
+        attention kinds in "rows" (attention_forms.py). None where it was not checked (float32, a GPU)."""
+        exact = self.products.rows_exact
+        if exact is None:
+            return None
+        forms = self.walk.forms if self.walk is not None else {}
+        return exact and forms.get("one query") == forms.get("masked queries") == ROWS_FORM and self.steps is None
