@@ -211,6 +211,33 @@ bool rows_attention_available() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
+namespace {
+
+// attend_cached_rows in a cache of Scalar: the queries widened and the output rounded by plain loops (a forward
+// calls it once a layer, and each tensor operation it saves costs microseconds whatever its size).
+template <typename Scalar>
+at::Tensor attend_in(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values, int64_t position,
+                     float scaling) {
+  const int64_t heads = query.size(1), rows = query.size(2), head_dim = query.size(3), kv_heads = keys.size(1);
+  const int64_t width = heads * head_dim;
+  const Scalar* from = query.data_ptr<Scalar>();
+  std::vector<float> queries(rows * width), out(rows * width);
+  for (int64_t r = 0; r < rows; ++r) {  // (1, heads, q, d) at any strides -> rows of (heads, d)
+    for (int64_t h = 0; h < heads; ++h) {
+      const Scalar* head = from + h * query.stride(1) + r * query.stride(2);
+      for (int64_t d = 0; d < head_dim; ++d) queries[r * width + h * head_dim + d] = static_cast<float>(head[d * query.stride(3)]);
+    }
+  }
+  attend_rows(queries.data(), width, rows, keys.data_ptr<Scalar>(), values.data_ptr<Scalar>(), keys.stride(1), position,
+              heads, kv_heads, head_dim, scaling, out.data());
+  at::Tensor result = at::empty({1, rows, heads, head_dim}, query.options());
+  Scalar* to = result.data_ptr<Scalar>();
+  for (int64_t i = 0; i < rows * width; ++i) to[i] = static_cast<Scalar>(out[i]);
+  return result.transpose(1, 2);
+}
+
+}  // namespace
+
 at::Tensor attend_cached_rows(const at::Tensor& query, const at::Tensor& keys, const at::Tensor& values,
                               int64_t position, double scaling) {
   c10::InferenceMode inference;
@@ -220,28 +247,15 @@ at::Tensor attend_cached_rows(const at::Tensor& query, const at::Tensor& keys, c
   TORCH_CHECK(head_dim % kLanes == 0 && head_dim <= 512 && heads % kv_heads == 0 && keys.size(3) == head_dim,
               "heads a multiple of 8 up to 512 wide, whole groups");
   TORCH_CHECK(keys.stride(3) == 1 && keys.stride(2) == head_dim && keys.strides() == values.strides() &&
-                  keys.sizes() == values.sizes() && keys.scalar_type() == values.scalar_type(),
-              "a cache layer's key and value buffers, each head's positions in consecutive rows");
+                  keys.sizes() == values.sizes() && keys.scalar_type() == values.scalar_type() &&
+                  query.scalar_type() == keys.scalar_type(),
+              "a cache layer's key and value buffers in the queries' dtype, each head's positions in consecutive rows");
   TORCH_CHECK(position >= 0 && position + rows <= keys.size(2), "the rows' positions inside the buffers");
-  const at::Tensor floats = query.select(0, 0).transpose(0, 1).to(at::kFloat).contiguous();  // (q, heads, d)
-  at::Tensor out = at::empty({1, rows, heads, head_dim}, query.options().dtype(at::kFloat));
   const float scale = static_cast<float>(scaling);
-  const int64_t head_stride = keys.stride(1);
   switch (keys.scalar_type()) {
-    case at::kFloat:
-      attend_rows(floats.data_ptr<float>(), heads * head_dim, rows, keys.data_ptr<float>(), values.data_ptr<float>(), head_stride,
-                  position, heads, kv_heads, head_dim, scale, out.data_ptr<float>());
-      break;
-    case at::kBFloat16:
-      attend_rows(floats.data_ptr<float>(), heads * head_dim, rows, keys.data_ptr<c10::BFloat16>(), values.data_ptr<c10::BFloat16>(),
-                  head_stride, position, heads, kv_heads, head_dim, scale, out.data_ptr<float>());
-      break;
-    case at::kHalf:
-      attend_rows(floats.data_ptr<float>(), heads * head_dim, rows, keys.data_ptr<c10::Half>(), values.data_ptr<c10::Half>(),
-                  head_stride, position, heads, kv_heads, head_dim, scale, out.data_ptr<float>());
-      break;
-    default:
-      TORCH_CHECK(false, "a float32, bfloat16 or float16 cache");
+    case at::kFloat: return attend_in<float>(query, keys, values, position, scale);
+    case at::kBFloat16: return attend_in<c10::BFloat16>(query, keys, values, position, scale);
+    case at::kHalf: return attend_in<c10::Half>(query, keys, values, position, scale);
+    default: TORCH_CHECK(false, "a float32, bfloat16 or float16 cache");
   }
-  return out.to(query.scalar_type()).transpose(1, 2);
 }
