@@ -38,7 +38,9 @@ ONE_QUERY_FORMS = ("grouped", "packed")
 MASKED_QUERIES_FORMS = ("repeated", "grouped")
 ROWS_FORM = "rows"  # either kind's third form, where `rows_attention` gives one
 EXACT_ROWS_LIMIT = 64  # the most rows attended as "rows" (a step, a verification, a read of copies); a prompt keeps sdpa
-VERIFY_QUERIES = 5  # the masked attention timed: a verification of four drafts
+# The masked attention timed: a verification of K = 8 drafts, the controller's usual length. At 5 queries "rows" timed
+# faster than sdpa, at 9 and more slower (docs/BENCHMARKS.md, "16-bit verifications exact by rows").
+VERIFY_QUERIES = 9
 TIMED_KEYS = 128  # keys the forms are timed over: a prompt and its answer so far
 
 
