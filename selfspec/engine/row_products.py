@@ -318,6 +318,7 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     products = candidate_products(device, probe.dtype, packing=copies_fit)
     chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
     choices = []
+    decoding_ms: dict[tuple[Shape, str], float] = {}  # (shape, product) -> ms summed over the decoding buckets
     prefill_products = {name: p for name, p in products.items() if name in PREFILL_PRODUCTS}
     for shape, group in linear_weights(model).items():
         weights = streamed(group)
@@ -332,12 +333,14 @@ def choose_row_products(model: nn.Module) -> RowProducts:
             choices.append(choice)
             if choice.name != INCUMBENT:
                 chosen[(low, high)][shape] = choice.name
+            for name, ms in choice.milliseconds.items() if high else ():
+                decoding_ms[(shape, name)] = decoding_ms.get((shape, name), 0.0) + ms
     join_product = next(name for name in JOINED_PRODUCTS if name in products)
     joined, join_choices = (_chosen_joins(model, chosen, dtype, device, join_product)
                             if copies_fit and walkable_plain_layers(model) else ({}, []))
     exact = None
     if device.type == "cpu" and probe.dtype in EXACT_ROWS_DTYPES:
-        exact = _exact_rows(model, chosen, joined, products, join_product, _decoding_milliseconds(choices))
+        exact = _exact_rows(model, chosen, joined, products, join_product, decoding_ms)
     return RowProducts(chosen, tuple(choices + join_choices), joined, join_product, exact)
 
 
@@ -347,20 +350,6 @@ def choose_row_products(model: nn.Module) -> RowProducts:
 EXACT_ROWS_DTYPES = (torch.bfloat16, torch.float16)
 DECODE_BUCKETS = ROW_BUCKETS  # the row counts of steps, verifications and reads of copies (a prompt's aside)
 EXACTNESS_ROWS = 48  # random rows each product is checked over
-
-
-def _decoding_milliseconds(choices: list[KernelChoice]) -> dict[tuple[Shape, str], float]:
-    """(shape, product) -> its milliseconds summed over the decoding buckets' choices (row-linear keys)."""
-    total: dict[tuple[Shape, str], float] = {}
-    for choice in choices:
-        kind, _, shape, rows = choice.key.split(":")[:4]
-        if kind != "row-linear" or rows == f"rows{_rows(*PREFILL_BUCKET)}":
-            continue
-        out, inner = shape.split("x")[:2]
-        for name, ms in choice.milliseconds.items():
-            key = ((int(out), int(inner)), name)
-            total[key] = total.get(key, 0.0) + ms
-    return total
 
 
 def rows_agree(product_for: Callable[[int], Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
@@ -387,9 +376,16 @@ def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined
     def inputs(width: int, dtype: torch.dtype) -> torch.Tensor:
         return torch.randn(EXACTNESS_ROWS, width, generator=generator).to(dtype)
 
-    def one_product(name: str, weight: torch.Tensor) -> Callable[[int], Callable]:
-        prepared = _prepare(name, weight)
-        return lambda rows: partial(PRODUCTS[name], weight=prepared)
+    def over_rows(weight: torch.Tensor, names: dict[int, str] | str, made: dict) -> Callable[[int], Callable]:
+        """rows -> the product `names` gives that row count (one name: every count), over `weight` or the copy it
+        reads, each copy made once (in `made`, per weight)."""
+        def product(rows: int) -> Callable:
+            name = names if isinstance(names, str) else names[rows]
+            prepare = PREPARED.get(name)
+            if prepare is not None and prepare not in made:
+                made[prepare] = prepare(weight)
+            return partial(PRODUCTS[name], weight=weight if prepare is None else made[prepare])
+        return product
 
     fully_joined = set()
     for _, group, _ in PROJECTION_GROUPS:
@@ -398,7 +394,7 @@ def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined
             continue
         parts = _group_parts(model, group)[0]
         stacked = stacked_linear(parts).weight
-        if rows_agree(one_product(join_product, stacked), inputs(stacked.shape[1], stacked.dtype), widest):
+        if rows_agree(over_rows(stacked, join_product, {}), inputs(stacked.shape[1], stacked.dtype), widest):
             joined |= {b: joined.get(b, ()) + (group,) for b in DECODE_BUCKETS if b not in buckets}
             fully_joined |= {id(part.weight) for parts in _group_parts(model, group) for part in parts}
         else:
@@ -407,21 +403,16 @@ def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined
     for shape, group in linear_weights(model).items():
         if all(id(w) in fully_joined for w in group):
             continue  # decoding runs these only joined
-        weight, x = group[0], inputs(shape[1], group[0].dtype)
+        weight, x, made = group[0], inputs(shape[1], group[0].dtype), {}
         current = {r: chosen[b].get(shape, INCUMBENT) for b in DECODE_BUCKETS for r in range(b[0], b[1] + 1)}
-
-        def product_for(names: dict[int, str]) -> Callable[[int], Callable]:
-            prepared = _prepared_copies(weight, set(names.values()))
-            return lambda rows: partial(PRODUCTS[names[rows]], weight=prepared.get(names[rows], weight))
-
-        if rows_agree(product_for(current), x, widest):
+        if rows_agree(over_rows(weight, current, made), x, widest):
             continue
         one_row = ONE_ROW_AS_TWO.get(current[1])
-        if one_row is not None and rows_agree(product_for(current | {1: one_row}), x, widest):
+        if one_row is not None and rows_agree(over_rows(weight, current | {1: one_row}, made), x, widest):
             chosen[DECODE_BUCKETS[0]][shape] = one_row
             continue
         name = next((n for n in sorted(products, key=lambda n: timed.get((shape, n), math.inf))
-                     if rows_agree(one_product(n, weight), x, widest)), None)
+                     if rows_agree(over_rows(weight, n, made), x, widest)), None)
         if name is None:
             exact = False
             continue
