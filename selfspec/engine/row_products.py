@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from selfspec.engine.architectures import (PROJECTION_GROUPS, decoder_layers, join_projections, stacked_linear,
                                            walkable_plain_layers)
+from selfspec.engine.attention_forms import exact_rows_required
 from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.host import available_memory, free_device_memory
 from selfspec.engine.kernels import KernelChoice, choose_fastest
@@ -339,7 +340,7 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     joined, join_choices = (_chosen_joins(model, chosen, dtype, device, join_product)
                             if copies_fit and walkable_plain_layers(model) else ({}, []))
     exact = None
-    if device.type == "cpu" and probe.dtype in EXACT_ROWS_DTYPES:
+    if device.type == "cpu" and exact_rows_required(probe.dtype):
         exact = _exact_rows(model, chosen, joined, products, join_product, decoding_ms)
     return RowProducts(chosen, tuple(choices + join_choices), joined, join_product, exact)
 
@@ -347,7 +348,6 @@ def choose_row_products(model: nn.Module) -> RowProducts:
 # Where verifications can commit exactly what steps one by one would (attention_forms.py: the "rows" form): the
 # products must give each row what they give it alone. oneDNN's bfloat16 product over 576x1536 weights gave one
 # row alone other sums than the same row among others (a one-row kernel splits its long sums), so it is checked.
-EXACT_ROWS_DTYPES = (torch.bfloat16, torch.float16)
 DECODE_BUCKETS = ROW_BUCKETS  # the row counts of steps, verifications and reads of copies (a prompt's aside)
 EXACTNESS_ROWS = 48  # random rows each product is checked over
 

@@ -180,7 +180,7 @@ class Engine:
 
     def exact_verifications(self) -> bool | None:
         """Whether a verification's rows are, bit for bit, the one-token steps they stand for, where that was
-        checked (16-bit dtypes on a CPU: row_products.EXACT_ROWS_DTYPES): every product exact by rows, and both
+        checked (16-bit dtypes on a CPU: attention_forms.exact_rows_required): every product exact by rows, and both
         attention kinds in "rows" (attention_forms.py). None where it was not checked (float32, a GPU)."""
         exact = self.products.rows_exact
         if exact is None:
