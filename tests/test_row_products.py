@@ -476,13 +476,38 @@ def test_in_16_bits_products_that_give_rows_otherwise_are_replaced_by_exact_ones
             assert torch.equal(module(inputs[:, :rows]), alone[:, :rows])
 
 
-def test_a_shape_with_no_exact_product_leaves_the_products_inexact(monkeypatch):
+def test_a_shape_with_no_exact_product_leaves_the_products_inexact(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
     for name in ("linear", "weight-major", "thread-split"):
         monkeypatch.setitem(row_products.PRODUCTS, name, _summing_in_three_rows_otherwise)
     model = tiny_model("llama").to(torch.bfloat16)
     chosen = {b: {} for b in ROW_BUCKETS + (PREFILL_BUCKET,)}
     products = {name: row_products.PRODUCTS[name] for name in ("linear", "weight-major", "thread-split")}
     assert row_products._exact_rows(model, chosen, {}, products, "linear", {}) is False
+
+
+def test_a_later_load_reads_the_exactness_verdicts_instead_of_checking_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
+    calls = []
+
+    def counted(product):
+        return lambda x, weight, bias=None: calls.append(x.shape[1]) or product(x, weight, bias)
+    monkeypatch.setitem(row_products.PRODUCTS, "linear", counted(_exactly))
+    monkeypatch.setitem(row_products.PRODUCTS, "thread-split", counted(_summing_in_three_rows_otherwise))
+    products = {name: row_products.PRODUCTS[name] for name in ("linear", "thread-split")}
+    outcomes = []
+    for load in range(2):
+        model = tiny_model("llama").to(torch.bfloat16)
+        chosen = {b: {} for b in ROW_BUCKETS + (PREFILL_BUCKET,)}
+        head = tuple(model.lm_head.weight.shape)
+        for bucket in ROW_BUCKETS:
+            chosen[bucket][head] = "thread-split"
+        timed = {(head, "thread-split"): 0.5, (head, "linear"): 1.0}
+        exact = row_products._exact_rows(model, chosen, {}, products, "linear", timed)
+        outcomes.append((exact, _decoding_names(RowProducts(chosen), head), len(calls)))
+    (first_exact, first_names, checked), (second_exact, second_names, after) = outcomes
+    assert first_exact and second_exact and first_names == second_names == {"linear"}
+    assert checked > 0 and after == checked  # the second load ran no product to check
 
 
 def test_float32_products_are_not_checked_and_16_bit_ones_are(tmp_path, monkeypatch):

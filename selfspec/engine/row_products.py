@@ -36,7 +36,7 @@ from selfspec.engine.architectures import (PROJECTION_GROUPS, decoder_layers, jo
 from selfspec.engine.attention_forms import exact_rows_required
 from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.host import available_memory, free_device_memory
-from selfspec.engine.kernels import KernelChoice, choose_fastest
+from selfspec.engine.kernels import KernelChoice, cached_choice, choose_fastest, remember_choice
 from selfspec.engine.narrow_linear import (PACKED_FOR_ROWS, JoinedLinear, RowChosenLinear, onednn_available,
                                            onednn_linear, onednn_packed, onednn_packing_available,
                                            onednn_two_rows_linear, thread_split_linear, weight_major_linear)
@@ -362,6 +362,17 @@ def rows_agree(product_for: Callable[[int], Callable[[torch.Tensor], torch.Tenso
                for r in range(2, widest + 1) for s in range(0, len(x) - r + 1, r))
 
 
+def remembered_agreement(key: str, device: torch.device, check: Callable[[], bool]) -> bool:
+    """`check()`, remembered on disk under `key` like a timed choice (kernels.py): whether a product sums rows
+    alike is a property of the machine's kernels, so a later load of the same shapes checks nothing."""
+    cached = cached_choice(key, device)
+    if cached is not None and cached.name in ("exact", "inexact"):
+        return cached.name == "exact"
+    agree = check()
+    remember_choice(KernelChoice(key, "exact" if agree else "inexact"), device)
+    return agree
+
+
 def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined: dict[Bucket, tuple[str, ...]],
                 products: dict, join_product: str, timed: dict[tuple[Shape, str], float]) -> bool:
     """Make the decoding buckets' products exact by rows (`rows_agree`), in place, and say whether they are.
@@ -376,16 +387,19 @@ def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined
     def inputs(width: int, dtype: torch.dtype) -> torch.Tensor:
         return torch.randn(EXACTNESS_ROWS, width, generator=generator).to(dtype)
 
-    def over_rows(weight: torch.Tensor, names: dict[int, str] | str, made: dict) -> Callable[[int], Callable]:
-        """rows -> the product `names` gives that row count (one name: every count), over `weight` or the copy it
-        reads, each copy made once (in `made`, per weight)."""
+    def exact_by_rows(weight: torch.Tensor, names: dict[int, str] | str, made: dict) -> bool:
+        """Whether the products `names` gives each row count (one name: every count) are exact by rows over
+        `weight` (or the copy a product reads, each made once, in `made`, per weight)."""
         def product(rows: int) -> Callable:
             name = names if isinstance(names, str) else names[rows]
             prepare = PREPARED.get(name)
             if prepare is not None and prepare not in made:
                 made[prepare] = prepare(weight)
             return partial(PRODUCTS[name], weight=weight if prepare is None else made[prepare])
-        return product
+        per_rows = names if isinstance(names, str) else ",".join(names[r] for r in range(1, widest + 1))
+        key = f"rows-exact:{model_dtype_name(model)}:{weight.shape[0]}x{weight.shape[1]}:{per_rows}:rows{EXACTNESS_ROWS}"
+        return remembered_agreement(key, weight.device,
+                                    lambda: rows_agree(product, inputs(weight.shape[1], weight.dtype), widest))
 
     fully_joined = set()
     for _, group, _ in PROJECTION_GROUPS:
@@ -394,7 +408,7 @@ def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined
             continue
         parts = _group_parts(model, group)[0]
         stacked = stacked_linear(parts).weight
-        if rows_agree(over_rows(stacked, join_product, {}), inputs(stacked.shape[1], stacked.dtype), widest):
+        if exact_by_rows(stacked, join_product, {}):
             joined |= {b: joined.get(b, ()) + (group,) for b in DECODE_BUCKETS if b not in buckets}
             fully_joined |= {id(part.weight) for parts in _group_parts(model, group) for part in parts}
         else:
@@ -403,16 +417,16 @@ def _exact_rows(model: nn.Module, chosen: dict[Bucket, dict[Shape, str]], joined
     for shape, group in linear_weights(model).items():
         if all(id(w) in fully_joined for w in group):
             continue  # decoding runs these only joined
-        weight, x, made = group[0], inputs(shape[1], group[0].dtype), {}
+        weight, made = group[0], {}
         current = {r: chosen[b].get(shape, INCUMBENT) for b in DECODE_BUCKETS for r in range(b[0], b[1] + 1)}
-        if rows_agree(over_rows(weight, current, made), x, widest):
+        if exact_by_rows(weight, current, made):
             continue
         one_row = ONE_ROW_AS_TWO.get(current[1])
-        if one_row is not None and rows_agree(over_rows(weight, current | {1: one_row}, made), x, widest):
+        if one_row is not None and exact_by_rows(weight, current | {1: one_row}, made):
             chosen[DECODE_BUCKETS[0]][shape] = one_row
             continue
         name = next((n for n in sorted(products, key=lambda n: timed.get((shape, n), math.inf))
-                     if rows_agree(over_rows(weight, n, made), x, widest)), None)
+                     if exact_by_rows(weight, n, made)), None)
         if name is None:
             exact = False
             continue
