@@ -8,7 +8,8 @@
 // int4 layout (lowbit.pack_int4_for_int8_dot): blocks of 16 output rows; per block and group of 32 inputs, four
 // 64-byte chunks, one per 8 inputs, where bytes 4r..4r+3 hold row r's inputs 0..3 of the chunk in their low
 // nibbles and inputs 4..7 in their high nibbles, so one instruction serves 16 rows at once. Per block and group,
-// 16 scales then 16 zeros (float): weight = (q - 8) * scale + zero. int8 layout: see int8_block_product.
+// 16 scales then 16 zeros (float16, half the bytes of float32: a draft token streams every weight and scale once):
+// weight = (q - 8) * scale + zero. int8 layout: see int8_block_product.
 #include "products.h"
 
 #include <ATen/Parallel.h>
@@ -18,7 +19,7 @@
 #include <vector>
 
 #define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-#define SELFSPEC_AVX2 __attribute__((target("avx2,fma")))
+#define SELFSPEC_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace {
 
@@ -74,13 +75,21 @@ SELFSPEC_AVX512 void store_block(__m512 sums, Scalar* out) {
   for (int64_t r = 0; r < kBlock; ++r) out[r] = static_cast<Scalar>(values[r]);
 }
 
+// 16 (or 8) float16 values widened to float32.
+SELFSPEC_AVX512 inline __m512 halves16(const uint16_t* values) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(values)));
+}
+SELFSPEC_AVX2 inline __m256 halves8(const uint16_t* values) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values)));
+}
+
 // Every row of x against one block of 16 output rows: out[m, 16 block .. 16 block + 15].
 template <typename Scalar>
-SELFSPEC_AVX512 void block_product(const uint8_t* packed, const float* scales_and_zeros, const RoundedRows& x, int64_t rows,
+SELFSPEC_AVX512 void block_product(const uint8_t* packed, const uint16_t* scales_and_zeros, const RoundedRows& x, int64_t rows,
                    int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
   const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
   const uint8_t* block_weights = packed + block * groups * kGroupBytes;
-  const float* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
+  const uint16_t* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
   for (int64_t m = 0; m < rows; ++m) {  // the block's weights stay in L1 from the second row on
     const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
     __m512 scaled = _mm512_setzero_ps(), zeros = _mm512_setzero_ps();
@@ -97,9 +106,9 @@ SELFSPEC_AVX512 void block_product(const uint8_t* packed, const float* scales_an
       }
       const int64_t at = m * groups + g;
       const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(low, high), _mm512_set1_epi32(kInt4Offset * x.total[at]));
-      const __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(block_scales + g * 2 * kBlock), _mm512_set1_ps(x.scale[at]));
+      const __m512 scale = _mm512_mul_ps(halves16(block_scales + g * 2 * kBlock), _mm512_set1_ps(x.scale[at]));
       scaled = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), scaled);
-      zeros = _mm512_fmadd_ps(_mm512_loadu_ps(block_scales + g * 2 * kBlock + kBlock), _mm512_set1_ps(x.sum[at]), zeros);
+      zeros = _mm512_fmadd_ps(halves16(block_scales + g * 2 * kBlock + kBlock), _mm512_set1_ps(x.sum[at]), zeros);
     }
     store_block(_mm512_add_ps(scaled, zeros), out + m * out_features + block * kBlock);
   }
@@ -148,11 +157,11 @@ SELFSPEC_AVX2 void store_halves(__m256 low, __m256 high, Scalar* out) {
 }
 
 template <typename Scalar>
-SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const float* scales_and_zeros, const RoundedRows& x,
+SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const uint16_t* scales_and_zeros, const RoundedRows& x,
                                       int64_t rows, int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
   const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
   const uint8_t* block_weights = packed + block * groups * kGroupBytes;
-  const float* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
+  const uint16_t* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
   for (int64_t m = 0; m < rows; ++m) {
     const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
     __m256 sums[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -168,10 +177,10 @@ SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const float* scales
           dot = _mm256_add_epi32(dot, dot_fours(_mm256_and_si256(_mm256_srli_epi16(chunk, 4), low_nibbles),
                                                 _mm256_set1_epi32(a[2 * c + 1])));
         }
-        const float* scale = block_scales + g * 2 * kBlock + 8 * half;
-        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(scale), _mm256_set1_ps(x.scale[at])),
+        const uint16_t* scale = block_scales + g * 2 * kBlock + 8 * half;
+        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(halves8(scale), _mm256_set1_ps(x.scale[at])),
                                      _mm256_cvtepi32_ps(dot), sums[half]);
-        sums[half] = _mm256_fmadd_ps(_mm256_loadu_ps(scale + kBlock), _mm256_set1_ps(x.sum[at]), sums[half]);
+        sums[half] = _mm256_fmadd_ps(halves8(scale + kBlock), _mm256_set1_ps(x.sum[at]), sums[half]);
       }
     }
     store_halves(sums[0], sums[1], out + m * out_features + block * kBlock);
@@ -215,7 +224,7 @@ bool has_instructions(int64_t kind) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vnni");
   }
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 bool takes_int4(int64_t kind) { return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2; }
@@ -227,8 +236,9 @@ void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& sc
   TORCH_CHECK(has_instructions(kind), "this CPU lacks the instructions of 8-bit dot product kind ", kind,
               kind == kInt4Int8Dot || kind == kInt8Int8Dot ? " (AVX512-VNNI)" : " (AVX2)");
   const int64_t group_bytes = takes_int4(kind) ? kGroupBytes : kInt8GroupBytes;
+  const auto scale_type = takes_int4(kind) ? at::kHalf : at::kFloat;  // per group in float16, per row in float32
   TORCH_CHECK(packed.dim() == 3 && packed.size(2) == group_bytes && packed.is_contiguous() &&
-                  packed.scalar_type() == at::kByte && scales.is_contiguous() && scales.scalar_type() == at::kFloat,
+                  packed.scalar_type() == at::kByte && scales.is_contiguous() && scales.scalar_type() == scale_type,
               "weights packed by lowbit.pack_int4_for_int8_dot or pack_int8_for_int8_dot");
   TORCH_CHECK(in_features == packed.size(1) * kGroup, "the input has ", in_features, " features; the weights take ",
               packed.size(1) * kGroup);
@@ -242,14 +252,16 @@ void int8_dot(int64_t kind, const Scalar* x, int64_t rows, const at::Tensor& pac
   const int64_t blocks = packed.size(0), groups = packed.size(1);
   const RoundedRows rounded = rounded_rows(x, rows * groups * kGroup);
   const uint8_t* weights = packed.data_ptr<uint8_t>();
-  const float* scale = scales.data_ptr<float>();
+  const bool int4 = takes_int4(kind);
+  const uint16_t* halves = int4 ? reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()) : nullptr;
+  const float* scale = int4 ? nullptr : scales.data_ptr<float>();
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
       switch (kind) {
-        case kInt4Int8Dot: block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock); break;
+        case kInt4Int8Dot: block_product(weights, halves, rounded, rows, groups, block, out, blocks * kBlock); break;
         case kInt8Int8Dot: int8_block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock); break;
         case kInt4Int8DotAvx2:
-          block_product_avx2(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
+          block_product_avx2(weights, halves, rounded, rows, groups, block, out, blocks * kBlock);
           break;
         default: int8_block_product_avx2(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
       }
