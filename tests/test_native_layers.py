@@ -358,11 +358,17 @@ def test_drafts_in_buffers_stay_token_identical():
         assert got == expected, profile
 
 
+# (heads, groups, head_dim): 16 lanes over one chunk; 64-wide heads with all their chunks at once (3 a group) and a
+# chunk at a time (9 a group: blocks of 8 heads and 1); 128-wide heads, 6 a group; 24-wide heads in 8 lanes (AVX2).
+ROWS_SHAPES = [(6, 2, 16), (9, 3, 64), (18, 2, 64), (12, 2, 128), (4, 2, 24)]
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_rows_attention_is_causal_softmax_attention_and_each_row_as_if_alone(extension, dtype, threads):
+@pytest.mark.parametrize("shape", ROWS_SHAPES)
+def test_rows_attention_is_causal_softmax_attention_and_each_row_as_if_alone(extension, dtype, threads, shape):
     torch.manual_seed(0)
-    heads, groups, head_dim, capacity, scale = 6, 2, 16, 160, 0.25
+    (heads, groups, head_dim), capacity, scale = shape, 160, 0.25
     keys, values = (torch.randn(1, groups, capacity, head_dim).to(dtype) for _ in range(2))
     query = torch.randn(1, heads, 17, head_dim).to(dtype)
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]

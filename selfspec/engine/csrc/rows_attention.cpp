@@ -55,13 +55,71 @@ SELFSPEC_AVX2 void weighted_avx2(const float* scores, int64_t per_group, const S
   }
 }
 
-// The same two with 16 lanes, where the CPU has AVX-512 and heads are a multiple of 16 wide: half the instructions,
-// and the weighted sums held in registers over all the positions (a block of heads at a time).
+// The same two with 16 lanes, where the CPU has AVX-512 and heads are a multiple of 16 wide. Scores come 16 positions
+// at a time: their keys widened once for all the group's heads, and 16 dot products' lanes summed together
+// (sum16) instead of one reduction each, which cost more than the products. The weighted sums stay in registers over
+// all the positions.
+constexpr int64_t kBlockPositions = 16;
+
+// Lane j of the result: the sum of v[j]'s 16 lanes (a transpose by unpacks and 128-bit shuffles, adding as it goes).
+SELFSPEC_AVX512 inline __m512 sum16(const __m512* v) {
+  __m512 pairs[8], quads[4];
+  for (int i = 0; i < 8; ++i) {
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  }
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane l: v[4i .. 4i + 3]'s four lanes of l, summed
+    const __m512d low = _mm512_unpacklo_pd(_mm512_castps_pd(pairs[2 * i]), _mm512_castps_pd(pairs[2 * i + 1]));
+    const __m512d high = _mm512_unpackhi_pd(_mm512_castps_pd(pairs[2 * i]), _mm512_castps_pd(pairs[2 * i + 1]));
+    quads[i] = _mm512_add_ps(_mm512_castpd_ps(low), _mm512_castpd_ps(high));
+  }
+  const __m512 t0 = _mm512_shuffle_f32x4(quads[0], quads[1], 0x44), t1 = _mm512_shuffle_f32x4(quads[0], quads[1], 0xEE);
+  const __m512 t2 = _mm512_shuffle_f32x4(quads[2], quads[3], 0x44), t3 = _mm512_shuffle_f32x4(quads[2], quads[3], 0xEE);
+  return _mm512_add_ps(_mm512_add_ps(_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t0, t2, 0xDD)),
+                       _mm512_add_ps(_mm512_shuffle_f32x4(t1, t3, 0x88), _mm512_shuffle_f32x4(t1, t3, 0xDD)));
+}
+
+// scores_avx512 over whole blocks of 16 positions, `Chunks` 16-wide chunks a head (0: head_dim / 16, read at run
+// time; 4 and 8, the usual 64- and 128-wide heads, known when compiling so that the loops unroll).
+template <int Chunks, typename Scalar>
+SELFSPEC_AVX512 int64_t score_blocks(const float* queries, int64_t per_group, const Scalar* keys, int64_t row_stride,
+                                     int64_t begin, int64_t count, int64_t head_dim, float scaling, float* scores) {
+  const int64_t chunks = Chunks > 0 ? Chunks : head_dim / kWideLanes;
+  float widened[kBlockPositions * 512];  // a block's keys as float32 (heads are at most 512 wide)
+  int64_t p = 0;
+  for (; p + kBlockPositions <= count; p += kBlockPositions) {
+    for (int64_t j = 0; j < kBlockPositions; ++j) {
+      const Scalar* key = keys + (begin + p + j) * row_stride;
+      for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(widened + j * head_dim + c * kWideLanes, load_wide(key + c * kWideLanes));
+    }
+    for (int64_t h = 0; h < per_group; ++h) {
+      const float* query = queries + h * head_dim;
+      __m512 dots[kBlockPositions];
+#pragma GCC unroll 16
+      for (int64_t j = 0; j < kBlockPositions; ++j) {  // each dot product in a register
+        __m512 dot = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int64_t c = 0; c < chunks; ++c) {
+          dot = _mm512_fmadd_ps(_mm512_loadu_ps(query + c * kWideLanes), _mm512_loadu_ps(widened + j * head_dim + c * kWideLanes), dot);
+        }
+        dots[j] = dot;
+      }
+      _mm512_storeu_ps(scores + h * count + p, _mm512_mul_ps(sum16(dots), _mm512_set1_ps(scaling)));
+    }
+  }
+  return p;
+}
+
 template <typename Scalar>
 SELFSPEC_AVX512 void scores_avx512(const float* queries, int64_t per_group, const Scalar* keys, int64_t row_stride,
                                    int64_t begin, int64_t end, int64_t head_dim, float scaling, float* scores) {
   const int64_t count = end - begin, chunks = head_dim / kWideLanes;
-  for (int64_t p = 0; p < count; ++p) {
+  int64_t p;
+  switch (chunks) {
+    case 4: p = score_blocks<4>(queries, per_group, keys, row_stride, begin, count, head_dim, scaling, scores); break;
+    case 8: p = score_blocks<8>(queries, per_group, keys, row_stride, begin, count, head_dim, scaling, scores); break;
+    default: p = score_blocks<0>(queries, per_group, keys, row_stride, begin, count, head_dim, scaling, scores);
+  }
+  for (; p < count; ++p) {  // the last few positions one at a time
     const Scalar* key = keys + (begin + p) * row_stride;
     for (int64_t h = 0; h < per_group; ++h) {
       __m512 dot = _mm512_setzero_ps();
@@ -74,23 +132,66 @@ SELFSPEC_AVX512 void scores_avx512(const float* queries, int64_t per_group, cons
   }
 }
 
+// `Heads` heads' weighted sums of one 16-wide chunk of the values (or of all `Chunks` of them at once, `Chunks` > 0),
+// each in a register of its own: the accumulators' count known when compiling, so that none is kept in memory, and
+// enough of them that the additions do not wait on each other. Each sum adds the positions in order, as before.
+template <int Heads, int Chunks, typename Scalar>
+SELFSPEC_AVX512 void weighted_heads(const float* scores, int64_t count, const Scalar* values, int64_t row_stride,
+                                    int64_t begin, int64_t chunk, int64_t head_dim, float* weighted) {
+  constexpr int kWidth = Chunks > 0 ? Chunks : 1;
+  // (-O2 keeps arrays in memory unless their loops unroll whole: hence the pragmas.)
+  __m512 sums[Heads][kWidth];
+#pragma GCC unroll 8
+  for (int h = 0; h < Heads; ++h)
+#pragma GCC unroll 8
+    for (int c = 0; c < kWidth; ++c) sums[h][c] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < count; ++p) {
+    const Scalar* value = values + (begin + p) * row_stride + chunk * kWideLanes;
+    __m512 lanes[kWidth];
+#pragma GCC unroll 8
+    for (int c = 0; c < kWidth; ++c) lanes[c] = load_wide(value + c * kWideLanes);
+#pragma GCC unroll 8
+    for (int h = 0; h < Heads; ++h) {
+      const __m512 score = _mm512_set1_ps(scores[h * count + p]);
+#pragma GCC unroll 8
+      for (int c = 0; c < kWidth; ++c) sums[h][c] = _mm512_fmadd_ps(score, lanes[c], sums[h][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int h = 0; h < Heads; ++h)
+#pragma GCC unroll 8
+    for (int c = 0; c < kWidth; ++c) _mm512_storeu_ps(weighted + h * head_dim + (chunk + c) * kWideLanes, sums[h][c]);
+}
+
+template <int Heads, typename Scalar>
+SELFSPEC_AVX512 void weighted_block(const float* scores, int64_t count, const Scalar* values, int64_t row_stride,
+                                    int64_t begin, int64_t head_dim, float* weighted) {
+  if (head_dim == 4 * kWideLanes && Heads <= 4) {  // 64-wide heads: every chunk at once
+    weighted_heads<Heads, 4>(scores, count, values, row_stride, begin, 0, head_dim, weighted);
+    return;
+  }
+  for (int64_t chunk = 0; chunk < head_dim / kWideLanes; ++chunk) {
+    weighted_heads<Heads, 0>(scores, count, values, row_stride, begin, chunk, head_dim, weighted);
+  }
+}
+
 template <typename Scalar>
 SELFSPEC_AVX512 void weighted_avx512(const float* scores, int64_t per_group, const Scalar* values, int64_t row_stride,
                                      int64_t begin, int64_t end, int64_t head_dim, float* weighted) {
   constexpr int64_t kHeadsAtOnce = 8;
-  const int64_t count = end - begin, chunks = head_dim / kWideLanes;
+  const int64_t count = end - begin;
   for (int64_t first = 0; first < per_group; first += kHeadsAtOnce) {
-    const int64_t heads = std::min(kHeadsAtOnce, per_group - first);
-    for (int64_t c = 0; c < chunks; ++c) {
-      __m512 sums[kHeadsAtOnce];
-      for (int64_t h = 0; h < heads; ++h) sums[h] = _mm512_setzero_ps();
-      for (int64_t p = 0; p < count; ++p) {
-        const __m512 lanes = load_wide(values + (begin + p) * row_stride + c * kWideLanes);
-        for (int64_t h = 0; h < heads; ++h) {
-          sums[h] = _mm512_fmadd_ps(_mm512_set1_ps(scores[(first + h) * count + p]), lanes, sums[h]);
-        }
-      }
-      for (int64_t h = 0; h < heads; ++h) _mm512_storeu_ps(weighted + (first + h) * head_dim + c * kWideLanes, sums[h]);
+    const float* s = scores + first * count;
+    float* w = weighted + first * head_dim;
+    switch (std::min(kHeadsAtOnce, per_group - first)) {
+      case 1: weighted_block<1>(s, count, values, row_stride, begin, head_dim, w); break;
+      case 2: weighted_block<2>(s, count, values, row_stride, begin, head_dim, w); break;
+      case 3: weighted_block<3>(s, count, values, row_stride, begin, head_dim, w); break;
+      case 4: weighted_block<4>(s, count, values, row_stride, begin, head_dim, w); break;
+      case 5: weighted_block<5>(s, count, values, row_stride, begin, head_dim, w); break;
+      case 6: weighted_block<6>(s, count, values, row_stride, begin, head_dim, w); break;
+      case 7: weighted_block<7>(s, count, values, row_stride, begin, head_dim, w); break;
+      default: weighted_block<8>(s, count, values, row_stride, begin, head_dim, w);
     }
   }
 }
