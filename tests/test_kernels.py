@@ -32,6 +32,21 @@ def test_picks_the_candidate_that_takes_less_time(tmp_path):
     assert choice.milliseconds["slow"] > 15 > choice.milliseconds["fast"]
 
 
+def test_a_choice_cached_against_another_build_of_the_engines_kernels_is_measured_again(tmp_path, steady_timings,
+                                                                                        monkeypatch):
+    import selfspec.engine.kernels as kernels
+
+    cache, calls = tmp_path / "k.json", []
+    candidates = {"a": lambda: calls.append("a"), "b": sleeper(0.005)}
+    monkeypatch.setattr(kernels, "source_digest", lambda: "0123456789ab")
+    assert not choose_fastest("shape", candidates, CPU, repeats=2, rounds=1, cache_file=cache).cached
+    assert choose_fastest("shape", candidates, CPU, repeats=2, rounds=1, cache_file=cache).cached
+    monkeypatch.setattr(kernels, "source_digest", lambda: "ba9876543210")  # the C++ sources changed
+    n = len(calls)
+    assert not choose_fastest("shape", candidates, CPU, repeats=2, rounds=1, cache_file=cache).cached
+    assert len(calls) > n
+
+
 def test_a_candidate_that_fails_is_left_out(tmp_path):
     def broken():
         raise NotImplementedError("this build lacks the kernel")

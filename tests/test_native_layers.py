@@ -278,6 +278,7 @@ def test_each_source_text_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
         (sources / "loops.cpp").write_text(loops)
         (sources / "products.h").write_text(header)
         folders.append(native_build.extension_dir(sources))
+        assert folders[-1].name.endswith(native_build.source_digest(sources))
     assert folders[0] == folders[3] and len(set(folders)) == 3
     assert all(f.parent == tmp_path / "cache" / "extensions" and torch.__version__ in f.name for f in folders)
 

@@ -25,6 +25,7 @@ import torch
 
 from selfspec.engine.devices import synchronize
 from selfspec.engine.host import cache_root
+from selfspec.engine.native_build import source_digest
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,13 @@ class KernelChoice:
 
 
 def machine_fingerprint(device: torch.device) -> str:
-    """What a cached choice is only valid for: processor (or GPU), threads and library versions."""
+    """What a cached choice is only valid for: processor (or GPU), threads and library versions, the engine's own
+    kernels (native_build.py) among them: a choice timed against an older build of them is timed again."""
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
         where = cpu_model() + f" x{torch.get_num_threads()}"
-    return f"{where} | torch {torch.__version__} | {platform.python_version()}"
+    return f"{where} | torch {torch.__version__} | {platform.python_version()} | kernels {source_digest()}"
 
 
 @functools.cache  # the processor does not change while the process runs; every cache lookup names it

@@ -33,12 +33,24 @@ def source_files(source_dir: Path | None = None) -> list[Path]:
     return sorted([*folder.glob("*.cpp"), *folder.glob("*.h")])
 
 
-def extension_dir(source_dir: Path | None = None) -> Path:
-    """One folder per torch version and source text: a checkout never loads a build of another's source."""
+def source_digest(source_dir: Path | None = None) -> str:
+    """Twelve hex digits that change with any source or header of the extension."""
+    if source_dir is None:
+        return _own_source_digest()
     digest = hashlib.sha256()
     for path in source_files(source_dir):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return cache_root() / "extensions" / f"torch-{torch.__version__}-{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+@functools.cache  # the checkout's sources do not change while the process runs
+def _own_source_digest() -> str:
+    return source_digest(SOURCE_DIR)
+
+
+def extension_dir(source_dir: Path | None = None) -> Path:
+    """One folder per torch version and source text: a checkout never loads a build of another's source."""
+    return cache_root() / "extensions" / f"torch-{torch.__version__}-{source_digest(source_dir)}"
 
 
 def native_extension():
