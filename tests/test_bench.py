@@ -260,6 +260,7 @@ def test_bench_end_to_end_on_a_tiny_model(tiny_lm, tmp_path, capsys):
         assert row.identical, row  # greedy: every method reproduces our autoregressive tokens
         base = next(r for r in rows if r.method == AR and r.category == row.category)
         assert row.speedup == pytest.approx(row.tokens_per_second / base.tokens_per_second)
+        assert row.speedup_low <= row.speedup_high  # two repetitions each, so a range
         if row.method.startswith("self-spec"):
             assert 0 <= row.acceptance <= 1 and 1 <= row.mean_accepted_tokens <= 4
             # The numbers' arithmetic is checked on hand-built runs (test_metrics.py); here, that a real
@@ -344,6 +345,21 @@ def test_methods_sharing_a_draft_each_start_from_their_own_last_run(tiny_lm, mon
     with_copies.decode(ids, 12)
     alone.decode(ids, 12)
     assert started == [left_by_copies, left_alone]
+
+
+def test_the_speedup_range_is_each_repetitions_own_speedup_over_the_same_prompts():
+    from selfspec.bench.results import Run, speedup_range
+
+    # Two prompts, three repetitions; the baseline makes 10 tokens a prompt, the method 10 and 20.
+    baseline = [Run([0] * 10, 1.0, None, (1.0, 1.2, 0.8)), Run([0] * 10, 2.0, None, (2.0, 2.0, 2.2))]
+    method = [Run([0] * 10, 0.5, None, (0.5, 0.4, 0.6)), Run([0] * 20, 1.0, None, (1.5, 1.0, 1.0))]
+    # Repetition r: (30 tokens / method seconds) / (20 tokens / baseline seconds).
+    by_hand = [(30 / 2.0) / (20 / 3.0), (30 / 1.4) / (20 / 3.2), (30 / 1.6) / (20 / 3.0)]
+    assert speedup_range(baseline, method, [0, 1]) == pytest.approx((min(by_hand), max(by_hand)))
+    second_alone = [(20 / 1.5) / (10 / 2.0), (20 / 1.0) / (10 / 2.0), (20 / 1.0) / (10 / 2.2)]
+    assert speedup_range(baseline, method, [1]) == pytest.approx((min(second_alone), max(second_alone)))
+    unknown = [Run([0] * 10, 1.0), Run([0] * 10, 2.0)]  # only medians (a run made before repetitions were kept)
+    assert speedup_range(unknown, method, [0, 1]) == (None, None)
 
 
 def test_a_floor_sampled_at_several_moments_is_their_median():

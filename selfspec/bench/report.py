@@ -10,7 +10,7 @@ from typing import Sequence
 from selfspec.bench.results import Row
 from selfspec.engine.row_products import RowProducts
 
-COLUMNS = ("method", "category", "tok/s", "speedup", "identical", "accept", "copied", "accept copied",
+COLUMNS = ("method", "category", "tok/s", "speedup", "per repetition", "identical", "accept", "copied", "accept copied",
            "accept drafted", "tokens/verify", "plain steps",
            "a", "c", "v", "bound", "efficiency", "bound in-run", "efficiency in-run")
 
@@ -23,7 +23,9 @@ def markdown_table(rows: Sequence[Row]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in sorted(rows, key=lambda r: (r.category == "all", r.category)):
         cells = [r.method, r.category, _fmt(r.tokens_per_second, 1),
-                 _fmt(r.speedup) + ("x" if r.speedup is not None else ""), "yes" if r.identical else "NO",
+                 _fmt(r.speedup) + ("x" if r.speedup is not None else ""),
+                 "–" if r.speedup_low is None else f"{r.speedup_low:.2f}–{r.speedup_high:.2f}x",
+                 "yes" if r.identical else "NO",
                  _fmt(r.acceptance), _fmt(r.copied_share), _fmt(r.copy_acceptance), _fmt(r.draft_acceptance),
                  _fmt(r.mean_accepted_tokens),
                  "–" if r.plain_steps is None else str(r.plain_steps), _fmt(r.a), _fmt(r.c, 3), _fmt(r.v),

@@ -29,6 +29,7 @@ class Run:
     tokens: list[int]
     seconds: float
     records: list[StepRecord] | None = None  # our decoders only (the last repetition's)
+    repetitions: tuple[float, ...] = ()  # each repetition's seconds, in order (empty: only the median is known)
 
 
 @dataclass
@@ -41,6 +42,10 @@ class Row:
     tokens_per_second: float
     speedup: float | None
     identical: bool
+    # The lowest and highest speedup of any one repetition over the same prompts (repetition r of every prompt
+    # against repetition r of our autoregressive loop): how far one run of the bench can stray from the median.
+    speedup_low: float | None = None
+    speedup_high: float | None = None
     acceptance: float | None = None  # accepted / drafted
     mean_accepted_tokens: float | None = None  # tokens committed per verification
     mean_drafted: float | None = None  # tokens drafted per verification
@@ -83,6 +88,7 @@ def summarize_runs(methods: Sequence, categories: Sequence[str], runs: dict[str,
                 tokens_per_second=tps, speedup=tps / base if base else None,
                 identical=all(r.tokens == runs[AR][i].tokens for r, i in zip(mine, index)),
             )
+            row.speedup_low, row.speedup_high = speedup_range(runs[AR], runs[method.name], index)
             if method.draft is not None:
                 records = [r.records for r in mine]
                 _add_speculation(row, decode_metrics(records), records, method.settings.max_draft,
@@ -91,6 +97,21 @@ def summarize_runs(methods: Sequence, categories: Sequence[str], runs: dict[str,
                 _add_in_run_costs(row, decode_metrics(records), decode_metrics(runs[AR][i].records for i in index))
             rows.append(row)
     return rows
+
+
+def speedup_range(baseline: list[Run], runs: list[Run], index: list[int]) -> tuple[float | None, float | None]:
+    """(lowest, highest) over repetitions r of the speedup that repetition r alone measures on the prompts `index`;
+    (None, None) unless every run kept its repetitions and all have as many."""
+    counts = {len(group[i].repetitions) for group in (baseline, runs) for i in index}
+    if len(counts) != 1 or 0 in counts:
+        return None, None
+    tokens = sum(len(baseline[i].tokens) for i in index), sum(len(runs[i].tokens) for i in index)
+    speedups = []
+    for r in range(counts.pop()):
+        base, mine = (sum(group[i].repetitions[r] for i in index) for group in (baseline, runs))
+        if base and mine and tokens[0]:
+            speedups.append((tokens[1] / mine) / (tokens[0] / base))
+    return (min(speedups), max(speedups)) if speedups else (None, None)
 
 
 def _throughput(runs: list[Run], index: list[int]) -> float:

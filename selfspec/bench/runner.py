@@ -136,7 +136,7 @@ def run_methods(methods: Sequence[Method], prompts: Sequence[list[int]], max_new
                     bar.update()
                 if alongside is not None:
                     alongside()
-    return {name: [Run(tokens, statistics.median(s), records) for (tokens, records), s in zip(outputs[name], times)]
+    return {name: [Run(tokens, statistics.median(s), records, tuple(s)) for (tokens, records), s in zip(outputs[name], times)]
             for name, times in seconds.items()}
 
 
