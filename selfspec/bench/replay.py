@@ -23,7 +23,7 @@ import torch
 
 from selfspec.engine.cache import truncate
 from selfspec.engine.context import ContextIndex
-from selfspec.engine.controller import Carried, DraftLength, Plan, verify_costs
+from selfspec.engine.controller import Carried, DraftLength, Plan, guessed_reading, verify_costs
 from selfspec.engine.decoding import draft_tokens, eos_token_ids
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.devices import model_device
@@ -87,7 +87,7 @@ class Costs(NamedTuple):
         scales with width."""
         if self.reading:
             return verify_costs([(0, self.draft)] + list(enumerate(self.reading, 1)), copies)[copies]
-        return self.draft * self.verify_seconds(copies) / self.plain
+        return guessed_reading(self.draft, self.verify_seconds(copies), self.plain)
 
     @staticmethod
     def from_bench(costs: dict, reading: Sequence[float] = ()) -> "Costs":
@@ -127,6 +127,22 @@ def _drafts_kept(transcript: Transcript, start: int, offset: int, drafts: int) -
     return kept
 
 
+def _proposed(transcript: Transcript, start: int, plan: Plan, copies: Sequence[int], costs: Costs,
+              jitter: Callable[[str], float]) -> tuple[int, int, float, float | None]:
+    """What a step of `plan` from text position `start` verifies, as draft_tokens decides it: (copies kept for
+    verification, tokens drafted, drafting seconds, of them the first forward's when it read the copies)."""
+    if not plan.drafts:  # copies alone
+        return plan.copies, 0, 0.0, None
+    if plan.vetted and transcript.draft_token(start, 0) == copies[0]:  # the draft's first token is the first copy
+        return plan.copies, 0, costs.draft * jitter("draft"), None
+    if plan.vetted or not copies:
+        return 0, plan.drafts, plan.drafts * costs.draft * jitter("draft"), None
+    # The draft reads the copies, cut at the first it would not choose, and drafts after them.
+    kept = _kept(copies, [transcript.draft_token(start, j) for j in range(len(copies))])
+    reading = costs.reading_seconds(plan.copies) * jitter("reading")
+    return kept, plan.drafts, reading + (plan.drafts - 1) * costs.draft * jitter("draft"), reading
+
+
 def replay(transcript: Transcript, costs: Costs, max_draft: int, context_tokens: int,
            lengths: DraftLength | None = None, noise: Callable[[str], float] | None = None) -> tuple[Replayed, DraftLength]:
     """Decode `transcript` again with the controller (`lengths`, or a new one), as decoding._speculating does.
@@ -150,17 +166,7 @@ def replay(transcript: Transcript, costs: Costs, max_draft: int, context_tokens:
             step_seconds, committed = costs.plain * jitter("plain"), 1
             lengths.observe_plain(step_seconds)
         else:
-            if not plan.drafts:  # copies alone
-                reading, drafting, n_copied, drafts = None, 0.0, plan.copies, 0
-            elif plan.vetted and transcript.draft_token(done, 0) == copies[0]:  # the draft's first token is the first copy
-                reading, drafting, n_copied, drafts = None, costs.draft * jitter("draft"), plan.copies, 0
-            elif plan.vetted or not copies:
-                reading, drafting, n_copied, drafts = None, plan.drafts * costs.draft * jitter("draft"), 0, plan.drafts
-            else:  # the draft reads the copies, cut at the first it would not choose, and drafts after them
-                n_copied = _kept(copies, [transcript.draft_token(done, j) for j in range(len(copies))])
-                drafts = plan.drafts
-                reading = costs.reading_seconds(plan.copies) * jitter("reading")
-                drafting = reading + (drafts - 1) * costs.draft * jitter("draft")
+            n_copied, drafts, drafting, reading = _proposed(transcript, done, plan, copies, costs, jitter)
             accepted = _kept(copies[:n_copied], ahead)
             if accepted == n_copied:
                 accepted += _drafts_kept(transcript, done, n_copied, drafts)

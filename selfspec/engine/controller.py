@@ -156,6 +156,11 @@ def plan_seconds(copies: int, drafts: int, draft_seconds: float, verify_seconds:
     return drafting_seconds(copies, drafts, draft_seconds, reading_seconds) + verify_seconds(copies + drafts)
 
 
+def guessed_reading(draft_seconds: float, verify_seconds: float, plain_seconds: float | None) -> float:
+    """r(m) before one is measured: a drafted token scaled as the full model's forward scales with width, v(m) / f."""
+    return draft_seconds * verify_seconds / plain_seconds if plain_seconds else draft_seconds
+
+
 def plans(copies: int, drafts: int, limit: int) -> list[Plan]:
     """Every plan of at most `copies` copied and `drafts` drafted tokens, `limit` in all, narrowest first."""
     return sorted((Plan(m, k) for m in range(min(copies, limit) + 1) for k in range(min(drafts, limit - m) + 1)),
@@ -419,7 +424,7 @@ class DraftLength:
         if points:
             return verify_costs([(0, d)] + points, widest)
         full = self.plain_seconds()
-        return [d * v / full if full else d for v in self.verify_table(widest)]
+        return [guessed_reading(d, v, full) for v in self.verify_table(widest)]
 
     def carried(self) -> Carried:
         """This run's costs and discounted evidence, for the next run with the same draft."""
