@@ -17,8 +17,8 @@ import torch
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
 from selfspec.engine import architectures, native_build, native_layers
-from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, decoder_layers
-from selfspec.engine.narrow_linear import onednn_packing_available
+from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, PROJECTION_GROUPS, decoder_layers
+from selfspec.engine.narrow_linear import bf16_pairs_available, onednn_packing_available
 from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts
 from selfspec.engine.runtime import Engine
 from selfspec.engine.walk import LayerWalk
@@ -194,6 +194,8 @@ def mixed_products(model, dtype: torch.dtype) -> RowProducts:
               (4, 5): {q: onednn, kv: onednn, o: onednn, gate: onednn, down: onednn},
               (6, 9): {kv: "thread-split", down: "weight-major"},
               (14, 17): {o: "thread-split", down: "thread-split"}}
+    if bf16_pairs_available(torch.device("cpu"), dtype):
+        chosen[(1, 1)][o] = chosen[(6, 9)][o] = chosen[(6, 9)][gate] = "bf16-pairs"
     joined = {(1, 1): ("gate_up_proj",), (6, 9): ("qkv_proj",), (14, 17): ("qkv_proj", "gate_up_proj"),
               PREFILL_BUCKET: ("qkv_proj",)}
     return RowProducts(chosen, joined=joined, joined_product=onednn if onednn != "weight-major" else "linear")
@@ -403,6 +405,24 @@ def test_in_16_bits_a_verifications_rows_are_the_steps_they_stand_for_bit_for_bi
     described = engine.describe()
     assert described["forms"]["one query"] == described["forms"]["masked queries"] == "rows"
     assert described["products"]["rows_exact"] is True and described["exact_verifications"] is True
+    assert_verified_rows_are_steps(engine)
+
+
+@pytest.mark.skipif(not bf16_pairs_available(torch.device("cpu"), torch.bfloat16), reason="no AVX512-BF16 here")
+@pytest.mark.parametrize("arch", PLAIN)
+def test_with_the_bfloat16_pair_dot_products_everywhere_a_verifications_rows_are_the_steps(extension, arch):
+    model = tiny_model(arch, **WIDE).to(torch.bfloat16)
+    engine = Engine(model)
+    shapes = {tuple(w.shape) for w in (m.weight for m in model.modules() if isinstance(m, torch.nn.Linear))}
+    groups = tuple(group for _, group, _ in PROJECTION_GROUPS)
+    every = ROW_BUCKETS + (PREFILL_BUCKET,)
+    engine.use_products(RowProducts({bucket: dict.fromkeys(shapes, "bf16-pairs") for bucket in every},
+                                    joined={bucket: groups for bucket in every[:3]}, joined_product="bf16-pairs"))
+    assert_verified_rows_are_steps(engine)
+
+
+def assert_verified_rows_are_steps(engine: Engine) -> None:
+    """A verification of 2-17 positions gives each row exactly the logits of one-token steps over them."""
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7] * 8])  # past 64 positions: the threads split rows
     tokens = torch.randint(2, 96, (1, 17), generator=torch.Generator().manual_seed(1))
     n = prompt.shape[1]

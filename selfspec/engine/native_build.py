@@ -1,9 +1,10 @@
 """The engine's C++ extension (csrc/): built on first use with torch's own builder, cached on disk.
 
-It holds the walk's layer loops and the draft's buffers path (native_layers.py) and the 8-bit dot products
-(lowbit.py). It is compiled with a C++ compiler and ninja once per machine, torch version and source text, into
-the selfspec cache (tens of seconds, one line on stderr). Where it cannot be built, or with SELFSPEC_NATIVE=0,
-the engine runs its Python paths instead, after one line that says so.
+It holds the walk's layer loops and the draft's buffers path (native_layers.py), the 8-bit dot products
+(lowbit.py) and the bfloat16 pair dot products (narrow_linear.bf16_pairs_linear). It is compiled with a C++
+compiler and ninja once per machine, torch version and source text, into the selfspec cache (tens of seconds, one
+line on stderr). Where it cannot be built, or with SELFSPEC_NATIVE=0, the engine runs its Python paths instead,
+after one line that says so.
 """
 
 from __future__ import annotations

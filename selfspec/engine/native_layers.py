@@ -23,8 +23,8 @@ from selfspec.engine.attention_forms import EXACT_ROWS_LIMIT, ROWS_FORM
 from selfspec.engine.cache import is_static
 from selfspec.engine.lowbit import INT8_DOT_KINDS
 from selfspec.engine.native_build import native_extension
-from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, onednn_linear, onednn_two_rows_linear,
-                                           thread_split_linear, weight_major_linear)
+from selfspec.engine.narrow_linear import (JoinedLinear, RowChosenLinear, bf16_pairs_linear, onednn_linear,
+                                           onednn_two_rows_linear, thread_split_linear, weight_major_linear)
 from selfspec.engine.rms_norms import norm_constants
 
 ROWS_IN_BUFFERS = 64  # the most rows the buffers path takes: a draft token or a read of copies, not a prefill
@@ -102,7 +102,8 @@ def draft_layers(layers) -> DraftLayers | None:
 
 
 # The products narrow_linear.py makes, as csrc/layer_loops.cpp names their kinds.
-PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3, onednn_two_rows_linear: 4}
+PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3, onednn_two_rows_linear: 4,
+                 bf16_pairs_linear: 5}
 _UNUSED = (-1, torch.empty(0), None)  # a product slot a joined layer leaves empty
 
 

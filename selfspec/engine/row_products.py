@@ -5,8 +5,9 @@ context tokens and drafts (up to 17), a prefill over the whole prompt. How fast
 torch's `linear` is over so few rows depends on the machine: on one CPU the weight-major product
 (narrow_linear.py) is much faster, even for one row padded to two (torch's one-row path may use a
 single core), and oneDNN's matmul on packed copies of the weights faster still over 6-17 rows (the
-copies cost the weights' bytes again, so they are offered only where they fit); on another plain `linear` wins
-(figures in docs/BENCHMARKS.md). So at load the engine times the candidates, per weight shape and per
+copies cost the weights' bytes again, so they are offered only where they fit), and in bfloat16 on CPUs with
+AVX512-BF16 a pair-dot product of our own over another copy (a microsecond a call where oneDNN's costs ~10, and
+each row summed alike whatever rows share the call); on another plain `linear` wins (figures in docs/BENCHMARKS.md). So at load the engine times the candidates, per weight shape and per
 row bucket, at the model's own weights and dtype, and every full-model forward of a few rows uses the
 fastest (kernels.py caches the choice per machine). Over a prompt's many rows the products are
 compute-bound, and which BLAS torch's `linear` reaches matters: on one CPU oneDNN's product ran 2-3x
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -37,7 +38,8 @@ from selfspec.engine.attention_forms import exact_rows_required
 from selfspec.engine.devices import model_dtype_name
 from selfspec.engine.host import available_memory, free_device_memory
 from selfspec.engine.kernels import KernelChoice, cached_choice, choose_fastest, remember_choice
-from selfspec.engine.narrow_linear import (PACKED_FOR_ROWS, JoinedLinear, RowChosenLinear, onednn_available,
+from selfspec.engine.narrow_linear import (PACKED_FOR_ROWS, JoinedLinear, RowChosenLinear, bf16_pairs_available,
+                                           bf16_pairs_fit, bf16_pairs_linear, bf16_pairs_packed, onednn_available,
                                            onednn_linear, onednn_packed, onednn_packing_available,
                                            onednn_two_rows_linear, thread_split_linear, weight_major_linear)
 from selfspec.engine.shadow import linear_slots, shadow_copy
@@ -47,11 +49,11 @@ from selfspec.engine.shadow import linear_slots, shadow_copy
 ROW_BUCKETS = ((1, 1), (2, 3), (4, 5), (6, 9), (10, 13), (14, 17))
 PREFILL_BUCKET = (ROW_BUCKETS[-1][1] + 1, None)  # every row count past them: a prompt's prefill
 PREFILL_TIMED_ROWS = 32  # a short prompt: the products' gain over `linear` only grows with the rows
-PREFILL_PRODUCTS = ("linear", "onednn", "onednn-packed")  # the candidates made for many rows
+PREFILL_PRODUCTS = ("linear", "onednn", "onednn-packed", "bf16-pairs")  # the candidates made for many rows
 INCUMBENT = "linear"  # torch's own product; any other must beat it by WIN_MARGIN
 PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear,  # same arguments
-            "thread-split": thread_split_linear, "onednn-packed": onednn_linear}
-PREPARED = {"onednn-packed": onednn_packed}  # products that read a copy of the weight, made once per layer
+            "thread-split": thread_split_linear, "onednn-packed": onednn_linear, "bf16-pairs": bf16_pairs_linear}
+PREPARED = {"onednn-packed": onednn_packed, "bf16-pairs": bf16_pairs_packed}  # products that read a copy of the weight, made once per layer
 # Variants offered only to make a shape's products exact by rows (`_exact_rows`), never timed: for one row, what
 # the product gives it among others.
 ONE_ROW_AS_TWO = {"onednn-packed": "onednn-packed, one row as two"}
@@ -75,7 +77,8 @@ Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from l
 # step's one row, which decides that bucket, and a verification's nine (K = 8), which decides the rest. The
 # product: oneDNN's over a packed copy where this build has it, else torch's `linear` (a GPU's: one wide
 # product keeps its kernels at the memory's pace where narrow ones need a split-K reduction each).
-JOINED_PRODUCTS = ("onednn-packed", INCUMBENT)  # the first of these that the candidates hold
+JOINED_PRODUCTS = ("bf16-pairs", "onednn-packed", INCUMBENT)  # the first of these that the candidates hold
+PLAIN_JOINED_PRODUCT = "onednn-packed"  # what a RowProducts built by hand (and a report of before bf16-pairs) joins with
 JOIN_MARGIN = 0.1  # joining must win by this much: a near-tie in isolation was a loss inside one forward (fp32 q/k/v)
 JOIN_DECISIONS: tuple[tuple[int, tuple[Bucket, ...]], ...] = (
     (1, ROW_BUCKETS[:1]), (PACKED_FOR_ROWS, ROW_BUCKETS[1:] + (PREFILL_BUCKET,)))
@@ -89,7 +92,7 @@ class RowProducts:
     chosen: dict[Bucket, dict[Shape, str]]  # row bucket (PREFILL_BUCKET too) -> {shape: product name in PRODUCTS}
     choices: tuple[KernelChoice, ...] = ()
     joined: dict[Bucket, tuple[str, ...]] = field(default_factory=dict)  # bucket -> joined names (PROJECTION_GROUPS)
-    joined_product: str = JOINED_PRODUCTS[0]  # what joined groups run (JOINED_PRODUCTS)
+    joined_product: str = PLAIN_JOINED_PRODUCT  # what joined groups run (JOINED_PRODUCTS)
     # Whether every product gives each of 1..17 rows what it gives that row alone (`exact_rows`): checked in
     # 16-bit dtypes on a CPU, where it makes a verification exactly the steps it stands for; None: not checked.
     rows_exact: bool | None = None
@@ -197,7 +200,7 @@ class RowProducts:
                 by_group.setdefault(group, []).append(rows)
         every = [f"rows {_rows(low, high)}" for low, high in ROW_BUCKETS + (PREFILL_BUCKET,)]
         if by_group:
-            product = described.get("joined_product", JOINED_PRODUCTS[0])
+            product = described.get("joined_product", PLAIN_JOINED_PRODUCT)
             parts.append(f"joined into one {product} product: " + ", ".join(
                 f"{group} over {'every row count' if sorted(rows) == sorted(every) else ', '.join(rows)}"
                 for group, rows in by_group.items()))
@@ -253,9 +256,11 @@ def streamed(weights: list[torch.Tensor]) -> list[torch.Tensor]:
     return taken
 
 
-def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool = True) -> dict:
-    """The products this build can run on this device and dtype (oneDNN's only on CPUs of builds that
-    have it). With oneDNN's packed weights, its product on the plain layout is left out: the same
+def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool = True,
+                       shapes: Iterable[Shape] = ()) -> dict:
+    """The products this build can run on this device and dtype for weights of these `shapes` (oneDNN's only
+    on CPUs of builds that have it; the bfloat16 pair dot products only where AVX512-BF16 is and every shape
+    fits their blocks). With oneDNN's packed weights, its product on the plain layout is left out: the same
     kernel re-blocking W on every call, slower at every row count measured."""
     if packing and onednn_packing_available(device, dtype):
         left_out = {"onednn"}
@@ -263,6 +268,8 @@ def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool =
         left_out = {"onednn-packed"}
     else:
         left_out = {"onednn", "onednn-packed"}
+    if not (packing and bf16_pairs_available(device, dtype) and all(map(bf16_pairs_fit, shapes))):
+        left_out.add("bf16-pairs")
     return {name: product for name, product in PRODUCTS.items()
             if name not in left_out and name not in ONE_ROW_AS_TWO.values()}
 
@@ -316,7 +323,7 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     probe = model.get_input_embeddings().weight
     device, dtype = probe.device, model_dtype_name(model)
     copies_fit = packing_fits(model)
-    products = candidate_products(device, probe.dtype, packing=copies_fit)
+    products = candidate_products(device, probe.dtype, packing=copies_fit, shapes=linear_weights(model))
     chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
     choices = []
     decoding_ms: dict[tuple[Shape, str], float] = {}  # (shape, product) -> ms summed over the decoding buckets

@@ -15,5 +15,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              "Attention of a forward's rows over a cache layer, each over the positions up to its own (attention_forms.py)",
              without_gil);
   module.def("rows_attention_available", &rows_attention_available, "Whether this CPU runs attend_cached_rows");
+  module.def("bf16_pairs_mm", &bf16_pairs_mm, "bfloat16 weights times a few rows, each summed alike (narrow_linear.py)",
+             without_gil);
+  module.def("bf16_pairs_available", &bf16_pairs_available, "Whether this CPU runs bf16_pairs_mm");
   module.def("int8_dot_mm", &int8_dot_mm, "Low-bit weights times int8-rounded activations (lowbit.py)", without_gil);
 }

@@ -137,7 +137,7 @@ at::Tensor run_draft_layers(at::Tensor hidden, const at::Tensor& cos, const at::
 namespace {
 
 // The products row_products.py chooses among (narrow_linear.py), by kind.
-constexpr int64_t kLinear = 0, kThreadSplit = 1, kWeightMajor = 2, kOneDnn = 3, kOneDnnTwoRows = 4;
+constexpr int64_t kLinear = 0, kThreadSplit = 1, kWeightMajor = 2, kOneDnn = 3, kOneDnnTwoRows = 4, kBf16Pairs = 5;
 
 std::vector<int64_t> rows_shape(const at::Tensor& x, int64_t out_features) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
@@ -214,6 +214,7 @@ struct FullProducts {
       case kWeightMajor: return weight_major(x, weight, bias);
       case kOneDnn: return onednn(x, weight, bias);
       case kOneDnnTwoRows: return onednn_two_rows(x, weight, bias);
+      case kBf16Pairs: return bf16_pairs_mm(x, weight, bias);  // narrow_linear.bf16_pairs_linear
       default: TORCH_CHECK(false, "no product of kind ", kinds[index]);
     }
   }

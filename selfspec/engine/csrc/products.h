@@ -14,3 +14,9 @@ void int8_dot_rows(int64_t kind, const float* x, int64_t rows, const at::Tensor&
                    float* out);
 // Refuses weights not packed so, or a CPU without the instructions.
 void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& scales, int64_t in_features);
+
+// bfloat16 weights in narrow_linear.bf16_pairs_packed's layout times x (..., in) bfloat16, plus an optional bias:
+// (..., out) bfloat16, each row summed alike whatever rows share the call (bf16_pair_products.cpp).
+at::Tensor bf16_pairs_mm(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias);
+// Whether this CPU has AVX512-BF16's pair dot products.
+bool bf16_pairs_available();
