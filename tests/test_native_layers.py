@@ -218,7 +218,16 @@ def forms(monkeypatch):
 @pytest.mark.parametrize("arch", PLAIN)
 def test_the_full_models_cpp_loop_computes_the_python_loops_values_bit_for_bit(extension, forms, arch, dtype,
                                                                                threads):
-    model = tiny_model(arch).to(getattr(torch, dtype))
+    assert_cpp_loop_is_the_python_loop(tiny_model(arch).to(getattr(torch, dtype)), forms, threads)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_cpp_loop_is_the_python_loop_at_heads_64_wide(extension, forms, dtype):
+    """Heads of 64 (the tiny models' are 8): the C++ rotary's vectorised path."""
+    assert_cpp_loop_is_the_python_loop(tiny_model("llama", **WIDE).to(getattr(torch, dtype)), forms, 2)
+
+
+def assert_cpp_loop_is_the_python_loop(model, forms, threads: int) -> None:
     layers = model.config.num_hidden_layers
     engine = Engine(model, choose_kernels=False)
     prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7]])
