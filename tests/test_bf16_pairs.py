@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from selfspec.engine.narrow_linear import bf16_pairs_available, bf16_pairs_linear, bf16_pairs_packed
-from selfspec.engine.row_products import candidate_products
+from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts, candidate_products
+from tiny_models import tiny_model
 
 CPU = torch.device("cpu")
 needs_pairs = pytest.mark.skipif(not bf16_pairs_available(CPU, torch.bfloat16),
@@ -76,3 +77,12 @@ def test_the_packed_copy_refuses_activations_of_another_dtype_or_width():
         bf16_pairs_linear(torch.randn(2, 64), packed)
     with pytest.raises(RuntimeError, match="the weights take 64"):
         bf16_pairs_linear(bf16(2, 62, seed=8), packed)
+
+
+def test_a_weight_read_by_two_prepared_products_counts_both_copies():
+    model = tiny_model("llama")
+    down = tuple(model.model.layers[0].mlp.down_proj.weight.shape)
+    both = RowProducts({ROW_BUCKETS[0]: {down: "bf16-pairs"}, PREFILL_BUCKET: {down: "onednn-packed"}})
+    one = RowProducts({ROW_BUCKETS[0]: {down: "bf16-pairs"}, PREFILL_BUCKET: {down: "bf16-pairs"}})
+    down_bytes = sum(layer.mlp.down_proj.weight.numel() * 4 for layer in model.model.layers)  # float32
+    assert one.extra_bytes(model) == down_bytes and both.extra_bytes(model) == 2 * down_bytes

@@ -116,7 +116,12 @@ class RowProducts:
 
     def needs_copies(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> bool:
         """Whether a weight of this shape reads a prepared copy of itself over any row bucket but `skip`'s."""
-        return bool(self._names_for(shape, skip) & set(PREPARED))
+        return self.copies(shape, skip) > 0
+
+    def copies(self, shape: Shape, skip: frozenset[Bucket] = frozenset()) -> int:
+        """How many prepared copies of itself a weight of this shape holds (one per preparation its products read,
+        e.g. the pair dot products' for decoding and oneDNN's for prompts), over the row buckets but `skip`'s."""
+        return len({PREPARED[name] for name in self._names_for(shape, skip) if name in PREPARED})
 
     def joined_buckets(self, group: str) -> frozenset[Bucket]:
         """The row buckets over which projection group `group` runs as one product."""
@@ -169,7 +174,7 @@ class RowProducts:
         for shape, group in linear_weights(model).items():
             for w in group:
                 skip = joined.get(id(w), frozenset())
-                total += _bytes([w]) * (bool(skip) + self.needs_copies(shape, skip))
+                total += _bytes([w]) * (bool(skip) + self.copies(shape, skip))
         return total
 
     def to_dict(self) -> dict:
