@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from selfspec.engine.narrow_linear import bf16_pairs_available, bf16_pairs_linear, bf16_pairs_packed
-from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts, candidate_products
+from selfspec.engine import row_products
+from selfspec.engine.row_products import (PREFILL_BUCKET, ROW_BUCKETS, RowProducts, candidate_products,
+                                          prefill_candidates)
 from tiny_models import tiny_model
 
 CPU = torch.device("cpu")
@@ -86,3 +89,15 @@ def test_a_weight_read_by_two_prepared_products_counts_both_copies():
     one = RowProducts({ROW_BUCKETS[0]: {down: "bf16-pairs"}, PREFILL_BUCKET: {down: "bf16-pairs"}})
     down_bytes = sum(layer.mlp.down_proj.weight.numel() * 4 for layer in model.model.layers)  # float32
     assert one.extra_bytes(model) == down_bytes and both.extra_bytes(model) == 2 * down_bytes
+
+
+def test_prompts_leave_onednns_copy_out_where_a_second_copy_would_not_fit(monkeypatch):
+    model = tiny_model("llama")
+    weight_bytes = sum(w.numel() * 4 for group in row_products.linear_weights(model).values() for w in group)
+    offered = dict.fromkeys(("linear", "weight-major", "onednn-packed", "bf16-pairs"), F.linear)
+    monkeypatch.setattr(row_products, "available_memory", lambda: 4 * weight_bytes)  # two copies: half of it
+    assert set(prefill_candidates(offered, model)) == {"linear", "onednn-packed", "bf16-pairs"}
+    monkeypatch.setattr(row_products, "available_memory", lambda: 4 * weight_bytes - 1)
+    assert set(prefill_candidates(offered, model)) == {"linear", "bf16-pairs"}
+    del offered["bf16-pairs"]  # oneDNN's copy alone is the one copy packing_fits allowed
+    assert set(prefill_candidates(offered, model)) == {"linear", "onednn-packed"}

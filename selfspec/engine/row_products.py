@@ -279,12 +279,21 @@ def candidate_products(device: torch.device, dtype: torch.dtype, packing: bool =
             if name not in left_out and name not in ONE_ROW_AS_TWO.values()}
 
 
-def packing_fits(model: nn.Module) -> bool:
-    """Whether copies of every linear weight (packed, or stacked to be joined) fit the free memory of the
+def packing_fits(model: nn.Module, copies: int = 1) -> bool:
+    """Whether `copies` copies of every linear weight (packed, or stacked to be joined) fit the free memory of the
     model's device with room to spare."""
     device = model.get_input_embeddings().weight.device
     free = available_memory() if device.type == "cpu" else free_device_memory(device)
-    return sum(map(_bytes, linear_weights(model).values())) <= PACKED_MEMORY_SHARE * free
+    return copies * sum(map(_bytes, linear_weights(model).values())) <= PACKED_MEMORY_SHARE * free
+
+
+def prefill_candidates(products: dict, model: nn.Module) -> dict:
+    """The products a prompt's rows may take: those made for many rows, less oneDNN's packed copy where the pair dot
+    products are offered too and the two copies would not fit (a weight may decode on one and prefill on the other)."""
+    prefill = {name: p for name, p in products.items() if name in PREFILL_PRODUCTS}
+    if "bf16-pairs" in prefill and "onednn-packed" in prefill and not packing_fits(model, copies=2):
+        del prefill["onednn-packed"]
+    return prefill
 
 
 def _prepared_copies(weight: torch.Tensor, names) -> dict[str, torch.Tensor]:
@@ -332,7 +341,7 @@ def choose_row_products(model: nn.Module) -> RowProducts:
     chosen: dict[Bucket, dict[Shape, str]] = {bucket: {} for bucket in ROW_BUCKETS + (PREFILL_BUCKET,)}
     choices = []
     decoding_ms: dict[tuple[Shape, str], float] = {}  # (shape, product) -> ms summed over the decoding buckets
-    prefill_products = {name: p for name, p in products.items() if name in PREFILL_PRODUCTS}
+    prefill_products = prefill_candidates(products, model)
     for shape, group in linear_weights(model).items():
         weights = streamed(group)
         large = _bytes(weights) > LARGE_GROUP_BYTES
