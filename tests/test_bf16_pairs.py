@@ -37,7 +37,8 @@ def test_the_layout_puts_a_pair_of_inputs_of_16_outputs_side_by_side():
 @pytest.mark.parametrize("out_features, in_features", [(16, 2), (48, 64), (208, 96), (64, 1536)])
 @pytest.mark.parametrize("leading", [(1,), (5,), (17,), (2, 3), (40,)])
 def test_the_product_is_the_linear_layer_to_bfloat16_rounding(out_features, in_features, leading):
-    x, weight, bias = bf16(*leading, in_features, seed=1), bf16(out_features, in_features, seed=2), bf16(out_features, seed=3)
+    x, weight = bf16(*leading, in_features, seed=1), bf16(out_features, in_features, seed=2)
+    bias = bf16(out_features, seed=3)
     exact = x.double() @ weight.double().T
     sums_error = (x.double().abs() @ weight.double().abs().T) * in_features * 2.0 ** -23  # float32 sums
     for with_bias in (False, True):

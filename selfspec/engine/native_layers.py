@@ -102,8 +102,8 @@ def draft_layers(layers) -> DraftLayers | None:
 
 
 # The products narrow_linear.py makes, as csrc/layer_loops.cpp names their kinds.
-PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3, onednn_two_rows_linear: 4,
-                 bf16_pairs_linear: 5}
+PRODUCT_KINDS = {F.linear: 0, thread_split_linear: 1, weight_major_linear: 2, onednn_linear: 3,
+                 onednn_two_rows_linear: 4, bf16_pairs_linear: 5}
 _UNUSED = (-1, torch.empty(0), None)  # a product slot a joined layer leaves empty
 
 

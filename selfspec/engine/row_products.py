@@ -1,19 +1,19 @@
 """Which product each of the model's linear layers uses over 1..17 rows and over a prompt, chosen by timing.
 
-A decoding step runs the full model over one position, a verification over K+1 (2..9) or over copied
-context tokens and drafts (up to 17), a prefill over the whole prompt. How fast
-torch's `linear` is over so few rows depends on the machine: on one CPU the weight-major product
-(narrow_linear.py) is much faster, even for one row padded to two (torch's one-row path may use a
-single core), and oneDNN's matmul on packed copies of the weights faster still over 6-17 rows (the
-copies cost the weights' bytes again, so they are offered only where they fit), and in bfloat16 on CPUs with
-AVX512-BF16 a pair-dot product of our own over another copy (a microsecond a call where oneDNN's costs ~10, and
-each row summed alike whatever rows share the call); on another plain `linear` wins (figures in docs/BENCHMARKS.md). So at load the engine times the candidates, per weight shape and per
-row bucket, at the model's own weights and dtype, and every full-model forward of a few rows uses the
-fastest (kernels.py caches the choice per machine). Over a prompt's many rows the products are
-compute-bound, and which BLAS torch's `linear` reaches matters: on one CPU oneDNN's product ran 2-3x
-faster there too, so prefills get a choice of their own among the products made for many rows. Projections that read the same
-input (a layer's q/k/v, its gate/up) may also run as one product over a packed copy of their stacked weights
-(`JoinedLinear`): one call and one pass where there were several, timed like the rest.
+A decoding step runs the full model over one position, a verification over K+1 (2..9) or over copied context tokens
+and drafts (up to 17), a prefill over the whole prompt. How fast torch's `linear` is over so few rows depends on the
+machine: on one CPU the weight-major product (narrow_linear.py) is much faster, even for one row padded to two
+(torch's one-row path may use a single core), and oneDNN's matmul on packed copies of the weights faster still over
+6-17 rows (the copies cost the weights' bytes again, so they are offered only where they fit), and in bfloat16 on
+CPUs with AVX512-BF16 a pair-dot product of our own over another copy (a microsecond a call where oneDNN's costs
+~10, and each row summed alike whatever rows share the call); on another plain `linear` wins (figures in
+docs/BENCHMARKS.md). So at load the engine times the candidates, per weight shape and per row bucket, at the model's
+own weights and dtype, and every full-model forward of a few rows uses the fastest (kernels.py caches the choice per
+machine). Over a prompt's many rows the products are compute-bound, and which BLAS torch's `linear` reaches matters:
+on one CPU oneDNN's product ran 2-3x faster there too, so prefills get a choice of their own among the products made
+for many rows. Projections that read the same input (a layer's q/k/v, its gate/up) may also run as one product over
+a packed copy of their stacked weights (`JoinedLinear`): one call and one pass where there were several, timed like
+the rest.
 
 Each candidate is timed over the model's own weights of that shape in turn (more than the caches hold), as a forward meets
 them: a model's weights do not fit in the processor's caches, so a product timed on one hot weight
@@ -53,7 +53,8 @@ PREFILL_PRODUCTS = ("linear", "onednn", "onednn-packed", "bf16-pairs")  # the ca
 INCUMBENT = "linear"  # torch's own product; any other must beat it by WIN_MARGIN
 PRODUCTS = {INCUMBENT: F.linear, "weight-major": weight_major_linear, "onednn": onednn_linear,  # same arguments
             "thread-split": thread_split_linear, "onednn-packed": onednn_linear, "bf16-pairs": bf16_pairs_linear}
-PREPARED = {"onednn-packed": onednn_packed, "bf16-pairs": bf16_pairs_packed}  # products that read a copy of the weight, made once per layer
+# Products that read a copy of the weight, made once per layer.
+PREPARED = {"onednn-packed": onednn_packed, "bf16-pairs": bf16_pairs_packed}
 # Variants offered only to make a shape's products exact by rows (`_exact_rows`), never timed: for one row, what
 # the product gives it among others.
 ONE_ROW_AS_TWO = {"onednn-packed": "onednn-packed, one row as two"}
@@ -75,10 +76,11 @@ Bucket = tuple[int, int | None]  # rows (low, high; None: every row count from l
 # A projection group (architectures.PROJECTION_GROUPS: q/k/v, gate/up) may run as one product over a copy of
 # its stacked weights where that times faster than its parts with their own products: timed over a decoding
 # step's one row, which decides that bucket, and a verification's nine (K = 8), which decides the rest. The
-# product: oneDNN's over a packed copy where this build has it, else torch's `linear` (a GPU's: one wide
-# product keeps its kernels at the memory's pace where narrow ones need a split-K reduction each).
+# product: the bfloat16 pair dot products where they are offered, else oneDNN's over a packed copy where this
+# build has it, else torch's `linear` (a GPU's: one wide product keeps its kernels at the memory's pace where
+# narrow ones need a split-K reduction each).
 JOINED_PRODUCTS = ("bf16-pairs", "onednn-packed", INCUMBENT)  # the first of these that the candidates hold
-PLAIN_JOINED_PRODUCT = "onednn-packed"  # what a RowProducts built by hand (and a report of before bf16-pairs) joins with
+PLAIN_JOINED_PRODUCT = "onednn-packed"  # what a RowProducts built by hand, or a report before bf16-pairs, joins with
 JOIN_MARGIN = 0.1  # joining must win by this much: a near-tie in isolation was a loss inside one forward (fp32 q/k/v)
 JOIN_DECISIONS: tuple[tuple[int, tuple[Bucket, ...]], ...] = (
     (1, ROW_BUCKETS[:1]), (PACKED_FOR_ROWS, ROW_BUCKETS[1:] + (PREFILL_BUCKET,)))
