@@ -80,8 +80,10 @@ int64_t pass_rows(int64_t rows) {
 }  // namespace
 
 bool bf16_pairs_available() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512bf16");
+  // Asked once: every product call checks it (a decoding step makes ~120).
+  static const bool available = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512bf16");
+  return available;
 }
 
 at::Tensor bf16_pairs_mm(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias) {
