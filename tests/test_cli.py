@@ -131,10 +131,16 @@ def test_json_reports_the_draft_weights_memory_and_plain_steps(model_dir, capsys
     h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
     heads = config.num_attention_heads
     kv = config.num_key_value_heads * (h // heads)
-    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)] * config.num_hidden_layers + [(v, h)]
-    # int8 weights plus one scale per row, 2 bytes (bf16) or 4 (fp32) depending on the kernel chosen
-    low = sum(o * n + 2 * o for o, n in shapes)
-    high = sum(o * n + 4 * o for o, n in shapes)
+    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)] * config.num_hidden_layers
+    # int8 weights plus one scale per row, 2 bytes (bf16) or 4 (fp32) depending on the kernel chosen; the head
+    # likewise, or screened: a quarter of a byte a weight plus a float16 scale and low per group of 32
+    if spec["kernels"][f"int8 {v}x{h} head"].startswith("int2-screened"):
+        head_low = head_high = v * h // 4 + v * h // 32 * 4
+    else:
+        shapes.append((v, h))
+        head_low = head_high = 0
+    low = sum(o * n + 2 * o for o, n in shapes) + head_low
+    high = sum(o * n + 4 * o for o, n in shapes) + head_high
     assert low <= spec["draft_extra_bytes"] <= high
     assert spec["kernels"] and spec["plain_steps"] == sum(s["kind"] == "decode" for s in spec["steps"])
     # the C++ layer loop makes torch's packed products and the 8-bit dot products; with the latter alone a draft

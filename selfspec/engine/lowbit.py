@@ -35,7 +35,7 @@ DRAFT_WEIGHTS = ("full", "int8", "int4")
 # The product kinds csrc/layer_loops.cpp makes: torch's two, then the 8-bit dot products (csrc/products.h) by
 # weight bits and instructions.
 NATIVE_INT4PACK_CPU, NATIVE_INT8PACK = 0, 1
-INT8_DOT_KINDS = {(4, "vnni"): 2, (8, "vnni"): 3, (4, "avx2"): 4, (8, "avx2"): 5}
+INT8_DOT_KINDS = {(4, "vnni"): 2, (8, "vnni"): 3, (4, "avx2"): 4, (8, "avx2"): 5, (2, "vnni"): 6, (2, "avx2"): 7}
 
 
 # --- quantisation ---------------------------------------------------------------------------------
@@ -56,19 +56,28 @@ def int4_group_size(in_features: int) -> int | None:
     return INT4_GROUP if in_features % INT4_GROUP == 0 else None
 
 
-def quantize_int4(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric per-group int4 in torch's int4pack convention: weight ~= (q - 8) * scale + zero.
+def quantize_asymmetric(weight: torch.Tensor, group: int, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-group min-max quantisation: weight ~= q * scale + low, q in 0..2^bits - 1.
 
-    Returns q (out, in) int32 in 0..15, and scale, zero (out, in/group).
+    Returns q (out, in) int32, and scale, low (out, in/group).
     """
     w = weight.detach().float()
     out_features, in_features = w.shape
     groups = w.reshape(out_features, in_features // group, group)
     low, high = groups.amin(-1), groups.amax(-1)
-    scale = (high - low).clamp(min=1e-8) / 15
-    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
-    zero = low + 8 * scale
-    return q.reshape(out_features, in_features), scale, zero
+    top = 2 ** bits - 1
+    scale = (high - low).clamp(min=1e-8) / top
+    q = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, top).to(torch.int32)
+    return q.reshape(out_features, in_features), scale, low
+
+
+def quantize_int4(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric per-group int4 in torch's int4pack convention: weight ~= (q - 8) * scale + zero.
+
+    Returns q (out, in) int32 in 0..15, and scale, zero (out, in/group).
+    """
+    q, scale, low = quantize_asymmetric(weight, group, 4)
+    return q, scale, low + 8 * scale
 
 
 def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
@@ -217,6 +226,60 @@ def _int8_dot_builders(bits: int) -> dict[str, Callable]:
             f"int{bits}-int8dot-avx2": lambda lin: _int8_dot(lin, bits, "avx2")}
 
 
+def pack_int2_for_int8_dot(q: torch.Tensor, scale: torch.Tensor,
+                           low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_asymmetric's 2-bit (q, scale, low) at group INT8_DOT_GROUP in csrc/int8_dot_products.cpp's int2
+    layout: per block of 16 output rows and group of 32 inputs, two 64-byte chunks of 16 inputs, row r's bytes
+    4r..4r+3, byte b holding input 16c + 4s + b in its bits 2s (chunk c); then per block and group 16 scales and
+    16 lows in float16."""
+    out_features, in_features = q.shape
+    blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT8_DOT_GROUP
+    crumbs = q.to(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups, 2, 4, 4)  # (.., chunk, shift, byte)
+    shifted = crumbs << (2 * torch.arange(4, dtype=torch.uint8)).view(4, 1)
+    packed = (shifted[..., 0, :] | shifted[..., 1, :] | shifted[..., 2, :] | shifted[..., 3, :])
+    per_block = lambda t: t.half().view(blocks, INT8_DOT_BLOCK, groups).transpose(1, 2)  # noqa: E731
+    scales_and_lows = torch.stack([per_block(scale), per_block(low)], dim=2)  # (block, group, 2, row)
+    return packed.permute(0, 2, 3, 1, 4).reshape(blocks, groups, -1).contiguous(), scales_and_lows.contiguous()
+
+
+SCREEN_CANDIDATES = 64  # tokens a screened head scores again from the model's weights
+
+
+class ScreenedHead(LowBitLinear):
+    """A draft's output head as an int2 screen over the whole vocabulary and a second look at its best
+    SCREEN_CANDIDATES tokens through the model's own weights (csrc/screened_head.cpp): a third of an int8
+    head's bytes, and the draft's top choice nearly always among those rescored. Logits stay in float32: what
+    reads them (an argmax, a softmax) widens them anyway."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.product(x)
+
+
+def _screened_head(linear: nn.Linear, instructions: str) -> ScreenedHead:
+    extension = native_extension()
+    if extension is None or linear.weight.device.type != "cpu":
+        raise RuntimeError("the screened head needs the C++ extension, on a CPU")
+    if linear.bias is not None or linear.in_features % INT8_DOT_GROUP or linear.out_features % INT8_DOT_BLOCK:
+        raise RuntimeError(f"the screened head takes a head without a bias, {INT8_DOT_BLOCK}-row blocks of "
+                           f"{INT8_DOT_GROUP}-input groups")
+    kind = INT8_DOT_KINDS[2, instructions]
+    packed, scales = pack_int2_for_int8_dot(*quantize_asymmetric(linear.weight, INT8_DOT_GROUP, 2))
+    weight = linear.weight.detach()  # the model's own tensor, read for the candidates only
+    candidates = min(SCREEN_CANDIDATES, linear.out_features)
+    product = lambda x: extension.screened_logits(x, kind, packed, scales, weight, candidates)  # noqa: E731
+    product(torch.zeros(1, linear.in_features))  # raises on a CPU without the instructions
+    name = "int2-screened" + ("" if instructions == "vnni" else f"-{instructions}")
+    return ScreenedHead(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales))
+
+
+def head_builders(builders: dict[str, Callable], device: torch.device) -> dict[str, Callable]:
+    """The output head's candidates: its bits' kernels, then on a CPU the screened heads."""
+    if device.type != "cpu":
+        return builders
+    return builders | {"int2-screened": lambda lin: _screened_head(lin, "vnni"),
+                       "int2-screened-avx2": lambda lin: _screened_head(lin, "avx2")}
+
+
 def _int4_dequantize(linear: nn.Linear) -> LowBitLinear:
     """Portable int4 fallback: the int4 values held one per byte and widened per call."""
     group = int4_group_size(linear.in_features)
@@ -279,8 +342,9 @@ def layer_weights(weights: str, linear: nn.Linear, is_head: bool) -> str:
     return weights
 
 
-def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]) -> str:
-    """The fastest builder for this layer's shape on this machine (timed once, then cached)."""
+def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable], role: str = "linear") -> str:
+    """The fastest builder for this layer's shape on this machine (timed once, then cached); `role`: "head"
+    for the output head, whose candidates differ."""
     device = linear.weight.device
     x = torch.randn(1, linear.in_features, dtype=linear.weight.dtype, device=device)
     candidates = {}
@@ -290,7 +354,7 @@ def choose_kernel(weights: str, linear: nn.Linear, builders: dict[str, Callable]
         except (RuntimeError, NotImplementedError):
             continue  # this build or device lacks the kernel
         candidates[name] = (lambda layer=layer: layer(x))
-    key = f"draft-linear:{weights}:{dtype_name(linear.weight.dtype)}:{linear.out_features}x{linear.in_features}"
+    key = f"draft-{role}:{weights}:{dtype_name(linear.weight.dtype)}:{linear.out_features}x{linear.in_features}"
     # Where every product of a fused layer is an 8-bit dot product, a draft token runs in buffers
     # (native_layers.DraftLayers), which saves more than a near-tie of one product: another kernel must win clearly.
     usual = next((name for name in candidates if "-int8dot" in name), None)
@@ -303,8 +367,9 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
                    fuse: bool = True) -> tuple[nn.Module, LowBitReport]:
     """A shadow of `model` whose every nn.Linear holds `weights` ("int8" or "int4") copies.
 
-    `kernels` forces a kernel per bit width, e.g. {"int8": "int8pack"}, and the fused layers' one-query
-    attention form, e.g. {"attention": "packed"} (tests, benchmarks); by default each shape gets the
+    `kernels` forces a kernel per bit width, e.g. {"int8": "int8pack"}, the output head's, e.g. {"head":
+    "int2-screened"}, and the fused layers' one-query attention form, e.g. {"attention": "packed"} (tests,
+    benchmarks); by default each shape gets the
     fastest measured on this machine. With `fuse`, Llama-family layers get fused q/k/v and gate/up
     products (fused_sublayers.py); `report.fused` says whether they did.
     """
@@ -312,7 +377,10 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
     probe = model.get_input_embeddings().weight
     builders = {kind: kernel_builders(kind, probe.dtype, probe.device) for kind in ("int8", weights)}
     for kind, name in (kernels or {}).items():
-        known = ONE_QUERY_FORMS if kind == "attention" else builders.get(kind, {})
+        if kind == "head":
+            known = head_builders(builders["int8"] | builders[weights], probe.device)
+        else:
+            known = ONE_QUERY_FORMS if kind == "attention" else builders.get(kind, {})
         if name not in known:
             raise ValueError(f"{name!r} is not among the {kind} kernels for {dtype_name(probe.dtype)} on "
                              f"{probe.device} (those are: {', '.join(known) or 'none'})")
@@ -324,10 +392,13 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
     def quantise(linear: nn.Linear) -> LowBitLinear:
         nonlocal extra
         kind = layer_weights(weights, linear, linear is head)
-        shape = (kind, linear.out_features, linear.in_features)
+        role = "head" if linear is head else "linear"
+        candidates = head_builders(builders[kind], probe.device) if linear is head else builders[kind]
+        shape = (kind, linear.out_features, linear.in_features, role)
         if shape not in chosen:
-            chosen[shape] = (kernels or {}).get(kind) or choose_kernel(kind, linear, builders[kind])
-        layer = builders[kind][chosen[shape]](linear)
+            chosen[shape] = (kernels or {}).get(role) or (kernels or {}).get(kind) or choose_kernel(
+                kind, linear, candidates, role)
+        layer = candidates[chosen[shape]](linear)
         extra += layer.extra_bytes
         return layer
 
@@ -341,5 +412,6 @@ def low_bit_shadow(model: nn.Module, weights: str, kernels: dict[str, str] | Non
             fuse_projections(layer, quantise, query_form)
     for parent, name, linear in linear_slots(shadow):
         setattr(parent, name, quantise(linear))
-    report |= {f"{kind} {o}x{i}": name for (kind, o, i), name in chosen.items()}
+    report |= {f"{kind} {o}x{i}" + (" head" if role == "head" else ""): name
+               for (kind, o, i, role), name in chosen.items()}
     return shadow, LowBitReport(weights, extra, report, time.perf_counter() - t0, fused)

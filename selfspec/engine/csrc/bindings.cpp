@@ -19,4 +19,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              without_gil);
   module.def("bf16_pairs_available", &bf16_pairs_available, "Whether this CPU runs bf16_pairs_mm");
   module.def("int8_dot_mm", &int8_dot_mm, "Low-bit weights times int8-rounded activations (lowbit.py)", without_gil);
+  module.def("screened_logits", &screened_logits, "A draft head: a low-bit screen, its best rescored (lowbit.py)",
+             without_gil);
 }

@@ -9,7 +9,10 @@
 // 64-byte chunks, one per 8 inputs, where bytes 4r..4r+3 hold row r's inputs 0..3 of the chunk in their low
 // nibbles and inputs 4..7 in their high nibbles, so one instruction serves 16 rows at once. Per block and group,
 // 16 scales then 16 zeros (float16, half the bytes of float32: a draft token streams every weight and scale once):
-// weight = (q - 8) * scale + zero. int8 layout: see int8_block_product.
+// weight = (q - 8) * scale + zero. int8 layout: see int8_block_product. int2 layout (pack_int2_for_int8_dot, a
+// draft head's screen): per block and group, two 64-byte chunks of 16 inputs, row r's bytes 4r..4r+3 each holding
+// four inputs two bits apart (chunk c, byte b, bits 2s: input 16c + 4s + b); then 16 scales and 16 lows in float16:
+// weight = q * scale + low.
 #include "products.h"
 
 #include <ATen/Parallel.h>
@@ -24,6 +27,7 @@
 namespace {
 
 constexpr int64_t kGroup = 32, kBlock = 16, kGroupBytes = kGroup * kBlock / 2, kInt8GroupBytes = kGroup * kBlock;
+constexpr int64_t kInt2GroupBytes = kGroup * kBlock / 4;
 constexpr int32_t kInt4Offset = 8, kInt8Offset = 128;  // the weights are stored as unsigned values plus these
 // Weights asked for this far ahead of their use: the hardware's own prefetcher ramps up too slowly over the few
 // hundred kilobytes of one product.
@@ -141,6 +145,38 @@ SELFSPEC_AVX512 void int8_block_product(const uint8_t* packed, const float* row_
   }
 }
 
+// The int2 weights' form (a draft head's screen, screened_head.cpp): four inputs' weights two bits apart in each
+// byte, and no offset to take off: weight = q * scale + low, the lows applied through the activations' group sums.
+template <typename Scalar>
+SELFSPEC_AVX512 void int2_block_product(const uint8_t* packed, const uint16_t* scales_and_lows, const RoundedRows& x,
+                                        int64_t rows, int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
+  const __m512i crumbs = _mm512_set1_epi8(0x03);
+  const uint8_t* block_weights = packed + block * groups * kInt2GroupBytes;
+  const uint16_t* block_scales = scales_and_lows + block * groups * 2 * kBlock;
+  for (int64_t m = 0; m < rows; ++m) {
+    const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
+    __m512 scaled = _mm512_setzero_ps(), lows = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* w = block_weights + g * kInt2GroupBytes;
+      const int32_t* a = words + g * (kGroup / 4);
+      for (int c = 0; c < 2; ++c) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + 64 * c), _MM_HINT_T0);
+      __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+      for (int c = 0; c < 2; ++c) {
+        const __m512i chunk = _mm512_loadu_si512(w + 64 * c);
+        even = _mm512_dpbusd_epi32(even, _mm512_and_si512(chunk, crumbs), _mm512_set1_epi32(a[4 * c]));
+        odd = _mm512_dpbusd_epi32(odd, _mm512_and_si512(_mm512_srli_epi16(chunk, 2), crumbs), _mm512_set1_epi32(a[4 * c + 1]));
+        even = _mm512_dpbusd_epi32(even, _mm512_and_si512(_mm512_srli_epi16(chunk, 4), crumbs), _mm512_set1_epi32(a[4 * c + 2]));
+        odd = _mm512_dpbusd_epi32(odd, _mm512_and_si512(_mm512_srli_epi16(chunk, 6), crumbs), _mm512_set1_epi32(a[4 * c + 3]));
+      }
+      const int64_t at = m * groups + g;
+      const __m512 scale = _mm512_mul_ps(halves16(block_scales + g * 2 * kBlock), _mm512_set1_ps(x.scale[at]));
+      scaled = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(_mm512_add_epi32(even, odd)), scaled);
+      lows = _mm512_fmadd_ps(halves16(block_scales + g * 2 * kBlock + kBlock), _mm512_set1_ps(x.sum[at]), lows);
+    }
+    store_block(_mm512_add_ps(scaled, lows), out + m * out_features + block * kBlock);
+  }
+}
+
 // The same two products for CPUs with AVX2 but no 8-bit dot instruction (AMD Zen 2/3, older Intel): each
 // 256-bit half of a 64-byte chunk holds 8 of the block's rows, and a pair of instructions (unsigned-by-signed
 // byte products summed in pairs, then in fours) does what one dot instruction does.
@@ -219,27 +255,67 @@ SELFSPEC_AVX2 void int8_block_product_avx2(const uint8_t* packed, const float* r
   }
 }
 
+template <typename Scalar>
+SELFSPEC_AVX2 void int2_block_product_avx2(const uint8_t* packed, const uint16_t* scales_and_lows, const RoundedRows& x,
+                                           int64_t rows, int64_t groups, int64_t block, Scalar* out,
+                                           int64_t out_features) {
+  const __m256i crumbs = _mm256_set1_epi8(0x03);
+  const uint8_t* block_weights = packed + block * groups * kInt2GroupBytes;
+  const uint16_t* block_scales = scales_and_lows + block * groups * 2 * kBlock;
+  for (int64_t m = 0; m < rows; ++m) {
+    const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
+    __m256 sums[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t g = 0; g < groups; ++g) {
+      const uint8_t* w = block_weights + g * kInt2GroupBytes;
+      const int32_t* a = words + g * (kGroup / 4);
+      const int64_t at = m * groups + g;
+      for (int half = 0; half < 2; ++half) {
+        __m256i dot = _mm256_setzero_si256();
+        for (int c = 0; c < 2; ++c) {
+          const __m256i chunk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32 * half));
+          for (int shift = 0; shift < 4; ++shift) {
+            const __m256i weights = _mm256_and_si256(_mm256_srli_epi16(chunk, 2 * shift), crumbs);
+            dot = _mm256_add_epi32(dot, dot_fours(weights, _mm256_set1_epi32(a[4 * c + shift])));
+          }
+        }
+        const uint16_t* scale = block_scales + g * 2 * kBlock + 8 * half;
+        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(halves8(scale), _mm256_set1_ps(x.scale[at])),
+                                     _mm256_cvtepi32_ps(dot), sums[half]);
+        sums[half] = _mm256_fmadd_ps(halves8(scale + kBlock), _mm256_set1_ps(x.sum[at]), sums[half]);
+      }
+    }
+    store_halves(sums[0], sums[1], out + m * out_features + block * kBlock);
+  }
+}
+
 bool has_instructions(int64_t kind) {
-  if (kind == kInt4Int8Dot || kind == kInt8Int8Dot) {
+  if (kind == kInt4Int8Dot || kind == kInt8Int8Dot || kind == kInt2Int8Dot) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vnni");
   }
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
-bool takes_int4(int64_t kind) { return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2; }
+// int4 and int2 weights carry a float16 scale and zero (or low) per group; int8 weights a float32 scale a row.
+bool per_group_scales(int64_t kind) {
+  return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2 || kind == kInt2Int8Dot || kind == kInt2Int8DotAvx2;
+}
+
+int64_t group_bytes(int64_t kind) {
+  if (kind == kInt2Int8Dot || kind == kInt2Int8DotAvx2) return kInt2GroupBytes;
+  return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2 ? kGroupBytes : kInt8GroupBytes;
+}
 
 }  // namespace
 
 void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& scales, int64_t in_features) {
-  TORCH_CHECK(kind >= kInt4Int8Dot && kind <= kInt8Int8DotAvx2, "no 8-bit dot product of kind ", kind);
+  TORCH_CHECK(kind >= kInt4Int8Dot && kind <= kInt2Int8DotAvx2, "no 8-bit dot product of kind ", kind);
   TORCH_CHECK(has_instructions(kind), "this CPU lacks the instructions of 8-bit dot product kind ", kind,
-              kind == kInt4Int8Dot || kind == kInt8Int8Dot ? " (AVX512-VNNI)" : " (AVX2)");
-  const int64_t group_bytes = takes_int4(kind) ? kGroupBytes : kInt8GroupBytes;
-  const auto scale_type = takes_int4(kind) ? at::kHalf : at::kFloat;  // per group in float16, per row in float32
-  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == group_bytes && packed.is_contiguous() &&
+              kind == kInt4Int8Dot || kind == kInt8Int8Dot || kind == kInt2Int8Dot ? " (AVX512-VNNI)" : " (AVX2)");
+  const auto scale_type = per_group_scales(kind) ? at::kHalf : at::kFloat;  // per group in float16, per row in float32
+  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == group_bytes(kind) && packed.is_contiguous() &&
                   packed.scalar_type() == at::kByte && scales.is_contiguous() && scales.scalar_type() == scale_type,
-              "weights packed by lowbit.pack_int4_for_int8_dot or pack_int8_for_int8_dot");
+              "weights packed by lowbit.pack_int4_for_int8_dot, pack_int8_for_int8_dot or pack_int2_for_int8_dot");
   TORCH_CHECK(in_features == packed.size(1) * kGroup, "the input has ", in_features, " features; the weights take ",
               packed.size(1) * kGroup);
 }
@@ -252,9 +328,9 @@ void int8_dot(int64_t kind, const Scalar* x, int64_t rows, const at::Tensor& pac
   const int64_t blocks = packed.size(0), groups = packed.size(1);
   const RoundedRows rounded = rounded_rows(x, rows * groups * kGroup);
   const uint8_t* weights = packed.data_ptr<uint8_t>();
-  const bool int4 = takes_int4(kind);
-  const uint16_t* halves = int4 ? reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()) : nullptr;
-  const float* scale = int4 ? nullptr : scales.data_ptr<float>();
+  const bool halves_given = per_group_scales(kind);
+  const uint16_t* halves = halves_given ? reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()) : nullptr;
+  const float* scale = halves_given ? nullptr : scales.data_ptr<float>();
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
       switch (kind) {
@@ -262,6 +338,10 @@ void int8_dot(int64_t kind, const Scalar* x, int64_t rows, const at::Tensor& pac
         case kInt8Int8Dot: int8_block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock); break;
         case kInt4Int8DotAvx2:
           block_product_avx2(weights, halves, rounded, rows, groups, block, out, blocks * kBlock);
+          break;
+        case kInt2Int8Dot: int2_block_product(weights, halves, rounded, rows, groups, block, out, blocks * kBlock); break;
+        case kInt2Int8DotAvx2:
+          int2_block_product_avx2(weights, halves, rounded, rows, groups, block, out, blocks * kBlock);
           break;
         default: int8_block_product_avx2(weights, scale, rounded, rows, groups, block, out, blocks * kBlock);
       }
