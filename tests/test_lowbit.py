@@ -161,7 +161,7 @@ def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypat
 
     model = tiny_model("qwen3")
     profile = SkipProfile(4, mlp=[2])
-    draft, choice = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], max_draft=3, key="tiny")
+    draft, choice = build_draft(model, profile, "auto", calibration=[[5, 6, 7, 8]], max_draft=3, key="tiny")
     assert choice.budget_bytes == model_bytes(model) // 2 and not choice.cached
     names = {"full", "int8", "int4"}
     assert {c.weights for c in choice.candidates} == names | {f"{n} skip-nothing" for n in names}
@@ -175,16 +175,37 @@ def test_auto_measures_each_candidate_within_budget_and_keeps_the_best(monkeypat
     expected = generated(autoregressive(model, [9, 10], 16))
     assert generated(self_speculative(model, [9, 10], draft, 16, settings=DraftSettings(max_draft=3))) == expected
 
-    _, none = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], budget_bytes=0, key="tiny")
+    _, none = build_draft(model, profile, "auto", calibration=[[5, 6, 7, 8]], budget_bytes=0, key="tiny")
     assert none.weights.split()[0] == "full"
     assert {c.weights: c.note for c in none.candidates if c.note} == {"int8": "over the memory budget",
                                                                       "int4": "over the memory budget"}
 
     monkeypatch.setenv("SELFSPEC_KERNEL_CACHE", "1")
     monkeypatch.setenv("SELFSPEC_CACHE", str(tmp_path))
-    _, first = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
-    again, second = build_draft(model, profile, "auto", calibration_ids=[5, 6, 7, 8], key="tiny")
+    _, first = build_draft(model, profile, "auto", calibration=[[5, 6, 7, 8]], key="tiny")
+    again, second = build_draft(model, profile, "auto", calibration=[[5, 6, 7, 8]], key="tiny")
     assert second.cached and second.weights == first.weights and again.weights == first.weights.split()[0]
+
+
+def test_auto_averages_acceptance_over_its_calibration_prompts(quiet_machine):
+    from selfspec.profiles.calibration import BUILTIN
+    from selfspec.profiles.draft_weights import build_draft, calibration_ids
+
+    model = tiny_model("qwen3")
+    profile = SkipProfile(4, mlp=[2])
+    prompts = [[5, 6, 7, 8], [30, 31, 2, 9, 40, 41]]
+    _, both = build_draft(model, profile, "auto", calibration=prompts, max_draft=3, key="tiny")
+    alone = [build_draft(model, profile, "auto", calibration=[p], max_draft=3, key="tiny")[1] for p in prompts]
+    for candidate in both.candidates:
+        if candidate.acceptance is not None:
+            each = [next(c.acceptance for c in a.candidates if c.weights == candidate.weights) for a in alone]
+            assert candidate.acceptance == pytest.approx(sum(each) / 2, abs=1e-4), candidate.weights
+    with pytest.raises(ValueError, match="calibration prompts' token ids"):
+        build_draft(model, profile, "auto", calibration=[[5, 6], []], key="tiny")
+    # By default, one prompt of each kind the built-in set mixes.
+    ids = calibration_ids(lambda text: [len(text), hash(text)])
+    kinds = [kind for kind, text in BUILTIN if [len(text), hash(text)] in ids]
+    assert len(ids) == 3 and sorted(kinds) == ["code", "qa", "summarisation"]
 
 
 @pytest.mark.parametrize("text,expected", [("300MB", 300_000_000), ("1.5GiB", int(1.5 * 2**30)), ("0", 0),

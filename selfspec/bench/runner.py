@@ -29,8 +29,7 @@ from selfspec.engine.metrics import decode_metrics
 from selfspec.engine.records import StepRecord
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
-from selfspec.profiles.calibration import builtin_prompts
-from selfspec.profiles.draft_weights import build_draft
+from selfspec.profiles.draft_weights import build_draft, calibration_ids
 from selfspec.profiles.schema import SkipProfile
 
 
@@ -167,11 +166,11 @@ def build_methods(lm: LanguageModel, profile: SkipProfile, settings: Sequence[Dr
     if "generate-static" in names:
         methods.append(transformers_generate_static_compiled(lm))
     if "self-speculative" in names:
-        calibration = lm.encode(builtin_prompts()[2]) if any(s.draft_weights == "auto" for s in settings) else ()
+        calibration = calibration_ids(lm.encode) if any(s.draft_weights == "auto" for s in settings) else ()
         for vocab in vocabs:
             head = None if vocab is None else VocabularyHead(lm.model, vocab)
             for weights in dict.fromkeys(s.draft_weights or "full" for s in settings):
-                draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration, key=lm.name,
+                draft, choice = build_draft(lm.model, profile, weights, calibration=calibration, key=lm.name,
                                             max_draft=max(s.max_draft for s in settings), head=head)
                 named = several_weights or weights != "full"
                 for s in [s for s in settings if (s.draft_weights or "full") == weights]:

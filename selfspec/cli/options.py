@@ -11,8 +11,7 @@ from selfspec.engine.sampling import Sampling
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
 from selfspec.models.pypi_gguf import KNOWN
-from selfspec.profiles.calibration import builtin_prompts
-from selfspec.profiles.draft_weights import WEIGHT_CHOICES, WeightsChoice, build_draft, parse_bytes
+from selfspec.profiles.draft_weights import WEIGHT_CHOICES, WeightsChoice, build_draft, calibration_ids, parse_bytes
 from selfspec.profiles.hub import HUB_PREFIX, fetch_profile, load_profile
 from selfspec.profiles.schema import ProfileError, SkipProfile, read_profile
 
@@ -136,8 +135,8 @@ def draft_from(args: argparse.Namespace, lm: LanguageModel, profile: SkipProfile
                settings: DraftSettings) -> tuple[DraftModel, WeightsChoice | None]:
     """The draft the command line asks for; `auto` measures the candidates once per machine (cached)."""
     weights = settings.draft_weights or "auto"
-    calibration = lm.encode(builtin_prompts()[2]) if weights == "auto" else ()
-    draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration,
+    calibration = calibration_ids(lm.encode) if weights == "auto" else ()
+    draft, choice = build_draft(lm.model, profile, weights, calibration=calibration,
                                 max_draft=settings.max_draft, budget_bytes=args.max_draft_memory, key=lm.name)
     if choice is not None:
         where = "cached choice" if choice.cached else f"measured in {choice.seconds:.1f} s"

@@ -2,10 +2,11 @@
 if it skips anything, without) is fastest on this machine for this model, predicted from a short
 measurement at load.
 
-For each candidate within the memory budget it measures, after one calibration prompt, the draft's
+For each candidate within the memory budget it measures, after the first calibration prompt, the draft's
 cost per token c and the verification costs v_k in units of a full forward (bench/costmodel.py), and
 the draft's acceptance a as teacher-forced agreement with the full model's own greedy continuation
-of that prompt. The cost model's bound E(a, k) / (k*c + v_k), at the best k <= K, ranks them. The
+of each calibration prompt, averaged: one prompt of each kind the built-in set mixes, since a skip set
+can agree on one kind of text and not on another. The cost model's bound E(a, k) / (k*c + v_k), at the best k <= K, ranks them. The
 choice is cached per machine, model, dtype, profile and K (kernels.py), so the measurement runs once.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from selfspec.engine.draft import DraftHead, DraftModel
 from selfspec.engine.kernels import KernelChoice, cached_choice, machine_busy, remember_choice
 from selfspec.engine.lowbit import DRAFT_WEIGHTS, kernel_builders
 from selfspec.engine.settings import DRAFT_WEIGHT_CHOICES
+from selfspec.profiles.calibration import builtin_prompts
 from selfspec.profiles.schema import SkipProfile
 from selfspec.profiles.ranking import agreement, full_choices
 
@@ -103,20 +105,28 @@ def best_bound(a: float, c: float, v: dict[int, float]) -> tuple[int, float]:
     return k, bounds[k]
 
 
+def calibration_ids(encode: Callable[[str], list[int]]) -> list[list[int]]:
+    """The prompts `auto` measures on, as token ids: one of each kind of the built-in calibration set
+    (summarisation, code, question answering)."""
+    return [encode(text) for text in builtin_prompts()[::2]]
+
+
 def calibration_sequence(model: nn.Module, calibration_ids: Sequence[int]) -> list[int]:
     """A calibration prompt and the full model's own greedy continuation of it (what acceptance is measured on)."""
     generated = [t for r in autoregressive(model, list(calibration_ids), CALIBRATION_TOKENS) for t in r.token_ids]
     return list(calibration_ids) + generated
 
 
-def rank(model: nn.Module, drafts: dict[str, DraftModel], sequence: list[int], prompt_len: int,
-         max_draft: int) -> list[Candidate]:
-    """Each draft's c and v (timed together) and teacher-forced acceptance, and its best bound."""
-    costs = measure_draft_costs(model, drafts, sequence, max_draft, reps=3)
-    targets = full_choices(model, [sequence])
+def rank(model: nn.Module, drafts: dict[str, DraftModel], sequences: Sequence[list[int]],
+         prompt_lengths: Sequence[int], max_draft: int) -> list[Candidate]:
+    """Each draft's c and v (timed together, after the first sequence's prompt), its teacher-forced acceptance
+    over every sequence's continuation (the mean of the sequences'), and its best bound."""
+    costs = measure_draft_costs(model, drafts, sequences[0], max_draft, reps=3)
+    targets = full_choices(model, sequences)
     ranked = []
     for name, draft in drafts.items():
-        a = agreement(model, [sequence], targets, draft, skip=prompt_len - 1)
+        a = sum(agreement(model, [sequence], [target], draft, skip=length - 1)
+                for sequence, target, length in zip(sequences, targets, prompt_lengths)) / len(sequences)
         c, v = costs[name].c, costs[name].v
         k, bound = best_bound(a, c, v)
         ranked.append(Candidate(name, draft.extra_bytes, round(c, 4), {k_: round(x, 4) for k_, x in v.items()},
@@ -124,7 +134,7 @@ def rank(model: nn.Module, drafts: dict[str, DraftModel], sequence: list[int], p
     return ranked
 
 
-def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequence[int], max_draft: int,
+def choose_weights(model: nn.Module, profile: SkipProfile, calibration: Sequence[Sequence[int]], max_draft: int,
                    budget_bytes: int, key: str, head: DraftHead | None = None) -> tuple[DraftModel, WeightsChoice]:
     """Measure every candidate within `budget_bytes` and return the draft predicted fastest."""
     t0 = time.perf_counter()
@@ -133,7 +143,7 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
     kernels = sorted({name for bits in DRAFT_WEIGHTS[1:] for name in kernel_builders(bits, model.dtype, device)})
     cache_key = (f"draft-weights:{key}:{dtype_name(model.dtype)}:attn{list(profile.attn)}"
                  f":mlp{list(profile.mlp)}:K{max_draft}:budget{budget_bytes}:head{'' if head is None else len(head.vocabulary)}"
-                 f":kernels{','.join(kernels)}")
+                 f":kernels{','.join(kernels)}:calibration{len(calibration)}")
     nothing = SkipProfile.none(profile.num_layers, model=profile.model)
     cached = cached_choice(cache_key, device)
     if cached is not None and cached.name.removesuffix(SKIP_NOTHING) in DRAFT_WEIGHTS:
@@ -141,7 +151,7 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
         chosen = nothing if cached.name.endswith(SKIP_NOTHING) else profile
         return DraftModel(model, chosen, head, weights=weights), WeightsChoice(
             cached.name, budget_bytes, (), dict(cached.milliseconds), True, time.perf_counter() - t0)
-    sequence = calibration_sequence(model, calibration_ids)
+    sequences = [calibration_sequence(model, ids) for ids in calibration]
     over, drafts = [], {}
     for weights in DRAFT_WEIGHTS:
         draft = DraftModel(model, profile, head, weights=weights)
@@ -151,7 +161,7 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
         drafts[weights] = draft
         if profile.skipped_sublayers:  # the profile's skips may cost more acceptance than they save
             drafts[weights + SKIP_NOTHING] = draft.with_profile(nothing)
-    measured = rank(model, drafts, sequence, len(calibration_ids), max_draft)
+    measured = rank(model, drafts, sequences, [len(ids) for ids in calibration], max_draft)
     best = max(measured, key=lambda c: (c.bound, -c.extra_bytes))
     predicted = {c.weights: c.bound for c in measured}
     # Costs measured while other work ran would mislead every later process: such a choice holds for this one.
@@ -160,16 +170,17 @@ def choose_weights(model: nn.Module, profile: SkipProfile, calibration_ids: Sequ
                                                time.perf_counter() - t0)
 
 
-def build_draft(model: nn.Module, profile: SkipProfile, weights: str, *, calibration_ids: Sequence[int] = (),
+def build_draft(model: nn.Module, profile: SkipProfile, weights: str, *, calibration: Sequence[Sequence[int]] = (),
                 max_draft: int = 4, budget_bytes: int | None = None, key: str = "",
                 head: DraftHead | None = None) -> tuple[DraftModel, WeightsChoice | None]:
-    """The draft for `weights` ("auto" measures and chooses); the choice is None unless auto."""
+    """The draft for `weights` ("auto" measures and chooses on the `calibration` prompts' token ids, e.g.
+    calibration_ids(encode)); the choice is None unless auto."""
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"draft weights must be one of {', '.join(WEIGHT_CHOICES)}; got {weights!r}")
     if weights != "auto":
         return DraftModel(model, profile, head, weights=weights), None
-    if not calibration_ids:
-        raise ValueError("auto draft weights need calibration token ids")
+    if not calibration or not all(calibration):
+        raise ValueError("auto draft weights need calibration prompts' token ids")
     budget = model_bytes(model) // 2 if budget_bytes is None else budget_bytes
     with torch.inference_mode():
-        return choose_weights(model, profile, calibration_ids, max_draft, budget, key or model.config.model_type, head)
+        return choose_weights(model, profile, calibration, max_draft, budget, key or model.config.model_type, head)

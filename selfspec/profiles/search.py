@@ -197,7 +197,7 @@ def weights_figures(run: SearchRun, finals: dict[str, Best], baseline: Measureme
     max_draft = max(settings.max_draft for _, _, settings in finals.values())
     with torch.inference_mode():
         sequence = calibration_sequence(run.model, run.prompts[0])
-        predicted = {c.weights: c for c in rank(run.model, drafts, sequence, len(run.prompts[0]), max_draft)}
+        predicted = {c.weights: c for c in rank(run.model, drafts, [sequence], [len(run.prompts[0])], max_draft)}
     figures = {}
     for weights, (profile, m, settings) in finals.items():
         p = predicted[weights]

@@ -16,8 +16,8 @@ from typing import ContextManager
 from selfspec.engine.draft import DraftModel
 from selfspec.engine.settings import DraftSettings
 from selfspec.models.loading import LanguageModel
-from selfspec.profiles.calibration import builtin_prompts
-from selfspec.profiles.draft_weights import SKIP_NOTHING, WEIGHT_CHOICES, WeightsChoice, build_draft, megabytes
+from selfspec.profiles.draft_weights import (SKIP_NOTHING, WEIGHT_CHOICES, WeightsChoice, build_draft, calibration_ids,
+                                             megabytes)
 from selfspec.profiles.schema import SkipProfile
 
 
@@ -43,9 +43,9 @@ def draft_weights(settings: DraftSettings) -> str:
 def make_draft(lm: LanguageModel, profile: SkipProfile, weights: str, max_draft: int,
                device_lock: ContextManager | None = None) -> tuple[DraftModel, str]:
     """The draft and one sentence for the page: its weights, what they add to memory, and auto's reason."""
-    calibration = lm.encode(builtin_prompts()[2]) if weights == "auto" else ()
+    calibration = calibration_ids(lm.encode) if weights == "auto" else ()
     with device_lock if device_lock is not None else nullcontext():  # auto measures on the device
-        draft, choice = build_draft(lm.model, profile, weights, calibration_ids=calibration, max_draft=max_draft,
+        draft, choice = build_draft(lm.model, profile, weights, calibration=calibration, max_draft=max_draft,
                                     key=lm.name)
     return draft, describe_draft(draft, choice)
 
