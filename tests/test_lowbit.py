@@ -202,6 +202,11 @@ def test_auto_averages_acceptance_over_its_calibration_prompts(quiet_machine):
             assert candidate.acceptance == pytest.approx(sum(each) / 2, abs=1e-4), candidate.weights
     with pytest.raises(ValueError, match="calibration prompts' token ids"):
         build_draft(model, profile, "auto", calibration=[[5, 6], []], key="tiny")
+    # Prompts whose continuation would not fit the context are left out (here the context holds 256 positions).
+    long = list(range(2, 90)) * 3
+    _, fitted = build_draft(model, profile, "auto", calibration=[prompts[0], long], max_draft=3, key="tiny")
+    assert model.config.max_position_embeddings == 256 and len(long) + 32 >= 256
+    assert [c.acceptance for c in fitted.candidates] == [c.acceptance for c in alone[0].candidates]
     # By default, one prompt of each kind the built-in set mixes.
     ids = calibration_ids(lambda text: [len(text), hash(text)])
     kinds = [kind for kind, text in BUILTIN if [len(text), hash(text)] in ids]

@@ -21,7 +21,7 @@ from torch import nn
 
 from selfspec.bench.costmodel import measure_draft_costs
 from selfspec.engine.controller import expected_tokens
-from selfspec.engine.decoding import autoregressive
+from selfspec.engine.decoding import autoregressive, context_length
 from selfspec.engine.devices import dtype_name
 from selfspec.engine.draft import DraftHead, DraftModel
 from selfspec.engine.kernels import KernelChoice, cached_choice, machine_busy, remember_choice
@@ -111,6 +111,14 @@ def calibration_ids(encode: Callable[[str], list[int]]) -> list[list[int]]:
     return [encode(text) for text in builtin_prompts()[::2]]
 
 
+def fitting(model: nn.Module, calibration: Sequence[Sequence[int]]) -> list[Sequence[int]]:
+    """The calibration prompts whose continuation fits the model's context (at least the shortest one)."""
+    limit = context_length(model)
+    if limit is None:
+        return list(calibration)
+    return [ids for ids in calibration if len(ids) + CALIBRATION_TOKENS < limit] or [min(calibration, key=len)]
+
+
 def calibration_sequence(model: nn.Module, calibration_ids: Sequence[int]) -> list[int]:
     """A calibration prompt and the full model's own greedy continuation of it (what acceptance is measured on)."""
     generated = [t for r in autoregressive(model, list(calibration_ids), CALIBRATION_TOKENS) for t in r.token_ids]
@@ -183,4 +191,5 @@ def build_draft(model: nn.Module, profile: SkipProfile, weights: str, *, calibra
         raise ValueError("auto draft weights need calibration prompts' token ids")
     budget = model_bytes(model) // 2 if budget_bytes is None else budget_bytes
     with torch.inference_mode():
-        return choose_weights(model, profile, calibration, max_draft, budget, key or model.config.model_type, head)
+        return choose_weights(model, profile, fitting(model, calibration), max_draft, budget,
+                              key or model.config.model_type, head)
