@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
-from selfspec.engine import architectures, native_build, native_layers
+from selfspec.engine import architectures, lowbit, native_build, native_layers
+from selfspec.engine.draft import VocabularyHead
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES, PROJECTION_GROUPS, decoder_layers
 from selfspec.engine.narrow_linear import bf16_pairs_available, onednn_packing_available
 from selfspec.engine.row_products import PREFILL_BUCKET, ROW_BUCKETS, RowProducts
@@ -368,6 +369,84 @@ def test_drafts_in_buffers_stay_token_identical():
         assert draft.walk.layer_loop == "c++ in buffers"
         got = generated(self_speculative(model, prompt, draft, 24, settings=DraftSettings(max_draft=4, exit="off")))
         assert got == expected, profile
+
+
+def _walked_twin(draft: DraftModel) -> DraftModel:
+    """The same draft (same weights, same plan) with every token through the walk instead of the one-call path."""
+    twin = copy.copy(draft)
+    twin.walk = copy.copy(draft.walk)
+    twin.walk._token_path = None
+    return twin
+
+
+def _head_kernel(head: str) -> str:
+    """`head` in the instructions this CPU has (the AVX2 form where it lacks AVX512-VNNI)."""
+    linear = torch.nn.Linear(32, 16, bias=False)
+    builders = lowbit.head_builders(lowbit.kernel_builders("int8", torch.float32, torch.device("cpu")),
+                                    torch.device("cpu"))
+    try:
+        builders[head](linear)
+        return head
+    except RuntimeError:
+        return head + "-avx2"
+
+
+@pytest.mark.parametrize("head", ["int8-int8dot", "int2-screened"])
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-3), ("bfloat16", 0.05)])
+@pytest.mark.parametrize("arch", PLAIN)
+def test_a_draft_token_in_one_call_is_the_walks_token(extension, arch, dtype, tolerance, head):
+    """The token path (native_layers.DraftTokenPath: embedding row, layers in buffers, final norm and head in one
+    call) gives the walk's logits up to rounding (its stream stays in float32 through the final norm) and writes the
+    same keys and values, at positions inside and past its first rotary table (256 rows)."""
+    model = tiny_model(arch, hidden_size=64, head_dim=16).to(getattr(torch, dtype))
+    layers = model.config.num_hidden_layers
+    draft = DraftModel(model, SkipProfile(layers, attn=[1], mlp=[0]), weights="int4",
+                       kernels=EIGHT_BIT_DOT | {"head": _head_kernel(head)})
+    assert draft.walk._token_path is not None
+    walked = _walked_twin(draft)
+    engine = Engine(model, choose_kernels=False)
+    prompt = torch.tensor([[5, 9, 17, 33, 2, 8, 41, 60, 7, 11, 90, 3]])
+    n = prompt.shape[1]
+    with torch.inference_mode():
+        cache = engine.new_cache(n, 400, 4)
+        engine.full(prompt, 0, cache, last_only=True)
+        before = cache_contents(cache)
+        for position in (n, 255, 256, 300):
+            outputs = []
+            for which in (draft, walked):
+                logits = engine.draft(which, torch.tensor([[42]]), position, cache)
+                outputs.append((logits.float().view(-1), cache_contents(cache)))
+                cache.rollback(n)
+            (got, got_cache), (expected, expected_cache) = outputs
+            assert got.dtype == torch.float32 and got.shape == expected.shape == (model.config.vocab_size,)
+            assert int(got.argmax()) == int(expected.argmax()), position
+            if head == "int8-int8dot":  # a screened head scores its own candidates exactly: compare those alone
+                assert (got - expected).norm() <= tolerance * expected.norm(), position
+            else:
+                assert abs(float(got.max() - expected.max())) <= tolerance * float(expected.abs().max()), position
+            for i, ((k, v, length), (k_ref, v_ref, length_ref), (k_0, v_0, length_0)) in enumerate(
+                    zip(got_cache, expected_cache, before)):
+                assert length == length_ref == length_0 + (i != 1)  # layer 1's attention is skipped
+                for new, ref, old in ((k, k_ref, k_0), (v, v_ref, v_0)):
+                    assert torch.equal(new[:, :, :n], old[:, :, :n])  # the prompt's entries untouched
+                    assert torch.equal(new[:, :, :position], ref[:, :, :position])  # nothing else written
+                    written, expected_row = new[:, :, position].float(), ref[:, :, position].float()
+                    assert (written - expected_row).norm() <= tolerance * expected_row.norm()
+            cache.rollback(n)
+
+
+def test_the_token_path_runs_only_where_it_makes_the_same_draft():
+    """It needs layers in buffers and a head of 8-bit dot products (or screened) without a bias; else the walk."""
+    model = tiny_model("llama", hidden_size=64, head_dim=16)
+    layers = model.config.num_hidden_layers
+    plain = DraftModel(model, SkipProfile(layers), weights="int4", kernels=EIGHT_BIT_DOT | {"head": "int8pack"})
+    vocabulary = DraftModel(model, SkipProfile(layers), head=VocabularyHead(model, range(32)), weights="int4",
+                            kernels=EIGHT_BIT_DOT)
+    torch_products = DraftModel(model, SkipProfile(layers), weights="int4",
+                                kernels={"int4": "int4pack-float32", "int8": "int8-int8dot"})
+    for draft in (plain, vocabulary, torch_products, DraftModel(model, SkipProfile(layers))):
+        assert draft.walk._token_path is None
+        assert draft.walk.token_logits(torch.tensor([[3]]), 0, None) is None
 
 
 # (heads, groups, head_dim): 16 lanes over one chunk; 64-wide heads with all their chunks at once (3 a group) and a

@@ -251,6 +251,11 @@ class ScreenedHead(LowBitLinear):
     head's bytes, and the draft's top choice nearly always among those rescored. Logits stay in float32: what
     reads them (an argmax, a softmax) widens them anyway."""
 
+    def __init__(self, linear: nn.Linear, kernel: str, product: Callable[[torch.Tensor], torch.Tensor],
+                 tensors: dict[str, torch.Tensor], extra_bytes: int, screen: tuple):
+        super().__init__(linear, kernel, product, tensors, extra_bytes)
+        self.screen = screen  # (kind, packed, scales, weight, candidates): how native_layers.py's token path makes it
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.product(x)
 
@@ -269,7 +274,8 @@ def _screened_head(linear: nn.Linear, instructions: str) -> ScreenedHead:
     product = lambda x: extension.screened_logits(x, kind, packed, scales, weight, candidates)  # noqa: E731
     product(torch.zeros(1, linear.in_features))  # raises on a CPU without the instructions
     name = "int2-screened" + ("" if instructions == "vnni" else f"-{instructions}")
-    return ScreenedHead(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales))
+    return ScreenedHead(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales),
+                        (kind, packed, scales, weight, candidates))
 
 
 def head_builders(builders: dict[str, Callable], device: torch.device) -> dict[str, Callable]:

@@ -15,10 +15,13 @@ the Python loops run.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from selfspec.engine.architectures import rolled_rotary
 from selfspec.engine.attention_forms import EXACT_ROWS_LIMIT, ROWS_FORM
 from selfspec.engine.cache import is_static
 from selfspec.engine.lowbit import INT8_DOT_KINDS
@@ -73,6 +76,66 @@ class DraftLayers:
         return self._extension.run_draft_layers(
             hidden, *rotary, mask, attended - hidden.shape[0], plan, self._norms, self._kinds, self._groups,
             self._weights, self._scales, self._biases, *_cache_buffers(cache), *self._shape)
+
+
+STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # rotary angles that depend on the position alone
+
+
+class DraftTokenPath:
+    """A draft token from its id to its logits in one C++ call (csrc/draft_token.h), where the layers run in
+    buffers: the embedding row, the layers, the final norm and the head, their tensors gathered once. Around the
+    layers the walk makes some thirty tensor operations a token, and right after a token has streamed its weights
+    through the caches each costs tens of microseconds (docs/BENCHMARKS.md). The rotary rows come from a table
+    made by the model's own rotary module, grown as positions need."""
+
+    def __init__(self, layers: DraftLayers, decoder: nn.Module, head: tuple):
+        kind, packed, scales, weight, candidates = head
+        norm, epsilon_norm = norm_constants(decoder.norm, torch.float32)
+        self._token = layers._extension.DraftToken(
+            layers._float_norms, layers._kinds, layers._weights, layers._scales, layers._float_biases,
+            *layers._buffers_shape, decoder.embed_tokens.weight.detach(), norm.contiguous(), epsilon_norm, kind, packed,
+            scales, weight, candidates)
+        self._rotary_emb = decoder.rotary_emb
+        self._dtype = decoder.embed_tokens.weight.dtype
+        self._tables = (torch.empty(0), torch.empty(0))
+        self._growing = threading.Lock()  # requests on several threads may reach a new position at once
+
+    def __call__(self, token: torch.Tensor, position: int, cache, plan: list[int]) -> torch.Tensor:
+        """Logits (V,) in float32 for one token (1, 1) at `position`, `plan[i]` saying which of layer i's
+        sublayers run, its keys written to the static `cache`."""
+        tables = self._tables
+        if position >= tables[0].shape[0]:
+            tables = self._grow(position)
+        return self._token.logits(token, position, *tables, plan, *_cache_buffers(cache))
+
+    def _grow(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._growing:
+            size = self._tables[0].shape[0]
+            if position >= size:
+                size = max(2 * size, position + 1, 256)
+                probe = torch.empty(1, size, 1, dtype=self._dtype)  # the rotary module reads only its dtype
+                cos, signed_sin = rolled_rotary(self._rotary_emb(probe, torch.arange(size)[None]))
+                self._tables = (cos.float().reshape(size, -1).contiguous(),
+                                signed_sin.float().reshape(size, -1).contiguous())
+            return self._tables
+
+
+def draft_token_path(layers, decoder: nn.Module, head) -> DraftTokenPath | None:
+    """The one-call token path for a walk's C++ draft layers and `head`, or None where it cannot run: layers not in
+    buffers, a head other than an 8-bit dot product without a bias or a screened head (lowbit.py), or a rotary
+    whose angles change with the length."""
+    if not isinstance(layers, DraftLayers) or not layers._in_buffers:
+        return None
+    if getattr(decoder.rotary_emb, "rope_type", "default") not in STATIC_ROPE_TYPES:
+        return None
+    module = getattr(head, "lm_head", None)  # draft.FullHead over a low-bit shadow
+    native = getattr(module, "screen", None)
+    if native is None:
+        product = getattr(module, "native_product", None)
+        if product is None or product[0] not in INT8_DOT_KINDS.values() or module.bias is not None:
+            return None
+        native = (*product[:3], None, 0)
+    return DraftTokenPath(layers, decoder, native)
 
 
 def cache_ready(cache) -> bool:

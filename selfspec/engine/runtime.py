@@ -157,6 +157,10 @@ class Engine:
     @torch.inference_mode()
     def draft(self, draft, token: torch.Tensor, position: int, cache) -> torch.Tensor:
         """Draft logits (V',) for one token at `position`."""
+        if self.steps is None:
+            logits = draft.walk.token_logits(token, position, cache)
+            if logits is not None:
+                return logits
         positions = self._positions(position, 1)
         if self.steps is not None:
             return self.steps.draft(draft, token, positions, cache)

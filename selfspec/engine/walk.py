@@ -35,7 +35,7 @@ from selfspec.engine.architectures import (
 )
 from selfspec.engine.cache import is_static, layer_length
 from selfspec.engine.fused_sublayers import fused_attention_sublayer, fused_mlp_sublayer
-from selfspec.engine.native_layers import cache_ready, draft_layers, full_layers
+from selfspec.engine.native_layers import cache_ready, draft_layers, draft_token_path, full_layers
 
 
 def sublayer_functions(body: nn.Module, fused: bool, choose_forms: bool = True) -> tuple[Callable, Callable, bool]:
@@ -73,6 +73,10 @@ class LayerWalk:
         self._native = None
         if len(set(self._layer_types)) == 1 and self._windowless:
             self._native = draft_layers(self._layers) if fused else full_layers(self._layers, self.forms)
+        # A draft token in one C++ call where its layers run in buffers (native_layers.DraftTokenPath).
+        self._token_path = None
+        if fused and self._softcap is None and not self._rotary_by_type:
+            self._token_path = draft_token_path(self._native, self.decoder, head)
         self._use_plan(self._plan_for((), ()))
 
     def _plan_for(self, skip_attn: Iterable[int], skip_mlp: Iterable[int]) -> list:
@@ -129,6 +133,13 @@ class LayerWalk:
         if self._softcap is not None:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
+
+    def token_logits(self, token: torch.Tensor, position: int, cache) -> torch.Tensor | None:
+        """Logits (V,) for one token (1, 1) at `position` in one C++ call, appending to a static `cache`; None
+        where that path does not run (then call the walk)."""
+        if self._token_path is None or not cache_ready(cache):
+            return None
+        return self._token_path(token, position, cache, self._native_plan)
 
     def _python_layers(self, hidden, position_embeddings, one_mask, uniform, attended, position_ids, cache, masks,
                        from_start):

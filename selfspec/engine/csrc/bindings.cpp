@@ -1,4 +1,5 @@
 // The engine's C++ extension as Python sees it (native_build.py builds it).
+#include "draft_token.h"
 #include "layer_loops.h"
 #include "products.h"
 #include "rows_attention.h"
@@ -9,6 +10,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("run_draft_layers", &run_draft_layers, "The fused low-bit draft's layers (native_layers.py)", without_gil);
   module.def("run_draft_in_buffers", &run_draft_in_buffers, "A draft token, or a read of copies, through the fused layers in buffers (native_layers.py)",
              without_gil);
+  pybind11::class_<DraftToken>(module, "DraftToken", "A draft token from its id to its logits in one call (native_layers.py)")
+      .def(pybind11::init<std::vector<at::Tensor>, std::vector<int64_t>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                          std::vector<c10::optional<at::Tensor>>, int64_t, int64_t, int64_t, int64_t, double, at::Tensor,
+                          at::Tensor, at::Tensor, int64_t, at::Tensor, at::Tensor, c10::optional<at::Tensor>, int64_t>())
+      .def("logits", &DraftToken::logits, without_gil);
   module.def("run_full_layers", &run_full_layers, "A plain model's layers as the engine runs them (native_layers.py)",
              without_gil);
   module.def("attend_cached_rows", &attend_cached_rows,

@@ -5,6 +5,7 @@
 // stream stays in float32 throughout; keys and values are written to the cache in its own dtype. It computes what
 // run_draft_layers computes up to rounding (tests/test_native_layers.py), and the draft only proposes: the full
 // model verifies.
+#include "draft_token.h"
 #include "layer_loops.h"
 #include "products.h"
 #include "rows_attention.h"
@@ -53,38 +54,20 @@ void store_row(const float* from, int64_t width, Scalar* to) {
 
 const float* floats(const at::Tensor& t) { return t.data_ptr<float>(); }
 
-}  // namespace
-
-at::Tensor run_draft_in_buffers(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
-                           int64_t position, const std::vector<int64_t>& plan, const std::vector<at::Tensor>& norms,
-                           const std::vector<int64_t>& kinds, const std::vector<at::Tensor>& weights,
-                           const std::vector<at::Tensor>& scales,
-                           const std::vector<c10::optional<at::Tensor>>& biases, const std::vector<at::Tensor>& keys,
-                           const std::vector<at::Tensor>& values, const std::vector<at::Tensor>& lengths,
-                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t intermediate, double scaling) {
-  c10::InferenceMode inference;
-  const int64_t width = hidden.size(-1), rows = hidden.numel() / width, per_group = heads / kv_heads;
+// The layers over `rows` float rows of `stream` (rows x width) in place, at consecutive positions from `position`
+// (rotary rows `rotary_cos` and `rotary_sin`, head_dim floats each per row). The arguments are checked by the callers.
+void layers_in_buffers(std::vector<float>& stream, int64_t rows, const float* rotary_cos, const float* rotary_sin,
+                       int64_t position, const std::vector<int64_t>& plan, const std::vector<at::Tensor>& norms,
+                       const std::vector<int64_t>& kinds, const std::vector<at::Tensor>& weights,
+                       const std::vector<at::Tensor>& scales, const std::vector<c10::optional<at::Tensor>>& biases,
+                       const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values,
+                       const std::vector<at::Tensor>& lengths, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                       int64_t intermediate, double scaling) {
+  const int64_t width = static_cast<int64_t>(stream.size()) / rows;
   const int64_t query_width = heads * head_dim, kv_width = kv_heads * head_dim, qkv_width = query_width + 2 * kv_width;
-  TORCH_CHECK(rows >= 1 && head_dim % kLanes == 0 && head_dim <= 512 && heads % kv_heads == 0,
-              "rows of the stream, heads of a multiple of 8 up to 512 wide, whole groups");
-  TORCH_CHECK(cos.numel() == rows * head_dim && signed_sin.numel() == rows * head_dim, "a rotary row per row");
-  TORCH_CHECK(norms.size() == 4 * plan.size() && weights.size() == 4 * plan.size(), "four norms and products a layer");
-  for (size_t i = 0; i < weights.size(); ++i) {
-    const int64_t in = i % 4 == 1 ? query_width : i % 4 == 3 ? intermediate : width;
-    check_int8_dot(kinds[i], weights[i], scales[i], in);
-    TORCH_CHECK(!biases[i].has_value() || (biases[i]->scalar_type() == at::kFloat && biases[i]->is_contiguous()),
-                "float biases");
-  }
-  for (const at::Tensor& norm : norms) TORCH_CHECK(norm.scalar_type() == at::kFloat && norm.is_contiguous(), "float norms");
-  for (const at::Tensor& length : lengths) TORCH_CHECK(length.scalar_type() == at::kLong, "int64 cache lengths");
-  const at::Tensor rotary_cos = cos.to(at::kFloat).contiguous(), rotary_sin = signed_sin.to(at::kFloat).contiguous();
   const int64_t widest = std::max({width, query_width, intermediate});
-  std::vector<float> stream(rows * width), normed(rows * widest), qkv(rows * qkv_width), attended(rows * query_width),
-      out(rows * width), gate_up(rows * 2 * intermediate);
-  {
-    const at::Tensor input = hidden.to(at::kFloat).contiguous();
-    std::copy(floats(input), floats(input) + rows * width, stream.begin());
-  }
+  std::vector<float> normed(rows * widest), qkv(rows * qkv_width), attended(rows * query_width), out(rows * width),
+      gate_up(rows * 2 * intermediate);
   // Each product over all rows at once: the weights are read once, whatever the rows.
   auto product = [&](size_t index, const float* x, float* y, int64_t out_width) {
     int8_dot_rows(kinds[index], x, rows, weights[index], scales[index], y);
@@ -108,8 +91,7 @@ at::Tensor run_draft_in_buffers(const at::Tensor& hidden, const at::Tensor& cos,
       product(4 * layer, normed.data(), qkv.data(), qkv_width);
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t h = 0; h < heads + kv_heads; ++h) {
-          rotate(qkv.data() + r * qkv_width + h * head_dim, floats(rotary_cos) + r * head_dim,
-                 floats(rotary_sin) + r * head_dim, head_dim);
+          rotate(qkv.data() + r * qkv_width + h * head_dim, rotary_cos + r * head_dim, rotary_sin + r * head_dim, head_dim);
         }
       }
       const at::Tensor &layer_keys = keys[layer], &layer_values = values[layer];
@@ -149,5 +131,100 @@ at::Tensor run_draft_in_buffers(const at::Tensor& hidden, const at::Tensor& cos,
       add_to_stream();
     }
   }
+}
+
+// The layers' tensors, as the callers check them.
+void check_layers(const std::vector<at::Tensor>& norms, const std::vector<int64_t>& kinds,
+                  const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& scales,
+                  const std::vector<c10::optional<at::Tensor>>& biases, int64_t width, int64_t heads, int64_t kv_heads,
+                  int64_t head_dim, int64_t intermediate) {
+  TORCH_CHECK(head_dim % kLanes == 0 && head_dim <= 512 && heads % kv_heads == 0,
+              "heads of a multiple of 8 up to 512 wide, whole groups");
+  TORCH_CHECK(norms.size() == weights.size() && kinds.size() == weights.size() && scales.size() == weights.size() &&
+                  biases.size() == weights.size() && weights.size() % 4 == 0,
+              "four norms and products a layer");
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t in = i % 4 == 1 ? heads * head_dim : i % 4 == 3 ? intermediate : width;
+    check_int8_dot(kinds[i], weights[i], scales[i], in);
+    TORCH_CHECK(!biases[i].has_value() || (biases[i]->scalar_type() == at::kFloat && biases[i]->is_contiguous()),
+                "float biases");
+  }
+  for (const at::Tensor& norm : norms) TORCH_CHECK(norm.scalar_type() == at::kFloat && norm.is_contiguous(), "float norms");
+}
+
+void check_cache(const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values,
+                 const std::vector<at::Tensor>& lengths, size_t layers) {
+  TORCH_CHECK(keys.size() == layers && values.size() == layers && lengths.size() == layers, "a cache layer a layer");
+  for (const at::Tensor& length : lengths) TORCH_CHECK(length.scalar_type() == at::kLong, "int64 cache lengths");
+}
+
+}  // namespace
+
+at::Tensor run_draft_in_buffers(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& signed_sin,
+                           int64_t position, const std::vector<int64_t>& plan, const std::vector<at::Tensor>& norms,
+                           const std::vector<int64_t>& kinds, const std::vector<at::Tensor>& weights,
+                           const std::vector<at::Tensor>& scales,
+                           const std::vector<c10::optional<at::Tensor>>& biases, const std::vector<at::Tensor>& keys,
+                           const std::vector<at::Tensor>& values, const std::vector<at::Tensor>& lengths,
+                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t intermediate, double scaling) {
+  c10::InferenceMode inference;
+  const int64_t width = hidden.size(-1), rows = hidden.numel() / width;
+  TORCH_CHECK(rows >= 1, "rows of the stream");
+  TORCH_CHECK(cos.numel() == rows * head_dim && signed_sin.numel() == rows * head_dim, "a rotary row per row");
+  check_layers(norms, kinds, weights, scales, biases, width, heads, kv_heads, head_dim, intermediate);
+  TORCH_CHECK(norms.size() == 4 * plan.size(), "a plan entry a layer");
+  check_cache(keys, values, lengths, plan.size());
+  const at::Tensor rotary_cos = cos.to(at::kFloat).contiguous(), rotary_sin = signed_sin.to(at::kFloat).contiguous();
+  const at::Tensor input = hidden.to(at::kFloat).contiguous();
+  std::vector<float> stream(floats(input), floats(input) + rows * width);
+  layers_in_buffers(stream, rows, floats(rotary_cos), floats(rotary_sin), position, plan, norms, kinds, weights, scales,
+                    biases, keys, values, lengths, heads, kv_heads, head_dim, intermediate, scaling);
   return at::from_blob(stream.data(), {rows, width}, at::kFloat).to(hidden.scalar_type(), false, true);
+}
+
+DraftToken::DraftToken(std::vector<at::Tensor> norms, std::vector<int64_t> kinds, std::vector<at::Tensor> weights,
+                       std::vector<at::Tensor> scales, std::vector<c10::optional<at::Tensor>> biases, int64_t heads,
+                       int64_t kv_heads, int64_t head_dim, int64_t intermediate, double scaling, at::Tensor embedding,
+                       at::Tensor final_norm, at::Tensor final_epsilon_norm, int64_t head_kind, at::Tensor head_packed,
+                       at::Tensor head_scales, c10::optional<at::Tensor> head_weight, int64_t candidates)
+    : norms_(std::move(norms)), kinds_(std::move(kinds)), weights_(std::move(weights)), scales_(std::move(scales)),
+      biases_(std::move(biases)), heads_(heads), kv_heads_(kv_heads), head_dim_(head_dim), intermediate_(intermediate),
+      scaling_(scaling), embedding_(std::move(embedding)), final_norm_(std::move(final_norm)),
+      final_epsilon_norm_(std::move(final_epsilon_norm)), head_kind_(head_kind), head_packed_(std::move(head_packed)),
+      head_scales_(std::move(head_scales)), head_weight_(std::move(head_weight)), candidates_(candidates) {
+  const int64_t width = embedding_.size(1);
+  TORCH_CHECK(embedding_.dim() == 2 && embedding_.is_contiguous(), "a contiguous (vocabulary, hidden) embedding");
+  check_layers(norms_, kinds_, weights_, scales_, biases_, width, heads_, kv_heads_, head_dim_, intermediate_);
+  TORCH_CHECK(final_norm_.scalar_type() == at::kFloat && final_norm_.numel() == width && final_norm_.is_contiguous() &&
+                  final_epsilon_norm_.scalar_type() == at::kFloat && final_epsilon_norm_.numel() == 1,
+              "the final norm's float constants");
+  check_int8_dot(head_kind_, head_packed_, head_scales_, width);
+}
+
+at::Tensor DraftToken::logits(const at::Tensor& token, int64_t position, const at::Tensor& cos_table,
+                              const at::Tensor& sin_table, const std::vector<int64_t>& plan,
+                              const std::vector<at::Tensor>& keys, const std::vector<at::Tensor>& values,
+                              const std::vector<at::Tensor>& lengths) const {
+  c10::InferenceMode inference;
+  TORCH_CHECK(token.numel() == 1 && token.scalar_type() == at::kLong, "one int64 token");
+  TORCH_CHECK(cos_table.scalar_type() == at::kFloat && cos_table.dim() == 2 && cos_table.size(1) == head_dim_ &&
+                  cos_table.is_contiguous() && sin_table.sizes() == cos_table.sizes() &&
+                  sin_table.scalar_type() == at::kFloat && sin_table.is_contiguous(),
+              "float rotary tables (positions, head_dim), the sine's first half negated");
+  TORCH_CHECK(position >= 0 && position < cos_table.size(0), "no rotary row for position ", position);
+  TORCH_CHECK(norms_.size() == 4 * plan.size(), "a plan entry a layer");
+  check_cache(keys, values, lengths, plan.size());
+  const int64_t id = token.item<int64_t>(), width = embedding_.size(1);
+  TORCH_CHECK(id >= 0 && id < embedding_.size(0), "token ", id, " outside the vocabulary");
+  const at::Tensor row = embedding_[id].to(at::kFloat);
+  std::vector<float> stream(floats(row), floats(row) + width);
+  layers_in_buffers(stream, 1, floats(cos_table) + position * head_dim_, floats(sin_table) + position * head_dim_,
+                    position, plan, norms_, kinds_, weights_, scales_, biases_, keys, values, lengths, heads_, kv_heads_,
+                    head_dim_, intermediate_, scaling_);
+  at::Tensor normed = at::empty({1, width}, at::kFloat);
+  rms_normed(stream.data(), floats(final_norm_), floats(final_epsilon_norm_)[0], width, normed.data_ptr<float>());
+  if (head_weight_.has_value()) {
+    return screened_logits(normed, head_kind_, head_packed_, head_scales_, *head_weight_, candidates_).view(-1);
+  }
+  return int8_dot_mm(head_kind_, normed, head_packed_, head_scales_).view(-1);
 }
