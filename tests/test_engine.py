@@ -22,7 +22,7 @@ from selfspec import (
 )
 from selfspec.engine.controller import Plan
 from selfspec.engine.runtime import Engine
-from selfspec.engine.sampling import greedy_tokens, probabilities, sample
+from selfspec.engine.sampling import greedy_choice, greedy_tokens, probabilities, sample
 from tiny_models import CONFIGS, tiny_model
 
 ARCHITECTURES = list(CONFIGS)
@@ -523,3 +523,23 @@ def test_the_draft_exit_stops_only_drafts_that_skip_sublayers():
         steps = [r for r in records if r.kind == "speculate"]
         # Every step but one near the end (fewer tokens left than K) drafts exactly this many.
         assert {r.drafted for r in steps[:-2]} == drafted, profile
+
+
+@pytest.mark.parametrize("size", [1, 13, 49152])
+def test_the_greedy_choice_is_the_first_maximum_and_its_softmax_probability(size):
+    """sampling.greedy_choice (one C++ call for a float32 row on a CPU) against torch's argmax and softmax."""
+    torch.manual_seed(size)
+    logits = torch.randn(size) * 4
+    if size > 2:
+        logits[[size // 3, size - 1]] = logits.max() + 1.0  # a tie: the first one wins
+    for row in (logits, logits.bfloat16()):  # the second takes torch's way
+        index, probability = greedy_choice(row, True)
+        expected = int(row.float().argmax())
+        assert index.shape == (1,) and index.dtype == torch.long and int(index) == expected
+        assert probability == pytest.approx(float(torch.softmax(row.double(), -1)[expected]), rel=1e-5)
+        assert greedy_choice(row, False)[1] is None
+    if size > 2:
+        assert int(greedy_choice(logits, False)[0]) == size // 3
+        logits[[size // 2, size - 2]] = float("nan")  # as torch's argmax: the first NaN, and no probability
+        index, probability = greedy_choice(logits, True)
+        assert int(index) == int(logits.argmax()) == size // 2 and probability != probability

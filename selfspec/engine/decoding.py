@@ -29,7 +29,8 @@ from selfspec.engine.runtime import Engine, forward_full  # noqa: F401 (forward_
 from selfspec.profiles.schema import SkipProfile
 from selfspec.engine.records import StepRecord
 from selfspec.engine.settings import DraftSettings
-from selfspec.engine.sampling import Sampling, accept_greedy, accept_sampled, greedy_tokens, probabilities, sample
+from selfspec.engine.sampling import (Sampling, accept_greedy, accept_sampled, greedy_choice, greedy_tokens,
+                                      probabilities, sample)
 
 
 def eos_token_ids(model: nn.Module) -> frozenset[int]:
@@ -135,8 +136,7 @@ def draft_tokens(
         logits, position = rows[kept], position + kept
     while True:
         if sampling.greedy:
-            index = greedy_tokens(logits)
-            confidence = torch.softmax(logits.float(), -1)[index] if threshold > 0 else None
+            index, confidence = greedy_choice(logits, threshold > 0)
         else:
             q = probabilities(logits, sampling)
             index = sample(q, generator)

@@ -6,9 +6,12 @@ speculative-sampling rule lossless for temperature, top-k and top-p.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
+
+from selfspec.engine.native_build import native_extension
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,25 @@ def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
     maximum, and on a CPU torch's argmax over 16-bit logits runs several times slower than the widening
     and the float32 argmax together (a 49k vocabulary: 160 against 33 us a row)."""
     return logits.float().argmax(-1)
+
+
+def greedy_choice(logits: torch.Tensor, with_probability: bool) -> tuple[torch.Tensor, float | None]:
+    """One row's greedy token (1,), as greedy_tokens takes it, and with `with_probability` its softmax probability:
+    in one C++ call for a float32 row on a CPU (csrc/top_choice.cpp), where torch's half-dozen operations each cost
+    tens of microseconds right after a draft token (docs/BENCHMARKS.md)."""
+    choose = _top_choice() if logits.device.type == "cpu" and logits.dtype == torch.float32 else None
+    if choose is not None and logits.dim() == 1 and logits.is_contiguous():
+        index, probability = choose(logits)
+        return index, probability if with_probability else None
+    index = greedy_tokens(logits).view(1)
+    return index, float(torch.softmax(logits.float(), -1)[index]) if with_probability else None
+
+
+@functools.cache
+def _top_choice():
+    """csrc/top_choice.cpp's function, or None without the extension or AVX2 (then torch's operations)."""
+    extension = native_extension()
+    return extension.top_choice if extension is not None and extension.rows_attention_available() else None
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

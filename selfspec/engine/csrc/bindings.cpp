@@ -4,6 +4,8 @@
 #include "products.h"
 #include "rows_attention.h"
 
+std::tuple<at::Tensor, double> top_choice(const at::Tensor& logits);  // top_choice.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   // Without the GIL, as torch's own operations run: other requests' threads go on meanwhile.
   const auto without_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
@@ -25,6 +27,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              without_gil);
   module.def("bf16_pairs_available", &bf16_pairs_available, "Whether this CPU runs bf16_pairs_mm");
   module.def("int8_dot_mm", &int8_dot_mm, "Low-bit weights times int8-rounded activations (lowbit.py)", without_gil);
+  module.def("top_choice", &top_choice, "A row of logits' first largest and its softmax probability (sampling.py)");
   module.def("screened_logits", &screened_logits, "A draft head: a low-bit screen, its best rescored (lowbit.py)",
              without_gil);
 }
