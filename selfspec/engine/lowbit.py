@@ -269,13 +269,12 @@ def _screened_head(linear: nn.Linear, instructions: str) -> ScreenedHead:
                            f"{INT8_DOT_GROUP}-input groups")
     kind = INT8_DOT_KINDS[2, instructions]
     packed, scales = pack_int2_for_int8_dot(*quantize_asymmetric(linear.weight, INT8_DOT_GROUP, 2))
-    weight = linear.weight.detach()  # the model's own tensor, read for the candidates only
-    candidates = min(SCREEN_CANDIDATES, linear.out_features)
-    product = lambda x: extension.screened_logits(x, kind, packed, scales, weight, candidates)  # noqa: E731
+    # The model's own weight is read for the candidates only.
+    screen = (kind, packed, scales, linear.weight.detach(), min(SCREEN_CANDIDATES, linear.out_features))
+    product = lambda x: extension.screened_logits(x, *screen)  # noqa: E731
     product(torch.zeros(1, linear.in_features))  # raises on a CPU without the instructions
     name = "int2-screened" + ("" if instructions == "vnni" else f"-{instructions}")
-    return ScreenedHead(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales),
-                        (kind, packed, scales, weight, candidates))
+    return ScreenedHead(linear, name, product, {"packed": packed, "scales": scales}, _nbytes(packed, scales), screen)
 
 
 def head_builders(builders: dict[str, Callable], device: torch.device) -> dict[str, Callable]:

@@ -16,7 +16,7 @@ namespace {
 
 // The indices of the `count` largest of `scores` (in no particular order): a min-heap of the best so far, and
 // 8 scores at a time compared against its smallest, which almost all of a vocabulary's scores fall below.
-SELFSPEC_AVX2 std::vector<int64_t> largest(const float* scores, int64_t size, int64_t count) {
+SELFSPEC_AVX2 std::vector<int64_t> best_indices(const float* scores, int64_t size, int64_t count) {
   std::vector<std::pair<float, int64_t>> heap;
   heap.reserve(count);
   const auto later = std::greater<std::pair<float, int64_t>>();
@@ -77,7 +77,7 @@ at::Tensor screened_logits(const at::Tensor& hidden, int64_t kind, const at::Ten
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x.data_ptr<float>() + r * width;
     float* scores = out.data_ptr<float>() + r * vocabulary;
-    const std::vector<int64_t> best = largest(scores, vocabulary, candidates);
+    const std::vector<int64_t> best = best_indices(scores, vocabulary, candidates);
     switch (weight.scalar_type()) {
       case at::kFloat: rescore(row, weight.data_ptr<float>(), width, best, scores); break;
       case at::kBFloat16: rescore(row, weight.data_ptr<c10::BFloat16>(), width, best, scores); break;

@@ -27,7 +27,7 @@ SELFSPEC_AVX2 double exp_sum(const float* x, int64_t size, float top) {
 }
 
 // The row's largest value, 8 lanes at a time; NaN where the row holds one.
-SELFSPEC_AVX2 float largest(const float* x, int64_t size) {
+SELFSPEC_AVX2 float row_max(const float* x, int64_t size) {
   __m256 top = _mm256_set1_ps(-INFINITY), unordered = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + kLanes <= size; i += kLanes) {
@@ -61,10 +61,11 @@ std::tuple<at::Tensor, double> top_choice(const at::Tensor& logits) {
   TORCH_CHECK(logits.dim() == 1 && logits.numel() > 0 && logits.scalar_type() == at::kFloat && logits.is_contiguous() &&
                   logits.device().is_cpu(),
               "one contiguous row of float32 logits on the CPU");
-  TORCH_CHECK(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), "the greedy choice needs AVX2 and FMA");
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");  // asked once
+  TORCH_CHECK(has_avx2, "the greedy choice needs AVX2 and FMA");
   const float* x = logits.data_ptr<float>();
   const int64_t size = logits.numel();
-  const float top = largest(x, size);
+  const float top = row_max(x, size);
   if (std::isnan(top)) {  // as torch's argmax: the first NaN
     int64_t first = 0;
     while (!std::isnan(x[first])) ++first;
