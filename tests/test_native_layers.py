@@ -450,25 +450,30 @@ def test_the_token_path_runs_only_where_it_makes_the_same_draft():
 
 
 # (heads, groups, head_dim): 16 lanes over one chunk; 64-wide heads with all their chunks at once (3 a group) and a
-# chunk at a time (9 a group: blocks of 8 heads and 1); 128-wide heads, 6 a group; 24-wide heads in 8 lanes (AVX2).
-ROWS_SHAPES = [(6, 2, 16), (9, 3, 64), (18, 2, 64), (12, 2, 128), (4, 2, 24)]
+# chunk at a time (9 a group: blocks of 8 heads and 1); 128-wide heads, 6 a group; 96-wide heads (chunks and bfloat16
+# pairs counted at run time); 24-wide heads in 8 lanes (AVX2).
+ROWS_SHAPES = [(6, 2, 16), (9, 3, 64), (18, 2, 64), (12, 2, 128), (4, 2, 96), (4, 2, 24)]
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("eight_lanes", [False, True], ids=["widest lanes", "AVX2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", ROWS_SHAPES)
-def test_rows_attention_is_causal_softmax_attention_and_each_row_as_if_alone(extension, dtype, threads, shape):
+def test_rows_attention_is_causal_softmax_attention_and_each_row_as_if_alone(extension, dtype, eight_lanes, shape):
     torch.manual_seed(0)
     (heads, groups, head_dim), capacity, scale = shape, 160, 0.25
     keys, values = (torch.randn(1, groups, capacity, head_dim).to(dtype) for _ in range(2))
     query = torch.randn(1, heads, 17, head_dim).to(dtype)
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+
+    def attend(rows, position, threads):
+        torch.set_num_threads(threads)
+        return extension.attend_cached_rows(rows, keys, values, position, scale, eight_lanes=eight_lanes)
+
     try:
-        for position in (0, 5, 55, 140):  # from 64 positions on, a row's are split between the threads
+        for position in (0, 5, 55, 140):  # rows inside the first 64 positions, and across 64 and 128
             rows = min(17, capacity - position)
-            out = extension.attend_cached_rows(query[:, :, :rows], keys, values, position, scale)
+            out = attend(query[:, :, :rows], position, threads=2)
             assert out.shape == (1, heads, rows, head_dim) and out.dtype == dtype
             for r in range(rows):
                 seen = position + r + 1  # the row's own position and those before it, nothing after
@@ -476,8 +481,9 @@ def test_rows_attention_is_causal_softmax_attention_and_each_row_as_if_alone(ext
                 weights = (torch.einsum("hd,hnd->hn", query[0, :, r].double(), k) * scale).softmax(-1)
                 expected = torch.einsum("hn,hnd->hd", weights, v)
                 torch.testing.assert_close(out[0, :, r].double(), expected, rtol=tolerance, atol=tolerance)
-                alone = extension.attend_cached_rows(query[:, :, r:r + 1], keys, values, position + r, scale)
-                assert torch.equal(out[:, :, r:r + 1], alone), (position, r)
+                for threads in (1, 2, 3):  # the same bits alone, whatever the threads
+                    alone = attend(query[:, :, r:r + 1], position + r, threads)
+                    assert torch.equal(out[:, :, r:r + 1], alone), (position, r, threads)
     finally:
         torch.set_num_threads(previous)
 

@@ -8,6 +8,7 @@
 #define SELFSPEC_AVX2 __attribute__((target("avx2,fma")))
 #define SELFSPEC_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
 #define SELFSPEC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define SELFSPEC_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 
 namespace selfspec_lanes {
 
@@ -52,6 +53,20 @@ SELFSPEC_AVX2 inline __m256 exp_lanes(__m256 x) {
   }
   const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(power));
+}
+
+// exp_lanes with 16 lanes.
+SELFSPEC_AVX512 inline __m512 exp_wide(__m512 x) {
+  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(87.f));
+  const __m512 t = _mm512_mul_ps(clamped, _mm512_set1_ps(1.4426950409f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.5403530e-4f);
+  for (const float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.f}) {
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+  }
+  const __m512i power = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(power));
 }
 
 }  // namespace selfspec_lanes

@@ -21,7 +21,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              without_gil);
   module.def("attend_cached_rows", &attend_cached_rows,
              "Attention of a forward's rows over a cache layer, each over the positions up to its own (attention_forms.py)",
-             without_gil);
+             pybind11::arg("query"), pybind11::arg("keys"), pybind11::arg("values"), pybind11::arg("position"),
+             pybind11::arg("scaling"), pybind11::arg("eight_lanes") = false, without_gil);
   module.def("rows_attention_available", &rows_attention_available, "Whether this CPU runs attend_cached_rows");
   module.def("bf16_pairs_mm", &bf16_pairs_mm, "bfloat16 weights times a few rows, each summed alike (narrow_linear.py)",
              without_gil);
