@@ -198,7 +198,7 @@ def _(x, weight, bias):
 def bf16_pairs_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, w, bias)` for bfloat16, `weight` being `bf16_pairs_packed(w)`, by AVX512-BF16's pair dot products:
     every row summed in one order whatever rows share the call (so a verification's rows are exactly one-token
-    steps' rows), the weights streamed once for up to six rows, and ~1 us a call where oneDNN's costs ~10."""
+    steps' rows), the weights streamed once for up to nine rows, and ~1 us a call where oneDNN's costs ~10."""
     rows = _bf16_pairs_op if torch.compiler.is_compiling() else _bf16_pairs_rows
     return rows(x, weight, bias)
 

@@ -24,7 +24,7 @@
 namespace {
 
 constexpr int64_t kBlock = 16, kPairValues = 32;  // outputs a block; bfloat16 values a block's pair of inputs
-constexpr int kTileRows = 6, kTileBlocks = 4;     // 24 accumulators, 4 weights and a broadcast: 29 of 32 registers
+constexpr int kTileRows = 9, kTileBlocks = 3;     // 27 accumulators, 3 weights and a broadcast: 31 of 32 registers
 constexpr int64_t kPrefetchValues = 1024;         // 2 KB ahead in each block's stream, into L2
 
 template <int Rows, int Blocks>
@@ -71,7 +71,7 @@ constexpr std::array<std::array<Tile, kTileBlocks>, kTileRows> all_tiles(std::in
   return {tiles_of_rows<R + 1>(std::make_integer_sequence<int, kTileBlocks>{})...};
 }
 
-// Rows split into passes as even as possible (17: 6, 6, 5), so no pass runs with few accumulators.
+// Rows split into passes as even as possible (17: 9, 8), so no pass runs with few accumulators.
 int64_t pass_rows(int64_t rows) {
   const int64_t passes = (rows + kTileRows - 1) / kTileRows;
   return (rows + passes - 1) / passes;
