@@ -42,29 +42,29 @@ SELFSPEC_AVX2 inline float lane_sum(__m256 v) {
 
 // e^x for |x| <= 87 (softmax after its maximum is taken off; silu): 2^n 2^f, 2^f by its Taylor series to f^6 on
 // |f| <= 1/2 (relative error below 1e-7), 2^n built in the exponent bits (|n| <= 126; e^-87 is zero enough).
+constexpr float kExpLimit = 87.f, kLog2E = 1.4426950409f;
+constexpr float kExp2Series[] = {1.5403530e-4f, 1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f,
+                                 6.9314718e-1f, 1.f};  // highest power first
+
 SELFSPEC_AVX2 inline __m256 exp_lanes(__m256 x) {
-  const __m256 clamped = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(87.f));
-  const __m256 t = _mm256_mul_ps(clamped, _mm256_set1_ps(1.4426950409f));
+  const __m256 clamped = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-kExpLimit)), _mm256_set1_ps(kExpLimit));
+  const __m256 t = _mm256_mul_ps(clamped, _mm256_set1_ps(kLog2E));
   const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 f = _mm256_sub_ps(t, n);
-  __m256 p = _mm256_set1_ps(1.5403530e-4f);
-  for (const float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.f}) {
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
-  }
+  __m256 p = _mm256_set1_ps(kExp2Series[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2Series[i]));
   const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(power));
 }
 
 // exp_lanes with 16 lanes.
 SELFSPEC_AVX512 inline __m512 exp_wide(__m512 x) {
-  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(87.f));
-  const __m512 t = _mm512_mul_ps(clamped, _mm512_set1_ps(1.4426950409f));
+  const __m512 clamped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-kExpLimit)), _mm512_set1_ps(kExpLimit));
+  const __m512 t = _mm512_mul_ps(clamped, _mm512_set1_ps(kLog2E));
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.5403530e-4f);
-  for (const float c : {1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f, 2.4022651e-1f, 6.9314718e-1f, 1.f}) {
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
-  }
+  __m512 p = _mm512_set1_ps(kExp2Series[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Series[i]));
   const __m512i power = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
   return _mm512_mul_ps(p, _mm512_castsi512_ps(power));
 }
