@@ -10,7 +10,7 @@ import torch
 from selfspec import DraftModel, DraftSettings, SkipProfile, autoregressive, self_speculative
 from selfspec.engine.cache import new_cache
 from selfspec.engine.architectures import PLAIN_LLAMA_MODEL_TYPES
-from selfspec.engine.lowbit import kernel_builders, low_bit_shadow
+from selfspec.engine.lowbit import dequantize_int4_coded, kernel_builders, low_bit_shadow, quantize_int4_coded
 from selfspec.engine.runtime import Engine
 from selfspec.engine.shadow import linear_slots
 from test_engine import _assert_same, _snapshot, generated
@@ -125,6 +125,13 @@ def test_every_kernel_computes_the_dequantised_product(weights):
         groups = w.reshape(48, 2, 32)
         step = ((groups.amax(-1) - groups.amin(-1)) / 15).repeat_interleave(32, 1)
     worst = (x.abs() @ (step / 2).t()).max()  # the largest output error weight rounding alone allows
+    if weights == "int4":  # torch's int4 products, and the 8-bit dot products' byte codes of each group's step and
+        # middle (zero) in steps of a row's largest / 255 and / 127: a step up to one code larger (half of it a
+        # weight), the middle up to half a code off (a weight at the end of the group's range off by that too)
+        scale_code_step = step.amax(1, keepdim=True) / 255
+        middle = (groups.amin(-1) + 8 * (groups.amax(-1) - groups.amin(-1)) / 15)
+        zero_code_step = (middle.abs().amax(1, keepdim=True) / 127).expand(48, 64)
+        coded_worst = (x.abs() @ ((step + scale_code_step) / 2 + zero_code_step / 2).t()).max()
     # The 8-bit dot products round each group of 32 activations to int8 against its largest magnitude too.
     activation_step = (x.abs().reshape(3, 2, 32).amax(-1) / 127).repeat_interleave(32, 1)
     int8_activations = ((activation_step / 2) @ (w.abs() + step / 2).t()).max()
@@ -140,7 +147,8 @@ def test_every_kernel_computes_the_dequantised_product(weights):
         assert layer.bias is linear.bias
         bf16 = 0.02 * exact.abs().max() if "bfloat16" in name else 0  # bf16 activations round too
         rounded = int8_activations if "-int8dot" in name else 0
-        assert (layer(x) - exact).abs().max() <= worst * 1.01 + bf16 + rounded + 1e-5, name
+        bound = coded_worst if weights == "int4" and "-int8dot" in name else worst
+        assert (layer(x) - exact).abs().max() <= bound * 1.01 + bf16 + rounded + 1e-5, name
 
 
 def test_bad_draft_weights_are_refused():
@@ -247,3 +255,23 @@ def test_a_16_bit_model_keeps_its_dtype_through_the_fused_draft(dtype):
         expected = reference(ids).logits[0, -1]
     assert logits.dtype == dtype
     torch.testing.assert_close(logits.float(), expected.float(), atol=0.25, rtol=0.05)  # 16-bit rounding, 4 layers
+
+
+def test_int4_byte_codes_keep_every_weight_within_half_a_coded_step_and_the_middles_code():
+    torch.manual_seed(1)
+    w = torch.randn(32, 128) * 0.05
+    w[5, 32:64] += 0.4  # a group far off the row's middle
+    w[7] *= 1e-3  # a row of tiny weights: its steps are its own
+    q, scale_code, zero_code, scale_step, zero_step = quantize_int4_coded(w, 32)
+    assert q.min() >= 0 and q.max() <= 15 and scale_code.dtype == torch.uint8 and zero_code.dtype == torch.int8
+    assert scale_code.min() >= 1 and zero_code.abs().max() <= 127
+    groups = w.reshape(32, 4, 32)
+    step = (groups.amax(-1) - groups.amin(-1)) / 15
+    coded_step = scale_code.float() * scale_step.float()[:, None]
+    assert (coded_step >= step * (1 - 1e-6)).all()  # rounded up: the grid spans the group
+    assert (coded_step <= step + step.amax(1, keepdim=True) / 255 * 1.01).all()
+    middle = groups.amin(-1) + 8 * step
+    zero_error = (zero_code.float() * zero_step.float()[:, None] - middle).abs()
+    assert (zero_error <= middle.abs().amax(1, keepdim=True) / 127 / 2 * 1.01).all()
+    error = (dequantize_int4_coded(q, scale_code, zero_code, scale_step, zero_step) - w).abs().reshape(32, 4, 32)
+    assert (error <= (coded_step / 2 + zero_error)[..., None] * 1.001 + 1e-9).all()

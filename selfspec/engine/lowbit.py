@@ -80,6 +80,36 @@ def quantize_int4(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch
     return q, scale, low + 8 * scale
 
 
+def quantize_int4_coded(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, ...]:
+    """quantize_int4 with each group's scale and zero as a byte code times a float32 step of its row: scale =
+    scale_code * scale_step (codes 1..255, rounded up so that the grid still spans the group), zero = zero_code *
+    zero_step (codes -127..127); q is rounded against the coded values. The codes take half the bytes of float16
+    pairs and kept the draft's agreement (docs/BENCHMARKS.md, "int4 scales as byte codes").
+
+    Returns q (out, in) int32 in 0..15, scale_code (out, in/group) uint8, zero_code int8, scale_step (out,) and
+    zero_step (out,) float32: weight ~= (q - 8) * scale_code * scale_step + zero_code * zero_step. (Steps in float16
+    would be subnormal for rows of small weights, too coarse for the codes to span their groups.)"""
+    _, scale, zero = quantize_int4(weight, group)
+    scale_step = scale.amax(-1) / 255
+    scale_code = torch.ceil(scale / scale_step[:, None] * (1 - 2 ** -20)).clamp(1, 255)  # not 256 for the largest
+    zero_step = (zero.abs().amax(-1) / 127).clamp(min=1e-30)
+    zero_code = torch.round(zero / zero_step[:, None]).clamp(-127, 127)
+    coded_scale = scale_code * scale_step[:, None]
+    coded_zero = zero_code * zero_step[:, None]
+    out_features, in_features = weight.shape
+    groups = weight.detach().float().reshape(out_features, in_features // group, group)
+    q = torch.round((groups - coded_zero[..., None]) / coded_scale[..., None] + 8).clamp(0, 15).to(torch.int32)
+    return (q.reshape(out_features, in_features), scale_code.to(torch.uint8), zero_code.to(torch.int8), scale_step,
+            zero_step)
+
+
+def dequantize_int4_coded(q: torch.Tensor, scale_code: torch.Tensor, zero_code: torch.Tensor,
+                          scale_step: torch.Tensor, zero_step: torch.Tensor) -> torch.Tensor:
+    scale = scale_code.float() * scale_step.float()[:, None]
+    zero = zero_code.float() * zero_step.float()[:, None]
+    return dequantize_int4(q, scale, zero)
+
+
 def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
     out_features, in_features = q.shape
     group = in_features // scale.shape[1]
@@ -175,20 +205,21 @@ INT8_DOT_GROUP = 32  # inputs whose activations share one int8 scale there (the 
 INT8_DOT_MARGIN = 0.2  # how much faster another kernel must measure to be chosen over the 8-bit dot products
 
 
-def pack_int4_for_int8_dot(q: torch.Tensor, scale: torch.Tensor,
-                           zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """quantize_int4's (q, scale, zero) at group INT8_DOT_GROUP in csrc/int8_dot_products.cpp's layout: per
-    block of 16 output rows and group of 32 inputs, four 64-byte chunks of 8 inputs, row r's bytes 4r..4r+3
-    holding inputs 0..3 in their low nibbles and 4..7 in their high ones; then per block and group 16 scales
-    and 16 zeros in float16 (a draft token streams every weight and scale once: float32 scales were a third of
-    its int4 layers' bytes)."""
+def pack_int4_for_int8_dot(q: torch.Tensor, scale_code: torch.Tensor, zero_code: torch.Tensor,
+                           scale_step: torch.Tensor, zero_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_int4_coded's output at group INT8_DOT_GROUP in csrc/int8_dot_products.cpp's layout: per block of 16
+    output rows and group of 32 inputs, four 64-byte chunks of 8 inputs, row r's bytes 4r..4r+3 holding inputs 0..3
+    in their low nibbles and 4..7 in their high ones. Per block, its rows' 16 scale steps and 16 zero steps (float32
+    bytes), then per group its 16 scale codes and 16 zero codes (a draft token streams every weight and scale once)."""
     out_features, in_features = q.shape
     blocks, groups = out_features // INT8_DOT_BLOCK, in_features // INT8_DOT_GROUP
     nibbles = q.to(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups, 4, 2, 4)  # (.., chunk, low/high, input)
     chunks = (nibbles[..., 0, :] | nibbles[..., 1, :] << 4).permute(0, 2, 3, 1, 4)  # (block, group, chunk, row, 4)
-    per_block = lambda t: t.half().view(blocks, INT8_DOT_BLOCK, groups).transpose(1, 2)  # noqa: E731
-    scales_and_zeros = torch.stack([per_block(scale), per_block(zero)], dim=2)  # (block, group, 2, row)
-    return chunks.reshape(blocks, groups, -1).contiguous(), scales_and_zeros.contiguous()
+    steps = torch.stack([scale_step.float(), zero_step.float()]).view(2, blocks, INT8_DOT_BLOCK).transpose(0, 1)
+    per_block = lambda t: t.view(torch.uint8).view(blocks, INT8_DOT_BLOCK, groups).transpose(1, 2)  # noqa: E731
+    codes = torch.stack([per_block(scale_code), per_block(zero_code)], dim=2)  # (block, group, 2, row)
+    header = steps.contiguous().view(torch.uint8).reshape(blocks, -1)
+    return chunks.reshape(blocks, groups, -1).contiguous(), torch.cat([header, codes.reshape(blocks, -1)], 1)
 
 
 def pack_int8_for_int8_dot(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,7 +242,7 @@ def _int8_dot(linear: nn.Linear, bits: int, instructions: str) -> LowBitLinear:
         raise RuntimeError(f"the 8-bit dot products take {INT8_DOT_BLOCK}-row blocks of {INT8_DOT_GROUP}-input groups")
     kind = INT8_DOT_KINDS[bits, instructions]
     if bits == 4:
-        packed, scales = pack_int4_for_int8_dot(*quantize_int4(linear.weight, INT8_DOT_GROUP))
+        packed, scales = pack_int4_for_int8_dot(*quantize_int4_coded(linear.weight, INT8_DOT_GROUP))
     else:
         packed, scales = pack_int8_for_int8_dot(*quantize_int8(linear.weight))
     product = lambda x: extension.int8_dot_mm(kind, x, packed, scales)  # noqa: E731

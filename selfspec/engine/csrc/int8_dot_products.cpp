@@ -8,8 +8,9 @@
 // int4 layout (lowbit.pack_int4_for_int8_dot): blocks of 16 output rows; per block and group of 32 inputs, four
 // 64-byte chunks, one per 8 inputs, where bytes 4r..4r+3 hold row r's inputs 0..3 of the chunk in their low
 // nibbles and inputs 4..7 in their high nibbles, so one instruction serves 16 rows at once. Per block and group,
-// 16 scales then 16 zeros (float16, half the bytes of float32: a draft token streams every weight and scale once):
-// weight = (q - 8) * scale + zero. int8 layout: see int8_block_product. int2 layout (pack_int2_for_int8_dot, a
+// 16 scale codes (unsigned bytes) then 16 zero codes (signed bytes), each times its row's step: per block, ahead of
+// its groups' codes, 16 scale steps then 16 zero steps in float32 (a draft token streams every weight and scale once,
+// and float16 pairs a group were a fifth of its bytes): weight = (q - 8) * code * step + zero code * zero step. int8 layout: see int8_block_product. int2 layout (pack_int2_for_int8_dot, a
 // draft head's screen): per block and group, two 64-byte chunks of 16 inputs, row r's bytes 4r..4r+3 each holding
 // four inputs two bits apart (chunk c, byte b, bits 2s: input 16c + 4s + b); then 16 scales and 16 lows in float16:
 // weight = q * scale + low.
@@ -28,6 +29,7 @@ namespace {
 
 constexpr int64_t kGroup = 32, kBlock = 16, kGroupBytes = kGroup * kBlock / 2, kInt8GroupBytes = kGroup * kBlock;
 constexpr int64_t kInt2GroupBytes = kGroup * kBlock / 4;
+constexpr int64_t kCodeSteps = 2 * kBlock * 4, kGroupCodes = 2 * kBlock;  // int4: a block's float32 steps; a group's codes
 constexpr int32_t kInt4Offset = 8, kInt8Offset = 128;  // the weights are stored as unsigned values plus these
 // Weights asked for this far ahead of their use: the hardware's own prefetcher ramps up too slowly over the few
 // hundred kilobytes of one product.
@@ -87,13 +89,30 @@ SELFSPEC_AVX2 inline __m256 halves8(const uint16_t* values) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values)));
 }
 
+// 16 (or 8) bytes as floats: unsigned scale codes, signed zero codes.
+SELFSPEC_AVX512 inline __m512 unsigned_codes16(const uint8_t* codes) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes))));
+}
+SELFSPEC_AVX512 inline __m512 signed_codes16(const uint8_t* codes) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes))));
+}
+SELFSPEC_AVX2 inline __m256 unsigned_codes8(const uint8_t* codes) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes))));
+}
+SELFSPEC_AVX2 inline __m256 signed_codes8(const uint8_t* codes) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes))));
+}
+
 // Every row of x against one block of 16 output rows: out[m, 16 block .. 16 block + 15].
 template <typename Scalar>
-SELFSPEC_AVX512 void block_product(const uint8_t* packed, const uint16_t* scales_and_zeros, const RoundedRows& x, int64_t rows,
+SELFSPEC_AVX512 void block_product(const uint8_t* packed, const uint8_t* codes, const RoundedRows& x, int64_t rows,
                    int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
   const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
   const uint8_t* block_weights = packed + block * groups * kGroupBytes;
-  const uint16_t* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
+  const uint8_t* block_codes = codes + block * (kCodeSteps + groups * kGroupCodes);
+  const __m512 scale_step = _mm512_loadu_ps(reinterpret_cast<const float*>(block_codes));
+  const __m512 zero_step = _mm512_loadu_ps(reinterpret_cast<const float*>(block_codes) + kBlock);
+  block_codes += kCodeSteps;
   for (int64_t m = 0; m < rows; ++m) {  // the block's weights stay in L1 from the second row on
     const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
     __m512 scaled = _mm512_setzero_ps(), zeros = _mm512_setzero_ps();
@@ -110,9 +129,11 @@ SELFSPEC_AVX512 void block_product(const uint8_t* packed, const uint16_t* scales
       }
       const int64_t at = m * groups + g;
       const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(low, high), _mm512_set1_epi32(kInt4Offset * x.total[at]));
-      const __m512 scale = _mm512_mul_ps(halves16(block_scales + g * 2 * kBlock), _mm512_set1_ps(x.scale[at]));
+      const uint8_t* group_codes = block_codes + g * kGroupCodes;
+      const __m512 scale = _mm512_mul_ps(_mm512_mul_ps(unsigned_codes16(group_codes), scale_step), _mm512_set1_ps(x.scale[at]));
+      const __m512 zero = _mm512_mul_ps(signed_codes16(group_codes + kBlock), zero_step);
       scaled = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), scaled);
-      zeros = _mm512_fmadd_ps(halves16(block_scales + g * 2 * kBlock + kBlock), _mm512_set1_ps(x.sum[at]), zeros);
+      zeros = _mm512_fmadd_ps(zero, _mm512_set1_ps(x.sum[at]), zeros);
     }
     store_block(_mm512_add_ps(scaled, zeros), out + m * out_features + block * kBlock);
   }
@@ -193,11 +214,15 @@ SELFSPEC_AVX2 void store_halves(__m256 low, __m256 high, Scalar* out) {
 }
 
 template <typename Scalar>
-SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const uint16_t* scales_and_zeros, const RoundedRows& x,
+SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const uint8_t* codes, const RoundedRows& x,
                                       int64_t rows, int64_t groups, int64_t block, Scalar* out, int64_t out_features) {
   const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
   const uint8_t* block_weights = packed + block * groups * kGroupBytes;
-  const uint16_t* block_scales = scales_and_zeros + block * groups * 2 * kBlock;
+  const uint8_t* block_codes = codes + block * (kCodeSteps + groups * kGroupCodes);
+  const float* steps = reinterpret_cast<const float*>(block_codes);
+  const __m256 scale_steps[2] = {_mm256_loadu_ps(steps), _mm256_loadu_ps(steps + 8)};
+  const __m256 zero_steps[2] = {_mm256_loadu_ps(steps + kBlock), _mm256_loadu_ps(steps + kBlock + 8)};
+  block_codes += kCodeSteps;
   for (int64_t m = 0; m < rows; ++m) {
     const int32_t* words = reinterpret_cast<const int32_t*>(x.values.data() + m * groups * kGroup);
     __m256 sums[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -213,10 +238,11 @@ SELFSPEC_AVX2 void block_product_avx2(const uint8_t* packed, const uint16_t* sca
           dot = _mm256_add_epi32(dot, dot_fours(_mm256_and_si256(_mm256_srli_epi16(chunk, 4), low_nibbles),
                                                 _mm256_set1_epi32(a[2 * c + 1])));
         }
-        const uint16_t* scale = block_scales + g * 2 * kBlock + 8 * half;
-        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(halves8(scale), _mm256_set1_ps(x.scale[at])),
-                                     _mm256_cvtepi32_ps(dot), sums[half]);
-        sums[half] = _mm256_fmadd_ps(halves8(scale + kBlock), _mm256_set1_ps(x.sum[at]), sums[half]);
+        const uint8_t* group_codes = block_codes + g * kGroupCodes + 8 * half;
+        const __m256 scale = _mm256_mul_ps(unsigned_codes8(group_codes), scale_steps[half]);
+        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(scale, _mm256_set1_ps(x.scale[at])), _mm256_cvtepi32_ps(dot), sums[half]);
+        sums[half] = _mm256_fmadd_ps(_mm256_mul_ps(signed_codes8(group_codes + kBlock), zero_steps[half]),
+                                     _mm256_set1_ps(x.sum[at]), sums[half]);
       }
     }
     store_halves(sums[0], sums[1], out + m * out_features + block * kBlock);
@@ -296,10 +322,10 @@ bool has_instructions(int64_t kind) {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
-// int4 and int2 weights carry a float16 scale and zero (or low) per group; int8 weights a float32 scale a row.
-bool per_group_scales(int64_t kind) {
-  return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2 || kind == kInt2Int8Dot || kind == kInt2Int8DotAvx2;
-}
+// int2 weights carry a float16 scale and low per group; int8 weights a float32 scale a row; int4 weights byte codes
+// per group and float16 steps per block.
+bool per_group_scales(int64_t kind) { return kind == kInt2Int8Dot || kind == kInt2Int8DotAvx2; }
+bool coded_scales(int64_t kind) { return kind == kInt4Int8Dot || kind == kInt4Int8DotAvx2; }
 
 int64_t group_bytes(int64_t kind) {
   if (kind == kInt2Int8Dot || kind == kInt2Int8DotAvx2) return kInt2GroupBytes;
@@ -312,9 +338,11 @@ void check_int8_dot(int64_t kind, const at::Tensor& packed, const at::Tensor& sc
   TORCH_CHECK(kind >= kInt4Int8Dot && kind <= kInt2Int8DotAvx2, "no 8-bit dot product of kind ", kind);
   TORCH_CHECK(has_instructions(kind), "this CPU lacks the instructions of 8-bit dot product kind ", kind,
               kind == kInt4Int8Dot || kind == kInt8Int8Dot || kind == kInt2Int8Dot ? " (AVX512-VNNI)" : " (AVX2)");
-  const auto scale_type = per_group_scales(kind) ? at::kHalf : at::kFloat;  // per group in float16, per row in float32
+  const auto scale_type = coded_scales(kind) ? at::kByte : per_group_scales(kind) ? at::kHalf : at::kFloat;
   TORCH_CHECK(packed.dim() == 3 && packed.size(2) == group_bytes(kind) && packed.is_contiguous() &&
-                  packed.scalar_type() == at::kByte && scales.is_contiguous() && scales.scalar_type() == scale_type,
+                  packed.scalar_type() == at::kByte && scales.is_contiguous() && scales.scalar_type() == scale_type &&
+                  (!coded_scales(kind) || (scales.dim() == 2 && scales.size(0) == packed.size(0) &&
+                                           scales.size(1) == kCodeSteps + packed.size(1) * kGroupCodes)),
               "weights packed by lowbit.pack_int4_for_int8_dot, pack_int8_for_int8_dot or pack_int2_for_int8_dot");
   TORCH_CHECK(in_features == packed.size(1) * kGroup, "the input has ", in_features, " features; the weights take ",
               packed.size(1) * kGroup);
@@ -328,16 +356,17 @@ void int8_dot(int64_t kind, const Scalar* x, int64_t rows, const at::Tensor& pac
   const int64_t blocks = packed.size(0), groups = packed.size(1);
   const RoundedRows rounded = rounded_rows(x, rows * groups * kGroup);
   const uint8_t* weights = packed.data_ptr<uint8_t>();
-  const bool halves_given = per_group_scales(kind);
+  const bool halves_given = per_group_scales(kind), codes_given = coded_scales(kind);
   const uint16_t* halves = halves_given ? reinterpret_cast<const uint16_t*>(scales.data_ptr<at::Half>()) : nullptr;
-  const float* scale = halves_given ? nullptr : scales.data_ptr<float>();
+  const uint8_t* codes = codes_given ? scales.data_ptr<uint8_t>() : nullptr;
+  const float* scale = halves_given || codes_given ? nullptr : scales.data_ptr<float>();
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
       switch (kind) {
-        case kInt4Int8Dot: block_product(weights, halves, rounded, rows, groups, block, out, blocks * kBlock); break;
+        case kInt4Int8Dot: block_product(weights, codes, rounded, rows, groups, block, out, blocks * kBlock); break;
         case kInt8Int8Dot: int8_block_product(weights, scale, rounded, rows, groups, block, out, blocks * kBlock); break;
         case kInt4Int8DotAvx2:
-          block_product_avx2(weights, halves, rounded, rows, groups, block, out, blocks * kBlock);
+          block_product_avx2(weights, codes, rounded, rows, groups, block, out, blocks * kBlock);
           break;
         case kInt2Int8Dot: int2_block_product(weights, halves, rounded, rows, groups, block, out, blocks * kBlock); break;
         case kInt2Int8DotAvx2:

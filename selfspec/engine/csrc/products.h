@@ -3,7 +3,7 @@
 #include <torch/extension.h>
 
 // Low-bit weights times activations rounded to int8 per group of 32, by 8-bit dot instructions, by kind (the
-// numbers lowbit.py gives them): int4 weights in lowbit.pack_int4_for_int8_dot's layout with per-group scales and
+// numbers lowbit.py gives them): int4 weights in lowbit.pack_int4_for_int8_dot's layout with per-group byte codes of scales and
 // zeros, int8 weights in pack_int8_for_int8_dot's with a scale a row, or int2 weights (a draft head's screen) in
 // pack_int2_for_int8_dot's with per-group scales and lows; by AVX512-VNNI, or by AVX2.
 constexpr int64_t kInt4Int8Dot = 2, kInt8Int8Dot = 3, kInt4Int8DotAvx2 = 4, kInt8Int8DotAvx2 = 5;
