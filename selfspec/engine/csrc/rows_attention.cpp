@@ -313,7 +313,8 @@ struct Parts {
   Parts(int64_t rows, int64_t heads, int64_t segments, int64_t head_dim)
       : heads(heads), segments(segments), head_dim(head_dim), weighted(rows * heads * segments * head_dim),
         largest(rows * heads * segments), sums(rows * heads * segments) {}
-  int64_t index(int64_t row, int64_t head, int64_t segment) const { return (row * heads + head) * segments + segment; }
+  // A row's heads over one segment side by side, so that one task's group of heads writes one run of them.
+  int64_t index(int64_t row, int64_t head, int64_t segment) const { return (row * segments + segment) * heads + head; }
 };
 
 // One group's heads over one segment, for the rows from `first_row` on (those that reach it): scores, then per row
@@ -346,41 +347,34 @@ void attend_segment(ScoreWay way, const float* queries, const c10::BFloat16* rou
       parts.largest[at] = way == ScoreWay::kAvx2 ? exponentials_avx2(line, row_end - begin, &parts.sums[at])
                                                  : exponentials_avx512(line, row_end - begin, &parts.sums[at]);
     }
-    // the group's heads are consecutive in `parts` only across segments: a row's weighted sums go to a buffer first
-    float weighted[8 * 512];
-    for (int64_t first = 0; first < per_group; first += 8) {
-      const int64_t count = std::min<int64_t>(8, per_group - first);
-      if (way == ScoreWay::kAvx2) {
-        weighted_avx2(row_scores + first * kSegment, kSegment, count, values, begin, row_end, head_dim, weighted);
-      } else {
-        weighted_avx512(row_scores + first * kSegment, kSegment, count, values, begin, row_end, head_dim, weighted);
-      }
-      for (int64_t h = 0; h < count; ++h) {
-        std::copy(weighted + h * head_dim, weighted + (h + 1) * head_dim,
-                  parts.weighted.begin() + parts.index(r, group * per_group + first + h, segment) * head_dim);
-      }
+    float* weighted = parts.weighted.data() + parts.index(r, group * per_group, segment) * head_dim;
+    if (way == ScoreWay::kAvx2) {
+      weighted_avx2(row_scores, kSegment, per_group, values, begin, row_end, head_dim, weighted);
+    } else {
+      weighted_avx512(row_scores, kSegment, per_group, values, begin, row_end, head_dim, weighted);
     }
   }
 }
 
 // softmax(q . k) . v of one row's head from its first `segments` parts, merged in order.
 SELFSPEC_AVX2 void merge_segments(const Parts& parts, int64_t row, int64_t head, int64_t segments, float* out) {
-  const int64_t first = parts.index(row, head, 0), head_dim = parts.head_dim;
+  // segment k's part: first + k * stride
+  const int64_t first = parts.index(row, head, 0), stride = parts.heads, head_dim = parts.head_dim;
   const float* largest = parts.largest.data() + first;
   float top = -INFINITY;
-  for (int64_t k = 0; k < segments; ++k) top = std::max(top, largest[k]);
+  for (int64_t k = 0; k < segments; ++k) top = std::max(top, largest[k * stride]);
   float factors[kLanes];
   float total = 0.f;
   std::fill(out, out + head_dim, 0.f);
   for (int64_t k = 0; k < segments; ++k) {
     if (k % kLanes == 0) {  // e^(largest - top) for the next 8 segments at once
       float differences[kLanes] = {};
-      for (int64_t i = 0; i < kLanes && k + i < segments; ++i) differences[i] = largest[k + i] - top;
+      for (int64_t i = 0; i < kLanes && k + i < segments; ++i) differences[i] = largest[(k + i) * stride] - top;
       _mm256_storeu_ps(factors, exp_lanes(_mm256_loadu_ps(differences)));
     }
     const float factor = factors[k % kLanes];
-    total += parts.sums[first + k] * factor;
-    const float* part = parts.weighted.data() + (first + k) * head_dim;
+    total += parts.sums[first + k * stride] * factor;
+    const float* part = parts.weighted.data() + (first + k * stride) * head_dim;
     for (int64_t d = 0; d < head_dim; d += kLanes) {
       _mm256_storeu_ps(out + d, _mm256_fmadd_ps(_mm256_loadu_ps(part + d), _mm256_set1_ps(factor), _mm256_loadu_ps(out + d)));
     }
